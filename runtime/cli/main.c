@@ -1,0 +1,59 @@
+/* main.c: `loragen VERB ...` dispatch. The verbs are thin: the work lives in libloragen. */
+#include "cli.h"
+#include "lg_common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+struct verb {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+};
+
+static const struct verb verbs[] = {
+    {"gen", lg_cmd_gen, "write the fused kernels of a spec and check they compile (no GPU needed)"},
+    {"plan", lg_cmd_plan, "plan microbatches for a multi-adapter job and simulate the pipeline"},
+    {NULL, NULL, NULL},
+};
+
+void lg_cli_error(const char *verb, const char *fmt, ...)
+{
+    fprintf(stderr, "loragen %s: ", verb);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: loragen VERB [options]\n\nverbs:\n");
+    for (const struct verb *v = verbs; v->name; v++)
+        fprintf(out, "  %-6s %s\n", v->name, v->help);
+    fprintf(out, "\nRun `loragen VERB --help` for a verb's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("loragen 0.1.0\n");
+        return 0;
+    }
+    for (const struct verb *v = verbs; v->name; v++)
+        if (!strcmp(argv[1], v->name))
+            return v->fn(argc - 1, argv + 1);
+    fprintf(stderr, "loragen: unknown verb '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,52 @@
+/* lg_test.h: helpers shared by the test suites and the benchmarks: an exiting CHECK() for library, driver and
+ * NVRTC calls, GPU detection that skips (exit 77), seeded random fills, and error norms.
+ *
+ * GPU suites run with CK_FORK=no semantics: call lg_test_require_gpu() first in main(), which initialises
+ * CUDA in this process or exits 77 when no GPU is present. */
+#ifndef LG_TEST_H
+#define LG_TEST_H
+
+#include "lg_common.h"
+
+#include <cuda.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define CHECK(stmt)                                                                                        \
+    do {                                                                                                   \
+        enum lg_status s_ = (stmt);                                                                        \
+        if (s_ != LG_OK) {                                                                                 \
+            fprintf(stderr, "%s:%d: %s failed: %s: %s [device %d]\n", __FILE__, __LINE__, #stmt,           \
+                    lg_status_str(s_), lg_last_error(), lg_test_device());                                 \
+            exit(1);                                                                                       \
+        }                                                                                                  \
+    } while (0)
+
+#define CU_CHECK(stmt)                                                                                     \
+    do {                                                                                                   \
+        CUresult r_ = (stmt);                                                                              \
+        if (r_ != CUDA_SUCCESS) {                                                                          \
+            const char *n_ = NULL;                                                                         \
+            cuGetErrorName(r_, &n_);                                                                       \
+            fprintf(stderr, "%s:%d: %s failed: %s [device %d]\n", __FILE__, __LINE__, #stmt,               \
+                    n_ ? n_ : "?", lg_test_device());                                                      \
+            exit(1);                                                                                       \
+        }                                                                                                  \
+    } while (0)
+
+/* The device index in use (-1 before lg_test_require_gpu). */
+int lg_test_device(void);
+/* Initialises CUDA and makes device 0's primary context current; exits 77 when no GPU is usable. */
+void lg_test_require_gpu(void);
+/* True when a GPU is usable; initialises CUDA in this process (call only from the forked child or with
+ * CK_FORK=no). */
+int lg_test_have_gpu(void);
+
+/* Deterministic uniform values in [-scale, scale) from a 64-bit seed (splitmix64). */
+void lg_test_fill(float *x, size_t n, uint64_t seed, float scale);
+uint64_t lg_test_seed(void); /* from $LORAGEN_TEST_SEED, else time-based; printed once */
+
+/* Relative L2 error ||a-b|| / ||b||; +inf if any element of a is NaN or inf. */
+double lg_test_rel_err(const float *a, const double *b, size_t n);
+
+#endif
