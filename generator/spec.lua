@@ -1,0 +1,185 @@
+-- spec.lua: the model/LoRA spec: schema, validation, and the linear layers it implies.
+--
+-- A spec is a Lua file returning a table (see specs/llama-3.1-8b.lua). Either `model` (a Llama-family
+-- decoder's dimensions, from which the seven projections follow) or `linears` (explicit shapes) must be given.
+-- Every error is collected and reported as "specs/x.lua:LINE: error: field: message".
+local sandbox = require("generator.sandbox")
+
+local M = {}
+
+M.TARGETS = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" }
+M.ARCHS = { "sm_80", "sm_89", "sm_90" }
+-- What the kernels need of the dimensions: 64-wide tiles over in/out features, 8-wide rank vectors.
+M.FEATURE_MULTIPLE = 64
+M.RANK_MULTIPLE = 8
+M.MAX_RANK = 128
+
+local function positive_int(extra)
+  local n = { type = "integer", min = 1 }
+  for k, v in pairs(extra or {}) do n[k] = v end
+  return n
+end
+
+local schema = {
+  type = "table",
+  fields = {
+    name = { type = "string", required = true },
+    description = { type = "string" },
+    model = {
+      type = "table",
+      fields = {
+        hidden_size = positive_int({ required = true }),
+        intermediate_size = positive_int({ required = true }),
+        num_attention_heads = positive_int({ required = true }),
+        num_key_value_heads = positive_int({ required = true }),
+        head_dim = positive_int(),
+        num_hidden_layers = positive_int({ required = true }),
+        vocab_size = positive_int(),
+        attention_bias = { type = "boolean" },
+      },
+    },
+    linears = {
+      type = "array", min_len = 1,
+      items = {
+        type = "table",
+        fields = {
+          name = { type = "string", required = true },
+          in_features = positive_int({ required = true }),
+          out_features = positive_int({ required = true }),
+          bias = { type = "boolean" },
+        },
+      },
+    },
+    lora = {
+      type = "table", required = true,
+      fields = {
+        rank = positive_int({ required = true }),
+        alpha = { type = "number", required = true, min_excl = 0 },
+        dropout = { type = "number", min = 0, max_excl = 1 },
+        target_modules = { type = "array", min_len = 1, items = { type = "string" } },
+      },
+    },
+    dtype = { type = "string", enum = { "bf16", "fp16" } },
+    archs = { type = "array", min_len = 1, items = { type = "string", enum = M.ARCHS } },
+    tokens = positive_int(),
+  },
+}
+
+-- Linear layers of a Llama-family decoder layer (PyTorch names, in = K, out = M).
+local function model_linears(m)
+  local hd = m.head_dim or (m.hidden_size // m.num_attention_heads)
+  local q, kv = m.num_attention_heads * hd, m.num_key_value_heads * hd
+  local bias = m.attention_bias or false
+  return {
+    { name = "q_proj", in_features = m.hidden_size, out_features = q, bias = bias },
+    { name = "k_proj", in_features = m.hidden_size, out_features = kv, bias = bias },
+    { name = "v_proj", in_features = m.hidden_size, out_features = kv, bias = bias },
+    { name = "o_proj", in_features = q, out_features = m.hidden_size, bias = false },
+    { name = "gate_proj", in_features = m.hidden_size, out_features = m.intermediate_size, bias = false },
+    { name = "up_proj", in_features = m.hidden_size, out_features = m.intermediate_size, bias = false },
+    { name = "down_proj", in_features = m.intermediate_size, out_features = m.hidden_size, bias = false },
+  }
+end
+
+local function check_semantics(s, errs)
+  if s.model == nil and s.linears == nil then
+    errs:add({}, "give either 'model' (decoder dimensions) or 'linears' (explicit shapes)")
+  elseif s.model ~= nil and s.linears ~= nil then
+    errs:add({ "linears" }, "give either 'model' or 'linears', not both")
+  end
+  local m = s.model
+  if type(m) == "table" and math.type(m.hidden_size) == "integer" and math.type(m.num_attention_heads) == "integer"
+      and m.num_attention_heads > 0 then
+    if m.head_dim == nil and m.hidden_size % m.num_attention_heads ~= 0 then
+      errs:add({ "model", "num_attention_heads" },
+        ("hidden_size %d is not divisible by num_attention_heads %d (give head_dim)"):format(m.hidden_size,
+          m.num_attention_heads))
+    end
+    if math.type(m.num_key_value_heads) == "integer" and m.num_key_value_heads > 0
+        and m.num_attention_heads % m.num_key_value_heads ~= 0 then
+      errs:add({ "model", "num_key_value_heads" },
+        ("num_attention_heads %d is not a multiple of num_key_value_heads %d"):format(m.num_attention_heads,
+          m.num_key_value_heads))
+    end
+  end
+  local lora = s.lora
+  if type(lora) == "table" and math.type(lora.rank) == "integer" and lora.rank > 0 then
+    if lora.rank % M.RANK_MULTIPLE ~= 0 or lora.rank > M.MAX_RANK then
+      errs:add({ "lora", "rank" }, ("rank %d is not supported: the kernels need a multiple of %d up to %d")
+        :format(lora.rank, M.RANK_MULTIPLE, M.MAX_RANK))
+    end
+  end
+  if type(lora) == "table" and type(lora.target_modules) == "table" then
+    local seen = {}
+    for i, t in ipairs(lora.target_modules) do
+      if type(t) == "string" then
+        if seen[t] then errs:add({ "lora", "target_modules", i }, "'" .. t .. "' is listed twice") end
+        seen[t] = true
+      end
+    end
+  end
+end
+
+local function check_shapes(linears, from_model, s, errs)
+  local names = {}
+  for i, l in ipairs(linears) do
+    local path = from_model and { "model" } or { "linears", i }
+    if names[l.name] then errs:add(path, "duplicate linear name '" .. l.name .. "'") end
+    names[l.name] = true
+    for _, f in ipairs({ "in_features", "out_features" }) do
+      local v = l[f]
+      if math.type(v) == "integer" and v % M.FEATURE_MULTIPLE ~= 0 then
+        errs:add(from_model and { "model" } or { "linears", i, f },
+          ("%s.%s = %d is not a multiple of %d, which the fused kernels need"):format(l.name, f, v,
+            M.FEATURE_MULTIPLE))
+      end
+    end
+  end
+  if type(s.lora) == "table" and type(s.lora.target_modules) == "table" then
+    for i, t in ipairs(s.lora.target_modules) do
+      if type(t) == "string" and not names[t] then
+        local known = {}
+        for _, l in ipairs(linears) do known[#known + 1] = l.name end
+        errs:add({ "lora", "target_modules", i }, ("'%s' is not a linear layer of this spec (have: %s)")
+          :format(t, table.concat(known, ", ")))
+      end
+    end
+  end
+end
+
+-- Loads and validates spec text. Returns the normalised spec, or nil and the full error report.
+function M.load(text, path)
+  local s, err = sandbox.eval(text, path)
+  if not s then return nil, err end
+  local errs = sandbox.errors(path, text)
+  sandbox.validate(s, schema, errs)
+  check_semantics(s, errs)
+  local linears
+  if errs:count() == 0 then
+    linears = s.model and model_linears(s.model) or s.linears
+    check_shapes(linears, s.model ~= nil, s, errs)
+  end
+  if errs:count() > 0 then return nil, errs:report() end
+
+  local is_target = {}
+  for _, l in ipairs(linears) do is_target[l.name] = s.lora.target_modules == nil end
+  for _, t in ipairs(s.lora.target_modules or {}) do is_target[t] = true end
+  local out = {
+    name = s.name, path = path, description = s.description,
+    dtype = s.dtype or "bf16",
+    archs = s.archs or M.ARCHS,
+    rank = s.lora.rank, alpha = s.lora.alpha, dropout = s.lora.dropout or 0,
+    tokens = s.tokens or 8192,
+    layers = s.model and s.model.num_hidden_layers or 1,
+    linears = {},
+  }
+  for _, l in ipairs(linears) do
+    if is_target[l.name] then
+      out.linears[#out.linears + 1] = { name = l.name, in_features = l.in_features,
+        out_features = l.out_features, bias = l.bias or false }
+    end
+  end
+  return out
+end
+
+return M
