@@ -1,12 +1,16 @@
 /* lg_jit.h: run-time compilation of generated CUDA source with NVRTC, with an in-memory and on-disk cache.
  *
  * lg_nvrtc_compile() needs no GPU: `loragen gen` uses it to check every kernel for sm_80/sm_89/sm_90.
- * lg_jit_t needs a current CUDA context (lg_ctx_t makes one) and hands out loaded CUfunctions.
+ * lg_jit_t hands out CUfunctions loaded into the current CUDA context (lg_ctx_t makes one); all calls on one
+ * lg_jit_t must see the same context. With params->arch set, lg_jit_init and lg_jit_get_cubin need no GPU
+ * and no driver (the driver is opened on first use, not linked). Not thread-safe.
  *
  * Disk cache: one file per (source hash, arch, NVRTC version, options, format version), written to a temp
  * file and renamed into place. Directory: params->cache_dir, else $LORAGEN_CACHE_DIR, else
- * $XDG_CACHE_HOME/loragen, else $HOME/.cache/loragen. Each entry carries a header and a checksum of its
- * payload; an entry that fails either is deleted and rebuilt, never loaded.
+ * $XDG_CACHE_HOME/loragen, else $HOME/.cache/loragen; created if missing. If it cannot be created the JIT
+ * carries on with the memory cache alone (lg_jit_cache_note says why); a failed write is never an error.
+ * Each entry carries a header and a checksum of its payload; an entry that fails either is deleted and
+ * rebuilt, never loaded.
  *
  * Ownership: lg_jit_t owns its modules (unloaded in lg_jit_free) and its cache directory string. Cubins
  * returned by lg_nvrtc_compile are malloc'd and belong to the caller.
@@ -71,11 +75,17 @@ enum lg_status lg_jit_get(lg_jit_t *jit, const char *source, const char *kernel_
 struct lg_jit_stats {
     unsigned mem_hits, disk_hits, compiles, corrupt_rebuilt;
 };
+/* Every lg_jit_get/lg_jit_get_cubin call counts one of mem_hits, disk_hits or compiles; corrupt_rebuilt
+ * counts disk entries that failed their checks (each also counts a compile). */
 void lg_jit_get_stats(const lg_jit_t *jit, struct lg_jit_stats *out);
+/* The disk cache directory, or NULL when the cache is memory-only. Owned by jit. */
 const char *lg_jit_cache_dir(const lg_jit_t *jit);
+/* Why the disk cache is off, read-only or failed a write ("" when all is well), for `loragen` to print
+ * once. Owned by jit. */
+const char *lg_jit_cache_note(const lg_jit_t *jit);
 
-/* Without a GPU (tests): the cubin for source/arch through the caches, as lg_jit_get would load it.
- * The returned buffer belongs to the caller. */
+/* Without a GPU (tests, `loragen gen`): the cubin for source/arch (0: the jit's arch) through the caches,
+ * as lg_jit_get would load it. The returned buffer belongs to the caller. */
 enum lg_status lg_jit_get_cubin(lg_jit_t *jit, const char *source, int arch, void **cubin, size_t *size);
 
 #ifdef __cplusplus
