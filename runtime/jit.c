@@ -1,64 +1,34 @@
 /* jit.c: lg_jit_t: compiled kernels by cache key, looked up in memory, then on disk (jit_disk.c), then
  * compiled with NVRTC (nvrtc.c), and loaded into the current CUDA context.
  *
- * The driver is opened with dlopen on first use rather than linked: `loragen gen`, lg_jit_get_cubin and the
- * CPU tests must run on machines with no NVIDIA driver at all, where a binary that links libcuda.so.1 does
- * not even start. Every call through lg_jit_t counts exactly one of mem_hits, disk_hits or compiles. */
+ * Driver calls go through cudrv.c, which opens libcuda.so.1 on first use: with params->arch set, nothing here
+ * touches the driver until lg_jit_get, so `loragen gen` and lg_jit_get_cubin work without one. Every call
+ * through lg_jit_t counts exactly one of mem_hits, disk_hits or compiles. */
 #include "jit_internal.h"
 
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the driver, opened lazily ---- */
+/* ---- driver errors ---- */
 
-#define LG_STR_(x) #x
-#define LG_STR(x) LG_STR_(x) /* expands cuda.h's versioned names (cuFoo -> cuFoo_v2) before quoting */
-#define LG_CU_FUNCS(X)                                                                                     \
-    X(cuGetErrorName) X(cuCtxGetCurrent) X(cuCtxGetDevice) X(cuDeviceGetAttribute) X(cuModuleLoadData)     \
-    X(cuModuleGetFunction) X(cuModuleUnload)
-
-static struct {
-    bool tried, ok;
-    char why[256];
-#define X(f) __typeof__(&f) f;
-    LG_CU_FUNCS(X)
-#undef X
-} cu;
-
-static bool cu_load(void)
-{
-    if (cu.tried)
-        return cu.ok;
-    cu.tried = true;
-    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL); /* never closed: drivers do not unload well */
-    if (!h) {
-        snprintf(cu.why, sizeof cu.why, "no NVIDIA driver: %s", dlerror());
-        return false;
-    }
-#define X(f)                                                                                               \
-    if (!(cu.f = (__typeof__(cu.f))dlsym(h, LG_STR(f)))) {                                                 \
-        snprintf(cu.why, sizeof cu.why, "the NVIDIA driver lacks %s", LG_STR(f));                          \
-        return false;                                                                                      \
-    }
-    LG_CU_FUNCS(X)
-#undef X
-    cu.ok = true;
-    return true;
-}
-
-/* The error's name; the number when the driver cannot name it (the stub library names nothing). */
+/* The error's name; the number when the driver cannot name it (the toolkit's stub names nothing). */
 static const char *cu_err(CUresult r)
 {
     static char buf[64];
     const char *name = NULL;
     if (r == CUDA_ERROR_STUB_LIBRARY)
         return "CUDA_ERROR_STUB_LIBRARY (the toolkit's stub libcuda, not a driver)";
-    if (cu.ok && cu.cuGetErrorName(r, &name) == CUDA_SUCCESS && name)
+    if (cuGetErrorName(r, &name) == CUDA_SUCCESS && name)
         return name;
     snprintf(buf, sizeof buf, "CUresult %d", (int)r);
     return buf;
+}
+
+/* cudrv.c answers CUDA_ERROR_NO_DEVICE when there is no driver at all. */
+static enum lg_status cu_status(CUresult r)
+{
+    return r == CUDA_ERROR_NO_DEVICE || r == CUDA_ERROR_STUB_LIBRARY ? LG_ERR_NO_GPU : LG_ERR_CUDA;
 }
 
 /* ---- memory tables ---- */
@@ -248,11 +218,9 @@ static enum lg_status mod_obtain(lg_jit_t *jit, const char *source, int arch, si
 /* The current context's compute capability as 10*major + minor. */
 static enum lg_status current_arch(int *arch)
 {
-    if (!cu_load())
-        return lg_fail(LG_ERR_NO_GPU, "jit: arch 0 asks for the current device, but %s", cu.why);
     CUcontext ctx = NULL;
-    CUresult r = cu.cuCtxGetCurrent(&ctx);
-    if (r == CUDA_ERROR_STUB_LIBRARY || r == CUDA_ERROR_NO_DEVICE)
+    CUresult r = cuCtxGetCurrent(&ctx);
+    if (cu_status(r) == LG_ERR_NO_GPU)
         return lg_fail(LG_ERR_NO_GPU, "jit: arch 0 asks for the current device, but there is none (%s)",
                        cu_err(r));
     if (r != CUDA_SUCCESS || !ctx)
@@ -263,8 +231,8 @@ static enum lg_status current_arch(int *arch)
     int maj = 0, min = 0;
     const CUdevice_attribute MAJ = CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
                              MIN = CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR;
-    if ((r = cu.cuCtxGetDevice(&dev)) != CUDA_SUCCESS || (r = cu.cuDeviceGetAttribute(&maj, MAJ, dev)) ||
-        (r = cu.cuDeviceGetAttribute(&min, MIN, dev)))
+    if ((r = cuCtxGetDevice(&dev)) != CUDA_SUCCESS || (r = cuDeviceGetAttribute(&maj, MAJ, dev)) ||
+        (r = cuDeviceGetAttribute(&min, MIN, dev)))
         return lg_fail(LG_ERR_CUDA, "jit: querying the current device's compute capability: %s", cu_err(r));
     *arch = 10 * maj + min;
     return LG_OK;
@@ -301,8 +269,8 @@ void lg_jit_free(lg_jit_t *jit)
     if (!jit)
         return;
     for (size_t i = 0; i < jit->nmods; i++) {
-        if (jit->mods[i].mod && cu.ok)
-            cu.cuModuleUnload(jit->mods[i].mod); /* may fail if the context is gone; nothing to do then */
+        if (jit->mods[i].mod)
+            cuModuleUnload(jit->mods[i].mod); /* may fail if the context is gone; nothing to do then */
         free(jit->mods[i].cubin);
     }
     for (size_t i = 0; i < jit->nfns; i++)
@@ -319,12 +287,10 @@ static enum lg_status mod_load(struct jit_mod *m)
 {
     if (m->mod)
         return LG_OK;
-    if (!cu_load())
-        return lg_fail(LG_ERR_NO_GPU, "jit: loading a module: %s", cu.why);
-    CUresult r = cu.cuModuleLoadData(&m->mod, m->cubin);
+    CUresult r = cuModuleLoadData(&m->mod, m->cubin);
     if (r != CUDA_SUCCESS) {
         m->mod = NULL;
-        return lg_fail(LG_ERR_CUDA, "jit: cuModuleLoadData (sm_%d, key %s): %s", m->arch, m->key.hex,
+        return lg_fail(cu_status(r), "jit: cuModuleLoadData (sm_%d, key %s): %s", m->arch, m->key.hex,
                        cu_err(r));
     }
     return LG_OK;
@@ -347,7 +313,7 @@ enum lg_status lg_jit_get(lg_jit_t *jit, const char *source, const char *kernel_
     if ((st = mod_load(m)) != LG_OK)
         return lg_fail_wrap(st, "kernel %s: ", kernel_name);
     CUfunction fn;
-    CUresult r = cu.cuModuleGetFunction(&fn, m->mod, kernel_name);
+    CUresult r = cuModuleGetFunction(&fn, m->mod, kernel_name);
     if (r != CUDA_SUCCESS)
         return lg_fail(LG_ERR_CUDA, "kernel %s: cuModuleGetFunction (key %s): %s", kernel_name, m->key.hex,
                        cu_err(r));

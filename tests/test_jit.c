@@ -2,15 +2,15 @@
  * disk caches (round trip, corrupt entries, directory resolution, fallback to memory only), and, where a GPU
  * is present, a kernel loaded through lg_jit_get and launched.
  *
- * Everything but the last case runs without a GPU or a driver. This file deliberately uses nothing from
- * tests/util/lg_test.c: that object links the driver (cuInit), and a binary that needs libcuda.so.1 does not
- * start on a machine without one. The GPU case opens the driver with dlopen instead. */
+ * Everything but the last case runs without a GPU or a driver, so this suite is a normal test, not a GPU
+ * suite: the GPU case prints that it skipped when there is no GPU. Check forks each case, so CUDA is only
+ * ever initialised in the GPU case's own process. */
 #include "../runtime/jit_internal.h"
 #include "lg_jit.h"
+#include "lg_test.h"
 
 #include <check.h>
 #include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <ftw.h>
 #include <math.h>
@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 static const char *AXPB_SRC =
@@ -613,94 +612,45 @@ END_TEST
 
 /* ---- on a GPU ---- */
 
-#define LG_STR_(x) #x
-#define LG_STR(x) LG_STR_(x)
-#define GPU_FUNCS(X)                                                                                       \
-    X(cuInit) X(cuDeviceGetCount) X(cuDeviceGet) X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease)   \
-    X(cuCtxSetCurrent) X(cuMemAlloc) X(cuMemFree) X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuLaunchKernel)         \
-    X(cuCtxSynchronize)
-
-static struct {
-#define X(f) __typeof__(&f) f;
-    GPU_FUNCS(X)
-#undef X
-} gpu;
-
-/* Opens the driver and makes device 0's primary context current; false (and says why) when there is none. */
-static bool gpu_open(CUdevice *dev, CUcontext *ctx)
-{
-    void *h = dlopen("libcuda.so.1", RTLD_NOW);
-    if (!h) {
-        printf("gpu_launch: no NVIDIA driver (%s): skipped\n", dlerror());
-        return false;
-    }
-#define X(f) ck_assert_ptr_nonnull(gpu.f = (__typeof__(gpu.f))dlsym(h, LG_STR(f)));
-    GPU_FUNCS(X)
-#undef X
-    int n = 0;
-    if (gpu.cuInit(0) != CUDA_SUCCESS || gpu.cuDeviceGetCount(&n) != CUDA_SUCCESS || n == 0) {
-        printf("gpu_launch: no GPU: skipped\n");
-        return false;
-    }
-    ck_assert_int_eq(gpu.cuDeviceGet(dev, 0), CUDA_SUCCESS);
-    ck_assert_int_eq(gpu.cuDevicePrimaryCtxRetain(ctx, *dev), CUDA_SUCCESS);
-    ck_assert_int_eq(gpu.cuCtxSetCurrent(*ctx), CUDA_SUCCESS);
-    return true;
-}
-
-static uint64_t test_seed(void)
-{
-    const char *e = getenv("LORAGEN_TEST_SEED");
-    uint64_t s = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL) * 2654435761u;
-    fprintf(stderr, "LORAGEN_TEST_SEED=%llu\n", (unsigned long long)s);
-    return s;
-}
-
-static float next_uniform(uint64_t *s) /* splitmix64 to [-1, 1) */
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float)((double)(z >> 11) * (2.0 / 9007199254740992.0) - 1.0);
-}
-
 /* Runs y = a*x + b through f on n fresh random elements, y poisoned with NaN first, and checks every one. */
 static void run_axpb(CUfunction f, int n, uint64_t seed)
 {
-    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
-    for (int i = 0; i < n; i++) {
-        x[i] = next_uniform(&seed);
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y), ab[2];
+    lg_test_fill(x, n, seed, 1.0f);
+    lg_test_fill(ab, 2, seed + 1, 4.0f);
+    for (int i = 0; i < n; i++)
         y[i] = NAN;
-    }
-    float a = next_uniform(&seed) * 4, b = next_uniform(&seed);
     CUdeviceptr dx, dy;
-    ck_assert_int_eq(gpu.cuMemAlloc(&dx, n * sizeof *x), CUDA_SUCCESS);
-    ck_assert_int_eq(gpu.cuMemAlloc(&dy, n * sizeof *y), CUDA_SUCCESS);
-    ck_assert_int_eq(gpu.cuMemcpyHtoD(dx, x, n * sizeof *x), CUDA_SUCCESS);
-    ck_assert_int_eq(gpu.cuMemcpyHtoD(dy, y, n * sizeof *y), CUDA_SUCCESS);
-    void *args[] = {&dy, &dx, &a, &b, &n};
-    CUresult r = gpu.cuLaunchKernel(f, (n + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, args, NULL);
-    ck_assert_int_eq(r, CUDA_SUCCESS);
-    ck_assert_int_eq(gpu.cuCtxSynchronize(), CUDA_SUCCESS);
-    ck_assert_int_eq(gpu.cuMemcpyDtoH(y, dy, n * sizeof *y), CUDA_SUCCESS);
-    for (int i = 0; i < n; i++) {
-        double ref = (double)a * x[i] + b;
+    CU_CHECK(cuMemAlloc(&dx, n * sizeof *x));
+    CU_CHECK(cuMemAlloc(&dy, n * sizeof *y));
+    CU_CHECK(cuMemcpyHtoD(dx, x, n * sizeof *x));
+    CU_CHECK(cuMemcpyHtoD(dy, y, n * sizeof *y));
+    void *args[] = {&dy, &dx, &ab[0], &ab[1], &n};
+    CU_CHECK(cuLaunchKernel(f, (n + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, args, NULL));
+    CU_CHECK(cuCtxSynchronize());
+    CU_CHECK(cuMemcpyDtoH(y, dy, n * sizeof *y));
+    for (int i = 0; i < n; i++) { /* NaN (an element never written) fails the comparison */
+        double ref = (double)ab[0] * x[i] + ab[1];
         ck_assert_msg(fabs(y[i] - ref) <= 1e-6 * (fabs(ref) + 1), "y[%d] = %g, want %g", i, y[i], ref);
     }
-    gpu.cuMemFree(dx);
-    gpu.cuMemFree(dy);
+    cuMemFree(dx);
+    cuMemFree(dy);
     free(x);
     free(y);
 }
 
 START_TEST(gpu_launch)
 {
+    if (!lg_test_have_gpu()) { /* initialises CUDA in this (forked) process only */
+        printf("gpu_launch: no GPU: skipped\n");
+        return;
+    }
     CUdevice dev;
     CUcontext ctx;
-    if (!gpu_open(&dev, &ctx))
-        return;
-    uint64_t seed = test_seed();
+    CU_CHECK(cuDeviceGet(&dev, 0));
+    CU_CHECK(cuDevicePrimaryCtxRetain(&ctx, dev));
+    CU_CHECK(cuCtxSetCurrent(ctx));
+    uint64_t seed = lg_test_seed();
     char *dir = make_tmpdir();
     struct lg_jit_params p = {.cache_dir = dir}; /* arch 0: the current device's */
     lg_jit_t *jit;
@@ -721,7 +671,7 @@ START_TEST(gpu_launch)
     assert_stats(jit, 0, 1, 0, 0);
     run_axpb(f, 4097, seed + 1);
     lg_jit_free(jit);
-    gpu.cuDevicePrimaryCtxRelease(dev);
+    cuDevicePrimaryCtxRelease(dev);
     rm_rf(dir);
     free(dir);
 }

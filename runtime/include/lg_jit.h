@@ -3,7 +3,7 @@
  * lg_nvrtc_compile() needs no GPU: `loragen gen` uses it to check every kernel for sm_80/sm_89/sm_90.
  * lg_jit_t hands out CUfunctions loaded into the current CUDA context (lg_ctx_t makes one); all calls on one
  * lg_jit_t must see the same context. With params->arch set, lg_jit_init and lg_jit_get_cubin need no GPU
- * and no driver (the driver is opened on first use, not linked). Not thread-safe.
+ * and no driver (cudrv.c opens it on first use). Not thread-safe.
  *
  * Disk cache: one file per (source hash, arch, NVRTC version, options, format version), written to a temp
  * file and renamed into place. Directory: params->cache_dir, else $LORAGEN_CACHE_DIR, else
