@@ -28,8 +28,10 @@ M.OPS = {
     threads = function() return 128 end,
     tag = function(c) return ("c%d"):format(c.nct) end,
     inst = function(c) return { R = c.rank, NCT = c.nct } end,
+    -- the dB accumulators (nct*rank/2 registers per thread) must fit beside everything else
+    default_for = function(c) return { nct = math.max(1, math.min(4, 128 // c.rank)) } end,
     check = function(c)
-      if c.nct * c.rank > 256 then return "nct*rank > 256 would spill the dB accumulators" end
+      if c.nct * c.rank > 128 then return "nct*rank > 128 would spill the dB accumulators" end
     end,
   },
   da = {
@@ -69,8 +71,10 @@ function M.normalize(cfg)
   elseif math.type(c.rank) ~= "integer" or c.rank < 8 or c.rank % 8 ~= 0 or c.rank > 128 then
     error(("rank %s is not supported (multiple of 8, 8..128)"):format(tostring(cfg.rank)), 0)
   end
+  local rank_defaults = (op.default_for and c.rank) and op.default_for(c) or {}
   for k, allowed in pairs(op.params) do
     local v = cfg[k]
+    if v == nil then v = rank_defaults[k] end
     if v == nil then v = op.defaults[k] end
     local ok = false
     for _, a in ipairs(allowed) do if a == v then ok = true end end

@@ -13,6 +13,8 @@ struct lg_gen {
 
 static const char *op_names[LG_OP_COUNT] = {"down", "dy", "da", "reduce"};
 
+const char *lg_gen_template_source(const char *path) { return lg_embedded_find(path, NULL); }
+
 const char *lg_kernel_op_name(enum lg_kernel_op op) { return op < LG_OP_COUNT ? op_names[op] : "?"; }
 
 enum lg_status lg_gen_init(lg_gen_t **out)

@@ -53,11 +53,13 @@ static enum lg_status check_params(const struct lg_lora_params *p)
 
 enum lg_status lg_lora_init(lg_ctx_t *ctx, const struct lg_lora_params *p, lg_lora_t **out)
 {
-    if (!ctx || !p || !out)
+    if (!p || !out)
         return lg_fail(LG_ERR_INVALID, "lg_lora_init: null argument");
-    enum lg_status st = check_params(p);
+    enum lg_status st = check_params(p); /* before the context, so bad parameters are reported as such */
     if (st != LG_OK)
         return st;
+    if (!ctx)
+        return lg_fail(LG_ERR_INVALID, "lg_lora_init: ctx is NULL");
     lg_lora_t *l = calloc(1, sizeof *l);
     if (!l)
         return lg_fail(LG_ERR_OOM, "lg_lora_init: out of memory");

@@ -93,6 +93,10 @@ enum lg_status lg_gen_spec_kernels(lg_gen_t *gen, const struct lg_spec *spec, st
 enum lg_status lg_gen_variants(lg_gen_t *gen, enum lg_kernel_op op, enum lg_dtype dtype, int rank,
                                struct lg_kernel_cfg **out, int *count);
 
+/* The text of a shipped source file ("templates/lg_philox.h"), from the copy embedded at build time; NULL if
+ * there is none. For benchmarks and tools that build kernels of their own on the same helpers. */
+const char *lg_gen_template_source(const char *path);
+
 #ifdef __cplusplus
 }
 #endif
