@@ -22,70 +22,189 @@ local function safe_env()
   return env
 end
 
+-- Lua shortens chunk names to about 60 characters in messages, so the chunk runs under a short name that
+-- is swapped for the real path afterwards: long absolute paths stay whole.
+local CHUNK = "=(spec)"
+
+local function with_path(msg, path)
+  return (msg:gsub("^%(spec%):(%d+): ", function(line) return path .. ":" .. line .. ": " end))
+end
+
+-- The line of the file's last top-level `return`, where a wrong return value is best reported.
+local function return_line(text)
+  local n, found = 0, 1
+  for l in (text .. "\n"):gmatch("(.-)\r?\n") do
+    n = n + 1
+    if l:match("^return%f[^%w_]") then found = n end
+  end
+  return found
+end
+
 -- Evaluates `text` (named `path` in messages). Returns the table, or nil and "path:line: error: msg".
 function M.eval(text, path)
-  local chunk, err = load(text, "@" .. path, "t", safe_env())
+  local chunk, err = load(text, CHUNK, "t", safe_env())
   if not chunk then
-    return nil, (err:gsub("^(.-:%d+:) ", "%1 error: "))
+    return nil, (with_path(err, path):gsub("^(.-:%d+:) ", "%1 error: "))
   end
   local ok, val = lg_run_limited(chunk, 50000000)
   if not ok then
-    local msg = tostring(val)
+    local msg = with_path(tostring(val), path)
     if not msg:match("^.-:%d+: ") then msg = path .. ":1: " .. msg end
     return nil, (msg:gsub("^(.-:%d+:) ", "%1 error: "))
   end
   if type(val) ~= "table" then
-    return nil, path .. ":1: error: the file must return a table (it returned " .. type(val) .. ")"
+    return nil, ("%s:%d: error: the file must return a table (it returned %s)"):format(path, return_line(text),
+      type(val))
   end
   return val
 end
 
 -- Source locator: the line of a key path such as {"lora", "rank"} or {"adapters", 2, "dataset"}.
--- Each named key is searched for from the line where its parent was found; an index counts table
--- constructors ("{") at that depth, which is what a hand-written file looks like.
+-- A named key is searched for from where its parent was found (the first `key =` after it). An index is
+-- found by reading the table constructor that follows the parent: a small scanner that skips strings and
+-- comments counts the elements at its top level, so {"a", "b"} on one line or spread over several lines,
+-- and lists of tables alike, resolve to the element's own line.
 local Locator = {}
 Locator.__index = Locator
 
-function M.locator(text)
-  local lines = {}
-  for l in (text .. "\n"):gmatch("(.-)\r?\n") do lines[#lines + 1] = l end
-  return setmetatable({ lines = lines }, Locator)
+function Locator:line_at(off)
+  local lo, hi = 1, #self.starts
+  while lo < hi do
+    local mid = (lo + hi + 1) // 2
+    if self.starts[mid] <= off then lo = mid else hi = mid - 1 end
+  end
+  return lo
 end
 
-local function strip_comment(l)
-  return (l:gsub("%-%-.*$", ""))
+-- Skips white space and comments from offset p.
+local function skip_blank(text, p)
+  while true do
+    p = text:find("[^%s]", p) or #text + 1
+    if text:sub(p, p + 1) ~= "--" then return p end
+    local eq = text:match("^%-%-%[(=*)%[", p)
+    if eq then
+      local _, e = text:find("]" .. eq .. "]", p, true)
+      p = (e or #text) + 1
+    else
+      p = (text:find("\n", p, true) or #text) + 1
+    end
+  end
+end
+
+-- Offset just past a string literal starting at p.
+local function skip_string(text, p)
+  local q = text:sub(p, p)
+  if q == "[" then
+    local eq = text:match("^%[(=*)%[", p)
+    local _, e = text:find("]" .. eq .. "]", p, true)
+    return (e or #text) + 1
+  end
+  local i = p + 1
+  while i <= #text do
+    local c = text:sub(i, i)
+    if c == "\\" then i = i + 2
+    elseif c == q or c == "\n" then return i + 1
+    else i = i + 1 end
+  end
+  return i
+end
+
+-- The offset where the n-th element of the table constructor at (or after blanks from) p starts, or nil.
+local function nth_element(text, p, n)
+  p = skip_blank(text, p)
+  if text:sub(p, p) ~= "{" then return nil end
+  local depth, count, expect = 0, 0, false
+  while p <= #text do
+    p = skip_blank(text, p)
+    local c = text:sub(p, p)
+    if depth == 1 and expect and c ~= "}" and c ~= "," and c ~= ";" then
+      count = count + 1
+      if count == n then return p end
+      expect = false
+    end
+    if c == "{" then
+      depth = depth + 1
+      if depth == 1 then expect = true end
+      p = p + 1
+    elseif c == "}" then
+      depth = depth - 1
+      if depth == 0 then return nil end
+      p = p + 1
+    elseif (c == "," or c == ";") and depth == 1 then
+      expect = true
+      p = p + 1
+    elseif c == '"' or c == "'" or text:match("^%[=*%[", p) then
+      p = skip_string(text, p)
+    else
+      p = p + 1
+    end
+  end
+  return nil
+end
+
+-- `text` with every comment turned into spaces (newlines kept), so offsets and lines stay the same and a
+-- key inside a comment is never found.
+local function blank_comments(text)
+  local out, p, from = {}, 1, 1
+  while p <= #text do
+    local c = text:sub(p, p)
+    if c == '"' or c == "'" or text:match("^%[=*%[", p) then
+      p = skip_string(text, p)
+    elseif text:sub(p, p + 1) == "--" then
+      local e = skip_blank(text, p) - 1
+      out[#out + 1] = text:sub(from, p - 1)
+      out[#out + 1] = (text:sub(p, e):gsub("[^\n]", " "))
+      p, from = e + 1, e + 1
+    else
+      p = p + 1
+    end
+  end
+  out[#out + 1] = text:sub(from)
+  return table.concat(out)
+end
+
+function M.locator(text)
+  local code = blank_comments(text)
+  local lines, starts, pos = {}, {}, 1
+  for l, nl in (code .. "\n"):gmatch("([^\n]*)(\n)") do
+    lines[#lines + 1] = l
+    starts[#starts + 1] = pos
+    pos = pos + #l + #nl
+  end
+  return setmetatable({ lines = lines, starts = starts, text = code }, Locator)
+end
+
+-- The offset just past `key =` at or after offset p, or nil.
+function Locator:find_key(key, p)
+  local esc = key:gsub("%p", "%%%0")
+  local pats = { "%f[%w_]" .. esc .. "%s*=", "%[%s*[\"']" .. esc .. "[\"']%s*%]%s*=" }
+  local first = self:line_at(p)
+  for i = first, #self.lines do
+    local l = self.lines[i]
+    local from = i == first and (p - self.starts[i] + 1) or 1
+    local best
+    for _, pat in ipairs(pats) do
+      local _, e = l:find(pat, from)
+      if e and (not best or e < best) then best = e end
+    end
+    if best then return self.starts[i] + best end
+  end
+  return nil
 end
 
 function Locator:line_of(path)
-  local line = 1
+  local p = 1
   for _, key in ipairs(path) do
+    local found
     if type(key) == "string" then
-      local pat = "%f[%w_]" .. key:gsub("%p", "%%%0") .. "%s*="
-      local pat2 = "%[%s*[\"']" .. key:gsub("%p", "%%%0") .. "[\"']%s*%]%s*="
-      local found
-      for i = line, #self.lines do
-        local l = strip_comment(self.lines[i])
-        if l:find(pat) or l:find(pat2) then found = i break end
-      end
-      if not found then return line end
-      line = found
+      found = self:find_key(key, p)
     else
-      -- the key-th element: count lines that open an element after the parent line.
-      local count, found = 0, nil
-      for i = line, #self.lines do
-        local l = strip_comment(self.lines[i])
-        local _, opens = l:gsub("{", "")
-        if i == line then opens = opens - 1 end
-        if opens > 0 then
-          count = count + opens
-          if count >= key then found = i break end
-        end
-      end
-      if not found then return line end
-      line = found
+      found = nth_element(self.text, p, key)
     end
+    if not found then break end
+    p = found
   end
-  return line
+  return self:line_at(p)
 end
 
 local function path_str(path)
@@ -141,13 +260,18 @@ local function is_array(t)
   return n == #t
 end
 
-local function check_node(v, node, path, errs)
+-- `parent`/`key` locate v so that an integral float (2^7, 16.0) is stored back as the integer it stands for:
+-- later checks and the C side then see one kind of number.
+local function check_node(v, node, path, errs, parent, key)
   local t = node.type
   if t == "integer" then
-    if math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v) and v == v) then
+    local iv = math.type(v) == "float" and math.tointeger(v) or v
+    if math.type(iv) ~= "integer" then
       errs:add(path, "expected an integer, got " .. (type(v) == "number" and tostring(v) or type(v)))
       return
     end
+    if parent and math.type(v) == "float" then parent[key] = iv end
+    v = iv
   elseif t == "number" then
     if type(v) ~= "number" or v ~= v then
       errs:add(path, "expected a number, got " .. type(v)) return
@@ -192,7 +316,7 @@ local function check_node(v, node, path, errs)
       if v[k] == nil then
         if f.required then errs:add(path, "missing required key '" .. k .. "'") end
       else
-        check_node(v[k], f, copy_path(path, k), errs)
+        check_node(v[k], f, copy_path(path, k), errs, v, k)
       end
     end
   end
@@ -201,7 +325,7 @@ local function check_node(v, node, path, errs)
       errs:add(path, ("needs at least %d element(s), got %d"):format(node.min_len, #v))
     end
     if node.items then
-      for i, item in ipairs(v) do check_node(item, node.items, copy_path(path, i), errs) end
+      for i, item in ipairs(v) do check_node(item, node.items, copy_path(path, i), errs, v, i) end
     end
   end
   if node.check then node.check(v, path, errs) end

@@ -23,7 +23,12 @@ end
 local schema = {
   type = "table",
   fields = {
-    name = { type = "string", required = true },
+    name = { type = "string", required = true, check = function(v, path, errs)
+      -- it names the output directory (out/<name>), so it must be one plain path component
+      if not v:match("^[%w_][%w._%-]*$") then
+        errs:add(path, ("'%s' must be letters, digits, '.', '_' or '-', not starting with '.' or '-'"):format(v))
+      end
+    end },
     description = { type = "string" },
     model = {
       type = "table",
@@ -70,14 +75,21 @@ local function model_linears(m)
   local hd = m.head_dim or (m.hidden_size // m.num_attention_heads)
   local q, kv = m.num_attention_heads * hd, m.num_key_value_heads * hd
   local bias = m.attention_bias or false
+  -- src: the model keys the in/out features come from, so a bad size is reported on its own line
+  local H, I = "hidden_size", "intermediate_size"
+  local Q = m.head_dim and "head_dim" or "num_attention_heads"
+  local KV = m.head_dim and "head_dim" or "num_key_value_heads"
   return {
-    { name = "q_proj", in_features = m.hidden_size, out_features = q, bias = bias },
-    { name = "k_proj", in_features = m.hidden_size, out_features = kv, bias = bias },
-    { name = "v_proj", in_features = m.hidden_size, out_features = kv, bias = bias },
-    { name = "o_proj", in_features = q, out_features = m.hidden_size, bias = false },
-    { name = "gate_proj", in_features = m.hidden_size, out_features = m.intermediate_size, bias = false },
-    { name = "up_proj", in_features = m.hidden_size, out_features = m.intermediate_size, bias = false },
-    { name = "down_proj", in_features = m.intermediate_size, out_features = m.hidden_size, bias = false },
+    { name = "q_proj", in_features = m.hidden_size, out_features = q, bias = bias, src = { H, Q } },
+    { name = "k_proj", in_features = m.hidden_size, out_features = kv, bias = bias, src = { H, KV } },
+    { name = "v_proj", in_features = m.hidden_size, out_features = kv, bias = bias, src = { H, KV } },
+    { name = "o_proj", in_features = q, out_features = m.hidden_size, bias = false, src = { Q, H } },
+    { name = "gate_proj", in_features = m.hidden_size, out_features = m.intermediate_size, bias = false,
+      src = { H, I } },
+    { name = "up_proj", in_features = m.hidden_size, out_features = m.intermediate_size, bias = false,
+      src = { H, I } },
+    { name = "down_proj", in_features = m.intermediate_size, out_features = m.hidden_size, bias = false,
+      src = { I, H } },
   }
 end
 
@@ -120,21 +132,45 @@ local function check_semantics(s, errs)
   end
 end
 
-local function check_shapes(linears, from_model, s, errs)
-  local names = {}
-  for i, l in ipairs(linears) do
-    local path = from_model and { "model" } or { "linears", i }
-    if names[l.name] then errs:add(path, "duplicate linear name '" .. l.name .. "'") end
-    names[l.name] = true
-    for _, f in ipairs({ "in_features", "out_features" }) do
+local FEATURES = { "in_features", "out_features" }
+
+-- Model-derived sizes: one error per offending model key and value, listing the projections that inherit it.
+local function check_model_shapes(linears, errs)
+  local bad, order = {}, {}
+  for _, l in ipairs(linears) do
+    for j, f in ipairs(FEATURES) do
       local v = l[f]
       if math.type(v) == "integer" and v % M.FEATURE_MULTIPLE ~= 0 then
-        errs:add(from_model and { "model" } or { "linears", i, f },
-          ("%s.%s = %d is not a multiple of %d, which the fused kernels need"):format(l.name, f, v,
-            M.FEATURE_MULTIPLE))
+        local id = l.src[j] .. "=" .. v
+        if not bad[id] then
+          bad[id] = { key = l.src[j], value = v, uses = {} }
+          order[#order + 1] = id
+        end
+        table.insert(bad[id].uses, l.name .. "." .. f)
       end
     end
   end
+  for _, id in ipairs(order) do
+    local b = bad[id]
+    errs:add({ "model", b.key }, ("%s = %d is not a multiple of %d, which the fused kernels need")
+      :format(table.concat(b.uses, ", "), b.value, M.FEATURE_MULTIPLE))
+  end
+end
+
+local function check_shapes(linears, from_model, s, errs)
+  local names = {}
+  for i, l in ipairs(linears) do
+    if names[l.name] then errs:add({ "linears", i, "name" }, "duplicate linear name '" .. l.name .. "'") end
+    names[l.name] = true
+    for _, f in ipairs(from_model and {} or FEATURES) do
+      local v = l[f]
+      if math.type(v) == "integer" and v % M.FEATURE_MULTIPLE ~= 0 then
+        errs:add({ "linears", i, f }, ("%s.%s = %d is not a multiple of %d, which the fused kernels need")
+          :format(l.name, f, v, M.FEATURE_MULTIPLE))
+      end
+    end
+  end
+  if from_model then check_model_shapes(linears, errs) end
   if type(s.lora) == "table" and type(s.lora.target_modules) == "table" then
     for i, t in ipairs(s.lora.target_modules) do
       if type(t) == "string" and not names[t] then

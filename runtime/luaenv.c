@@ -98,7 +98,11 @@ static int l_source(lua_State *L)
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    luaL_error(L, "instruction budget exceeded (endless loop?)");
+    /* Level 0 inside a hook is the interrupted function, so the message names the line of the loop. */
+    luaL_where(L, 0);
+    lua_pushstring(L, "instruction budget exceeded (endless loop?)");
+    lua_concat(L, 2);
+    lua_error(L);
 }
 
 static int l_run_limited(lua_State *L)

@@ -1,3 +1,464 @@
-/* cmd_gen.c: placeholder, replaced below. */
+/* cmd_gen.c: `loragen gen SPEC`: writes the fused kernels a spec needs as DIR/<kernel>.cu plus a manifest,
+ * and checks that each compiles with NVRTC for every target arch. Needs no GPU, so CI runs it.
+ *
+ * Output is deterministic (same spec and options, same bytes): the manifest holds no timings or dates, and
+ * every file is written to a temp file and renamed into place, so a reader never sees half a kernel. */
 #include "cli.h"
-int lg_cmd_gen(int argc, char **argv) { return 1; }
+#include "lg_gen.h"
+#include "lg_jit.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GEN_VERSION "loragen 0.1.0"
+#define MANIFEST_FORMAT 1
+
+static const int supported_archs[] = {80, 86, 89, 90};
+#define NSUPPORTED ((int)(sizeof supported_archs / sizeof supported_archs[0]))
+
+struct gen_opts {
+    const char *spec_path;
+    const char *out_dir; /* NULL: out/<spec name> */
+    int archs[LG_MAX_ARCHS];
+    int narchs; /* 0: the spec's archs */
+    int compile;
+    int quiet;
+};
+
+struct gen_tally {
+    int written, ok, failed;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: loragen gen SPEC [-o DIR] [--arch sm_XX]... [--no-compile] [--quiet]\n"
+            "\n"
+            "Writes the fused LoRA kernels SPEC needs as DIR/<kernel>.cu and DIR/manifest.json, and checks\n"
+            "that each compiles with NVRTC (no GPU needed).\n"
+            "\n"
+            "  -o, --output DIR  output directory (default: out/<spec name>)\n"
+            "  --arch sm_XX      compile for this arch instead of the spec's archs; repeatable\n"
+            "                    (sm_80, sm_86, sm_89, sm_90)\n"
+            "  --no-compile      write the sources and manifest only\n"
+            "  -q, --quiet       no per-kernel progress lines\n"
+            "  -h, --help        this text\n"
+            "\n"
+            "Exit status: 0 all kernels written and compiled, 1 a spec error or a failed kernel, 2 bad usage.\n");
+}
+
+/* ---- arguments ---- */
+
+/* "sm_80" -> 80; 0 when not an arch we target. */
+static int parse_arch(const char *s)
+{
+    if (strncmp(s, "sm_", 3) != 0)
+        return 0;
+    char *end;
+    long v = strtol(s + 3, &end, 10);
+    if (*end)
+        return 0;
+    for (int i = 0; i < NSUPPORTED; i++)
+        if (v == supported_archs[i])
+            return (int)v;
+    return 0;
+}
+
+static int add_arch(struct gen_opts *o, int arch)
+{
+    for (int i = 0; i < o->narchs; i++)
+        if (o->archs[i] == arch)
+            return 0;
+    if (o->narchs == LG_MAX_ARCHS)
+        return -1;
+    o->archs[o->narchs++] = arch;
+    return 0;
+}
+
+/* Takes "sm_80" or "sm_80,sm_90". Returns 0, or prints why and returns -1. */
+static int parse_arch_list(struct gen_opts *o, const char *list)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int arch = parse_arch(tok);
+        if (!arch || add_arch(o, arch) < 0) {
+            lg_cli_error("gen", "unsupported arch '%s' (expected sm_80, sm_86, sm_89 or sm_90)", tok);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* An option's value: "--opt=VALUE" or the next argument. NULL (after a message) when it is missing. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name)
+{
+    size_t n = strlen(name);
+    if (!strncmp(argv[*i], name, n) && argv[*i][n] == '=')
+        return argv[*i] + n + 1;
+    if (*i + 1 < argc)
+        return argv[++*i];
+    lg_cli_error("gen", "%s needs a value", name);
+    return NULL;
+}
+
+static int is_opt(const char *arg, const char *name)
+{
+    size_t n = strlen(name);
+    return !strncmp(arg, name, n) && (arg[n] == '\0' || arg[n] == '=');
+}
+
+static int usage_error(void)
+{
+    fputc('\n', stderr);
+    usage(stderr);
+    return 2;
+}
+
+/* Returns -1 to go on, else the exit status (0 after --help, 2 on bad usage). */
+static int parse_args(int argc, char **argv, struct gen_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->compile = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-o") || is_opt(a, "--output")) {
+            if (!(v = opt_value(argc, argv, &i, "--output")))
+                return usage_error();
+            o->out_dir = v;
+        } else if (is_opt(a, "--arch")) {
+            if (!(v = opt_value(argc, argv, &i, "--arch")) || parse_arch_list(o, v) < 0)
+                return usage_error();
+        } else if (!strcmp(a, "--no-compile")) {
+            o->compile = 0;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            o->quiet = 1;
+        } else if (a[0] == '-' && a[1]) {
+            lg_cli_error("gen", "unknown option '%s'", a);
+            return usage_error();
+        } else if (o->spec_path) {
+            lg_cli_error("gen", "one SPEC only (got '%s' and '%s')", o->spec_path, a);
+            return usage_error();
+        } else {
+            o->spec_path = a;
+        }
+    }
+    if (!o->spec_path) {
+        lg_cli_error("gen", "missing SPEC");
+        return usage_error();
+    }
+    return -1;
+}
+
+/* ---- files ---- */
+
+static int mkdir_p(const char *dir)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        return -1;
+    struct stat st;
+    if (stat(buf, &st) != 0)
+        return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes `data` to dir/name through a temp file in the same directory and rename(2). Returns 0 or -1 after
+ * printing why. */
+static int write_atomic(const char *dir, const char *name, const char *data, size_t n)
+{
+    char path[4096], tmp[4160];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp.%ld", dir, name, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        lg_cli_error("gen", "%s: cannot create: %s", tmp, strerror(errno));
+        return -1;
+    }
+    int bad = fwrite(data, 1, n, f) != n;
+    bad |= fflush(f) != 0;
+    bad |= fsync(fileno(f)) != 0 && errno != EINVAL;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        lg_cli_error("gen", "%s: cannot write: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- manifest ---- */
+
+/* FNV-1a, 64 bits: a stable name for the source text, independent of NVRTC and arch. */
+static void source_hash(const char *s, char out[32])
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ull;
+    snprintf(out, 32, "fnv1a64:%016llx", (unsigned long long)h);
+}
+
+/* The configuration fields the op takes (struct lg_kernel_cfg, defaults filled in). */
+static json_t *cfg_json(const struct lg_kernel_cfg *c)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "dtype", json_string(lg_dtype_name(c->dtype)));
+    if (c->op != LG_OP_REDUCE)
+        json_object_set_new(j, "rank", json_integer(c->rank));
+    switch (c->op) {
+    case LG_OP_DOWN:
+        json_object_set_new(j, "drop", json_integer(c->drop));
+        json_object_set_new(j, "wm", json_integer(c->wm));
+        json_object_set_new(j, "wk", json_integer(c->wk));
+        json_object_set_new(j, "mt", json_integer(c->mt));
+        json_object_set_new(j, "u", json_integer(c->u));
+        break;
+    case LG_OP_DY:
+        json_object_set_new(j, "nct", json_integer(c->nct));
+        break;
+    case LG_OP_DA:
+        json_object_set_new(j, "fuse", json_integer(c->fuse));
+        json_object_set_new(j, "drop", json_integer(c->drop));
+        break;
+    default:
+        json_object_set_new(j, "out_half", json_integer(c->out_half));
+        break;
+    }
+    return j;
+}
+
+static json_t *arch_names(const int *archs, int n)
+{
+    json_t *a = json_array();
+    char buf[16];
+    for (int i = 0; i < n; i++) {
+        snprintf(buf, sizeof buf, "sm_%d", archs[i]);
+        json_array_append_new(a, json_string(buf));
+    }
+    return a;
+}
+
+static json_t *linears_json(const struct lg_spec *s)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < s->nlinears; i++) {
+        const struct lg_linear *l = &s->linears[i];
+        json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:b}", "name", l->name, "in_features",
+                                           (json_int_t)l->in_features, "out_features",
+                                           (json_int_t)l->out_features, "bias", l->bias));
+    }
+    return a;
+}
+
+static json_t *manifest_new(const struct lg_spec *s, const struct gen_opts *o)
+{
+    json_t *m = json_object();
+    json_object_set_new(m, "generator", json_string(GEN_VERSION));
+    json_object_set_new(m, "format", json_integer(MANIFEST_FORMAT));
+    json_object_set_new(m, "spec", json_pack("{s:s, s:s}", "path", o->spec_path, "name", s->name));
+    json_object_set_new(m, "dtype", json_string(lg_dtype_name(s->dtype)));
+    json_object_set_new(m, "rank", json_integer(s->rank));
+    json_object_set_new(m, "alpha", json_real(s->alpha));
+    json_object_set_new(m, "dropout", json_real(s->dropout));
+    json_object_set_new(m, "archs", arch_names(o->archs, o->narchs));
+    json_object_set_new(m, "compiled", json_boolean(o->compile));
+    json_object_set_new(m, "linears", linears_json(s));
+    json_object_set_new(m, "kernels", json_array());
+    return m;
+}
+
+static json_t *kernel_json(const struct lg_kernel_src *k)
+{
+    char file[LG_NAME_MAX + 4], hash[32];
+    snprintf(file, sizeof file, "%s.cu", k->name);
+    source_hash(k->source, hash);
+    json_t *j = json_object();
+    json_object_set_new(j, "name", json_string(k->name));
+    json_object_set_new(j, "op", json_string(lg_kernel_op_name(k->cfg.op)));
+    json_object_set_new(j, "file", json_string(file));
+    json_object_set_new(j, "threads", json_integer(k->threads));
+    json_object_set_new(j, "config", cfg_json(&k->cfg));
+    json_object_set_new(j, "source_hash", json_string(hash));
+    json_object_set_new(j, "source_bytes", json_integer((json_int_t)strlen(k->source)));
+    json_object_set_new(j, "compile", json_object()); /* per arch, filled by compile_all */
+    return j;
+}
+
+static int write_manifest(const char *dir, json_t *m)
+{
+    char *text = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+    if (!text) {
+        lg_cli_error("gen", "cannot serialise the manifest");
+        return -1;
+    }
+    size_t n = strlen(text);
+    char *withnl = realloc(text, n + 2);
+    if (withnl) {
+        withnl[n] = '\n';
+        withnl[n + 1] = '\0';
+        text = withnl;
+        n++;
+    }
+    int rc = write_atomic(dir, "manifest.json", text, n);
+    free(text);
+    return rc;
+}
+
+/* ---- compile ---- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Compiles one kernel for one arch; records the result under kj.compile["sm_XX"]. Returns 0 when it built. */
+static int compile_one(const struct lg_kernel_src *k, int arch, json_t *kj, const char *progress,
+                       int quiet)
+{
+    char file[LG_NAME_MAX + 4], archname[16], key[33];
+    snprintf(file, sizeof file, "%s.cu", k->name);
+    snprintf(archname, sizeof archname, "sm_%d", arch);
+    lg_jit_cache_key(k->source, arch, key);
+    void *cubin = NULL;
+    size_t size = 0;
+    double t0 = now_s();
+    enum lg_status st = lg_nvrtc_compile(k->source, file, arch, &cubin, &size, NULL);
+    double dt = now_s() - t0;
+    free(cubin);
+    json_t *r = json_object();
+    json_object_set_new(r, "ok", json_boolean(st == LG_OK));
+    json_object_set_new(r, "cache_key", json_string(key));
+    if (st == LG_OK)
+        json_object_set_new(r, "cubin_bytes", json_integer((json_int_t)size));
+    else
+        json_object_set_new(r, "error", json_string(lg_last_error()));
+    json_object_set_new(json_object_get(kj, "compile"), archname, r);
+    if (st != LG_OK) {
+        fflush(stdout); /* keep the progress lines and the failure in order on a terminal */
+        fprintf(stderr, "%s %s %s FAILED (%s) %.2f s\n%s\n", progress, k->name, archname, lg_status_str(st),
+                dt, lg_last_error());
+        return -1;
+    }
+    if (!quiet)
+        printf("%s %s %s ok (%zu KiB) %.2f s\n", progress, k->name, archname, (size + 1023) / 1024, dt);
+    fflush(stdout);
+    return 0;
+}
+
+static void compile_all(const struct lg_kernel_src *ks, int n, json_t *kernels, const struct gen_opts *o,
+                        struct gen_tally *t)
+{
+    for (int i = 0; i < n; i++) {
+        char progress[32];
+        snprintf(progress, sizeof progress, "[%d/%d]", i + 1, n);
+        for (int a = 0; a < o->narchs; a++) {
+            if (compile_one(&ks[i], o->archs[a], json_array_get(kernels, (size_t)i), progress, o->quiet) == 0)
+                t->ok++;
+            else
+                t->failed++;
+        }
+    }
+}
+
+/* ---- the verb ---- */
+
+static int write_sources(const char *dir, const struct lg_kernel_src *ks, int n, json_t *kernels,
+                         struct gen_tally *t)
+{
+    for (int i = 0; i < n; i++) {
+        char file[LG_NAME_MAX + 4];
+        snprintf(file, sizeof file, "%s.cu", ks[i].name);
+        if (write_atomic(dir, file, ks[i].source, strlen(ks[i].source)) != 0)
+            return -1;
+        json_array_append_new(kernels, kernel_json(&ks[i]));
+        t->written++;
+    }
+    return 0;
+}
+
+static int generate(const struct lg_spec *spec, const struct gen_opts *o, const char *dir)
+{
+    lg_gen_t *gen = NULL;
+    struct lg_kernel_src *ks = NULL;
+    int n = 0;
+    if (lg_gen_init(&gen) != LG_OK || lg_gen_spec_kernels(gen, spec, &ks, &n) != LG_OK) {
+        fprintf(stderr, "%s\n", lg_last_error());
+        lg_gen_free(gen);
+        return 1;
+    }
+    lg_gen_free(gen);
+    struct gen_tally t = {0};
+    json_t *m = manifest_new(spec, o);
+    json_t *kernels = json_object_get(m, "kernels");
+    int rc = 1;
+    if (mkdir_p(dir) != 0)
+        lg_cli_error("gen", "%s: cannot create directory: %s", dir, strerror(errno));
+    else if (write_sources(dir, ks, n, kernels, &t) == 0) {
+        if (o->compile)
+            compile_all(ks, n, kernels, o, &t);
+        if (write_manifest(dir, m) == 0)
+            rc = t.failed ? 1 : 0;
+    }
+    if (o->compile)
+        printf("loragen gen: %d kernels written, %d compiled ok, %d failed (%d arch%s) -> %s\n", t.written,
+               t.ok, t.failed, o->narchs, o->narchs == 1 ? "" : "s", dir);
+    else
+        printf("loragen gen: %d kernels written, not compiled -> %s\n", t.written, dir);
+    json_decref(m);
+    for (int i = 0; i < n; i++)
+        lg_kernel_src_free(&ks[i]);
+    free(ks);
+    return rc;
+}
+
+int lg_cmd_gen(int argc, char **argv)
+{
+    struct gen_opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    struct lg_spec *spec;
+    if (lg_spec_load(o.spec_path, &spec) != LG_OK) {
+        fprintf(stderr, "%s\n", lg_last_error());
+        return 1;
+    }
+    if (o.narchs == 0) {
+        memcpy(o.archs, spec->archs, sizeof o.archs);
+        o.narchs = spec->narchs;
+    }
+    char dir[4096];
+    if (o.out_dir)
+        snprintf(dir, sizeof dir, "%s", o.out_dir);
+    else
+        snprintf(dir, sizeof dir, "out/%s", spec->name);
+    rc = generate(spec, &o, dir);
+    lg_spec_free(spec);
+    return rc;
+}

@@ -1,0 +1,569 @@
+/* test_gen.c: specs and the kernel generator, all on the CPU (NVRTC needs no GPU).
+ *
+ * - every shipped spec loads, with the shapes the models have; bad specs (tests/data/specs/) fail with
+ *   "file:LINE: error:" on the right line, every error reported, never hanging;
+ * - the generator is deterministic, stamped, and points into templates/ with #line, so a template error
+ *   lands on its template line;
+ * - every kernel of every shipped spec compiles for sm_80, sm_89 and sm_90 (a CI requirement), and every
+ *   value of every compile-time switch compiles (one-at-a-time coverage around the defaults).
+ * The `loragen gen` command itself is tested in test_gen_cli.c.
+ * Check forks each case; nothing here initialises CUDA. No case has a time limit: NVRTC speed varies. */
+#include "lg_gen.h"
+#include "lg_jit.h"
+#include "lg_test.h"
+
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_SPECS 32
+static char *g_specs[MAX_SPECS]; /* specs/NAME.lua, relative to the source root (ctest's working directory) */
+static int g_nspecs;
+
+/* ---- helpers ---- */
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) { return remove(path); }
+static void rm_rf(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+
+static char *make_tmpdir(void)
+{
+    char *d = strdup("/tmp/lg_gen_test.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(d));
+    return d;
+}
+
+static char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "open %s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    size_t len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(len + 1);
+    ck_assert_uint_eq(fread(b, 1, len, f), len);
+    b[len] = '\0';
+    fclose(f);
+    if (n)
+        *n = len;
+    return b;
+}
+
+static int count_substr(const char *s, const char *needle)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+static struct lg_spec *load_ok(const char *path)
+{
+    struct lg_spec *s = NULL;
+    enum lg_status st = lg_spec_load(path, &s);
+    ck_assert_msg(st == LG_OK, "%s: %s", path, lg_last_error());
+    return s;
+}
+
+static const struct lg_linear *find_linear(const struct lg_spec *s, const char *name)
+{
+    for (int i = 0; i < s->nlinears; i++)
+        if (!strcmp(s->linears[i].name, name))
+            return &s->linears[i];
+    ck_abort_msg("%s has no linear %s", s->path, name);
+    return NULL;
+}
+
+/* Compiles for sm_<arch>; on failure prints the whole NVRTC log and fails the case. */
+static void compile_ok(const struct lg_kernel_src *k, int arch)
+{
+    void *cubin = NULL;
+    size_t n = 0;
+    enum lg_status st = lg_nvrtc_compile(k->source, k->name, arch, &cubin, &n, NULL);
+    if (st != LG_OK)
+        fprintf(stderr, "%s for sm_%d:\n%s\n", k->name, arch, lg_last_error());
+    ck_assert_msg(st == LG_OK, "%s does not compile for sm_%d: %s", k->name, arch, lg_status_str(st));
+    ck_assert_uint_gt(n, 0);
+    free(cubin);
+}
+
+/* ---- specs ---- */
+
+START_TEST(shipped_specs_load)
+{
+    ck_assert_int_ge(g_nspecs, 4);
+    for (int i = 0; i < g_nspecs; i++) {
+        struct lg_spec *s = load_ok(g_specs[i]);
+        ck_assert_ptr_nonnull(s->name);
+        ck_assert_str_eq(s->path, g_specs[i]);
+        ck_assert_int_gt(s->nlinears, 0);
+        ck_assert_int_gt(s->narchs, 0);
+        ck_assert_int_eq(s->rank % 8, 0);
+        lg_spec_free(s);
+    }
+}
+END_TEST
+
+START_TEST(llama8b_shapes)
+{
+    struct lg_spec *s = load_ok("specs/llama-3.1-8b.lua");
+    static const struct lg_linear want[] = {
+        {"q_proj", 4096, 4096, 0},     {"k_proj", 4096, 1024, 0},  {"v_proj", 4096, 1024, 0},
+        {"o_proj", 4096, 4096, 0},     {"gate_proj", 4096, 14336, 0}, {"up_proj", 4096, 14336, 0},
+        {"down_proj", 14336, 4096, 0},
+    };
+    ck_assert_int_eq(s->nlinears, 7);
+    for (int i = 0; i < 7; i++) {
+        ck_assert_str_eq(s->linears[i].name, want[i].name);
+        ck_assert_int_eq(s->linears[i].in_features, want[i].in_features);
+        ck_assert_int_eq(s->linears[i].out_features, want[i].out_features);
+        ck_assert_int_eq(s->linears[i].bias, 0);
+    }
+    ck_assert_int_eq(s->dtype, LG_BF16);
+    ck_assert_int_eq(s->rank, 16);
+    ck_assert_int_eq(s->narchs, 3);
+    ck_assert_int_eq(s->archs[0], 80);
+    ck_assert_int_eq(s->archs[2], 90);
+    lg_spec_free(s);
+}
+END_TEST
+
+START_TEST(qwen_qkv_bias)
+{
+    struct lg_spec *s = load_ok("specs/qwen2.5-32b.lua");
+    ck_assert_int_eq(s->nlinears, 7);
+    static const char *biased[] = {"q_proj", "k_proj", "v_proj"}, *plain[] = {"o_proj", "gate_proj", "up_proj",
+                                                                                "down_proj"};
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(find_linear(s, biased[i])->bias, "%s should carry a bias", biased[i]);
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(!find_linear(s, plain[i])->bias, "%s should not carry a bias", plain[i]);
+    ck_assert_int_eq(find_linear(s, "k_proj")->out_features, 1024);
+    lg_spec_free(s);
+}
+END_TEST
+
+START_TEST(integral_floats_are_integers)
+{
+    struct lg_spec *s = load_ok("tests/data/specs/integral_floats.lua");
+    ck_assert_int_eq(s->rank, 16);
+    ck_assert_int_eq(s->dtype, LG_FP16);
+    ck_assert_int_eq(s->linears[0].in_features, 128);
+    ck_assert_int_eq(s->linears[0].out_features, 256);
+    lg_spec_free(s);
+}
+END_TEST
+
+/* One concern per fixture: the one error, its line and a key phrase. */
+static const struct bad_spec {
+    const char *file;
+    int line;
+    const char *phrase;
+} bad_specs[] = {
+    {"unknown_key", 11, "lora.rnak: unknown key"},
+    {"wrong_type", 10, "lora.alpha: expected a number, got string"},
+    {"rank_zero", 10, "lora.rank: must be >= 1"},
+    {"rank_not_multiple", 10, "rank 12 is not supported"},
+    {"dropout_negative", 11, "lora.dropout: must be >= 0"},
+    {"dropout_one", 11, "lora.dropout: must be < 1"},
+    {"dims_not_64", 9, "proj_b.out_features = 100 is not a multiple of 64"},
+    {"model_dims_not_64", 6, "model.intermediate_size"},
+    {"unknown_target", 13, "'qkv_proj' is not a linear layer"},
+    {"model_and_linears", 8, "not both"},
+    {"syntax_error", 6, "'}' expected"},
+    {"runtime_error", 3, "arithmetic on a nil value"},
+    {"not_a_table", 4, "must return a table (it returned string)"},
+    {"endless_loop", 4, "instruction budget exceeded"},
+    {"uses_io", 2, "global 'io'"},
+    {"uses_os", 2, "global 'os'"},
+    {"uses_require", 3, "global 'require'"},
+    {"bad_name", 3, "name: '../escape'"},
+};
+#define NBAD ((int)(sizeof bad_specs / sizeof bad_specs[0]))
+
+START_TEST(bad_spec_fails_on_its_line)
+{
+    const struct bad_spec *b = &bad_specs[_i];
+    char path[256], where[300];
+    snprintf(path, sizeof path, "tests/data/specs/%s.lua", b->file);
+    snprintf(where, sizeof where, "%s:%d: error:", path, b->line);
+    struct lg_spec *s = NULL;
+    enum lg_status st = lg_spec_load(path, &s);
+    const char *msg = lg_last_error();
+    ck_assert_msg(st == LG_ERR_SPEC, "%s: status %s, want bad spec (%s)", path, lg_status_str(st), msg);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(msg, where) != NULL, "%s: want '%s' in:\n%s", path, where, msg);
+    ck_assert_msg(strstr(msg, b->phrase) != NULL, "%s: want '%s' in:\n%s", path, b->phrase, msg);
+    ck_assert_msg(count_substr(msg, "error:") == 1, "%s: one error expected:\n%s", path, msg);
+}
+END_TEST
+
+START_TEST(missing_spec_file)
+{
+    struct lg_spec *s = NULL;
+    ck_assert_int_eq(lg_spec_load("tests/data/specs/no_such_spec.lua", &s), LG_ERR_SPEC);
+    ck_assert_ptr_null(s);
+    ck_assert_ptr_nonnull(strstr(lg_last_error(), "tests/data/specs/no_such_spec.lua"));
+    ck_assert_ptr_nonnull(strstr(lg_last_error(), "cannot open"));
+}
+END_TEST
+
+START_TEST(every_error_is_reported)
+{
+    static const char *want[] = {
+        ":9: error: lora.rank: rank 12", ":10: error: lora.alpha: must be > 0", ":11: error: lora.dropout",
+        ":13: error: dtype: 'fp8'",      ":14: error: archs[2]: 'sm_75'",       ":15: error: colour: unknown key",
+    };
+    struct lg_spec *s = NULL;
+    ck_assert_int_eq(lg_spec_load("tests/data/specs/many_errors.lua", &s), LG_ERR_SPEC);
+    const char *msg = lg_last_error();
+    ck_assert_msg(count_substr(msg, "error:") == 6, "six errors expected:\n%s", msg);
+    for (int i = 0; i < 6; i++)
+        ck_assert_msg(strstr(msg, want[i]) != NULL, "want '%s' in:\n%s", want[i], msg);
+}
+END_TEST
+
+/* ---- generator ---- */
+
+static struct lg_kernel_src emit(lg_gen_t *g, struct lg_kernel_cfg cfg)
+{
+    struct lg_kernel_src k;
+    enum lg_status st = lg_gen_kernel(g, &cfg, "tests/test_gen.c", &k);
+    ck_assert_msg(st == LG_OK, "%s: %s", lg_kernel_op_name(cfg.op), lg_last_error());
+    return k;
+}
+
+START_TEST(generator_is_deterministic)
+{
+    lg_gen_t *g1, *g2;
+    CHECK(lg_gen_init(&g1));
+    CHECK(lg_gen_init(&g2));
+    for (int op = 0; op < LG_OP_COUNT; op++) {
+        struct lg_kernel_cfg c = {.op = (enum lg_kernel_op)op, .dtype = LG_BF16, .rank = 16, .drop = 1};
+        if (op == LG_OP_REDUCE)
+            c.drop = 0;
+        struct lg_kernel_src a = emit(g1, c), b = emit(g1, c), d = emit(g2, c);
+        ck_assert_str_eq(a.name, b.name);
+        ck_assert_str_eq(a.source, b.source);
+        ck_assert_str_eq(a.source, d.source);
+        ck_assert_int_eq(a.threads, d.threads);
+        const char *nl = strchr(a.source, '\n');
+        ck_assert_ptr_nonnull(nl);
+        char first[256];
+        snprintf(first, sizeof first, "%.*s", (int)(nl - a.source), a.source);
+        ck_assert_msg(strstr(first, "do not edit") && strstr(first, "tests/test_gen.c"), "stamp: %s", first);
+        ck_assert_ptr_nonnull(strstr(a.source, "#line 1 \"templates/"));
+        ck_assert_ptr_nonnull(strstr(a.source, "\"templates/kernels.inst\""));
+        ck_assert_ptr_null(strstr(a.source, "${"));
+        ck_assert_msg(strstr(a.source, a.name) != NULL, "the kernel %s is not in its source", a.name);
+        lg_kernel_src_free(&a);
+        lg_kernel_src_free(&b);
+        lg_kernel_src_free(&d);
+    }
+    lg_gen_free(g1);
+    lg_gen_free(g2);
+}
+END_TEST
+
+START_TEST(names_follow_configs)
+{
+    lg_gen_t *g;
+    CHECK(lg_gen_init(&g));
+    struct lg_kernel_cfg base = {.op = LG_OP_DOWN, .dtype = LG_BF16, .rank = 16};
+    struct lg_kernel_cfg alts[] = {
+        {.op = LG_OP_DOWN, .dtype = LG_FP16, .rank = 16},
+        {.op = LG_OP_DOWN, .dtype = LG_BF16, .rank = 32},
+        {.op = LG_OP_DOWN, .dtype = LG_BF16, .rank = 16, .drop = 1},
+        {.op = LG_OP_DOWN, .dtype = LG_BF16, .rank = 16, .wm = 2},
+        {.op = LG_OP_DY, .dtype = LG_BF16, .rank = 16},
+    };
+    struct lg_kernel_src k0 = emit(g, base);
+    ck_assert_ptr_nonnull(strstr(k0.name, "down"));
+    ck_assert_ptr_nonnull(strstr(k0.name, "bf16"));
+    ck_assert_ptr_nonnull(strstr(k0.name, "_r16"));
+    for (size_t i = 0; i < sizeof alts / sizeof alts[0]; i++) {
+        struct lg_kernel_src k = emit(g, alts[i]);
+        ck_assert_msg(strcmp(k.name, k0.name) != 0, "config %zu has the default's name %s", i, k.name);
+        ck_assert_str_ne(k.source, k0.source);
+        lg_kernel_src_free(&k);
+    }
+    lg_kernel_src_free(&k0);
+    struct lg_kernel_cfg bad = {.op = LG_OP_DOWN, .dtype = LG_BF16, .rank = 12};
+    struct lg_kernel_src k;
+    ck_assert_int_ne(lg_gen_kernel(g, &bad, NULL, &k), LG_OK);
+    lg_gen_free(g);
+}
+END_TEST
+
+START_TEST(spec_kernels_are_deterministic)
+{
+    struct lg_spec *s = load_ok("specs/llama-3.1-8b.lua");
+    lg_gen_t *g;
+    CHECK(lg_gen_init(&g));
+    struct lg_kernel_src *a, *b;
+    int na, nb;
+    CHECK(lg_gen_spec_kernels(g, s, &a, &na));
+    CHECK(lg_gen_spec_kernels(g, s, &b, &nb));
+    ck_assert_int_eq(na, nb);
+    ck_assert_int_ge(na, 4);
+    for (int i = 0; i < na; i++) {
+        ck_assert_str_eq(a[i].name, b[i].name);
+        ck_assert_str_eq(a[i].source, b[i].source);
+        for (int j = 0; j < i; j++)
+            ck_assert_str_ne(a[i].name, a[j].name);
+        ck_assert_ptr_nonnull(strstr(a[i].source, "specs/llama-3.1-8b.lua: do not edit"));
+        lg_kernel_src_free(&a[i]);
+        lg_kernel_src_free(&b[i]);
+    }
+    free(a);
+    free(b);
+    lg_gen_free(g);
+    lg_spec_free(s);
+}
+END_TEST
+
+/* ---- compilation ---- */
+
+START_TEST(spec_kernels_compile)
+{
+    static const int archs[] = {80, 89, 90};
+    ck_assert_ptr_nonnull(g_specs[_i]);
+    struct lg_spec *s = load_ok(g_specs[_i]);
+    lg_gen_t *g;
+    CHECK(lg_gen_init(&g));
+    struct lg_kernel_src *ks;
+    int n;
+    CHECK(lg_gen_spec_kernels(g, s, &ks, &n));
+    for (int i = 0; i < n; i++) {
+        for (int a = 0; a < 3; a++)
+            compile_ok(&ks[i], archs[a]);
+        lg_kernel_src_free(&ks[i]);
+    }
+    free(ks);
+    lg_gen_free(g);
+    lg_spec_free(s);
+}
+END_TEST
+
+/* The switch and tile fields of a configuration, in one order, for one-at-a-time comparisons. */
+#define NSW 8
+static void switches(const struct lg_kernel_cfg *c, int v[NSW])
+{
+    int w[NSW] = {c->drop, c->fuse, c->out_half, c->wm, c->wk, c->mt, c->u, c->nct};
+    memcpy(v, w, sizeof w);
+}
+
+static int n_differ(const struct lg_kernel_cfg *a, const struct lg_kernel_cfg *b)
+{
+    int va[NSW], vb[NSW], n = 0;
+    switches(a, va);
+    switches(b, vb);
+    for (int i = 0; i < NSW; i++)
+        n += va[i] != vb[i];
+    return n;
+}
+
+/* The name must spell out every switch and tile value of the configuration. */
+static void check_name(const struct lg_kernel_src *k)
+{
+    const struct lg_kernel_cfg *c = &k->cfg;
+    char tag[64] = "";
+    switch (c->op) {
+    case LG_OP_DOWN:
+        snprintf(tag, sizeof tag, "_w%dx%dm%du%d%s", c->wm, c->wk, c->mt, c->u, c->drop ? "_drop" : "");
+        break;
+    case LG_OP_DY: snprintf(tag, sizeof tag, "_c%d", c->nct); break;
+    case LG_OP_DA: snprintf(tag, sizeof tag, "_%s%s", c->fuse ? "fuse" : "nofuse", c->drop ? "_drop" : ""); break;
+    default: snprintf(tag, sizeof tag, "_%s", c->out_half ? "half" : "f32"); break;
+    }
+    ck_assert_msg(strstr(k->name, tag) != NULL, "%s does not name its tiles (%s)", k->name, tag);
+    ck_assert_ptr_nonnull(strstr(k->name, lg_dtype_name(c->dtype)));
+    if (c->op != LG_OP_REDUCE) {
+        char r[16];
+        snprintf(r, sizeof r, "_r%d_", c->rank);
+        ck_assert_msg(strstr(k->name, r) != NULL, "%s does not name rank %d", k->name, c->rank);
+    }
+}
+
+/* The default of (op, dtype, rank) and its variants that differ from it in exactly one switch. */
+static int one_at_a_time(lg_gen_t *g, enum lg_kernel_op op, enum lg_dtype dt, int rank,
+                         struct lg_kernel_cfg *def, struct lg_kernel_cfg **out)
+{
+    struct lg_kernel_src d = emit(g, (struct lg_kernel_cfg){.op = op, .dtype = dt, .rank = rank});
+    *def = d.cfg;
+    lg_kernel_src_free(&d);
+    struct lg_kernel_cfg *all;
+    int n, m = 0;
+    CHECK(lg_gen_variants(g, op, dt, rank, &all, &n));
+    ck_assert_int_gt(n, 0);
+    for (int i = 0; i < n; i++)
+        if (n_differ(&all[i], def) <= 1)
+            all[m++] = all[i];
+    *out = all;
+    return m;
+}
+
+enum { NRANKS = 3, NDTYPES = 2 };
+static const int ranks[NRANKS] = {8, 16, 64};
+static const enum lg_dtype dtypes[NDTYPES] = {LG_BF16, LG_FP16};
+
+START_TEST(every_switch_compiles)
+{
+    enum lg_kernel_op op = (enum lg_kernel_op)(_i / (NDTYPES * NRANKS));
+    enum lg_dtype dt = dtypes[_i / NRANKS % NDTYPES];
+    int rank = ranks[_i % NRANKS];
+    if (op == LG_OP_REDUCE && rank != ranks[0])
+        return; /* rankless: the first rank covers it */
+    lg_gen_t *g;
+    CHECK(lg_gen_init(&g));
+    struct lg_kernel_cfg def, *cfgs;
+    int n = one_at_a_time(g, op, dt, rank, &def, &cfgs), saw_default = 0;
+    for (int i = 0; i < n; i++) {
+        struct lg_kernel_src k = emit(g, cfgs[i]);
+        ck_assert_int_eq(n_differ(&k.cfg, &cfgs[i]), 0);
+        check_name(&k);
+        compile_ok(&k, 90);
+        if (n_differ(&cfgs[i], &def) == 0) {
+            compile_ok(&k, 80);
+            saw_default = 1;
+        }
+        lg_kernel_src_free(&k);
+    }
+    ck_assert_msg(saw_default, "the default %s config is not among its variants", lg_kernel_op_name(op));
+    free(cfgs);
+    lg_gen_free(g);
+}
+END_TEST
+
+/* One-at-a-time coverage over the ranks reaches every value that any valid configuration of the op uses. */
+START_TEST(one_at_a_time_covers_every_value)
+{
+    lg_gen_t *g;
+    CHECK(lg_gen_init(&g));
+    for (int op = 0; op < LG_OP_COUNT; op++) {
+        enum { MAXV = 16 };
+        int all[NSW][MAXV], nall[NSW] = {0}, cov[NSW][MAXV], ncov[NSW] = {0};
+        for (int r = 0; r < NRANKS; r++) {
+            struct lg_kernel_cfg def, *sub, *every;
+            int nsub = one_at_a_time(g, (enum lg_kernel_op)op, LG_BF16, ranks[r], &def, &sub), nevery;
+            CHECK(lg_gen_variants(g, (enum lg_kernel_op)op, LG_BF16, ranks[r], &every, &nevery));
+            for (int pass = 0; pass < 2; pass++) {
+                struct lg_kernel_cfg *cs = pass ? every : sub;
+                int (*vals)[MAXV] = pass ? all : cov, *nv = pass ? nall : ncov;
+                for (int i = 0; i < (pass ? nevery : nsub); i++) {
+                    int v[NSW];
+                    switches(&cs[i], v);
+                    for (int s = 0; s < NSW; s++) {
+                        int j = 0;
+                        while (j < nv[s] && vals[s][j] != v[s])
+                            j++;
+                        if (j == nv[s] && j < MAXV)
+                            vals[s][nv[s]++] = v[s];
+                    }
+                }
+            }
+            free(sub);
+            free(every);
+        }
+        for (int s = 0; s < NSW; s++)
+            ck_assert_msg(ncov[s] == nall[s], "%s: switch %d has %d values, the tests cover %d",
+                          lg_kernel_op_name(op), s, nall[s], ncov[s]);
+    }
+    lg_gen_free(g);
+}
+END_TEST
+
+/* A syntax error planted on line 46 of a copy of templates/lora_dy.cuh must be reported on that line. */
+START_TEST(template_error_points_into_templates)
+{
+    char *root = make_tmpdir(), cmd[512];
+    snprintf(cmd, sizeof cmd, "cp -R generator templates '%s'/", root);
+    ck_assert_int_eq(system(cmd), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/templates/lora_dy.cuh", root);
+    char *text = slurp(path, NULL);
+    const int bad_line = 46;
+    char *p = text;
+    for (int l = 1; l < bad_line && p; l++)
+        p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL;
+    ck_assert_ptr_nonnull(p);
+    ck_assert_msg(p > text + 2 && p[-2] == '}', "line %d of lora_dy.cuh does not follow a closing brace", bad_line);
+    FILE *f = fopen(path, "wb");
+    fwrite(text, 1, (size_t)(p - text), f);
+    fputs("int lg_planted_error = ;\n", f);
+    fputs(p, f);
+    fclose(f);
+    free(text);
+
+    setenv("LORAGEN_SOURCE_DIR", root, 1);
+    lg_gen_t *g;
+    CHECK(lg_gen_init(&g));
+    struct lg_kernel_src k = emit(g, (struct lg_kernel_cfg){.op = LG_OP_DY, .dtype = LG_BF16, .rank = 16});
+    ck_assert_ptr_nonnull(strstr(k.source, "lg_planted_error"));
+    void *cubin = NULL;
+    size_t n;
+    ck_assert_int_eq(lg_nvrtc_compile(k.source, k.name, 90, &cubin, &n, NULL), LG_ERR_NVRTC);
+    char where[64];
+    snprintf(where, sizeof where, "templates/lora_dy.cuh(%d)", bad_line);
+    ck_assert_msg(strstr(lg_last_error(), where) != NULL, "want '%s' in the NVRTC log:\n%s", where, lg_last_error());
+    lg_kernel_src_free(&k);
+    lg_gen_free(g);
+    rm_rf(root);
+    free(root);
+}
+END_TEST
+
+/* ---- suite ---- */
+
+static void find_specs(void)
+{
+    glob_t gl;
+    if (glob("specs/*.lua", 0, NULL, &gl) != 0)
+        return;
+    for (size_t i = 0; i < gl.gl_pathc && g_nspecs < MAX_SPECS; i++)
+        g_specs[g_nspecs++] = strdup(gl.gl_pathv[i]);
+    globfree(&gl);
+}
+
+static TCase *tcase(Suite *s, const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, 0); /* no time limits in tests: NVRTC and machines vary */
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+int main(void)
+{
+    find_specs();
+    Suite *s = suite_create("gen");
+    TCase *tc = tcase(s, "spec");
+    tcase_add_test(tc, shipped_specs_load);
+    tcase_add_test(tc, llama8b_shapes);
+    tcase_add_test(tc, qwen_qkv_bias);
+    tcase_add_test(tc, integral_floats_are_integers);
+    tcase_add_loop_test(tc, bad_spec_fails_on_its_line, 0, NBAD);
+    tcase_add_test(tc, missing_spec_file);
+    tcase_add_test(tc, every_error_is_reported);
+    tc = tcase(s, "generator");
+    tcase_add_test(tc, generator_is_deterministic);
+    tcase_add_test(tc, names_follow_configs);
+    tcase_add_test(tc, spec_kernels_are_deterministic);
+    tcase_add_test(tc, one_at_a_time_covers_every_value);
+    tc = tcase(s, "compile");
+    tcase_add_test(tc, template_error_points_into_templates);
+    tcase_add_loop_test(tc, spec_kernels_compile, 0, g_nspecs > 0 ? g_nspecs : 1);
+    tcase_add_loop_test(tc, every_switch_compiles, 0, LG_OP_COUNT * NDTYPES * NRANKS);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    for (int i = 0; i < g_nspecs; i++)
+        free(g_specs[i]);
+    return failed ? 1 : 0;
+}
