@@ -7,7 +7,10 @@
  * Every variant is validated against the fused one before timing.
  *
  * usage: bench_lora [SPEC] [--tokens N] [--dropout P] [--reps N] [--csv FILE]
- *   defaults: specs/llama-3.1-8b.lua, its token count (8192), runs p = 0.1 and p = 0 */
+ *   defaults: specs/llama-3.1-8b.lua, its token count (8192), runs p = 0.1 and p = 0
+ *   --only LAYER   one linear layer;  --breakdown   FusedLoRA's forward, backward and GEMMs apart
+ *   Before timing, each shape is tuned (FusedLoRA's tiles and GEMM algorithms, and the floor's GEMM
+ *   algorithms, each over cuBLASLt's top candidates); --no-tune keeps defaults and first candidates. */
 #include "lg_gen.h"
 #include "lg_gpu_util.h"
 #include "lg_lora.h"
@@ -69,6 +72,8 @@ struct shape_run {
     CUdeviceptr yf, dxf, da, db; /* fused */
     CUdeviceptr yp, dxp, dab, dbb; /* floor and PEFT */
     CUdeviceptr xd, mask, t1, y2, g2, dt, dxd; /* PEFT temporaries */
+    int floor_algo[2];                        /* cuBLASLt candidates for the floor's two GEMMs */
+    struct lg_lora_tiles tiles;               /* FusedLoRA's current choice */
 };
 
 static void launch1d(CUfunction f, int64_t items, void **params)
@@ -77,20 +82,34 @@ static void launch1d(CUfunction f, int64_t items, void **params)
     CU_CHECK(cuLaunchKernel(f, blocks, 1, 1, 256, 1, 1, 0, 0, params, NULL));
 }
 
+static struct lg_gemm gemm_desc(struct shape_run *R, int64_t m, int64_t n, int64_t k, int ta, int tb,
+                                CUdeviceptr a, int64_t lda, CUdeviceptr b, int64_t ldb, CUdeviceptr c, int64_t ldc)
+{
+    struct lg_gemm g = {.dtype = R->t, .m = m, .n = n, .k = k, .trans_a = ta, .trans_b = tb, .a = (void *)a,
+                        .lda = lda, .b = (void *)b, .ldb = ldb, .c = (void *)c, .ldc = ldc, .alpha = 1.f};
+    return g;
+}
+
+static void gemm_algo(struct shape_run *R, int64_t m, int64_t n, int64_t k, int ta, int tb, CUdeviceptr a,
+                      int64_t lda, CUdeviceptr b, int64_t ldb, CUdeviceptr c, int64_t ldc, float beta, int algo)
+{
+    struct lg_gemm g = gemm_desc(R, m, n, k, ta, tb, a, lda, b, ldb, c, ldc);
+    g.beta = beta;
+    g.algo_index = algo;
+    CHECK(lg_blas_gemm(R->blas, &g, 0));
+}
+
 static void gemm(struct shape_run *R, int64_t m, int64_t n, int64_t k, int ta, int tb, CUdeviceptr a, int64_t lda,
                  CUdeviceptr b, int64_t ldb, CUdeviceptr c, int64_t ldc, float beta)
 {
-    struct lg_gemm g = {.dtype = R->t, .m = m, .n = n, .k = k, .trans_a = ta, .trans_b = tb, .a = (void *)a,
-                        .lda = lda, .b = (void *)b, .ldb = ldb, .c = (void *)c, .ldc = ldc, .alpha = 1.f,
-                        .beta = beta};
-    CHECK(lg_blas_gemm(R->blas, &g, 0));
+    gemm_algo(R, m, n, k, ta, tb, a, lda, b, ldb, c, ldc, beta, 0);
 }
 
 static void run_floor(void *arg)
 {
     struct shape_run *R = arg;
-    gemm(R, R->n, R->M, R->K, 0, 1, R->xc, R->K, R->w, R->K, R->yp, R->M, 0.f);
-    gemm(R, R->n, R->K, R->M, 0, 0, R->dyc, R->M, R->w, R->K, R->dxp, R->K, 0.f);
+    gemm_algo(R, R->n, R->M, R->K, 0, 1, R->xc, R->K, R->w, R->K, R->yp, R->M, 0.f, R->floor_algo[0]);
+    gemm_algo(R, R->n, R->K, R->M, 0, 0, R->dyc, R->M, R->w, R->K, R->dxp, R->K, 0.f, R->floor_algo[1]);
 }
 
 static void run_peft(void *arg)
@@ -129,15 +148,38 @@ static void run_peft(void *arg)
     launch1d(R->pf.axpy, nk / 8, px);
 }
 
-static void run_fused(void *arg)
+static void run_fused_fwd(void *arg)
 {
     struct shape_run *R = arg;
-    const int64_t ldx = R->K + R->r, lddy = R->M + R->r;
-    struct lg_lora_fwd f = {.n = R->n, .x = R->xe, .ldx = ldx, .y = R->yf, .ldy = R->M, .seed = 1};
+    struct lg_lora_fwd f = {.n = R->n, .x = R->xe, .ldx = lg_lora_ext_ld(R->K, R->r), .y = R->yf, .ldy = R->M,
+                            .seed = 1};
     CHECK(lg_lora_forward(R->L, &f, 0));
+}
+
+static void run_fused_bwd(void *arg)
+{
+    struct shape_run *R = arg;
+    const int64_t ldx = lg_lora_ext_ld(R->K, R->r), lddy = lg_lora_ext_ld(R->M, R->r);
     struct lg_lora_bwd b = {.n = R->n, .x = R->xe, .ldx = ldx, .dy = R->dye, .lddy = lddy, .dx = R->dxf,
                             .lddx = R->K, .da = R->da, .db = R->db, .seed = 1};
     CHECK(lg_lora_backward(R->L, &b, 0));
+}
+
+static void run_fused(void *arg)
+{
+    run_fused_fwd(arg);
+    run_fused_bwd(arg);
+}
+
+/* the GEMMs inside FusedLoRA alone: Y = [X|S]·[W|B]ᵀ and dX = dY·W (k = M, as for p > 0) or [dY|dS]·[W;A] */
+static void run_fused_gemms(void *arg)
+{
+    struct shape_run *R = arg;
+    const int64_t r = R->r, K = R->K, M = R->M;
+    CUdeviceptr w = lg_lora_weights(R->L);
+    const int64_t ldx = lg_lora_ext_ld(K, (int)r), lddy = lg_lora_ext_ld(M, (int)r);
+    gemm_algo(R, R->n, M, K + r, 0, 1, R->xe, ldx, w, ldx, R->yf, M, 0.f, R->tiles.fwd_algo);
+    gemm_algo(R, R->n, K, R->p > 0 ? M : M + r, 0, 0, R->dye, lddy, w, ldx, R->dxf, K, 0.f, R->tiles.dx_algo);
 }
 
 struct copy_run {
@@ -169,6 +211,9 @@ struct opts {
     int tokens, reps;
     float dropout; /* < 0: run 0.1 and 0 */
     const char *csv;
+    const char *only; /* run just this linear layer */
+    int breakdown;    /* also time forward, backward and the GEMMs of FusedLoRA apart */
+    int no_tune;      /* default tiles and the first cuBLASLt candidate everywhere */
 };
 
 static void load_peft(lg_ctx_t *ctx, enum lg_dtype t, struct peft_fns *pf)
@@ -222,15 +267,16 @@ static void setup(struct shape_run *R, const struct lg_linear *lin, const struct
     free(hw), free(ha), free(hb);
     R->xc = dev_random(n, K, K, 1.0f, 14, R->t);
     R->dyc = dev_random(n, M, M, 1.0f, 15, R->t);
-    R->xe = lg_dev_alloc((size_t)(n * (K + r)) * 2);
-    R->dye = lg_dev_alloc((size_t)(n * (M + r)) * 2);
+    const int64_t ldx = lg_lora_ext_ld(K, (int)r), lddy = lg_lora_ext_ld(M, (int)r);
+    R->xe = lg_dev_alloc((size_t)(n * ldx) * 2);
+    R->dye = lg_dev_alloc((size_t)(n * lddy) * 2);
     CUDA_MEMCPY2D c;
     memset(&c, 0, sizeof c);
     c.srcMemoryType = c.dstMemoryType = CU_MEMORYTYPE_DEVICE;
-    c.srcDevice = R->xc, c.srcPitch = (size_t)K * 2, c.dstDevice = R->xe, c.dstPitch = (size_t)(K + r) * 2;
+    c.srcDevice = R->xc, c.srcPitch = (size_t)K * 2, c.dstDevice = R->xe, c.dstPitch = (size_t)ldx * 2;
     c.WidthInBytes = (size_t)K * 2, c.Height = (size_t)n;
     CU_CHECK(cuMemcpy2D(&c));
-    c.srcDevice = R->dyc, c.srcPitch = (size_t)M * 2, c.dstDevice = R->dye, c.dstPitch = (size_t)(M + r) * 2;
+    c.srcDevice = R->dyc, c.srcPitch = (size_t)M * 2, c.dstDevice = R->dye, c.dstPitch = (size_t)lddy * 2;
     c.WidthInBytes = (size_t)M * 2;
     CU_CHECK(cuMemcpy2D(&c));
     R->yf = lg_dev_alloc((size_t)(n * M) * 2), R->yp = lg_dev_alloc((size_t)(n * M) * 2);
@@ -282,6 +328,80 @@ static int validate(struct shape_run *R, const char *name)
     return ok;
 }
 
+/* ---- tuning: coordinate descent over FusedLoRA's tiles and GEMM algorithms, and the floor's algorithms ---- */
+
+static double time_cfg(struct shape_run *R, const struct lg_lora_tiles *t)
+{
+    CHECK(lg_lora_set_tiles(R->L, t));
+    R->tiles = *t;
+    return lg_time_median_ms(run_fused, R, 0, 2, 9);
+}
+
+static void try_cfg(struct shape_run *R, struct lg_lora_tiles *best, double *tbest, struct lg_lora_tiles cand)
+{
+    double t = time_cfg(R, &cand);
+    if (t < *tbest)
+        *tbest = t, *best = cand;
+}
+
+static void tune(struct shape_run *R, int verbose)
+{
+    struct lg_lora_tiles best = {0};
+    double tb = time_cfg(R, &best);
+    static const int down[][4] = {{1, 8, 1, 2}, {2, 8, 1, 2}, {1, 8, 1, 4}, {1, 4, 1, 2}, {2, 4, 1, 4},
+                                  {4, 2, 1, 4}, {4, 4, 1, 2}, {2, 8, 2, 1}, {1, 8, 2, 2}, {8, 2, 1, 2}};
+    for (size_t i = 0; i < sizeof down / sizeof down[0]; i++) {
+        struct lg_lora_tiles c = best;
+        c.down_wm = down[i][0], c.down_wk = down[i][1], c.down_mt = down[i][2], c.down_u = down[i][3];
+        try_cfg(R, &best, &tb, c);
+    }
+    for (int nct = 1; nct <= 8; nct *= 2)
+        for (int st = 2; st <= 4; st++) {
+            if (nct * R->r > 128)
+                continue;
+            struct lg_lora_tiles c = best;
+            c.dy_nct = nct, c.dy_st = st;
+            try_cfg(R, &best, &tb, c);
+        }
+    CUdeviceptr w = lg_lora_weights(R->L);
+    const int64_t ldx = lg_lora_ext_ld(R->K, R->r), lddy = lg_lora_ext_ld(R->M, R->r);
+    struct lg_gemm gf = gemm_desc(R, R->n, R->M, R->K + R->r, 0, 1, R->xe, ldx, w, ldx, R->yf, R->M);
+    struct lg_gemm gd = gemm_desc(R, R->n, R->K, R->p > 0 ? R->M : R->M + R->r, 0, 0, R->dye, lddy, w, ldx, R->dxf,
+                                  R->K);
+    int nf = lg_blas_algo_count(R->blas, &gf), nd = lg_blas_algo_count(R->blas, &gd);
+    for (int a = 0; a < nf && a < 8; a++) {
+        struct lg_lora_tiles c = best;
+        c.fwd_algo = a;
+        try_cfg(R, &best, &tb, c);
+    }
+    for (int a = 0; a < nd && a < 8; a++) {
+        struct lg_lora_tiles c = best;
+        c.dx_algo = a;
+        try_cfg(R, &best, &tb, c);
+    }
+    CHECK(lg_lora_set_tiles(R->L, &best));
+    R->tiles = best;
+    /* the floor gets the same chance */
+    struct lg_gemm f0 = gemm_desc(R, R->n, R->M, R->K, 0, 1, R->xc, R->K, R->w, R->K, R->yp, R->M);
+    struct lg_gemm f1 = gemm_desc(R, R->n, R->K, R->M, 0, 0, R->dyc, R->M, R->w, R->K, R->dxp, R->K);
+    int c0 = lg_blas_algo_count(R->blas, &f0), c1 = lg_blas_algo_count(R->blas, &f1);
+    for (int g = 0; g < 2; g++) {
+        int cnt = g ? c1 : c0, besta = 0;
+        double bt = 1e30;
+        for (int a = 0; a < cnt && a < 8; a++) {
+            R->floor_algo[g] = a;
+            double t = lg_time_median_ms(run_floor, R, 0, 2, 9);
+            if (t < bt)
+                bt = t, besta = a;
+        }
+        R->floor_algo[g] = besta;
+    }
+    if (verbose)
+        printf("  tuned: down w%dx%dm%du%d dy c%ds%d algos fwd %d dx %d | floor algos %d %d\n", best.down_wm,
+               best.down_wk, best.down_mt, best.down_u, best.dy_nct, best.dy_st, best.fwd_algo, best.dx_algo,
+               R->floor_algo[0], R->floor_algo[1]);
+}
+
 static double geomean(const double *v, int n)
 {
     double s = 0;
@@ -302,10 +422,17 @@ static void parse(int argc, char **argv, struct opts *o)
             o->reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--csv") && i + 1 < argc)
             o->csv = argv[++i];
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            o->only = argv[++i];
+        else if (!strcmp(argv[i], "--breakdown"))
+            o->breakdown = 1;
+        else if (!strcmp(argv[i], "--no-tune"))
+            o->no_tune = 1;
         else if (argv[i][0] != '-')
             o->spec = argv[i];
         else {
-            fprintf(stderr, "usage: bench_lora [SPEC] [--tokens N] [--dropout P] [--reps N] [--csv FILE]\n");
+            fprintf(stderr, "usage: bench_lora [SPEC] [--tokens N] [--dropout P] [--reps N] [--csv FILE] [--only LAYER] "
+                            "[--breakdown] [--no-tune]\n");
             exit(2);
         }
     }
@@ -345,9 +472,15 @@ int main(int argc, char **argv)
                                "\np = %.2f    T_floor  T_min   PEFT  Fused | PEFT/floor Fused/floor Fused/T_min\n",
                                ps[pi]);
         for (int li = 0; li < sp->nlinears && li < 16; li++) {
+            if (o.only && strcmp(o.only, sp->linears[li].name))
+                continue;
             struct shape_run R = {.ctx = ctx, .blas = lg_ctx_blas(ctx), .pf = pf};
             setup(&R, &sp->linears[li], sp, n, ps[pi]);
             bad |= !validate(&R, sp->linears[li].name);
+            if (!o.no_tune) {
+                tune(&R, 1);
+                bad |= !validate(&R, sp->linears[li].name);
+            }
             double tf = lg_time_median_ms(run_floor, &R, 0, 5, o.reps);
             double tp = lg_time_median_ms(run_peft, &R, 0, 5, o.reps);
             double tu = lg_time_median_ms(run_fused, &R, 0, 5, o.reps);
@@ -359,6 +492,14 @@ int main(int argc, char **argv)
             if (csv)
                 fprintf(csv, "%.2f,%s,%lld,%lld,%lld,%d,%.5f,%.5f,%.5f,%.1f,%.5f\n", ps[pi], sp->linears[li].name,
                         (long long)n, (long long)R.K, (long long)R.M, R.r, tf, tp, tu, bw / 1e9, tmin);
+            if (o.breakdown) {
+                double t_fwd = lg_time_median_ms(run_fused_fwd, &R, 0, 5, o.reps);
+                double t_bwd = lg_time_median_ms(run_fused_bwd, &R, 0, 5, o.reps);
+                double t_g = lg_time_median_ms(run_fused_gemms, &R, 0, 5, o.reps);
+                printf("  breakdown %-10s fused fwd %.3f bwd %.3f | its GEMMs %.3f, LoRA kernels %.3f ms "
+                       "(floor GEMMs %.3f)\n",
+                       sp->linears[li].name, t_fwd, t_bwd, t_g, t_fwd + t_bwd - t_g, tf);
+            }
             pf_r[cnt] = tp / tf, rf[cnt] = tu / tf, rm[cnt] = tu / tmin;
             cnt++;
             teardown(&R);

@@ -9,7 +9,7 @@ B=${1:-build-gpu}
 MODE=${2:-all}
 O=${OUT:-out/gpu}
 mkdir -p "$O"
-export LORAGEN_CACHE_DIR=$O/jit-cache
+export LORAGEN_CACHE_DIR=/tmp/loragen-jit-cache
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$O/gpu.txt"
 summary=""
 if [ "$MODE" != "--bench-only" ]; then
@@ -21,10 +21,20 @@ if [ "$MODE" != "--bench-only" ]; then
   done
 fi
 if [ "$MODE" != "--tests-only" ]; then
-  "$B/bench_lora" --csv "$O/bench_lora.csv" >"$O/bench_lora.log" 2>&1; rc=$?
+  "$B/bench_lora" --breakdown --csv "$O/bench_lora.csv" >"$O/bench_lora.log" 2>&1; rc=$?
   summary+="bench_lora: rc=$rc\n"
+  if command -v ncu >/dev/null; then
+    for L in q_proj k_proj; do
+      ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+        "$B/bench_lora" --only $L --dropout 0.1 --reps 2 --no-tune >"$O/ncu_$L.csv" 2>/dev/null
+      echo "--- ncu $L (p=0.1) ---" >>"$O/ncu_summary.txt"
+      python3 bench/ncu_summary.py "$O/ncu_$L.csv" >>"$O/ncu_summary.txt" 2>&1
+    done
+  fi
 fi
 echo "================ summary ================"
 printf "%b" "$summary"
+[ -f "$O/ncu_summary.txt" ] && cat "$O/ncu_summary.txt"
+[ -f "$O/bench_lora.log" ] && grep -E "breakdown|tuned|MISMATCH" "$O/bench_lora.log"
 [ -f "$O/bench_lora.log" ] && tail -22 "$O/bench_lora.log"
 exit 0

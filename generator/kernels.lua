@@ -11,8 +11,8 @@ local M = {}
 M.OPS = {
   down = {
     template = "templates/lora_down.cuh",
-    params = { drop = { 0, 1 }, wm = { 1, 2, 4, 8 }, wk = { 1, 2, 4 }, mt = { 1, 2 }, u = { 1, 2, 4 } },
-    defaults = { drop = 0, wm = 4, wk = 2, mt = 1, u = 4 },
+    params = { drop = { 0, 1 }, wm = { 1, 2, 4, 8 }, wk = { 1, 2, 4, 8 }, mt = { 1, 2 }, u = { 1, 2, 4 } },
+    defaults = { drop = 0, wm = 1, wk = 8, mt = 1, u = 2 },
     threads = function(c) return 32 * c.wm * c.wk end,
     tag = function(c) return ("w%dx%dm%du%d%s"):format(c.wm, c.wk, c.mt, c.u, c.drop == 1 and "_drop" or "") end,
     inst = function(c) return { R = c.rank, WM = c.wm, WK = c.wk, MT = c.mt, U = c.u, DROP = c.drop } end,
@@ -23,11 +23,11 @@ M.OPS = {
   },
   dy = {
     template = "templates/lora_dy.cuh",
-    params = { nct = { 1, 2, 4, 8 } },
-    defaults = { nct = 4 },
+    params = { nct = { 1, 2, 4, 8 }, st = { 2, 3, 4 } },
+    defaults = { nct = 4, st = 3 },
     threads = function() return 128 end,
-    tag = function(c) return ("c%d"):format(c.nct) end,
-    inst = function(c) return { R = c.rank, NCT = c.nct } end,
+    tag = function(c) return ("c%ds%d"):format(c.nct, c.st) end,
+    inst = function(c) return { R = c.rank, NCT = c.nct, ST = c.st } end,
     -- the dB accumulators (nct*rank/2 registers per thread) must fit beside everything else
     default_for = function(c) return { nct = math.max(1, math.min(4, 128 // c.rank)) } end,
     check = function(c)

@@ -75,6 +75,7 @@ static void push_cfg(lua_State *L, const struct lg_kernel_cfg *c)
     case LG_OP_DY:
         set_int(L, "rank", c->rank);
         if (c->nct) set_int(L, "nct", c->nct);
+        if (c->st) set_int(L, "st", c->st);
         break;
     case LG_OP_DA:
         set_int(L, "rank", c->rank);
@@ -117,6 +118,7 @@ static void read_cfg(lua_State *L, int idx, struct lg_kernel_cfg *c)
     c->mt = get_int(L, idx, "mt");
     c->u = get_int(L, idx, "u");
     c->nct = get_int(L, idx, "nct");
+    c->st = get_int(L, idx, "st");
 }
 
 enum lg_status lg_gen_kernel(lg_gen_t *g, const struct lg_kernel_cfg *cfg, const char *origin,

@@ -24,10 +24,13 @@ struct lg_lora {
     size_t ws_size;
     CUdeviceptr ds_buf; /* inside ws when the last backward needed it */
     struct lg_lora_tiles tiles;
+    /* kernels resolved on first use: generating source is milliseconds of Lua, far too slow per call */
+    const struct lg_kernel *k_down, *k_dy, *k_da[2][2], *k_red[2];
 };
 
 static size_t esz(const lg_lora_t *l) { return lg_dtype_size(l->p.dtype); }
-static int64_t ldw(const lg_lora_t *l) { return l->K + l->r; }
+int64_t lg_lora_ext_ld(int64_t features, int rank) { return (features + rank + 63) / 64 * 64; }
+static int64_t ldw(const lg_lora_t *l) { return lg_lora_ext_ld(l->K, l->r); }
 static CUdeviceptr a_ptr(const lg_lora_t *l) { return l->w + (CUdeviceptr)(l->M * ldw(l) * esz(l)); }
 static CUdeviceptr b_ptr(const lg_lora_t *l) { return l->w + (CUdeviceptr)(l->K * esz(l)); }
 
@@ -105,7 +108,10 @@ CUdeviceptr lg_lora_ds_buffer(const lg_lora_t *l) { return l->ds_buf; }
 
 enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t)
 {
+    if (t->fwd_algo < 0 || t->fwd_algo >= 8 || t->dx_algo < 0 || t->dx_algo >= 8)
+        return lg_fail(LG_ERR_INVALID, "lg_lora_set_tiles: GEMM algorithm index must be in 0..7");
     l->tiles = *t;
+    l->k_down = l->k_dy = NULL;
     return LG_OK;
 }
 
@@ -216,11 +222,19 @@ static enum lg_status ensure_ws(lg_lora_t *l, size_t bytes, CUstream stream)
     return st;
 }
 
-static enum lg_status kernel(lg_lora_t *l, struct lg_kernel_cfg c, const struct lg_kernel **k)
+/* The kernel for c, through the layer's slot: resolved once, then a pointer read. */
+static enum lg_status kernel(lg_lora_t *l, struct lg_kernel_cfg c, const struct lg_kernel **slot,
+                             const struct lg_kernel **k)
 {
-    c.dtype = l->p.dtype;
-    c.rank = l->r;
-    return lg_ctx_kernel(l->ctx, &c, k);
+    if (!*slot) {
+        c.dtype = l->p.dtype;
+        c.rank = l->r;
+        enum lg_status st = lg_ctx_kernel(l->ctx, &c, slot);
+        if (st != LG_OK)
+            return st;
+    }
+    *k = *slot;
+    return LG_OK;
 }
 
 /* ---- forward ---- */
@@ -246,7 +260,7 @@ static enum lg_status launch_down(lg_lora_t *l, int64_t n, CUdeviceptr x, int64_
     struct lg_kernel_cfg c = {.op = LG_OP_DOWN, .drop = l->thresh16 > 0, .wm = l->tiles.down_wm,
                               .wk = l->tiles.down_wk, .mt = l->tiles.down_mt, .u = l->tiles.down_u};
     const struct lg_kernel *k;
-    enum lg_status st = kernel(l, c, &k);
+    enum lg_status st = kernel(l, c, &l->k_down, &k);
     if (st != LG_OK)
         return st;
     struct lg_down_args a = {.x = (const void *)x, .ldx = ldx, .a = (const void *)a_ptr(l), .lda = ldw(l),
@@ -279,7 +293,7 @@ enum lg_status lg_lora_forward(lg_lora_t *l, const struct lg_lora_fwd *f, CUstre
     struct lg_gemm g = {.dtype = l->p.dtype, .m = f->n, .n = l->M, .k = ext ? l->K + l->r : l->K,
                         .trans_b = 1, .a = (const void *)f->x, .lda = f->ldx, .b = (const void *)l->w,
                         .ldb = ldw(l), .c = (void *)f->y, .ldc = f->ldy, .alpha = 1.f, .beta = 0.f,
-                        .bias = (const void *)l->bias};
+                        .bias = (const void *)l->bias, .algo_index = l->tiles.fwd_algo};
     if ((st = lg_blas_gemm(lg_ctx_blas(l->ctx), &g, stream)) != LG_OK || ext)
         return st;
     /* no room for S in X: Y += S·Bᵀ as a second, skinny GEMM */
@@ -295,7 +309,7 @@ static enum lg_status launch_reduce(lg_lora_t *l, int out_half, const struct lg_
 {
     struct lg_kernel_cfg c = {.op = LG_OP_REDUCE, .out_half = out_half};
     const struct lg_kernel *k;
-    enum lg_status st = kernel(l, c, &k);
+    enum lg_status st = kernel(l, c, &l->k_red[out_half != 0], &k);
     if (st != LG_OK)
         return st;
     return lg_kernel_launch(k, (unsigned)cdiv(a->count / 4, k->threads), 1, a, sizeof *a, stream);
@@ -334,8 +348,8 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
     const int64_t lds = ext_x ? b->ldx : b->lds;
 
     const struct lg_kernel *kdy;
-    struct lg_kernel_cfg cdy = {.op = LG_OP_DY, .nct = l->tiles.dy_nct};
-    if ((st = kernel(l, cdy, &kdy)) != LG_OK)
+    struct lg_kernel_cfg cdy = {.op = LG_OP_DY, .nct = l->tiles.dy_nct, .st = l->tiles.dy_st};
+    if ((st = kernel(l, cdy, &l->k_dy, &kdy)) != LG_OK)
         return st;
     struct bwd_geom g;
     bwd_geometry(l, kdy, n, &g);
@@ -349,7 +363,7 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
 
     /* 1. one pass over dY: partial dS and dB */
     struct lg_dy_args ay = {.dy = (const void *)b->dy, .lddy = b->lddy, .b = (const void *)b_ptr(l),
-                            .ldb = K + r, .s = (const void *)s, .lds = lds, .ds_part = ds_part,
+                            .ldb = ldw(l), .s = (const void *)s, .lds = lds, .ds_part = ds_part,
                             .db_part = db_part, .n = (int)n, .m = (int)M, .tiles_per_block = g.dy_tpb};
     if ((st = lg_kernel_launch(kdy, (unsigned)g.dy_cols, (unsigned)g.dy_rows, &ay, sizeof ay, stream)) != LG_OK)
         return st;
@@ -369,18 +383,19 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
         int ext_gemm = ext_dy && l->thresh16 == 0;
         fuse = !ext_gemm;
         struct lg_gemm gx = {.dtype = l->p.dtype, .m = n, .n = K, .k = ext_gemm ? M + r : M,
-                             .a = (const void *)b->dy, .lda = b->lddy, .b = (const void *)l->w, .ldb = K + r,
-                             .c = (void *)b->dx, .ldc = b->lddx, .alpha = 1.f, .beta = 0.f};
+                             .a = (const void *)b->dy, .lda = b->lddy, .b = (const void *)l->w, .ldb = ldw(l),
+                             .c = (void *)b->dx, .ldc = b->lddx, .alpha = 1.f, .beta = 0.f,
+                             .algo_index = l->tiles.dx_algo};
         if ((st = lg_blas_gemm(lg_ctx_blas(l->ctx), &gx, stream)) != LG_OK)
             return st;
     }
     /* 5. one pass over X: partial dA (+ the masked dX correction) */
     const struct lg_kernel *kda;
     struct lg_kernel_cfg cda = {.op = LG_OP_DA, .fuse = fuse, .drop = l->thresh16 > 0};
-    if ((st = kernel(l, cda, &kda)) != LG_OK)
+    if ((st = kernel(l, cda, &l->k_da[cda.fuse][cda.drop], &kda)) != LG_OK)
         return st;
     struct lg_da_args aa = {.x = (const void *)b->x, .ldx = b->ldx, .ds = (const void *)ds, .ldds = ldds,
-                            .a = (const void *)a_ptr(l), .lda = K + r, .dx = (void *)b->dx, .lddx = b->lddx,
+                            .a = (const void *)a_ptr(l), .lda = ldw(l), .dx = (void *)b->dx, .lddx = b->lddx,
                             .da_part = da_part, .n = (int)n, .k = (int)K, .tiles_per_block = g.da_tpb,
                             .keep_scale = l->keep_scale,
                             .drop = {.seed = b->seed, .layer = l->p.layer_id, .thresh16 = l->thresh16}};

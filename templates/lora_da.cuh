@@ -5,7 +5,8 @@
  * which is what the extended-K GEMM cannot do when p > 0 (the mask sits between dS·A and dX).
  *
  * A block of 4 warps owns 64 columns of K and walks tiles_per_block 64-token row tiles. X is loaded with
- * 16-byte loads (one Philox call masks 8 values), prefetched one tile ahead in registers, and stored masked
+ * 16-byte loads (one Philox call masks 8 values), prefetched one tile ahead in registers (dX is loaded at the
+ * start of its own tile, in flight during the MMAs), and stored masked
  * into shared memory; MMAs read it through transposed ldmatrix. For FUSE, dS·A for the tile is computed with
  * MMAs into a shared fp32 tile, and the thread that loaded an X vector applies the same mask bits to the
  * matching dX vector (so the mask is drawn once per element).
@@ -56,17 +57,14 @@ static __device__ __forceinline__ void lg_lora_da(const struct lg_da_args &p)
             *(lg_v16 *)&sm.ds[r][R] = lg_v16{0u, 0u, 0u, 0u};
 
     /* the vectors this thread loads: vector v of a tile is row (c / 8), cols (c % 8)*8 with c = tid + 128v */
+    auto vec_row = [&](int rt, int v) { return (lg_i64)rt * LG_DA_BT + (tid + 128 * v) / 8; };
+    auto vec_col = [&](int v) { return k0 + ((tid + 128 * v) % 8) * 8; };
     lg_v16 xv[LG_DA_CH], dxv[LG_DA_CH];
-    auto load_tile = [&](int rt, lg_v16 *xo, lg_v16 *dxo) {
+    auto load_x = [&](int rt) {
 #pragma unroll
         for (int v = 0; v < LG_DA_CH; v++) {
-            const int c = tid + 128 * v;
-            const lg_i64 r = (lg_i64)rt * LG_DA_BT + c / 8;
-            const int col = k0 + (c % 8) * 8;
-            const bool ok = r < p.n;
-            xo[v] = ok ? lg_ld16_stream(x + r * p.ldx + col) : lg_v16{0u, 0u, 0u, 0u};
-            if (FUSE)
-                dxo[v] = ok ? lg_ld16_stream(dx + r * p.lddx + col) : lg_v16{0u, 0u, 0u, 0u};
+            const lg_i64 r = vec_row(rt, v);
+            xv[v] = r < p.n ? lg_ld16_stream(x + r * p.ldx + vec_col(v)) : lg_v16{0u, 0u, 0u, 0u};
         }
     };
 
@@ -78,9 +76,15 @@ static __device__ __forceinline__ void lg_lora_da(const struct lg_da_args &p)
             acc[j][e] = 0.f;
 
     if (rt_begin < rt_end)
-        load_tile(rt_begin, xv, dxv);
+        load_x(rt_begin);
     for (int rt = rt_begin; rt < rt_end; rt++) {
         const lg_i64 n0 = (lg_i64)rt * LG_DA_BT;
+        if (FUSE) /* dX of this tile: in flight while the MMAs run */
+#pragma unroll
+            for (int v = 0; v < LG_DA_CH; v++) {
+                const lg_i64 r = vec_row(rt, v);
+                dxv[v] = r < p.n ? lg_ld16_stream(dx + r * p.lddx + vec_col(v)) : lg_v16{0u, 0u, 0u, 0u};
+            }
         lg_u32 keep = 0xffffffffu; /* 8 bits per vector */
 #pragma unroll
         for (int v = 0; v < LG_DA_CH; v++) {
@@ -99,13 +103,9 @@ static __device__ __forceinline__ void lg_lora_da(const struct lg_da_args &p)
             *(lg_v16 *)&sm.ds[r][cc * 8] =
                 n0 + r < p.n ? lg_ld16(dsg + (n0 + r) * p.ldds + cc * 8) : lg_v16{0u, 0u, 0u, 0u};
         }
-        lg_v16 dxcur[LG_DA_CH];
-#pragma unroll
-        for (int v = 0; v < LG_DA_CH; v++)
-            dxcur[v] = dxv[v];
         __syncthreads();
-        if (rt + 1 < rt_end) /* prefetch: the next tile's loads fly while this one computes */
-            load_tile(rt + 1, xv, dxv);
+        if (rt + 1 < rt_end) /* prefetch: the next tile's X flies while this one computes */
+            load_x(rt + 1);
 
 #pragma unroll
         for (int kn = 0; kn < LG_DA_BT / 16; kn++) {
@@ -166,9 +166,11 @@ static __device__ __forceinline__ void lg_lora_da(const struct lg_da_args &p)
                 const lg_i64 r = n0 + c / 8;
                 if (r >= p.n)
                     continue;
-                const float *cr = &sm.c[c / 8][(c % 8) * 8];
+                const float4 c03 = *(const float4 *)&sm.c[c / 8][(c % 8) * 8];
+                const float4 c47 = *(const float4 *)&sm.c[c / 8][(c % 8) * 8 + 4];
+                const float cr[8] = {c03.x, c03.y, c03.z, c03.w, c47.x, c47.y, c47.z, c47.w};
                 const unsigned kb = (keep >> (8 * v)) & 0xffu;
-                unsigned w[4] = {dxcur[v].x, dxcur[v].y, dxcur[v].z, dxcur[v].w};
+                unsigned w[4] = {dxv[v].x, dxv[v].y, dxv[v].z, dxv[v].w};
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
                     const float c0 = ((kb >> (2 * i)) & 1u) ? cr[2 * i] * p.keep_scale : 0.f;

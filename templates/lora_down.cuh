@@ -47,18 +47,34 @@ static __device__ __forceinline__ void lg_lora_down(const struct lg_down_args &p
             for (int e = 0; e < 4; e++)
                 acc[mt][j][e] = 0.f;
 
+    /* Software pipeline: the loads of K block i+1 (X and A fragments) are in flight while block i is masked
+     * and multiplied, so each warp always has U·MT·2 + U·NT 16-byte loads outstanding. */
     const int nkb = p.k >> 5;
-    for (int kb0 = wk * U; kb0 < nkb; kb0 += WK * U) {
-        lg_v16 xv[U][MT][2];
+    lg_v16 xv[U][MT][2], bw[U][NT];
+    auto load = [&](int kb0, lg_v16 (&xo)[U][MT][2], lg_v16 (&bo)[U][NT]) {
 #pragma unroll
-        for (int u = 0; u < U; u++)
+        for (int u = 0; u < U; u++) {
+            const bool vk = kb0 + u < nkb;
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const bool v = ok[mt][h] && kb0 + u < nkb;
-                    xv[u][mt][h] = v ? lg_ld16_stream(xr[mt][h] + (kb0 + u) * 32) : lg_v16{0u, 0u, 0u, 0u};
-                }
+                for (int h = 0; h < 2; h++)
+                    xo[u][mt][h] = (vk && ok[mt][h]) ? lg_ld16_stream(xr[mt][h] + (kb0 + u) * 32)
+                                                     : lg_v16{0u, 0u, 0u, 0u};
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+                bo[u][j] = vk ? lg_ld16(a + (lg_i64)(j * 8 + g) * p.lda + (kb0 + u) * 32 + 8 * t)
+                              : lg_v16{0u, 0u, 0u, 0u};
+        }
+    };
+    int kb0 = wk * U;
+    if (kb0 < nkb)
+        load(kb0, xv, bw);
+    while (kb0 < nkb) {
+        const int kbn = kb0 + WK * U;
+        lg_v16 xn[U][MT][2], bn[U][NT];
+        if (kbn < nkb)
+            load(kbn, xn, bn);
         if (DROP) {
 #pragma unroll
             for (int u = 0; u < U; u++)
@@ -71,20 +87,28 @@ static __device__ __forceinline__ void lg_lora_down(const struct lg_down_args &p
                         xv[u][mt][h] = lg_mask8(xv[u][mt][h], keep);
                     }
         }
+        /* blocks past the end were loaded as zeros: their MMAs add nothing */
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            if (kb0 + u >= nkb)
-                break;
+        for (int u = 0; u < U; u++)
 #pragma unroll
-            for (int j = 0; j < NT; j++) {
-                const lg_v16 bw = lg_ld16(a + (lg_i64)(j * 8 + g) * p.lda + (kb0 + u) * 32 + 8 * t);
+            for (int j = 0; j < NT; j++)
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    lg_mma16816(acc[mt][j], xv[u][mt][0].x, xv[u][mt][1].x, xv[u][mt][0].y, xv[u][mt][1].y, bw.x,
-                                bw.y);
-                    lg_mma16816(acc[mt][j], xv[u][mt][0].z, xv[u][mt][1].z, xv[u][mt][0].w, xv[u][mt][1].w, bw.z,
-                                bw.w);
+                    lg_mma16816(acc[mt][j], xv[u][mt][0].x, xv[u][mt][1].x, xv[u][mt][0].y, xv[u][mt][1].y,
+                                bw[u][j].x, bw[u][j].y);
+                    lg_mma16816(acc[mt][j], xv[u][mt][0].z, xv[u][mt][1].z, xv[u][mt][0].w, xv[u][mt][1].w,
+                                bw[u][j].z, bw[u][j].w);
                 }
+        kb0 = kbn;
+        if (kb0 < nkb) {
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    xv[u][mt][0] = xn[u][mt][0], xv[u][mt][1] = xn[u][mt][1];
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+                    bw[u][j] = bn[u][j];
             }
         }
     }

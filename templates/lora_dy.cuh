@@ -5,8 +5,8 @@
  * deterministic (no float atomics).
  *
  * A block of 4 warps walks 64-token row tiles (tiles_per_block of them) and, inside each, NCT 64-column
- * tiles: cols_per_block = 64·NCT. dY, B and S tiles are staged in shared memory with cp.async, double
- * buffered, and fed to m16n8k16 MMAs through ldmatrix (plain for dY·B, transposed for dYᵀ·S). Warp w owns
+ * tiles: cols_per_block = 64·NCT. dY, B and S tiles are staged in shared memory with cp.async, ST stages
+ * deep, and fed to m16n8k16 MMAs through ldmatrix (plain for dY·B, transposed for dYᵀ·S). Warp w owns
  * rows 16w..16w+15 of the tile for dS and columns 16w..16w+15 for dB. The dB accumulators for all NCT column
  * tiles stay in registers for the whole block (the NCT loop is unrolled so they are never spilled).
  *
@@ -16,14 +16,16 @@
 #define LG_DY_BC 64
 #define LG_DY_LD (LG_DY_BC + 8) /* padded row: ldmatrix rows land in distinct banks */
 
-template <int R> struct lg_dy_smem {
-    lg_h16 dy[2][LG_DY_BT][LG_DY_LD];
-    lg_h16 b[2][LG_DY_BC][R + 8];
-    lg_h16 s[2][LG_DY_BT][R + 8];
+template <int R, int ST> struct lg_dy_smem {
+    lg_h16 dy[ST][LG_DY_BT][LG_DY_LD];
+    lg_h16 b[ST][LG_DY_BC][R + 8];
+    lg_h16 s[ST][LG_DY_BT][R + 8];
 };
 
-template <int R>
-static __device__ __forceinline__ void lg_dy_stage(lg_dy_smem<R> &sm, int buf, const struct lg_dy_args &p,
+/* Issues (does not commit) the cp.async copies of one stage: dY rows n0.., cols m0.., and the matching B and S
+ * tiles. Rows past n are zero-filled. */
+template <int R, int ST>
+static __device__ __forceinline__ void lg_dy_stage(lg_dy_smem<R, ST> &sm, int buf, const struct lg_dy_args &p,
                                                    lg_i64 n0, int m0)
 {
     const lg_h16 *dy = (const lg_h16 *)p.dy, *b = (const lg_h16 *)p.b, *s = (const lg_h16 *)p.s;
@@ -41,7 +43,6 @@ static __device__ __forceinline__ void lg_dy_stage(lg_dy_smem<R> &sm, int buf, c
         const bool v = n0 + r < p.n;
         lg_cp_async16(&sm.s[buf][r][cc * 8], s + (v ? n0 + r : 0) * p.lds + cc * 8, v ? 16 : 0);
     }
-    lg_cp_async_commit();
 }
 
 /* B fragments for NT n-tiles of a 16-deep k step from a [k][R+8] shared tile (k rows, rank columns), through
@@ -67,12 +68,12 @@ static __device__ __forceinline__ void lg_load_bfrag_kr(lg_h32 frag[R / 8][2], c
     }
 }
 
-template <int R, int NCT>
+template <int R, int NCT, int ST>
 static __device__ __forceinline__ void lg_lora_dy(const struct lg_dy_args &p)
 {
     constexpr int NT = R / 8;
     extern __shared__ __align__(16) unsigned char lg_dyn_smem[];
-    lg_dy_smem<R> &sm = *(lg_dy_smem<R> *)lg_dyn_smem;
+    lg_dy_smem<R, ST> &sm = *(lg_dy_smem<R, ST> *)lg_dyn_smem;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
@@ -81,6 +82,7 @@ static __device__ __forceinline__ void lg_lora_dy(const struct lg_dy_args &p)
     const int row_tiles = (p.n + LG_DY_BT - 1) / LG_DY_BT;
     const int rt_begin = blockIdx.y * p.tiles_per_block;
     const int rt_end = min(rt_begin + p.tiles_per_block, row_tiles);
+    const int total = max(rt_end - rt_begin, 0) * ntiles_c; /* stages this block consumes, in (rt, ct) order */
 
     float ds[NT][4];
     float db[NCT][NT][4];
@@ -94,27 +96,29 @@ static __device__ __forceinline__ void lg_lora_dy(const struct lg_dy_args &p)
                 db[ct][j][e] = 0.f;
         }
 
-    if (rt_begin < rt_end)
-        lg_dy_stage<R>(sm, 0, p, (lg_i64)rt_begin * LG_DY_BT, col_base);
-    int buf = 0;
+    /* ST-deep cp.async ring: stage i lives in buffer i % ST. One (possibly empty) group is committed per
+     * stage so wait_group<ST-2> always means "stage `it` has landed". */
+    auto issue = [&](int i) {
+        if (i < total)
+            lg_dy_stage<R, ST>(sm, i % ST, p, (lg_i64)(rt_begin + i / ntiles_c) * LG_DY_BT,
+                               col_base + (i % ntiles_c) * LG_DY_BC);
+        lg_cp_async_commit();
+    };
+#pragma unroll
+    for (int i = 0; i < ST - 1; i++)
+        issue(i);
+
+    int it = 0;
     for (int rt = rt_begin; rt < rt_end; rt++) {
         const lg_i64 n0 = (lg_i64)rt * LG_DY_BT;
 #pragma unroll
         for (int ct = 0; ct < NCT; ct++) {
             if (ct >= ntiles_c)
                 break;
-            /* prefetch the next stage into the other buffer */
-            const bool last_c = ct + 1 >= ntiles_c;
-            if (!last_c)
-                lg_dy_stage<R>(sm, buf ^ 1, p, n0, col_base + (ct + 1) * LG_DY_BC);
-            else if (rt + 1 < rt_end)
-                lg_dy_stage<R>(sm, buf ^ 1, p, n0 + LG_DY_BT, col_base);
-            if (!last_c || rt + 1 < rt_end)
-                lg_cp_async_wait<1>();
-            else
-                lg_cp_async_wait<0>();
-            __syncthreads();
-
+            lg_cp_async_wait<ST - 2>();
+            __syncthreads(); /* stage `it` visible to all; everyone is done reading stage it-1's buffer */
+            issue(it + ST - 1);
+            const int buf = it % ST;
 #pragma unroll
             for (int kk = 0; kk < LG_DY_BC / 16; kk++) {
                 /* dS += dY[rows of warp, k = cols kk] · B[k, :] */
@@ -138,8 +142,7 @@ static __device__ __forceinline__ void lg_lora_dy(const struct lg_dy_args &p)
                 for (int j = 0; j < NT; j++)
                     lg_mma16816(db[ct][j], af[0], af[1], af[2], af[3], bf[j][0], bf[j][1]);
             }
-            __syncthreads();
-            buf ^= 1;
+            it++;
         }
         /* this row tile's dS over the block's columns is complete: write its partial */
         float *dsp = p.ds_part + (lg_i64)blockIdx.x * p.n * R;
@@ -157,6 +160,7 @@ static __device__ __forceinline__ void lg_lora_dy(const struct lg_dy_args &p)
             for (int e = 0; e < 4; e++)
                 ds[j][e] = 0.f;
     }
+    lg_cp_async_wait<0>();
 
     float *dbp = p.db_part + (lg_i64)blockIdx.y * p.m * R;
 #pragma unroll

@@ -201,9 +201,14 @@ START_TEST(tile_variants_match_reference)
 {
     const struct lcase c = {611, 512, 384, 16, 0.1f, LG_BF16, 1, 1, 0, 0};
     const struct lg_lora_tiles v[] = {
-        {1, 1, 1, 1, 0}, {2, 1, 2, 2, 0}, {8, 2, 1, 4, 0}, {4, 4, 1, 1, 0}, {4, 2, 2, 2, 0},
-        {0, 0, 0, 0, 1}, {0, 0, 0, 0, 2}, {0, 0, 0, 0, 8},
+        {.down_wm = 1, .down_wk = 1, .down_mt = 1, .down_u = 1}, {.down_wm = 2, .down_wk = 1, .down_mt = 2, .down_u = 2},
+        {.down_wm = 8, .down_wk = 2, .down_mt = 1, .down_u = 4}, {.down_wm = 4, .down_wk = 4, .down_mt = 1, .down_u = 1},
+        {.down_wm = 4, .down_wk = 2, .down_mt = 2, .down_u = 2}, {.down_wm = 1, .down_wk = 8, .down_mt = 1, .down_u = 2},
+        {.down_wm = 2, .down_wk = 8, .down_mt = 2, .down_u = 1}, {.down_wm = 1, .down_wk = 4, .down_mt = 1, .down_u = 2},
+        {.dy_nct = 1}, {.dy_nct = 2, .dy_st = 2}, {.dy_nct = 8}, {.dy_nct = 4, .dy_st = 4},
+        {.fwd_algo = 1, .dx_algo = 1},
     };
+
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
         check_case(&c, &v[i]);
 }

@@ -65,6 +65,7 @@ struct lg_kernel_cfg {
     int out_half;       /* REDUCE: dtype rows instead of fp32 */
     int wm, wk, mt, u;  /* DOWN tiles */
     int nct;            /* DY: 64-column tiles per block */
+    int st;             /* DY: cp.async pipeline stages */
 };
 
 struct lg_kernel_src {

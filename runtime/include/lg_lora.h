@@ -92,11 +92,16 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
 /* Device address of dS after backward when dY had no room for it ([n,r], ld r); for tests. */
 CUdeviceptr lg_lora_ds_buffer(const lg_lora_t *l);
 
-/* Kernel tile choices (the tuner sets these; zero fields keep the defaults). */
+/* Kernel tile choices and cuBLASLt algorithm picks (the tuner sets these; zero fields keep the defaults). */
 struct lg_lora_tiles {
     int down_wm, down_wk, down_mt, down_u;
-    int dy_nct;
+    int dy_nct, dy_st;
+    int fwd_algo, dx_algo; /* index into cuBLASLt's heuristic candidates for the two big GEMMs */
 };
+
+/* The leading dimension to give X-like buffers [n, K] (and dY-like [n, M]) so the extended-K layout has room
+ * for r columns and every row starts on a 128-byte boundary (the GEMMs run measurably slower otherwise). */
+int64_t lg_lora_ext_ld(int64_t features, int rank);
 enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t);
 
 #ifdef __cplusplus
