@@ -481,9 +481,10 @@ int main(int argc, char **argv)
                 tune(&R, 1);
                 bad |= !validate(&R, sp->linears[li].name);
             }
-            double tf = lg_time_median_ms(run_floor, &R, 0, 5, o.reps);
-            double tp = lg_time_median_ms(run_peft, &R, 0, 5, o.reps);
-            double tu = lg_time_median_ms(run_fused, &R, 0, 5, o.reps);
+            void (*const fns[])(void *) = {run_floor, run_peft, run_fused};
+            double med[3];
+            lg_time_interleaved(fns, &R, 3, 0, 3, o.reps, med);
+            double tf = med[0], tp = med[1], tu = med[2];
             double bmin = (double)(2 * n * R.K * 2 + n * R.M * 2) + (ps[pi] > 0 ? 2.0 * n * R.K * 2 : 0.0);
             double tmin = tf + bmin / bw * 1e3;
             tl += (size_t)snprintf(table + tl, sizeof table - tl,
@@ -493,12 +494,13 @@ int main(int argc, char **argv)
                 fprintf(csv, "%.2f,%s,%lld,%lld,%lld,%d,%.5f,%.5f,%.5f,%.1f,%.5f\n", ps[pi], sp->linears[li].name,
                         (long long)n, (long long)R.K, (long long)R.M, R.r, tf, tp, tu, bw / 1e9, tmin);
             if (o.breakdown) {
-                double t_fwd = lg_time_median_ms(run_fused_fwd, &R, 0, 5, o.reps);
-                double t_bwd = lg_time_median_ms(run_fused_bwd, &R, 0, 5, o.reps);
-                double t_g = lg_time_median_ms(run_fused_gemms, &R, 0, 5, o.reps);
+                void (*const bf[])(void *) = {run_fused_fwd, run_fused_bwd, run_fused_gemms, run_floor};
+                double bm[4];
+                lg_time_interleaved(bf, &R, 4, 0, 3, o.reps, bm);
+                double t_fwd = bm[0], t_bwd = bm[1], t_g = bm[2], t_fl = bm[3];
                 printf("  breakdown %-10s fused fwd %.3f bwd %.3f | its GEMMs %.3f, LoRA kernels %.3f ms "
                        "(floor GEMMs %.3f)\n",
-                       sp->linears[li].name, t_fwd, t_bwd, t_g, t_fwd + t_bwd - t_g, tf);
+                       sp->linears[li].name, t_fwd, t_bwd, t_g, t_fwd + t_bwd - t_g, t_fl);
             }
             pf_r[cnt] = tp / tf, rf[cnt] = tu / tf, rm[cnt] = tu / tmin;
             cnt++;
@@ -510,7 +512,7 @@ int main(int argc, char **argv)
     if (csv)
         fclose(csv);
     printf("%s", table);
-    printf("(times in ms, median of %d; T_min = T_floor + unavoidable LoRA bytes / copy bandwidth)\n", o.reps);
+    printf("(times in ms, median of %d interleaved rounds; T_min = T_floor + unavoidable LoRA bytes / copy bandwidth)\n", o.reps);
     lg_ctx_free(ctx);
     lg_spec_free(sp);
     return bad ? 1 : 0;

@@ -13,6 +13,8 @@ M.OPS = {
     template = "templates/lora_down.cuh",
     params = { drop = { 0, 1 }, wm = { 1, 2, 4, 8 }, wk = { 1, 2, 4, 8 }, mt = { 1, 2 }, u = { 1, 2, 4 } },
     defaults = { drop = 0, wm = 1, wk = 8, mt = 1, u = 2 },
+    -- the K-split reduction buffer grows with the rank: fewer K warps at high rank
+    default_for = function(c) return { wk = c.rank <= 64 and 8 or 4 } end,
     threads = function(c) return 32 * c.wm * c.wk end,
     tag = function(c) return ("w%dx%dm%du%d%s"):format(c.wm, c.wk, c.mt, c.u, c.drop == 1 and "_drop" or "") end,
     inst = function(c) return { R = c.rank, WM = c.wm, WK = c.wk, MT = c.mt, U = c.u, DROP = c.drop } end,

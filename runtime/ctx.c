@@ -120,6 +120,12 @@ static enum lg_status load_smem(lg_ctx_t *c, struct lg_kernel *k)
     if (k->smem > 48 * 1024)
         st = lg_cu_check(cuFuncSetAttribute(k->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)k->smem),
                          "cuFuncSetAttribute(max dynamic smem)");
+    if (st == LG_OK)
+        st = lg_cu_check(cuOccupancyMaxActiveBlocksPerMultiprocessor(&k->occupancy, k->fn, k->threads, k->smem),
+                         "cuOccupancyMaxActiveBlocksPerMultiprocessor");
+    if (st == LG_OK && k->occupancy < 1)
+        st = lg_fail(LG_ERR_UNSUPPORTED, "kernel %s cannot run on this device (%d threads, %u bytes smem)",
+                     k->name, k->threads, k->smem);
     return st;
 }
 

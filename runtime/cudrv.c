@@ -63,6 +63,8 @@ LG_CU(cuModuleGetGlobal, (CUdeviceptr * dptr, size_t *bytes, CUmodule hmod, cons
 LG_CU(cuFuncGetModule, (CUmodule * hmod, CUfunction hfunc), (hmod, hfunc))
 LG_CU(cuFuncSetAttribute, (CUfunction hfunc, CUfunction_attribute attrib, int value), (hfunc, attrib, value))
 LG_CU(cuFuncGetAttribute, (int *pi, CUfunction_attribute attrib, CUfunction hfunc), (pi, attrib, hfunc))
+LG_CU(cuOccupancyMaxActiveBlocksPerMultiprocessor, (int *n, CUfunction f, int block, size_t smem),
+      (n, f, block, smem))
 LG_CU(cuLaunchKernel,
       (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,
        unsigned int bz, unsigned int smem, CUstream stream, void **params, void **extra),

@@ -175,10 +175,11 @@ enum lg_status lg_lora_get_adapter(lg_lora_t *l, uint16_t *a, uint16_t *b)
 
 static int cdiv(int64_t a, int64_t b) { return (int)((a + b - 1) / b); }
 
-/* Splits `tiles` row tiles over blocks so that cols * blocks_y fills the GPU about `waves` times. */
-static void split_rows(int tiles, int cols, int sms, int waves, int *per_block, int *blocks)
+/* Splits `tiles` row tiles over blocks so that cols * blocks_y is at most one full wave (`slots` resident
+ * blocks): a partial second wave would leave most SMs idle while it runs. */
+static void split_rows(int tiles, int cols, int slots, int *per_block, int *blocks)
 {
-    int want = cdiv((int64_t)sms * waves, cols);
+    int want = slots / cols;
     if (want < 1)
         want = 1;
     *per_block = cdiv(tiles, want);
@@ -191,14 +192,15 @@ struct bwd_geom {
     size_t ds_part, db_part, da_part, ds_bytes; /* bytes */
 };
 
-static void bwd_geometry(const lg_lora_t *l, const struct lg_kernel *dy, int64_t n, struct bwd_geom *g)
+static void bwd_geometry(const lg_lora_t *l, const struct lg_kernel *dy, const struct lg_kernel *da, int64_t n,
+                         struct bwd_geom *g)
 {
     int sms = lg_ctx_sm_count(l->ctx);
     int nct = dy->cfg.nct;
     g->dy_cols = cdiv(l->M, 64 * nct);
-    split_rows(cdiv(n, 64), g->dy_cols, sms, 2, &g->dy_tpb, &g->dy_rows);
+    split_rows(cdiv(n, 64), g->dy_cols, sms * dy->occupancy, &g->dy_tpb, &g->dy_rows);
     g->da_cols = (int)(l->K / 64);
-    split_rows(cdiv(n, 64), g->da_cols, sms, 4, &g->da_tpb, &g->da_rows);
+    split_rows(cdiv(n, 64), g->da_cols, sms * da->occupancy, &g->da_tpb, &g->da_rows);
     g->ds_part = (size_t)g->dy_cols * n * l->r * 4;
     g->db_part = (size_t)g->dy_rows * l->M * l->r * 4;
     g->da_part = (size_t)g->da_rows * l->r * l->K * 4;
@@ -351,8 +353,14 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
     struct lg_kernel_cfg cdy = {.op = LG_OP_DY, .nct = l->tiles.dy_nct, .st = l->tiles.dy_st};
     if ((st = kernel(l, cdy, &l->k_dy, &kdy)) != LG_OK)
         return st;
+    /* dX = [dY|dS]·[W;A] when unmasked and dS sits in dY's tail; else dY·W and the dA pass adds the rest */
+    const int fuse = b->dx && !(ext_dy && l->thresh16 == 0);
+    const struct lg_kernel *kda;
+    struct lg_kernel_cfg cda = {.op = LG_OP_DA, .fuse = fuse, .drop = l->thresh16 > 0};
+    if ((st = kernel(l, cda, &l->k_da[cda.fuse][cda.drop], &kda)) != LG_OK)
+        return st;
     struct bwd_geom g;
-    bwd_geometry(l, kdy, n, &g);
+    bwd_geometry(l, kdy, kda, n, &g);
     if ((st = ensure_ws(l, g.ds_part + g.db_part + g.da_part + g.ds_bytes, stream)) != LG_OK)
         return st;
     float *ds_part = (float *)l->ws, *db_part = (float *)(l->ws + g.ds_part);
@@ -377,11 +385,9 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
                                 .cols = (int)r, .out = (void *)b->db, .scale = 1.f, .beta = b->grad_beta};
     if ((st = launch_reduce(l, 0, &rb, stream)) != LG_OK)
         return st;
-    /* 4. dX = [dY|dS]·[W;A] when unmasked and dS sits in dY's tail; else dY·W and the dA pass adds the rest */
-    int fuse = 0;
+    /* 4. dX GEMM */
     if (b->dx) {
-        int ext_gemm = ext_dy && l->thresh16 == 0;
-        fuse = !ext_gemm;
+        const int ext_gemm = !fuse;
         struct lg_gemm gx = {.dtype = l->p.dtype, .m = n, .n = K, .k = ext_gemm ? M + r : M,
                              .a = (const void *)b->dy, .lda = b->lddy, .b = (const void *)l->w, .ldb = ldw(l),
                              .c = (void *)b->dx, .ldc = b->lddx, .alpha = 1.f, .beta = 0.f,
@@ -390,10 +396,6 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
             return st;
     }
     /* 5. one pass over X: partial dA (+ the masked dX correction) */
-    const struct lg_kernel *kda;
-    struct lg_kernel_cfg cda = {.op = LG_OP_DA, .fuse = fuse, .drop = l->thresh16 > 0};
-    if ((st = kernel(l, cda, &l->k_da[cda.fuse][cda.drop], &kda)) != LG_OK)
-        return st;
     struct lg_da_args aa = {.x = (const void *)b->x, .ldx = b->ldx, .ds = (const void *)ds, .ldds = ldds,
                             .a = (const void *)a_ptr(l), .lda = ldw(l), .dx = (void *)b->dx, .lddx = b->lddx,
                             .da_part = da_part, .n = (int)n, .k = (int)K, .tiles_per_block = g.da_tpb,

@@ -39,6 +39,7 @@ struct lg_kernel {
     CUfunction fn;
     unsigned smem; /* dynamic shared memory bytes per block */
     int threads;
+    int occupancy; /* resident blocks per SM (registers, shared memory): grids are sized in waves of this */
 };
 
 enum lg_status lg_ctx_init(const struct lg_ctx_params *p, lg_ctx_t **out);

@@ -90,3 +90,32 @@ double lg_time_median_ms(void (*fn)(void *), void *arg, CUstream stream, int war
     cuEventDestroy(e1);
     return med;
 }
+
+void lg_time_interleaved(void (*const *fns)(void *), void *arg, int nv, CUstream stream, int warmup, int reps,
+                         double *med)
+{
+    for (int w = 0; w < warmup; w++)
+        for (int v = 0; v < nv; v++)
+            fns[v](arg);
+    CUevent e0, e1;
+    CU_CHECK(cuEventCreate(&e0, 0));
+    CU_CHECK(cuEventCreate(&e1, 0));
+    double *t = malloc(sizeof(double) * (size_t)(reps * nv));
+    for (int i = 0; i < reps; i++)
+        for (int v = 0; v < nv; v++) {
+            CU_CHECK(cuEventRecord(e0, stream));
+            fns[v](arg);
+            CU_CHECK(cuEventRecord(e1, stream));
+            CU_CHECK(cuEventSynchronize(e1));
+            float ms;
+            CU_CHECK(cuEventElapsedTime(&ms, e0, e1));
+            t[v * reps + i] = ms;
+        }
+    for (int v = 0; v < nv; v++) {
+        qsort(t + v * reps, (size_t)reps, sizeof *t, cmp_double);
+        med[v] = t[v * reps + reps / 2];
+    }
+    free(t);
+    cuEventDestroy(e0);
+    cuEventDestroy(e1);
+}

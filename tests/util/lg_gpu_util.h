@@ -21,4 +21,9 @@ void lg_host_round(float *x, size_t n, enum lg_dtype t);
 /* Median time in ms of `reps` runs of fn(arg) on `stream`, after `warmup` runs; each run timed with events. */
 double lg_time_median_ms(void (*fn)(void *), void *arg, CUstream stream, int warmup, int reps);
 
+/* Times nv variants side by side: each round runs every variant once (in turn), so clock and thermal drift hit
+ * all of them alike. med[i] receives variant i's median over `reps` rounds, after `warmup` rounds. */
+void lg_time_interleaved(void (*const *fns)(void *), void *arg, int nv, CUstream stream, int warmup, int reps,
+                         double *med);
+
 #endif
