@@ -4,12 +4,13 @@
  *   dX += keep_scale · mask ⊙ (dS·A)
  * which is what the extended-K GEMM cannot do when p > 0 (the mask sits between dS·A and dX).
  *
- * A block of 4 warps owns 64 columns of K and walks tiles_per_block 64-token row tiles. X is loaded with
- * 16-byte loads (one Philox call masks 8 values), prefetched one tile ahead in registers (dX is loaded at the
- * start of its own tile, in flight during the MMAs), and stored masked
- * into shared memory; MMAs read it through transposed ldmatrix. For FUSE, dS·A for the tile is computed with
- * MMAs into a shared fp32 tile, and the thread that loaded an X vector applies the same mask bits to the
- * matching dX vector (so the mask is drawn once per element).
+ * A block of 4 warps owns 64 columns of K and walks tiles_per_block 64-token row tiles. Warp w's threads load
+ * rows 16w+g and 16w+g+8, columns 8t..8t+7 and 32+8t..32+8t+7 of the tile (16-byte loads; one Philox call
+ * masks 8 values), prefetched one tile ahead; the masked X goes to shared memory for the dA MMAs (transposed
+ * ldmatrix). For FUSE, dS·A is an MMA whose B operand (the A tile) is stored with its columns permuted so that
+ * the accumulator fragments of thread (g, t) land on exactly the dX vectors that thread loaded: the
+ * correction is applied in registers with the mask bits the thread already drew, with no shared-memory round
+ * trip.
  *
  * Template parameters: R rank (multiple of 8), FUSE (add the dX correction), DROP (apply the mask).
  * Needs K % 64 == 0; any token count N. */
@@ -17,15 +18,21 @@
 #define LG_DA_BT 64
 #define LG_DA_BK 64
 #define LG_DA_LD (LG_DA_BK + 8)
-#define LG_DA_CH ((LG_DA_BT * LG_DA_BK / 8) / 128) /* 16-byte vectors per thread per tile: 4 */
 
 template <int R> struct lg_da_smem {
     static constexpr int RP = (R + 15) / 16 * 16; /* rank padded for the k16 steps of dS·A */
     lg_h16 x[LG_DA_BT][LG_DA_LD];
     lg_h16 ds[LG_DA_BT][RP + 8];
-    lg_h16 a[RP][LG_DA_LD];
-    float c[LG_DA_BT][LG_DA_BK + 4];
+    lg_h16 a[RP][LG_DA_LD]; /* columns permuted: see lg_da_perm */
 };
+
+/* Column of the 64-wide tile that MMA n-tile nt, column n (0..7) stands for: thread t's accumulator columns
+ * 2t, 2t+1 of n-tiles 0..3 are tile columns 8t..8t+7, and of n-tiles 4..7 columns 32+8t..32+8t+7. */
+static __device__ __forceinline__ int lg_da_perm(int nt, int n)
+{
+    const int t = n >> 1, e = n & 1;
+    return (nt < 4) ? 8 * t + 2 * nt + e : 32 + 8 * t + 2 * (nt - 4) + e;
+}
 
 template <int R, int FUSE, int DROP>
 static __device__ __forceinline__ void lg_lora_da(const struct lg_da_args &p)
@@ -44,27 +51,24 @@ static __device__ __forceinline__ void lg_lora_da(const struct lg_da_args &p)
     const lg_h16 *x = (const lg_h16 *)p.x, *dsg = (const lg_h16 *)p.ds, *ag = (const lg_h16 *)p.a;
     lg_h16 *dx = (lg_h16 *)p.dx;
 
-    /* A tile [RP][64] once per block (rows >= R zero); dS pad columns zero once. */
-    for (int c = tid; c < RP * (LG_DA_BK / 8); c += 128) {
-        const int r = c / (LG_DA_BK / 8), cc = c % (LG_DA_BK / 8);
-        lg_v16 v = {0u, 0u, 0u, 0u};
-        if (FUSE && r < R)
-            v = lg_ld16(ag + (lg_i64)r * p.lda + k0 + cc * 8);
-        *(lg_v16 *)&sm.a[r][cc * 8] = v;
-    }
+    if (FUSE) /* A tile [RP][64], permuted, once per block (rows >= R zero) */
+        for (int c = tid; c < RP * LG_DA_BK; c += 128) {
+            const int j = c / LG_DA_BK, col = c % LG_DA_BK;
+            sm.a[j][col] = j < R ? ag[(lg_i64)j * p.lda + k0 + lg_da_perm(col >> 3, col & 7)] : (lg_h16)0;
+        }
     if (RP != R)
         for (int r = tid; r < LG_DA_BT; r += 128)
             *(lg_v16 *)&sm.ds[r][R] = lg_v16{0u, 0u, 0u, 0u};
 
-    /* the vectors this thread loads: vector v of a tile is row (c / 8), cols (c % 8)*8 with c = tid + 128v */
-    auto vec_row = [&](int rt, int v) { return (lg_i64)rt * LG_DA_BT + (tid + 128 * v) / 8; };
-    auto vec_col = [&](int v) { return k0 + ((tid + 128 * v) % 8) * 8; };
-    lg_v16 xv[LG_DA_CH], dxv[LG_DA_CH];
+    /* vector v (0..3) of this thread: tile row 16w + g + 8(v>>1), tile columns (v&1)*32 + 8t .. +7 */
+    auto vrow = [&](int v) { return warp * 16 + g + 8 * (v >> 1); };
+    auto vcol = [&](int v) { return (v & 1) * 32 + 8 * t; };
+    lg_v16 xv[4], dxv[4];
     auto load_x = [&](int rt) {
 #pragma unroll
-        for (int v = 0; v < LG_DA_CH; v++) {
-            const lg_i64 r = vec_row(rt, v);
-            xv[v] = r < p.n ? lg_ld16_stream(x + r * p.ldx + vec_col(v)) : lg_v16{0u, 0u, 0u, 0u};
+        for (int v = 0; v < 4; v++) {
+            const lg_i64 r = (lg_i64)rt * LG_DA_BT + vrow(v);
+            xv[v] = r < p.n ? lg_ld16(x + r * p.ldx + k0 + vcol(v)) : lg_v16{0u, 0u, 0u, 0u};
         }
     };
 
@@ -81,22 +85,21 @@ static __device__ __forceinline__ void lg_lora_da(const struct lg_da_args &p)
         const lg_i64 n0 = (lg_i64)rt * LG_DA_BT;
         if (FUSE) /* dX of this tile: in flight while the MMAs run */
 #pragma unroll
-            for (int v = 0; v < LG_DA_CH; v++) {
-                const lg_i64 r = vec_row(rt, v);
-                dxv[v] = r < p.n ? lg_ld16_stream(dx + r * p.lddx + vec_col(v)) : lg_v16{0u, 0u, 0u, 0u};
+            for (int v = 0; v < 4; v++) {
+                const lg_i64 r = n0 + vrow(v);
+                dxv[v] = r < p.n ? lg_ld16(dx + r * p.lddx + k0 + vcol(v)) : lg_v16{0u, 0u, 0u, 0u};
             }
         lg_u32 keep = 0xffffffffu; /* 8 bits per vector */
 #pragma unroll
-        for (int v = 0; v < LG_DA_CH; v++) {
-            const int c = tid + 128 * v;
+        for (int v = 0; v < 4; v++) {
             lg_v16 xm = xv[v];
             if (DROP) {
-                const lg_u64 e = (lg_u64)(n0 + c / 8) * (lg_u64)p.k + (lg_u64)(k0 + (c % 8) * 8);
+                const lg_u64 e = (lg_u64)(n0 + vrow(v)) * (lg_u64)p.k + (lg_u64)(k0 + vcol(v));
                 const lg_u32 kb = lg_dropout_keep8(p.drop.seed, p.drop.layer, e >> 3, p.drop.thresh16);
                 keep = (keep & ~(0xffu << (8 * v))) | (kb << (8 * v));
                 xm = lg_mask8(xm, kb);
             }
-            *(lg_v16 *)&sm.x[c / 8][(c % 8) * 8] = xm;
+            *(lg_v16 *)&sm.x[vrow(v)][vcol(v)] = xm;
         }
         for (int c = tid; c < LG_DA_BT * (R / 8); c += 128) {
             const int r = c / (R / 8), cc = c % (R / 8);
@@ -135,7 +138,7 @@ static __device__ __forceinline__ void lg_lora_da(const struct lg_da_args &p)
         }
 
         if (FUSE) {
-            /* C[rows of warp, 64 cols] = dS[rows, :] · A[:, cols] */
+            /* C[rows 16w.., permuted cols] = dS[rows, :] · A[:, cols] */
             float cf[LG_DA_BK / 8][4];
 #pragma unroll
             for (int nt = 0; nt < LG_DA_BK / 8; nt++)
@@ -154,30 +157,22 @@ static __device__ __forceinline__ void lg_lora_da(const struct lg_da_args &p)
                     lg_mma16816(cf[2 * np + 1], af[0], af[1], af[2], af[3], r4[2], r4[3]);
                 }
             }
+            /* vector v = (row half h = v>>1, column half ch = v&1): n-tiles 4ch..4ch+3, elements 2h, 2h+1 */
 #pragma unroll
-            for (int nt = 0; nt < LG_DA_BK / 8; nt++) {
-                *(float2 *)&sm.c[warp * 16 + g][nt * 8 + 2 * t] = make_float2(cf[nt][0], cf[nt][1]);
-                *(float2 *)&sm.c[warp * 16 + g + 8][nt * 8 + 2 * t] = make_float2(cf[nt][2], cf[nt][3]);
-            }
-            __syncthreads();
-#pragma unroll
-            for (int v = 0; v < LG_DA_CH; v++) {
-                const int c = tid + 128 * v;
-                const lg_i64 r = n0 + c / 8;
+            for (int v = 0; v < 4; v++) {
+                const lg_i64 r = n0 + vrow(v);
                 if (r >= p.n)
                     continue;
-                const float4 c03 = *(const float4 *)&sm.c[c / 8][(c % 8) * 8];
-                const float4 c47 = *(const float4 *)&sm.c[c / 8][(c % 8) * 8 + 4];
-                const float cr[8] = {c03.x, c03.y, c03.z, c03.w, c47.x, c47.y, c47.z, c47.w};
+                const int h = v >> 1, ch = v & 1;
                 const unsigned kb = (keep >> (8 * v)) & 0xffu;
                 unsigned w[4] = {dxv[v].x, dxv[v].y, dxv[v].z, dxv[v].w};
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
-                    const float c0 = ((kb >> (2 * i)) & 1u) ? cr[2 * i] * p.keep_scale : 0.f;
-                    const float c1 = ((kb >> (2 * i + 1)) & 1u) ? cr[2 * i + 1] * p.keep_scale : 0.f;
+                    const float c0 = ((kb >> (2 * i)) & 1u) ? cf[4 * ch + i][2 * h] * p.keep_scale : 0.f;
+                    const float c1 = ((kb >> (2 * i + 1)) & 1u) ? cf[4 * ch + i][2 * h + 1] * p.keep_scale : 0.f;
                     w[i] = lg_pack2(lg_lo_f32(w[i]) + c0, lg_hi_f32(w[i]) + c1);
                 }
-                lg_st16(dx + r * p.lddx + k0 + (c % 8) * 8, lg_v16{w[0], w[1], w[2], w[3]});
+                lg_st16(dx + r * p.lddx + k0 + vcol(v), lg_v16{w[0], w[1], w[2], w[3]});
             }
         }
         __syncthreads();
