@@ -126,7 +126,9 @@ static void ablation(void)
     } v[] = {{"full", 0},
              {"tokens-only cost", LG_PLAN_TOKENS_ONLY},
              {"no pacing", LG_PLAN_NO_PACING},
-             {"no merge pass", LG_PLAN_NO_MERGE}};
+             {"no merge pass", LG_PLAN_NO_MERGE},
+             {"no smoothing", LG_PLAN_NO_SMOOTH},
+             {"slot pass only", LG_PLAN_GREEDY_ONLY}};
     printf("\nablation: 4 adapters, S=4, DP=1, capacity %u, global batch %d\n", g_cap, g_batch);
     printf("%-6s %-18s | %6s %6s | %7s | %9s | %6s | %7s\n", "trace", "variant", "mbs", "mb/LB", "bubble", "ms", "waste",
            "plan ms");

@@ -91,6 +91,28 @@ enum lg_status lg_plan_packed(const lg_job_t *job, uint32_t capacity, uint32_t t
                               lg_plan_t **out);
 enum lg_status lg_plan_megatron(const lg_job_t *job, uint32_t capacity, int samples_per_mb, lg_plan_t **out);
 enum lg_status lg_plan_mlora(const lg_job_t *job, uint32_t capacity, int samples_per_mb, lg_plan_t **out);
+/* sched_refine.c: the window-wide merge and the smoothing local search over a packed plan. Bins come in slot
+ * order; items of one global batch are contiguous. Only item -> bin assignments change. */
+struct lg_refine_in {
+    size_t nitem, nbin, nbatch;
+    int S, D;
+    const uint32_t *len;       /* [nitem] tokens */
+    const double *cost;        /* [nitem] forward + backward per layer */
+    const size_t *batch;       /* [nitem] its global batch */
+    uint32_t *bin;             /* [nitem] its microbatch: read and rewritten */
+    const size_t *bfirst;      /* [nbatch + 1] the items of batch b are bfirst[b] .. bfirst[b+1] */
+    const int *adapter;        /* [nbatch] */
+    const size_t *prev, *next; /* [nbatch] the adapter's neighbouring batches, or SIZE_MAX */
+    const long *slot;          /* [nbin] nondecreasing */
+    const int *rank;           /* [nbin] */
+    long reach;                /* slots an item may move */
+    uint32_t tau;              /* token limit of a microbatch */
+    double c0;                 /* fixed cost of a microbatch */
+};
+/* Empties and deletes up to merge_limit of the least-filled slots, then runs up to `passes` passes of
+ * smoothing. Bins left empty are to be dropped by the caller. */
+enum lg_status lg_sched_refine(const struct lg_refine_in *in, size_t merge_limit, int passes);
+
 /* sched_search.c: ours with the fill target chosen by simulating candidates. */
 enum lg_status lg_plan_search(const lg_job_t *job, uint32_t capacity, unsigned flags, lg_plan_t **out);
 

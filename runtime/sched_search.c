@@ -1,8 +1,9 @@
 /* sched_search.c: chooses our planner's fill target by simulation. The capacity is a ceiling, not a goal:
  * full microbatches minimise per-microbatch overhead, but when few adapters can interleave (one adapter, or
  * a memory-derived capacity far above the samples) smaller microbatches keep more of them in flight between
- * optimizer steps. So we plan and simulate a geometric ladder of targets under the capacity and keep the
- * plan with the shortest predicted makespan; a plan takes milliseconds, so the ladder is cheap. */
+ * optimizer steps. So we run the slot pass for a geometric ladder of targets under the capacity, simulate each,
+ * and refine (sched_refine.c) the one with the shortest predicted makespan; a slot pass takes a millisecond or
+ * two, so the ladder is cheap. */
 #include "sched_internal.h"
 
 #include <stdlib.h>
@@ -36,7 +37,7 @@ enum lg_status lg_plan_search(const lg_job_t *job, uint32_t cap, unsigned flags,
     for (size_t i = 0; i < n; i++) {
         lg_plan_t *p;
         lg_sim_t *sim;
-        enum lg_status s = lg_plan_packed(job, cap, cand[i], flags, &p);
+        enum lg_status s = lg_plan_packed(job, cap, cand[i], flags | LG_PLAN_GREEDY_ONLY, &p);
         if (s != LG_OK) {
             lg_plan_free(best);
             return s;
@@ -57,6 +58,12 @@ enum lg_status lg_plan_search(const lg_job_t *job, uint32_t cap, unsigned flags,
         } else {
             lg_plan_free(p);
         }
+    }
+    if (!(flags & LG_PLAN_GREEDY_ONLY)) { /* refine only the winner: refinement costs more than a slot pass */
+        lg_plan_free(best);
+        enum lg_status s = lg_plan_packed(job, cap, best_target, flags, &best);
+        if (s != LG_OK)
+            return s;
     }
     best->sum.target = best_target;
     best->sum.candidates = n;

@@ -1,12 +1,13 @@
 /* sched_sim.c: an event-driven simulator of non-interleaved 1F1B over S stages and D data-parallel ranks.
  *
- * Each stage runs its ops in a fixed order: at most S - s forwards in flight (the classic warm-up, steady
- * 1F1B and cool-down), except that the forward of a microbatch holding batch g of an adapter is put after
- * the backward of the last microbatch of batch g-1 on that rank: the optimizer step sits between them, and a
- * plain 1F1B order would deadlock on it. On stage 0 that forward also waits, in time, until batch g-1's
- * backward has ended on every rank plus optimizer_us (the all-reduce and step): the dependency is modelled
- * whether or not the plan marked the wait, so a plan cannot look faster than it would run. Op times come from
- * the cost model and the stage's share of the layers. */
+ * Each stage dispatches its next op when it falls idle: a forward while it has fewer than S - s forwards in
+ * flight (the classic warm-up, steady 1F1B and cool-down), else the oldest backward. One rule is added for the
+ * optimizer steps: the forward of a microbatch holding batch g of an adapter may not start on stage 0 until
+ * batch g-1's backward has ended on stage 0 of every rank, plus optimizer_us (the all-reduce and the step).
+ * The dependency is modelled whether or not the plan marked the wait, so a plan cannot look faster than it
+ * would run. While a forward is held that way, its stage runs its pending backwards instead, as a runtime
+ * must (holding the forward and idling would deadlock when the step needs those backwards, on this rank or
+ * another). Op times come from the cost model and the stage's share of the layers. */
 #include "sched_internal.h"
 
 #include <math.h>
@@ -36,8 +37,8 @@ struct sim {
     int S, D;
     uint32_t **mbs;      /* [r][k] plan mb index */
     uint32_t *m;         /* [r] microbatches on rank r */
-    struct op **order;   /* [r*S+s] */
-    uint32_t *next;      /* [r*S+s] */
+    uint32_t *nf, *nb;   /* [r*S+s] forwards / backwards dispatched */
+    struct op *run;      /* [r*S+s] the op in progress */
     int *busy;
     double *free_t;      /* end of the last op of the stage */
     double **fend, **bend; /* [r*S+s][k], -1 until done */
@@ -93,19 +94,6 @@ static double op_us(const struct sim *m, uint32_t r, uint32_t s, struct op o)
     return per * lg_sched_stage_layers(cm, m->S, (int)s);
 }
 
-/* The stage's op order: S - s forwards in flight at most, and a forward only after the backward of the
- * microbatch it depends on (blk[k]: the last position of the previous batches of its adapters, or -1). */
-static void make_order(struct op *o, uint32_t n, int limit, const long *blk)
-{
-    uint32_t f = 0, b = 0, i = 0;
-    while (b < n) {
-        if (f < n && (long)f - (long)b < limit && blk[f] < (long)b)
-            o[i++] = (struct op){f++, 'F'};
-        else
-            o[i++] = (struct op){b++, 'B'};
-    }
-}
-
 /* The stage-0 dependency of the forward of mb: every previous batch's step must be done. Returns 0 when
  * one is still pending, else 1 and the time they are all done. */
 static int step_deps(const struct sim *m, uint32_t mbi, double *when)
@@ -124,35 +112,13 @@ static int step_deps(const struct sim *m, uint32_t mbi, double *when)
     return 1;
 }
 
-static void try_start(struct sim *m, uint32_t r, uint32_t s)
+static void start(struct sim *m, uint32_t r, uint32_t s, struct op o, double t)
 {
     size_t rs = (size_t)r * m->S + s;
-    if (m->busy[rs] || m->next[rs] == 2 * m->m[r])
-        return;
-    struct op o = m->order[rs][m->next[rs]];
-    double t = m->free_t[rs], p2p = m->job->p.p2p_us;
-    if (o.kind == 'F' && s > 0) {
-        double d = m->fend[rs - 1][o.k];
-        if (d < 0)
-            return;
-        t = fmax(t, d + p2p);
-    } else if (o.kind == 'F') {
-        double when;
-        if (!step_deps(m, m->mbs[r][o.k], &when))
-            return;
-        if (when > t) {
-            m->out->st.waits++;
-            m->out->st.wait_us += when - t;
-            t = when;
-        }
-    } else if (s + 1 < (uint32_t)m->S) {
-        double d = m->bend[rs + 1][o.k];
-        if (d < 0)
-            return;
-        t = fmax(t, d + p2p);
-    }
     double dur = op_us(m, r, s, o);
     m->busy[rs] = 1;
+    m->run[rs] = o;
+    (o.kind == 'F' ? m->nf : m->nb)[rs]++;
     m->free_t[rs] = t + dur;
     m->busy_t[rs] += dur;
     if (m->record)
@@ -160,12 +126,69 @@ static void try_start(struct sim *m, uint32_t r, uint32_t s)
     heap_push(m, t + dur, r, s);
 }
 
+/* Is the forward of position k held by an optimizer step that has not happened? On stage 0 that is its own
+ * dependency; downstream, a forward that stage 0 has not started yet and that is held there. */
+static int held(const struct sim *m, uint32_t r, uint32_t s, uint32_t k)
+{
+    double when;
+    if (s > 0 && m->fend[(size_t)r * m->S][k] >= 0)
+        return 0; /* stage 0 ran it: it is only in flight */
+    if (s > 0 && m->nf[(size_t)r * m->S] > k)
+        return 0; /* stage 0 is running it */
+    return !step_deps(m, m->mbs[r][k], &when);
+}
+
+/* Dispatches the stage's next op if its inputs are there; otherwise the stage waits for the event that
+ * brings them (a neighbour's completion, or a step). */
+static void try_start(struct sim *m, uint32_t r, uint32_t s)
+{
+    size_t rs = (size_t)r * m->S + s;
+    uint32_t f = m->nf[rs], b = m->nb[rs], n = m->m[r];
+    if (m->busy[rs] || b == n)
+        return;
+    double t = m->free_t[rs], p2p = m->job->p.p2p_us;
+    int want_f = f < n && (long)f - (long)b < m->S - (long)s;
+    if (want_f && b < f && held(m, r, s, f))
+        want_f = 0; /* run a pending backward while the forward waits for its step */
+    if (want_f) {
+        if (s > 0) {
+            double d = m->fend[rs - 1][f];
+            if (d < 0)
+                return;
+            t = fmax(t, d + p2p);
+        } else {
+            double when;
+            if (!step_deps(m, m->mbs[r][f], &when))
+                return;
+            if (when > t) {
+                m->out->st.waits++;
+                m->out->st.wait_us += when - t;
+                t = when;
+            }
+        }
+        start(m, r, s, (struct op){f, 'F'}, t);
+        return;
+    }
+    if (b >= f)
+        return; /* nothing to run until a forward may start */
+    if (s + 1 < (uint32_t)m->S) {
+        double d = m->bend[rs + 1][b];
+        if (d < 0)
+            return;
+        t = fmax(t, d + p2p);
+    } else if (m->fend[rs][b] < 0) {
+        return;
+    }
+    start(m, r, s, (struct op){b, 'B'}, t);
+}
+
 static void complete(struct sim *m, struct ev e)
 {
     size_t rs = (size_t)e.r * m->S + e.s;
-    struct op o = m->order[rs][m->next[rs]++];
+    struct op o = m->run[rs];
     m->busy[rs] = 0;
     (o.kind == 'F' ? m->fend : m->bend)[rs][o.k] = e.t;
+    int stepped = 0;
     if (o.kind == 'B' && e.s == 0) {
         const struct lg_pmb *mb = &m->plan->mb[m->mbs[e.r][o.k]];
         for (uint32_t j = 0; j < mb->nseg; j++) {
@@ -173,16 +196,22 @@ static void complete(struct sim *m, struct ev e)
             size_t id = m->bbase[sg->adapter] + sg->batch;
             if (--m->pending[id] == 0) {
                 m->step_ready[id] = e.t + m->job->p.optimizer_us;
-                for (int r = 0; r < m->D; r++)
-                    try_start(m, (uint32_t)r, 0);
+                stepped = 1;
             }
         }
     }
+    if (stepped) /* a step changes what every stage may dispatch */
+        for (int r = 0; r < m->D; r++)
+            for (int s = 0; s < m->S; s++)
+                try_start(m, (uint32_t)r, (uint32_t)s);
     try_start(m, e.r, e.s);
     if (o.kind == 'F' && e.s + 1 < (uint32_t)m->S)
         try_start(m, e.r, e.s + 1);
     if (o.kind == 'B' && e.s > 0)
         try_start(m, e.r, e.s - 1);
+    if (o.kind == 'F' && e.s == 0) /* downstream stages may have been holding for this forward */
+        for (int s = 1; s < m->S; s++)
+            try_start(m, e.r, (uint32_t)s);
 }
 
 static int cmp_pos(const void *x, const void *y, void *ctx)
@@ -196,17 +225,17 @@ static void sim_free(struct sim *m)
 {
     for (int r = 0; m->mbs && r < m->D; r++)
         free(m->mbs[r]);
-    for (size_t i = 0; m->order && i < (size_t)m->D * m->S; i++) {
-        free(m->order[i]);
+    for (size_t i = 0; m->fend && i < (size_t)m->D * m->S; i++) {
         free(m->fend[i]);
         free(m->bend[i]);
     }
     free(m->mbs);
     free(m->m);
-    free(m->order);
+    free(m->nf);
+    free(m->nb);
+    free(m->run);
     free(m->fend);
     free(m->bend);
-    free(m->next);
     free(m->busy);
     free(m->free_t);
     free(m->busy_t);
@@ -216,62 +245,36 @@ static void sim_free(struct sim *m)
     free(m->heap);
 }
 
-/* Per rank: its microbatches by position, and each one's blocker (see make_order). */
+/* Per rank: its microbatches by position. */
 static enum lg_status setup_ranks(struct sim *m)
 {
     const lg_plan_t *p = m->plan;
-    size_t nb = m->bbase[m->job->nad];
-    long *last = malloc((nb + 1) * sizeof *last);
-    long *blk = NULL;
-    if (!last)
-        return lg_fail(LG_ERR_OOM, "sim: out of memory");
     for (size_t i = 0; i < p->nmb; i++)
         m->m[p->mb[i].rank]++;
     enum lg_status s = LG_OK;
     for (int r = 0; r < m->D && s == LG_OK; r++) {
         uint32_t n = m->m[r], k = 0;
         m->mbs[r] = malloc((n + 1) * sizeof **m->mbs);
-        free(blk);
-        blk = malloc((n + 1) * sizeof *blk);
-        if (!m->mbs[r] || !blk) {
-            s = lg_fail(LG_ERR_OOM, "sim: out of memory");
-            break;
-        }
+        if (!m->mbs[r])
+            return lg_fail(LG_ERR_OOM, "sim: out of memory");
         for (size_t i = 0; i < p->nmb; i++)
             if (p->mb[i].rank == r)
                 m->mbs[r][k++] = (uint32_t)i;
         qsort_r(m->mbs[r], n, sizeof **m->mbs, cmp_pos, (void *)p);
-        for (size_t i = 0; i < nb; i++)
-            last[i] = -1;
-        for (uint32_t q = 0; q < n; q++) {
-            const struct lg_pmb *mb = &p->mb[m->mbs[r][q]];
-            if (q > 0 && p->mb[m->mbs[r][q - 1]].pos == mb->pos)
-                s = lg_fail(LG_ERR_INVALID, "sim: two microbatches at rank %d position %u", r, mb->pos);
-            blk[q] = -1;
-            for (uint32_t j = 0; j < mb->nseg; j++) {
-                const struct lg_pseg *sg = &p->seg[mb->seg_first + j];
-                size_t id = m->bbase[sg->adapter] + sg->batch;
-                if (sg->batch > 0 && last[id - 1] > blk[q])
-                    blk[q] = last[id - 1];
-                last[id] = q;
-            }
-        }
+        for (uint32_t q = 1; q < n && s == LG_OK; q++)
+            if (p->mb[m->mbs[r][q - 1]].pos == p->mb[m->mbs[r][q]].pos)
+                s = lg_fail(LG_ERR_INVALID, "sim: two microbatches at rank %d position %u", r,
+                            p->mb[m->mbs[r][q]].pos);
         for (int st = 0; st < m->S && s == LG_OK; st++) {
             size_t rs = (size_t)r * m->S + st;
-            m->order[rs] = malloc((2 * n + 1) * sizeof **m->order);
             m->fend[rs] = malloc((n + 1) * sizeof **m->fend);
             m->bend[rs] = malloc((n + 1) * sizeof **m->bend);
-            if (!m->order[rs] || !m->fend[rs] || !m->bend[rs]) {
-                s = lg_fail(LG_ERR_OOM, "sim: out of memory");
-                break;
-            }
-            make_order(m->order[rs], n, m->S - st, blk);
+            if (!m->fend[rs] || !m->bend[rs])
+                return lg_fail(LG_ERR_OOM, "sim: out of memory");
             for (uint32_t q = 0; q < n; q++)
                 m->fend[rs][q] = m->bend[rs][q] = -1;
         }
     }
-    free(blk);
-    free(last);
     return s;
 }
 
@@ -282,16 +285,17 @@ static enum lg_status setup(struct sim *m)
     size_t RS = (size_t)m->D * m->S;
     m->mbs = calloc((size_t)m->D, sizeof *m->mbs);
     m->m = calloc((size_t)m->D, sizeof *m->m);
-    m->order = calloc(RS, sizeof *m->order);
+    m->nf = calloc(RS, sizeof *m->nf);
+    m->nb = calloc(RS, sizeof *m->nb);
+    m->run = calloc(RS, sizeof *m->run);
     m->fend = calloc(RS, sizeof *m->fend);
     m->bend = calloc(RS, sizeof *m->bend);
-    m->next = calloc(RS, sizeof *m->next);
     m->busy = calloc(RS, sizeof *m->busy);
     m->free_t = calloc(RS, sizeof *m->free_t);
     m->busy_t = calloc(RS, sizeof *m->busy_t);
     m->heap = malloc((RS + 1) * sizeof *m->heap);
     m->bbase = calloc((size_t)job->nad + 1, sizeof *m->bbase);
-    if (!m->mbs || !m->m || !m->order || !m->fend || !m->bend || !m->next || !m->busy || !m->free_t ||
+    if (!m->mbs || !m->m || !m->nf || !m->nb || !m->run || !m->fend || !m->bend || !m->busy || !m->free_t ||
         !m->busy_t || !m->heap || !m->bbase)
         return lg_fail(LG_ERR_OOM, "sim: out of memory");
     for (int a = 0; a < job->nad; a++)
@@ -360,12 +364,12 @@ static enum lg_status run(struct sim *m)
     for (int r = 0; r < m->D; r++)
         for (int s = 0; s < m->S; s++) {
             size_t rs = (size_t)r * m->S + s;
-            if (m->next[rs] < 2 * m->m[r]) {
-                struct op o = m->order[rs][m->next[rs]];
+            if (m->nb[rs] < m->m[r]) {
+                uint32_t k = m->nf[rs] < m->m[r] ? m->nf[rs] : m->nb[rs];
                 return lg_fail(LG_ERR_INVALID,
-                               "sim: the plan deadlocks: rank %d stage %d cannot run %c of microbatch %u "
+                               "sim: the plan deadlocks: rank %d stage %d cannot go on at microbatch %u "
                                "(position %u): a batch depends on one that comes after it",
-                               r, s, o.kind, m->mbs[r][o.k], o.k);
+                               r, s, m->mbs[r][k], k);
             }
         }
     return LG_OK;

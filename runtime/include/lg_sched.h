@@ -219,6 +219,8 @@ enum lg_plan_flags {
     LG_PLAN_TOKENS_ONLY = 1 << 0, /* ours: balance tokens only, ignore the cost model (ablation) */
     LG_PLAN_NO_PACING = 1 << 1,   /* ours: start each global batch as soon as it may (ablation) */
     LG_PLAN_NO_MERGE = 1 << 2,    /* ours: skip the window-wide merge pass (ablation) */
+    LG_PLAN_NO_SMOOTH = 1 << 3,   /* ours: skip the cost-smoothing local search (ablation) */
+    LG_PLAN_GREEDY_ONLY = 1 << 4, /* ours: the slot pass alone, no refinement (ablation; the search uses it) */
 };
 
 struct lg_plan_params {

@@ -1,0 +1,205 @@
+/* sched_fill.c: how our planner fills one microbatch from the global batches that may run in its slot.
+ *
+ * Three steps. First the urgent shares: each open batch, earliest deadline first, gets its remaining tokens
+ * spread over the bins left before its deadline, longest samples first (they are the hardest to place
+ * later). Then best fit: the longest sample that still fits, from any batch on pace, else from one that may
+ * start early. Last, trades that close the room: an item of the bin for a longer one from the pool (or two
+ * for one), which hands shorter samples back to the pool for later bins, where they are scarce. A bin is
+ * limited by tokens and, unless tokens-only, by modelled cost. */
+#include "sched_pack.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+size_t lg_pk_batch_of(const struct pk *p, uint32_t k)
+{
+    size_t lo = 0, hi = p->nbt; /* the batches' items are contiguous and in order */
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (p->bt[mid].first <= k)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int fits(const struct pk *p, const struct pk_bin *bn, const struct pk_item *it)
+{
+    if (bn->n == 0)
+        return 1; /* anything up to the capacity (checked when the job was built) */
+    if (bn->tokens + it->len > p->tau)
+        return 0;
+    return p->tokens_only || bn->cost + it->cost <= p->klim;
+}
+
+void lg_pk_place(struct pk *p, size_t bi, size_t b, uint32_t k)
+{
+    struct pk_item *it = &p->it[k];
+    struct pk_bin *bn = &p->bin[bi];
+    struct pk_batch *bt = &p->bt[b];
+    it->bin = (int)bi;
+    bn->tokens += it->len;
+    bn->cost += it->cost;
+    bn->n++;
+    bt->left--;
+    bt->tok_left -= it->len;
+    p->unplaced--;
+    p->cur[p->ncur++] = k;
+    if (p->open[bt->a] < 0) {
+        p->open[bt->a] = (long)b;
+        p->next[bt->a] = b + 1;
+    }
+}
+
+static void unplace(struct pk *p, size_t bi, uint32_t k)
+{
+    struct pk_item *it = &p->it[k];
+    struct pk_bin *bn = &p->bin[bi];
+    struct pk_batch *bt = &p->bt[lg_pk_batch_of(p, k)];
+    it->bin = -1;
+    bn->tokens -= it->len;
+    bn->cost -= it->cost;
+    bn->n--;
+    bt->left++;
+    bt->tok_left += it->len;
+    p->unplaced++;
+    for (size_t i = 0; i < p->ncur; i++)
+        if (p->cur[i] == k) {
+            p->cur[i] = p->cur[--p->ncur];
+            break;
+        }
+}
+
+int lg_pk_eligible(const struct pk *p, int a, long t, int early, size_t *b)
+{
+    if (p->open[a] >= 0) {
+        *b = (size_t)p->open[a];
+        return 1;
+    }
+    if (p->next[a] >= p->bbase[a + 1] || p->ready[a] > t)
+        return 0;
+    *b = p->next[a];
+    return early || p->no_pacing || p->bt[*b].start_nom <= (double)t;
+}
+
+/* The longest unplaced item of batch b that fits the bin, or UINT32_MAX. */
+static uint32_t best_of(const struct pk *p, const struct pk_bin *bn, size_t b)
+{
+    const struct pk_batch *bt = &p->bt[b];
+    for (uint32_t k = bt->first; k < bt->first + bt->n; k++)
+        if (p->it[k].bin < 0 && fits(p, bn, &p->it[k]))
+            return k;
+    return UINT32_MAX;
+}
+
+static int cmp_deadline(const void *x, const void *y, void *ctx)
+{
+    const struct pk *p = ctx;
+    double a = p->bt[*(const size_t *)x].deadline, b = p->bt[*(const size_t *)y].deadline;
+    return (a > b) - (a < b);
+}
+
+static void fill_urgent(struct pk *p, size_t bi, long t, int k_in_slot, size_t *cand)
+{
+    int n = 0;
+    for (int a = 0; a < p->A; a++) {
+        size_t b;
+        if (lg_pk_eligible(p, a, t, 0, &b))
+            cand[n++] = b;
+    }
+    qsort_r(cand, (size_t)n, sizeof *cand, cmp_deadline, p);
+    for (int i = 0; i < n; i++) {
+        struct pk_batch *bt = &p->bt[cand[i]];
+        double bins_left = fmax(1.0, (bt->deadline - (double)t + 1) * p->D - k_in_slot);
+        double quota = (double)bt->tok_left / bins_left, taken = 0;
+        while (taken < quota) {
+            uint32_t k = best_of(p, &p->bin[bi], cand[i]);
+            if (k == UINT32_MAX)
+                break;
+            lg_pk_place(p, bi, cand[i], k);
+            taken += p->it[k].len;
+        }
+    }
+}
+
+static void fill_best(struct pk *p, size_t bi, long t)
+{
+    for (;;) {
+        uint32_t best = UINT32_MAX;
+        size_t bb = 0;
+        for (int early = 0; early < 2 && best == UINT32_MAX; early++)
+            for (int a = 0; a < p->A; a++) {
+                size_t b;
+                if (!lg_pk_eligible(p, a, t, early, &b))
+                    continue;
+                uint32_t k = best_of(p, &p->bin[bi], b);
+                if (k == UINT32_MAX)
+                    continue;
+                if (best == UINT32_MAX || p->it[k].len > p->it[best].len ||
+                    (p->it[k].len == p->it[best].len && p->bt[b].deadline < p->bt[bb].deadline)) {
+                    best = k;
+                    bb = b;
+                }
+            }
+        if (best == UINT32_MAX)
+            return;
+        lg_pk_place(p, bi, bb, best);
+    }
+}
+
+/* May item k leave the bin in a trade? Only when its batch was open before the slot (so no batch opens or
+ * closes by the trade) and is not due (so it cannot miss its deadline). */
+static int tradeable(const struct pk *p, uint32_t k, long t)
+{
+    size_t b = lg_pk_batch_of(p, k);
+    return p->open_at_slot[p->bt[b].a] == (long)b && p->bt[b].deadline >= (double)t + 2;
+}
+
+static void close_gap(struct pk *p, size_t bi, long t)
+{
+    for (int round = 0; round < 4; round++) {
+        struct pk_bin *bn = &p->bin[bi];
+        uint32_t room = p->tau > bn->tokens ? p->tau - bn->tokens : 0;
+        if (room == 0 || bn->n == 0)
+            return;
+        uint32_t gain = 0, ky = UINT32_MAX, x1 = UINT32_MAX, x2 = UINT32_MAX;
+        for (int a = 0; a < p->A; a++) {
+            size_t b;
+            if (!lg_pk_eligible(p, a, t, 0, &b))
+                continue;
+            const struct pk_batch *bt = &p->bt[b];
+            for (uint32_t k = bt->first; k < bt->first + bt->n; k++) {
+                uint32_t ly = p->it[k].len;
+                if (p->it[k].bin >= 0)
+                    continue;
+                for (size_t i = 0; i < p->ncur; i++) {
+                    uint32_t a1 = p->cur[i], l1 = p->it[a1].len;
+                    if (!tradeable(p, a1, t))
+                        continue;
+                    if (ly > l1 && ly - l1 <= room && ly - l1 > gain)
+                        gain = ly - l1, ky = k, x1 = a1, x2 = UINT32_MAX;
+                    for (size_t j = i + 1; j < p->ncur; j++) {
+                        uint32_t a2 = p->cur[j], l2 = l1 + p->it[a2].len;
+                        if (ly > l2 && ly - l2 <= room && ly - l2 > gain && tradeable(p, a2, t))
+                            gain = ly - l2, ky = k, x1 = a1, x2 = a2;
+                    }
+                }
+            }
+        }
+        if (gain == 0)
+            return;
+        unplace(p, bi, x1);
+        if (x2 != UINT32_MAX)
+            unplace(p, bi, x2);
+        lg_pk_place(p, bi, lg_pk_batch_of(p, ky), ky);
+    }
+}
+
+void lg_pk_fill(struct pk *p, size_t bi, long t, int d, size_t *cand)
+{
+    p->ncur = 0;
+    fill_urgent(p, bi, t, d, cand);
+    fill_best(p, bi, t);
+    close_gap(p, bi, t);
+}
