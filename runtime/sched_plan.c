@@ -239,6 +239,8 @@ enum lg_status lg_plan_build(const lg_job_t *job, const struct lg_plan_params *p
     if (job->nad == 0)
         return lg_fail(LG_ERR_INVALID, "plan: the job has no adapters");
     uint32_t cap = pp->capacity ? pp->capacity : job->cap_limit;
+    if (cap > job->cap_limit)
+        return lg_fail(LG_ERR_INVALID, "plan: capacity %u exceeds the job's limit %u", cap, job->cap_limit);
     if (cap % (uint32_t)job->p.pad_multiple)
         return lg_fail(LG_ERR_INVALID, "plan: capacity %u is not a multiple of pad_multiple %d", cap,
                        job->p.pad_multiple);

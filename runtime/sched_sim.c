@@ -50,6 +50,8 @@ struct sim {
     double *busy_t;      /* [r*S+s] */
     lg_sim_t *out;
     int record;
+    double now;        /* time of the event being handled */
+    double **held;     /* [r][k]: when stage 0 first found forward k held by a step, or -1 */
 };
 
 static void heap_push(struct sim *m, double t, uint32_t r, uint32_t s)
@@ -148,7 +150,10 @@ static void try_start(struct sim *m, uint32_t r, uint32_t s)
         return;
     double t = m->free_t[rs], p2p = m->job->p.p2p_us;
     int want_f = f < n && (long)f - (long)b < m->S - (long)s;
-    if (want_f && b < f && held(m, r, s, f))
+    int is_held = want_f && held(m, r, s, f);
+    if (is_held && s == 0 && m->held[r][f] < 0)
+        m->held[r][f] = fmax(m->now, t);
+    if (is_held && b < f)
         want_f = 0; /* run a pending backward while the forward waits for its step */
     if (want_f) {
         if (s > 0) {
@@ -160,10 +165,12 @@ static void try_start(struct sim *m, uint32_t r, uint32_t s)
             double when;
             if (!step_deps(m, m->mbs[r][f], &when))
                 return;
-            if (when > t) {
+            if (when > t && m->held[r][f] < 0)
+                m->held[r][f] = t;
+            t = fmax(t, when);
+            if (m->held[r][f] >= 0) {
                 m->out->st.waits++;
-                m->out->st.wait_us += when - t;
-                t = when;
+                m->out->st.wait_us += t - m->held[r][f];
             }
         }
         start(m, r, s, (struct op){f, 'F'}, t);
@@ -186,6 +193,7 @@ static void complete(struct sim *m, struct ev e)
 {
     size_t rs = (size_t)e.r * m->S + e.s;
     struct op o = m->run[rs];
+    m->now = e.t;
     m->busy[rs] = 0;
     (o.kind == 'F' ? m->fend : m->bend)[rs][o.k] = e.t;
     int stepped = 0;
@@ -225,6 +233,9 @@ static void sim_free(struct sim *m)
 {
     for (int r = 0; m->mbs && r < m->D; r++)
         free(m->mbs[r]);
+    for (int r = 0; m->held && r < m->D; r++)
+        free(m->held[r]);
+    free(m->held);
     for (size_t i = 0; m->fend && i < (size_t)m->D * m->S; i++) {
         free(m->fend[i]);
         free(m->bend[i]);
@@ -255,8 +266,11 @@ static enum lg_status setup_ranks(struct sim *m)
     for (int r = 0; r < m->D && s == LG_OK; r++) {
         uint32_t n = m->m[r], k = 0;
         m->mbs[r] = malloc((n + 1) * sizeof **m->mbs);
-        if (!m->mbs[r])
+        m->held[r] = malloc((n + 1) * sizeof **m->held);
+        if (!m->mbs[r] || !m->held[r])
             return lg_fail(LG_ERR_OOM, "sim: out of memory");
+        for (uint32_t q = 0; q < n; q++)
+            m->held[r][q] = -1;
         for (size_t i = 0; i < p->nmb; i++)
             if (p->mb[i].rank == r)
                 m->mbs[r][k++] = (uint32_t)i;
@@ -284,6 +298,7 @@ static enum lg_status setup(struct sim *m)
     const lg_plan_t *p = m->plan;
     size_t RS = (size_t)m->D * m->S;
     m->mbs = calloc((size_t)m->D, sizeof *m->mbs);
+    m->held = calloc((size_t)m->D, sizeof *m->held);
     m->m = calloc((size_t)m->D, sizeof *m->m);
     m->nf = calloc(RS, sizeof *m->nf);
     m->nb = calloc(RS, sizeof *m->nb);
@@ -295,7 +310,7 @@ static enum lg_status setup(struct sim *m)
     m->busy_t = calloc(RS, sizeof *m->busy_t);
     m->heap = malloc((RS + 1) * sizeof *m->heap);
     m->bbase = calloc((size_t)job->nad + 1, sizeof *m->bbase);
-    if (!m->mbs || !m->m || !m->nf || !m->nb || !m->run || !m->fend || !m->bend || !m->busy || !m->free_t ||
+    if (!m->mbs || !m->held || !m->m || !m->nf || !m->nb || !m->run || !m->fend || !m->bend || !m->busy || !m->free_t ||
         !m->busy_t || !m->heap || !m->bbase)
         return lg_fail(LG_ERR_OOM, "sim: out of memory");
     for (int a = 0; a < job->nad; a++)

@@ -294,8 +294,8 @@ struct lg_sim_stats {
     const double *stage_bubble; /* [stages]: averaged over ranks */
     const double *rank_busy_us; /* [ranks]: summed over stages */
     double dp_imbalance;        /* max over ranks of busy / mean busy - 1 */
-    size_t waits;               /* forwards held by an optimizer-step dependency */
-    double wait_us;             /* time those forwards were held beyond their other inputs */
+    size_t waits;               /* stage-0 forwards held by an optimizer-step dependency */
+    double wait_us;             /* summed time from when each was first held to its start */
     double work_us;             /* sum of all op durations */
 };
 

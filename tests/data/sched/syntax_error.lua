@@ -1,0 +1,5 @@
+return {
+  pipeline = { stages = 2 },
+  batching = { capacity = 4096
+  adapters = {},
+}
