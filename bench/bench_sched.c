@@ -95,9 +95,9 @@ static struct result run(const lg_job_t *job, enum lg_plan_algo algo, unsigned f
 
 static void header(void)
 {
-    printf("%-2s %-8s %-2s %-2s | %6s %6s %6s | %6s | %7s %7s %7s | %9s %9s %9s | %5s %5s | %7s %5s\n", "A", "trace",
-           "S", "DP", "mbs", "LB", "mb/LB", "waste", "bub%", "meg%", "mlora%", "ours ms", "meg ms", "mlora ms", "xMeg",
-           "xmLo", "plan ms", "tgt");
+    printf("%-2s %-8s %-2s %-2s | %5s %5s %6s %6s | %6s | %6s %6s %6s | %9s %9s %9s | %5s %5s | %7s %5s\n", "A",
+           "trace", "S", "DP", "mbs", "LBpad", "/LBpad", "/LBtok", "waste", "bub%", "meg%", "mlora%", "ours ms", "meg ms",
+           "mlora ms", "xMeg", "xmLo", "plan ms", "tgt");
 }
 
 static void row(int A, int trace, int S, int D)
@@ -106,9 +106,10 @@ static void row(int A, int trace, int S, int D)
     struct result o = run(job, LG_PLAN_PACKED, 0, g_reps);
     struct result m = run(job, LG_PLAN_MEGATRON, 0, 1);
     struct result l = run(job, LG_PLAN_MLORA, 0, 1);
-    printf("%-2d %-8s %-2d %-2d | %6zu %6zu %6.3f | %5.2f%% | %7.2f %7.2f %7.2f | %9.1f %9.1f %9.1f | %5.2f %5.2f | "
-           "%7.2f %5u\n",
-           A, trace_name(trace), S, D, o.sum.microbatches, o.sum.lower_bound,
+    printf("%-2d %-8s %-2d %-2d | %5zu %5zu %6.3f %6.3f | %5.2f%% | %6.2f %6.2f %6.2f | %9.1f %9.1f %9.1f | %5.2f %5.2f "
+           "| %7.2f %5u\n",
+           A, trace_name(trace), S, D, o.sum.microbatches, o.sum.padded_bound,
+           (double)o.sum.microbatches / (double)o.sum.padded_bound,
            (double)o.sum.microbatches / (double)o.sum.lower_bound, 100 * o.sum.waste, 100 * o.st.bubble,
            100 * m.st.bubble, 100 * l.st.bubble, o.st.makespan_us / 1e3, m.st.makespan_us / 1e3,
            l.st.makespan_us / 1e3, m.st.makespan_us / o.st.makespan_us, l.st.makespan_us / o.st.makespan_us,
@@ -128,17 +129,18 @@ static void ablation(void)
              {"no pacing", LG_PLAN_NO_PACING},
              {"no merge pass", LG_PLAN_NO_MERGE},
              {"no smoothing", LG_PLAN_NO_SMOOTH},
-             {"slot pass only", LG_PLAN_GREEDY_ONLY}};
+             {"slot pass only", LG_PLAN_NO_REFINE}};
     printf("\nablation: 4 adapters, S=4, DP=1, capacity %u, global batch %d\n", g_cap, g_batch);
-    printf("%-6s %-18s | %6s %6s | %7s | %9s | %6s | %7s\n", "trace", "variant", "mbs", "mb/LB", "bubble", "ms", "waste",
-           "plan ms");
+    printf("%-6s %-18s | %6s %6s %6s | %7s | %9s | %6s | %7s\n", "trace", "variant", "mbs", "/LBpad", "/LBtok", "bubble",
+           "ms", "waste", "plan ms");
     int traces[2] = {LG_TRACE_MIX, HET};
     for (int t = 0; t < 2; t++) {
         lg_job_t *job = make_job(4, traces[t], 4, 1);
         for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
             struct result r = run(job, LG_PLAN_PACKED, v[i].flags, g_reps);
-            printf("%-6s %-18s | %6zu %6.3f | %6.2f%% | %9.1f | %5.2f%% | %7.2f\n", trace_name(traces[t]), v[i].name,
-                   r.sum.microbatches, (double)r.sum.microbatches / (double)r.sum.lower_bound, 100 * r.st.bubble,
+            printf("%-6s %-18s | %6zu %6.3f %6.3f | %6.2f%% | %9.1f | %5.2f%% | %7.2f\n", trace_name(traces[t]), v[i].name,
+                   r.sum.microbatches, (double)r.sum.microbatches / (double)r.sum.padded_bound,
+                   (double)r.sum.microbatches / (double)r.sum.lower_bound, 100 * r.st.bubble,
                    r.st.makespan_us / 1e3, 100 * r.sum.waste, r.plan_ms);
         }
         lg_job_free(job);
@@ -167,8 +169,9 @@ int main(int argc, char **argv)
     if (g_reps < 1)
         g_reps = 1;
     printf("scheduler: %zu samples per adapter, global batch %d, capacity %u, pad 16, Llama-8B-like cost model\n"
-           "bub%%/meg%%/mlora%%: simulated bubble of ours / Megatron-style / mLoRA-style; xMeg, xmLo: their makespan"
-           " over ours\n\n",
+           "mbs: our microbatches (all ranks); LBpad = ceil(our padded tokens / C), /LBpad and /LBtok: mbs over that\n"
+           "and over ceil(real tokens / C); bub%%/meg%%/mlora%%: simulated bubble of ours / Megatron-style / mLoRA-style;\n"
+           "xMeg, xmLo: their makespan over ours; plan ms: median wall time of lg_plan_build (ours), one thread\n\n",
            g_samples, g_batch, g_cap);
     header();
     static const int Ss[3] = {1, 2, 4}, Ds[2] = {1, 2};

@@ -113,7 +113,7 @@ struct lg_refine_in {
  * smoothing. Bins left empty are to be dropped by the caller. */
 enum lg_status lg_sched_refine(const struct lg_refine_in *in, size_t merge_limit, int passes);
 
-/* sched_search.c: ours with the fill target chosen by simulating candidates. */
+/* sched_pack.c: ours with the fill target chosen by simulating candidates. */
 enum lg_status lg_plan_search(const lg_job_t *job, uint32_t capacity, unsigned flags, lg_plan_t **out);
 
 static inline uint32_t lg_pad_up(uint32_t x, uint32_t m) { return m > 1 ? (x + m - 1) / m * m : x; }

@@ -202,6 +202,7 @@ enum lg_status lg_plan_builder_finish(struct lg_plan_builder *b, uint32_t capaci
     }
     sm->waste = sm->padded ? (double)(sm->padded - sm->tokens) / (double)sm->padded : 0;
     sm->lower_bound = (size_t)((sm->tokens + capacity - 1) / capacity);
+    sm->padded_bound = (size_t)((sm->padded + capacity - 1) / capacity);
     *out = p;
     free(b->cur);
     memset(b, 0, sizeof *b);

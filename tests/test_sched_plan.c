@@ -140,7 +140,7 @@ START_TEST(every_variant_verifies)
 {
     rng_state = lg_test_seed() ^ 0x5678u;
     static const unsigned flags[] = {LG_PLAN_TOKENS_ONLY, LG_PLAN_NO_PACING, LG_PLAN_NO_MERGE, LG_PLAN_NO_SMOOTH,
-                                     LG_PLAN_GREEDY_ONLY};
+                                     LG_PLAN_NO_REFINE};
     for (int it = 0; it < 25; it++) {
         lg_job_t *job = random_job(it);
         struct lg_plan_params pp = lg_plan_params_default();

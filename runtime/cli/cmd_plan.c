@@ -84,7 +84,11 @@ static int parse(int argc, char **argv, struct opts *o)
         } else if (!strcmp(a, "--quiet")) {
             o->quiet = 1;
         } else if (a[0] == '-' || o->job) {
-            lg_cli_error("plan", "unexpected argument '%s'%s", a, a[0] == '-' && !more ? " (missing value?)" : "");
+            static const char *valued[] = {"--json", "--svg", "--algo", "--capacity", "--target", NULL};
+            int needs = 0;
+            for (const char **v = valued; *v; v++)
+                needs |= !strcmp(a, *v);
+            lg_cli_error("plan", "%s '%s'", needs ? "missing the value of" : "unexpected argument", a);
             usage(stderr);
             return 2;
         } else {
@@ -162,8 +166,10 @@ static void print_plan(enum lg_plan_algo algo, const struct run *r)
     printf("\nplan (%s): %.2f ms to plan", lg_plan_algo_name(algo), s->plan_ms);
     if (s->candidates > 1)
         printf(", fill target %u tokens chosen among %zu simulated candidates", s->target, s->candidates);
-    printf("\n  microbatches   %zu (%zu per rank); lower bound ceil(tokens / capacity) = %zu, ratio %.3f\n",
-           s->microbatches, s->slots, s->lower_bound, (double)s->microbatches / (double)s->lower_bound);
+    printf("\n  microbatches   %zu (%zu per rank); bounds ceil(tokens / C) = %zu (x%.3f), ceil(padded / C) = %zu "
+           "(x%.3f)\n",
+           s->microbatches, s->slots, s->lower_bound, (double)s->microbatches / (double)s->lower_bound,
+           s->padded_bound, (double)s->microbatches / (double)s->padded_bound);
     printf("  tokens         %llu real, %llu padded: padding waste %.2f%%\n", (unsigned long long)s->tokens,
            (unsigned long long)s->padded, 100 * s->waste);
     printf("  explicit waits %zu (forwards the runtime must hold for an optimizer step)\n", s->waits);

@@ -220,7 +220,7 @@ enum lg_plan_flags {
     LG_PLAN_NO_PACING = 1 << 1,   /* ours: start each global batch as soon as it may (ablation) */
     LG_PLAN_NO_MERGE = 1 << 2,    /* ours: skip the window-wide merge pass (ablation) */
     LG_PLAN_NO_SMOOTH = 1 << 3,   /* ours: skip the cost-smoothing local search (ablation) */
-    LG_PLAN_GREEDY_ONLY = 1 << 4, /* ours: the slot pass alone, no refinement (ablation; the search uses it) */
+    LG_PLAN_NO_REFINE = 1 << 4, /* ours: the slot pass alone, no refinement (ablation; the search uses it) */
 };
 
 struct lg_plan_params {
@@ -242,6 +242,7 @@ struct lg_plan_summary {
     uint64_t padded;      /* sum of padded microbatch sizes */
     double waste;         /* (padded - tokens) / padded */
     size_t lower_bound;   /* ceil(tokens / capacity): no plan has fewer microbatches */
+    size_t padded_bound;  /* ceil(padded / capacity): this plan's packing, its padding aside */
     uint32_t capacity;    /* the hard limit used */
     uint32_t target;      /* ours: the fill target chosen */
     size_t waits;         /* segments marked `wait` */
