@@ -30,11 +30,16 @@ if [ "$MODE" != "--tests-only" ]; then
       echo "--- ncu $L (p=0.1) ---" >>"$O/ncu_summary.txt"
       python3 bench/ncu_summary.py "$O/ncu_$L.csv" >>"$O/ncu_summary.txt" 2>&1
     done
+    # where the LoRA kernels stall (for the next optimisation step)
+    ncu --clock-control none --section SpeedOfLight --section Occupancy --section SchedulerStats \
+      --section WarpStateStats -k regex:'lg_(down|dy|da)' --launch-count 3 \
+      "$B/bench_lora" --only q_proj --dropout 0.1 --reps 1 --no-tune >"$O/ncu_detail.txt" 2>&1
   fi
 fi
 echo "================ summary ================"
 printf "%b" "$summary"
-[ -f "$O/ncu_summary.txt" ] && cat "$O/ncu_summary.txt"
+[ -f "$O/ncu_summary.txt" ] && grep -E "^(lg_|---)" "$O/ncu_summary.txt"
+[ -f "$O/ncu_detail.txt" ] && grep -E "^  lg_|Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Issue Slots Busy|No Eligible|Warp Cycles Per Issued" "$O/ncu_detail.txt"
 [ -f "$O/bench_lora.log" ] && grep -E "breakdown|tuned|MISMATCH" "$O/bench_lora.log"
 [ -f "$O/bench_lora.log" ] && tail -22 "$O/bench_lora.log"
 exit 0

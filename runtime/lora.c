@@ -1,8 +1,8 @@
 /* lora.c: FusedLoRA for one linear layer (see lg_lora.h for the math and the extended-K layout). This file
  * validates calls, owns the weight buffer and workspace, and orders the launches:
  *   forward:  down (S) -> GEMM [X|S]·[W|B]ᵀ
- *   backward: dy (partials dS, dB) -> reduce dS -> reduce dB -> GEMM dX -> da (dA partials, + masked dX)
- *             -> reduce dA */
+ *   backward: dy (partials dS, dB) -> reduce dS and dB (one launch) -> GEMM dX -> da (dA partials,
+ *             + masked dX) -> reduce dA */
 #include "lg_lora.h"
 #include "lg_args.h"
 
@@ -307,14 +307,21 @@ enum lg_status lg_lora_forward(lg_lora_t *l, const struct lg_lora_fwd *f, CUstre
 
 /* ---- backward ---- */
 
-static enum lg_status launch_reduce(lg_lora_t *l, int out_half, const struct lg_reduce_args *a, CUstream stream)
+/* One launch for one or two reductions (job1 may be NULL). job0 is written as dtype rows when out_half. */
+static enum lg_status launch_reduce(lg_lora_t *l, int out_half, const struct lg_reduce_job *job0,
+                                    const struct lg_reduce_job *job1, CUstream stream)
 {
     struct lg_kernel_cfg c = {.op = LG_OP_REDUCE, .out_half = out_half};
     const struct lg_kernel *k;
     enum lg_status st = kernel(l, c, &l->k_red[out_half != 0], &k);
     if (st != LG_OK)
         return st;
-    return lg_kernel_launch(k, (unsigned)cdiv(a->count / 4, k->threads), 1, a, sizeof *a, stream);
+    struct lg_reduce_args a = {.job = {*job0}};
+    if (job1)
+        a.job[1] = *job1;
+    a.blocks0 = cdiv(job0->count / 4, k->threads);
+    int blocks1 = job1 ? cdiv(job1->count / 4, k->threads) : 0;
+    return lg_kernel_launch(k, (unsigned)(a.blocks0 + blocks1), 1, &a, sizeof a, stream);
 }
 
 static enum lg_status check_bwd(const lg_lora_t *l, const struct lg_lora_bwd *b)
@@ -375,17 +382,15 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
                             .db_part = db_part, .n = (int)n, .m = (int)M, .tiles_per_block = g.dy_tpb};
     if ((st = lg_kernel_launch(kdy, (unsigned)g.dy_cols, (unsigned)g.dy_rows, &ay, sizeof ay, stream)) != LG_OK)
         return st;
-    /* 2. dS = s · Σ partials, as dtype (into dY's tail when it has room) */
-    struct lg_reduce_args rs = {.part = ds_part, .part_stride = n * r, .parts = g.dy_cols, .count = n * r,
-                                .cols = (int)r, .out = (void *)ds, .ldo = ldds, .scale = l->s};
-    if ((st = launch_reduce(l, 1, &rs, stream)) != LG_OK)
+    /* 2. one launch: dS = s · Σ partials as dtype (into dY's tail when it has room), and dB = Σ partials
+     *    (fp32, optionally accumulated) */
+    struct lg_reduce_job rs = {.part = ds_part, .part_stride = n * r, .parts = g.dy_cols, .count = n * r,
+                               .cols = (int)r, .out = (void *)ds, .ldo = ldds, .scale = l->s};
+    struct lg_reduce_job rb = {.part = db_part, .part_stride = M * r, .parts = g.dy_rows, .count = M * r,
+                               .cols = (int)r, .out = (void *)b->db, .scale = 1.f, .beta = b->grad_beta};
+    if ((st = launch_reduce(l, 1, &rs, &rb, stream)) != LG_OK)
         return st;
-    /* 3. dB = Σ partials (fp32, optionally accumulated) */
-    struct lg_reduce_args rb = {.part = db_part, .part_stride = M * r, .parts = g.dy_rows, .count = M * r,
-                                .cols = (int)r, .out = (void *)b->db, .scale = 1.f, .beta = b->grad_beta};
-    if ((st = launch_reduce(l, 0, &rb, stream)) != LG_OK)
-        return st;
-    /* 4. dX GEMM */
+    /* 3. dX GEMM */
     if (b->dx) {
         const int ext_gemm = !fuse;
         struct lg_gemm gx = {.dtype = l->p.dtype, .m = n, .n = K, .k = ext_gemm ? M + r : M,
@@ -395,7 +400,7 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
         if ((st = lg_blas_gemm(lg_ctx_blas(l->ctx), &gx, stream)) != LG_OK)
             return st;
     }
-    /* 5. one pass over X: partial dA (+ the masked dX correction) */
+    /* 4. one pass over X: partial dA (+ the masked dX correction) */
     struct lg_da_args aa = {.x = (const void *)b->x, .ldx = b->ldx, .ds = (const void *)ds, .ldds = ldds,
                             .a = (const void *)a_ptr(l), .lda = ldw(l), .dx = (void *)b->dx, .lddx = b->lddx,
                             .da_part = da_part, .n = (int)n, .k = (int)K, .tiles_per_block = g.da_tpb,
@@ -403,8 +408,8 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
                             .drop = {.seed = b->seed, .layer = l->p.layer_id, .thresh16 = l->thresh16}};
     if ((st = lg_kernel_launch(kda, (unsigned)g.da_cols, (unsigned)g.da_rows, &aa, sizeof aa, stream)) != LG_OK)
         return st;
-    /* 6. dA = Σ partials */
-    struct lg_reduce_args ra = {.part = da_part, .part_stride = r * K, .parts = g.da_rows, .count = r * K,
-                                .cols = (int)r, .out = (void *)b->da, .scale = 1.f, .beta = b->grad_beta};
-    return launch_reduce(l, 0, &ra, stream);
+    /* 5. dA = Σ partials */
+    struct lg_reduce_job ra = {.part = da_part, .part_stride = r * K, .parts = g.da_rows, .count = r * K,
+                               .cols = (int)r, .out = (void *)b->da, .scale = 1.f, .beta = b->grad_beta};
+    return launch_reduce(l, 0, &ra, NULL, stream);
 }

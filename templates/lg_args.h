@@ -75,7 +75,7 @@ struct lg_da_args {
 
 /* Deterministic second stage: out = beta·out + scale·Σ_t part[t·part_stride + i], in a fixed order.
  * Float output (contiguous, `count` values) or dtype output with rows of width `cols` at stride ldo. */
-struct lg_reduce_args {
+struct lg_reduce_job {
     const float *part;
     lg_i64 part_stride;
     int parts;
@@ -84,6 +84,13 @@ struct lg_reduce_args {
     void *out;
     lg_i64 ldo;
     float scale, beta;
+};
+
+/* Two reductions in one launch (dS and dB share one): blocks [0, blocks0) do job[0], written as dtype rows in
+ * the OUT_HALF variant; the rest do job[1], always fp32 (count 0: no second job). */
+struct lg_reduce_args {
+    struct lg_reduce_job job[2];
+    int blocks0;
 };
 
 #endif

@@ -123,20 +123,4 @@ static __device__ __forceinline__ lg_v16 lg_ld16_stream(const void *p)
 }
 static __device__ __forceinline__ void lg_st16(void *p, lg_v16 v) { *(lg_v16 *)p = v; }
 
-/* Zeroes the 16-bit lanes of a pair whose keep bits (bit0 = low, bit1 = high) are clear. */
-static __device__ __forceinline__ lg_h32 lg_mask2(lg_h32 v, unsigned bits2)
-{
-    unsigned m = ((bits2 & 1u) ? 0x0000ffffu : 0u) | ((bits2 & 2u) ? 0xffff0000u : 0u);
-    return v & m;
-}
-
-static __device__ __forceinline__ lg_v16 lg_mask8(lg_v16 v, unsigned bits8)
-{
-    v.x = lg_mask2(v.x, bits8);
-    v.y = lg_mask2(v.y, bits8 >> 2);
-    v.z = lg_mask2(v.z, bits8 >> 4);
-    v.w = lg_mask2(v.w, bits8 >> 6);
-    return v;
-}
-
 #endif

@@ -57,4 +57,17 @@ LG_HD lg_u32 lg_dropout_keep8(lg_u64 seed, lg_u32 layer, lg_u64 g, lg_u32 thresh
     return bits;
 }
 
+/* The same decision as AND-masks for the four 32-bit words of a 16-byte vector of eight 16-bit values:
+ * m[i] keeps element 8g+2i in its low half and 8g+2i+1 in its high half. Cheaper than the bit form when
+ * the mask is applied straight away: the high draw needs no extraction, since
+ * (w >> 16) >= t  <=>  w >= t << 16. */
+LG_HD void lg_dropout_mask4(lg_u64 seed, lg_u32 layer, lg_u64 g, lg_u32 thresh16, lg_u32 m[4])
+{
+    lg_u32 r[4];
+    lg_philox_group(seed, layer, g, r);
+    const lg_u32 th_hi = thresh16 << 16;
+    for (int i = 0; i < 4; i++)
+        m[i] = (((r[i] & 0xffffu) >= thresh16) ? 0x0000ffffu : 0u) | ((r[i] >= th_hi) ? 0xffff0000u : 0u);
+}
+
 #endif

@@ -89,15 +89,16 @@ static __device__ __forceinline__ void lg_lora_da(const struct lg_da_args &p)
                 const lg_i64 r = n0 + vrow(v);
                 dxv[v] = r < p.n ? lg_ld16(dx + r * p.lddx + k0 + vcol(v)) : lg_v16{0u, 0u, 0u, 0u};
             }
-        lg_u32 keep = 0xffffffffu; /* 8 bits per vector */
+        lg_u32 km[4][4]; /* AND-masks of this thread's 4 vectors (all ones without dropout) */
 #pragma unroll
         for (int v = 0; v < 4; v++) {
             lg_v16 xm = xv[v];
             if (DROP) {
                 const lg_u64 e = (lg_u64)(n0 + vrow(v)) * (lg_u64)p.k + (lg_u64)(k0 + vcol(v));
-                const lg_u32 kb = lg_dropout_keep8(p.drop.seed, p.drop.layer, e >> 3, p.drop.thresh16);
-                keep = (keep & ~(0xffu << (8 * v))) | (kb << (8 * v));
-                xm = lg_mask8(xm, kb);
+                lg_dropout_mask4(p.drop.seed, p.drop.layer, e >> 3, p.drop.thresh16, km[v]);
+                xm.x &= km[v][0], xm.y &= km[v][1], xm.z &= km[v][2], xm.w &= km[v][3];
+            } else {
+                km[v][0] = km[v][1] = km[v][2] = km[v][3] = 0xffffffffu;
             }
             *(lg_v16 *)&sm.x[vrow(v)][vcol(v)] = xm;
         }
@@ -164,12 +165,11 @@ static __device__ __forceinline__ void lg_lora_da(const struct lg_da_args &p)
                 if (r >= p.n)
                     continue;
                 const int h = v >> 1, ch = v & 1;
-                const unsigned kb = (keep >> (8 * v)) & 0xffu;
                 unsigned w[4] = {dxv[v].x, dxv[v].y, dxv[v].z, dxv[v].w};
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
-                    const float c0 = ((kb >> (2 * i)) & 1u) ? cf[4 * ch + i][2 * h] * p.keep_scale : 0.f;
-                    const float c1 = ((kb >> (2 * i + 1)) & 1u) ? cf[4 * ch + i][2 * h + 1] * p.keep_scale : 0.f;
+                    const float c0 = (km[v][i] & 0xffffu) ? cf[4 * ch + i][2 * h] * p.keep_scale : 0.f;
+                    const float c1 = (km[v][i] >> 16) ? cf[4 * ch + i][2 * h + 1] * p.keep_scale : 0.f;
                     w[i] = lg_pack2(lg_lo_f32(w[i]) + c0, lg_hi_f32(w[i]) + c1);
                 }
                 lg_st16(dx + r * p.lddx + k0 + vcol(v), lg_v16{w[0], w[1], w[2], w[3]});

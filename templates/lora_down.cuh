@@ -83,8 +83,10 @@ static __device__ __forceinline__ void lg_lora_down(const struct lg_down_args &p
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
                         const lg_u64 e = (lg_u64)row[mt][h] * (lg_u64)p.k + (lg_u64)((kb0 + u) * 32 + 8 * t);
-                        const lg_u32 keep = lg_dropout_keep8(p.drop.seed, p.drop.layer, e >> 3, p.drop.thresh16);
-                        xv[u][mt][h] = lg_mask8(xv[u][mt][h], keep);
+                        lg_u32 m[4];
+                        lg_dropout_mask4(p.drop.seed, p.drop.layer, e >> 3, p.drop.thresh16, m);
+                        xv[u][mt][h].x &= m[0], xv[u][mt][h].y &= m[1], xv[u][mt][h].z &= m[2],
+                            xv[u][mt][h].w &= m[3];
                     }
         }
         /* blocks past the end were loaded as zeros: their MMAs add nothing */

@@ -84,6 +84,8 @@ static __device__ __forceinline__ void lg_lora_dy(const struct lg_dy_args &p)
     const int rt_end = min(rt_begin + p.tiles_per_block, row_tiles);
     const int total = max(rt_end - rt_begin, 0) * ntiles_c; /* stages this block consumes, in (rt, ct) order */
 
+    constexpr bool HOIST = R <= 32;
+    lg_h32 sfr[HOIST ? LG_DY_BT / 16 : 1][NT][2];
     float ds[NT][4];
     float db[NCT][NT][4];
 #pragma unroll
@@ -119,6 +121,11 @@ static __device__ __forceinline__ void lg_lora_dy(const struct lg_dy_args &p)
             __syncthreads(); /* stage `it` visible to all; everyone is done reading stage it-1's buffer */
             issue(it + ST - 1);
             const int buf = it % ST;
+            /* S fragments depend on the row tile only: at small rank, load them once per row tile */
+            if (HOIST && ct == 0)
+#pragma unroll
+                for (int kn = 0; kn < LG_DY_BT / 16; kn++)
+                    lg_load_bfrag_kr<R>(sfr[kn], sm.s[buf], kn * 16, lane);
 #pragma unroll
             for (int kk = 0; kk < LG_DY_BC / 16; kk++) {
                 /* dS += dY[rows of warp, k = cols kk] · B[k, :] */
@@ -137,7 +144,13 @@ static __device__ __forceinline__ void lg_lora_dy(const struct lg_dy_args &p)
                 const int q = lane >> 3;
                 lg_ldsm_x4_t(af, &sm.dy[buf][kn * 16 + (q >> 1) * 8 + (lane & 7)][warp * 16 + (q & 1) * 8]);
                 lg_h32 bf[NT][2];
-                lg_load_bfrag_kr<R>(bf, sm.s[buf], kn * 16, lane);
+                if (HOIST) {
+#pragma unroll
+                    for (int j = 0; j < NT; j++)
+                        bf[j][0] = sfr[kn][j][0], bf[j][1] = sfr[kn][j][1];
+                } else {
+                    lg_load_bfrag_kr<R>(bf, sm.s[buf], kn * 16, lane);
+                }
 #pragma unroll
                 for (int j = 0; j < NT; j++)
                     lg_mma16816(db[ct][j], af[0], af[1], af[2], af[3], bf[j][0], bf[j][1]);

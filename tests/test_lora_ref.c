@@ -2,6 +2,7 @@
  * W + s·B·A for the forward, central finite differences for every gradient, and the dropout mask's keep
  * rate and reproducibility. The GPU tests trust this reference, so it must be right on its own. */
 #include "lg_half.h"
+#include "lg_philox.h"
 #include "lg_ref.h"
 #include "lg_test.h"
 
@@ -177,6 +178,23 @@ START_TEST(mask_reproducible_and_keyed)
 }
 END_TEST
 
+/* The kernels apply the mask as word AND-masks (lg_dropout_mask4); the reference uses the bit form. */
+START_TEST(mask_forms_agree)
+{
+    const uint32_t th[] = {0, 1, 6554, 32768, 65535};
+    for (int t = 0; t < 5; t++)
+        for (uint64_t g = 0; g < 20000; g++) {
+            uint32_t bits = lg_dropout_keep8(lg_test_seed(), 9, g * 7919, th[t]), m[4];
+            lg_dropout_mask4(lg_test_seed(), 9, g * 7919, th[t], m);
+            for (int i = 0; i < 8; i++) {
+                uint32_t half = (m[i / 2] >> (16 * (i % 2))) & 0xffffu;
+                ck_assert_msg(half == (((bits >> i) & 1u) ? 0xffffu : 0u), "thresh %u group %llu element %d",
+                              th[t], (unsigned long long)g, i);
+            }
+        }
+}
+END_TEST
+
 START_TEST(thresholds)
 {
     ck_assert_uint_eq(lg_ref_dropout_thresh16(0.0f), 0);
@@ -213,6 +231,7 @@ int main(void)
     tcase_add_test(tc, gradients_match_finite_differences_dropout);
     tcase_add_test(tc, mask_keep_rate);
     tcase_add_test(tc, mask_reproducible_and_keyed);
+    tcase_add_test(tc, mask_forms_agree);
     tcase_add_test(tc, thresholds);
     tcase_add_test(tc, rounding_mirrors_storage);
     suite_add_tcase(s, tc);
