@@ -18,10 +18,12 @@
  *   - a microbatch's padded size (tokens rounded up to the pad multiple) never exceeds the capacity;
  *   - a microbatch holds at most one global batch of each adapter;
  *   - adapter a's global batch g+1 enters the pipeline only after batch g's backward has finished and its
- *     optimizer step is done. Under 1F1B that holds by order when g+1's first microbatch is at least S
- *     positions after g's last one; otherwise the segment carries `wait`, and the runtime must hold the
- *     forward (and flush the pipeline as far as needed) until the step is done. With D > 1 ranks the step
- *     also waits for the adapter's gradient all-reduce over all ranks.
+ *     optimizer step is done. Under 1F1B that holds by order when each microbatch of g+1 is at least S
+ *     positions after the last one of g on the same rank; otherwise the segment carries `wait` (also when
+ *     that rank ran none of g), and the runtime must hold that forward, running its pending backwards
+ *     meanwhile, until the step is done. With D > 1 ranks the step also needs the adapter's gradient
+ *     all-reduce, so the runtime always checks it before g+1's first forward; `wait` marks where that check
+ *     can block.
  *
  * Usage:
  *   lg_job_t *job;
@@ -210,17 +212,18 @@ uint64_t lg_job_batch_loss_tokens(const lg_job_t *job, int a, size_t g);
 /* ---- plans --------------------------------------------------------------------------------------------- */
 
 enum lg_plan_algo {
-    LG_PLAN_PACKED = 0, /* ours: paced, cost-balanced packing over the whole window (docs/scheduler.md) */
+    LG_PLAN_PACKED = 0, /* ours: paced packing, then merge and cost smoothing over the whole window
+                           (docs/scheduler.md) */
     LG_PLAN_MEGATRON,   /* baseline: fixed sample-count microbatches, one adapter after another */
     LG_PLAN_MLORA,      /* baseline: mLoRA-style round-robin of single-adapter microbatches */
 };
 
 enum lg_plan_flags {
-    LG_PLAN_TOKENS_ONLY = 1 << 0, /* ours: balance tokens only, ignore the cost model (ablation) */
+    LG_PLAN_TOKENS_ONLY = 1 << 0, /* ours: count tokens only in the bin limit and the smoothing (ablation) */
     LG_PLAN_NO_PACING = 1 << 1,   /* ours: start each global batch as soon as it may (ablation) */
     LG_PLAN_NO_MERGE = 1 << 2,    /* ours: skip the window-wide merge pass (ablation) */
     LG_PLAN_NO_SMOOTH = 1 << 3,   /* ours: skip the cost-smoothing local search (ablation) */
-    LG_PLAN_NO_REFINE = 1 << 4, /* ours: the slot pass alone, no refinement (ablation; the search uses it) */
+    LG_PLAN_NO_REFINE = 1 << 4,   /* ours: the slot pass alone, no refinement (ablation; the search uses it) */
 };
 
 struct lg_plan_params {
