@@ -363,6 +363,22 @@ static void tune(struct shape_run *R, int verbose)
             c.dy_nct = nct, c.dy_st = st;
             try_cfg(R, &best, &tb, c);
         }
+    for (int mb = 2; mb <= 3; mb++) {
+        struct lg_lora_tiles c = best;
+        c.down_minb = mb;
+        try_cfg(R, &best, &tb, c);
+    }
+    for (int mb = 4; mb <= 6; mb++) {
+        struct lg_lora_tiles c = best;
+        c.dy_minb = mb;
+        try_cfg(R, &best, &tb, c);
+    }
+    static const int da_mb[] = {1, 5, 6}; /* default 4; 1 = no bound */
+    for (int i = 0; i < 3; i++) {
+        struct lg_lora_tiles c = best;
+        c.da_minb = da_mb[i];
+        try_cfg(R, &best, &tb, c);
+    }
     CUdeviceptr w = lg_lora_weights(R->L);
     const int64_t ldx = lg_lora_ext_ld(R->K, R->r), lddy = lg_lora_ext_ld(R->M, R->r);
     struct lg_gemm gf = gemm_desc(R, R->n, R->M, R->K + R->r, 0, 1, R->xe, ldx, w, ldx, R->yf, R->M);
@@ -397,9 +413,9 @@ static void tune(struct shape_run *R, int verbose)
         R->floor_algo[g] = besta;
     }
     if (verbose)
-        printf("  tuned: down w%dx%dm%du%d dy c%ds%d algos fwd %d dx %d | floor algos %d %d\n", best.down_wm,
-               best.down_wk, best.down_mt, best.down_u, best.dy_nct, best.dy_st, best.fwd_algo, best.dx_algo,
-               R->floor_algo[0], R->floor_algo[1]);
+        printf("  tuned: down w%dx%dm%du%db%d dy c%ds%db%d da b%d algos fwd %d dx %d | floor algos %d %d\n",
+               best.down_wm, best.down_wk, best.down_mt, best.down_u, best.down_minb, best.dy_nct, best.dy_st,
+               best.dy_minb, best.da_minb, best.fwd_algo, best.dx_algo, R->floor_algo[0], R->floor_algo[1]);
 }
 
 static double geomean(const double *v, int n)

@@ -3,6 +3,7 @@
 # on the development machine (build-gpu, Release, LORAGEN_STATIC_DEPS=ON). Logs go to $OUT (or out/gpu);
 # a short table is printed last.
 #   usage: bash bench/run_gpu.sh [BUILD_DIR] [--tests-only|--bench-only]
+#   env: TESTS="test_lora_gpu ..." picks the suites (default: all GPU suites); NCU=0 skips the ncu passes
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build-gpu}
@@ -13,7 +14,7 @@ export LORAGEN_CACHE_DIR=/tmp/loragen-jit-cache
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$O/gpu.txt"
 summary=""
 if [ "$MODE" != "--bench-only" ]; then
-  for t in test_lora_gpu test_blas test_jit; do
+  for t in ${TESTS:-test_lora_gpu test_blas test_jit}; do
     [ -x "$B/$t" ] || continue
     "$B/$t" >"$O/$t.log" 2>&1; rc=$?
     tail -3 "$O/$t.log"
@@ -23,7 +24,7 @@ fi
 if [ "$MODE" != "--tests-only" ]; then
   "$B/bench_lora" --breakdown --csv "$O/bench_lora.csv" >"$O/bench_lora.log" 2>&1; rc=$?
   summary+="bench_lora: rc=$rc\n"
-  if command -v ncu >/dev/null; then
+  if [ "${NCU:-1}" != 0 ] && command -v ncu >/dev/null; then
     for L in q_proj k_proj; do
       ncu --clock-control none --metrics gpu__time_duration.sum --csv \
         "$B/bench_lora" --only $L --dropout 0.1 --reps 2 --no-tune >"$O/ncu_$L.csv" 2>/dev/null

@@ -11,13 +11,18 @@ local M = {}
 M.OPS = {
   down = {
     template = "templates/lora_down.cuh",
-    params = { drop = { 0, 1 }, wm = { 1, 2, 4, 8 }, wk = { 1, 2, 4, 8 }, mt = { 1, 2 }, u = { 1, 2, 4 } },
-    defaults = { drop = 0, wm = 1, wk = 8, mt = 1, u = 2 },
+    params = { drop = { 0, 1 }, wm = { 1, 2, 4, 8 }, wk = { 1, 2, 4, 8 }, mt = { 1, 2 }, u = { 1, 2, 4 },
+               minb = { 1, 2, 3 } },
+    defaults = { drop = 0, wm = 1, wk = 8, mt = 1, u = 2, minb = 1 },
     -- the K-split reduction buffer grows with the rank: fewer K warps at high rank
     default_for = function(c) return { wk = c.rank <= 64 and 8 or 4 } end,
     threads = function(c) return 32 * c.wm * c.wk end,
-    tag = function(c) return ("w%dx%dm%du%d%s"):format(c.wm, c.wk, c.mt, c.u, c.drop == 1 and "_drop" or "") end,
-    inst = function(c) return { R = c.rank, WM = c.wm, WK = c.wk, MT = c.mt, U = c.u, DROP = c.drop } end,
+    tag = function(c)
+      return ("w%dx%dm%du%db%d%s"):format(c.wm, c.wk, c.mt, c.u, c.minb, c.drop == 1 and "_drop" or "")
+    end,
+    inst = function(c)
+      return { R = c.rank, WM = c.wm, WK = c.wk, MT = c.mt, U = c.u, DROP = c.drop, MINB = M.minb_arg(c) }
+    end,
     check = function(c)
       if c.wm * c.wk > 16 then return "wm*wk must be <= 16 warps" end
       if (c.wk - 1) * c.wm * c.mt * c.rank * 16 * 4 > 48 * 1024 then return "K-split reduction exceeds 48 KiB" end
@@ -25,11 +30,11 @@ M.OPS = {
   },
   dy = {
     template = "templates/lora_dy.cuh",
-    params = { nct = { 1, 2, 4, 8 }, st = { 2, 3, 4 } },
-    defaults = { nct = 4, st = 3 },
+    params = { nct = { 1, 2, 4, 8 }, st = { 2, 3, 4 }, minb = { 1, 4, 5, 6 } },
+    defaults = { nct = 4, st = 3, minb = 1 },
     threads = function() return 128 end,
-    tag = function(c) return ("c%ds%d"):format(c.nct, c.st) end,
-    inst = function(c) return { R = c.rank, NCT = c.nct, ST = c.st } end,
+    tag = function(c) return ("c%ds%db%d"):format(c.nct, c.st, c.minb) end,
+    inst = function(c) return { R = c.rank, NCT = c.nct, ST = c.st, MINB = M.minb_arg(c) } end,
     -- the dB accumulators (nct*rank/2 registers per thread) must fit beside everything else
     default_for = function(c) return { nct = math.max(1, math.min(4, 128 // c.rank)) } end,
     check = function(c)
@@ -38,22 +43,30 @@ M.OPS = {
   },
   da = {
     template = "templates/lora_da.cuh",
-    params = { fuse = { 0, 1 }, drop = { 0, 1 } },
-    defaults = { fuse = 0, drop = 0 },
+    params = { fuse = { 0, 1 }, drop = { 0, 1 }, minb = { 1, 4, 5, 6 } },
+    defaults = { fuse = 0, drop = 0, minb = 4 },
     threads = function() return 128 end,
-    tag = function(c) return (c.fuse == 1 and "fuse" or "nofuse") .. (c.drop == 1 and "_drop" or "") end,
-    inst = function(c) return { R = c.rank, FUSE = c.fuse, DROP = c.drop } end,
+    tag = function(c)
+      return (c.fuse == 1 and "fuse" or "nofuse") .. "_b" .. c.minb .. (c.drop == 1 and "_drop" or "")
+    end,
+    inst = function(c) return { R = c.rank, FUSE = c.fuse, DROP = c.drop, MINB = M.minb_arg(c) } end,
   },
   reduce = {
     template = "templates/lora_reduce.cuh",
     params = { out_half = { 0, 1 } },
     defaults = { out_half = 0 },
-    threads = function() return 256 end,
+    threads = function() return 128 end,
     tag = function(c) return c.out_half == 1 and "half" or "f32" end,
     inst = function(c) return { OUT_HALF = c.out_half } end,
     rankless = true,
   },
 }
+
+-- The second __launch_bounds__ argument: minb blocks per SM must fit in the register file. minb = 1 omits
+-- it and leaves the allocation to the compiler's own heuristic (writing an explicit 1 lets it use more).
+function M.minb_arg(c)
+  return c.minb > 1 and (", " .. c.minb) or ""
+end
 
 local COMMON = { "templates/lg_philox.h", "templates/lg_args.h", "templates/lg_device.cuh" }
 

@@ -71,16 +71,19 @@ static void push_cfg(lua_State *L, const struct lg_kernel_cfg *c)
         if (c->wk) set_int(L, "wk", c->wk);
         if (c->mt) set_int(L, "mt", c->mt);
         if (c->u) set_int(L, "u", c->u);
+        if (c->minb) set_int(L, "minb", c->minb);
         break;
     case LG_OP_DY:
         set_int(L, "rank", c->rank);
         if (c->nct) set_int(L, "nct", c->nct);
         if (c->st) set_int(L, "st", c->st);
+        if (c->minb) set_int(L, "minb", c->minb);
         break;
     case LG_OP_DA:
         set_int(L, "rank", c->rank);
         set_int(L, "fuse", c->fuse);
         set_int(L, "drop", c->drop);
+        if (c->minb) set_int(L, "minb", c->minb);
         break;
     default:
         set_int(L, "out_half", c->out_half);
@@ -119,6 +122,7 @@ static void read_cfg(lua_State *L, int idx, struct lg_kernel_cfg *c)
     c->u = get_int(L, idx, "u");
     c->nct = get_int(L, idx, "nct");
     c->st = get_int(L, idx, "st");
+    c->minb = get_int(L, idx, "minb");
 }
 
 enum lg_status lg_gen_kernel(lg_gen_t *g, const struct lg_kernel_cfg *cfg, const char *origin,

@@ -112,6 +112,7 @@ enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t)
         return lg_fail(LG_ERR_INVALID, "lg_lora_set_tiles: GEMM algorithm index must be in 0..7");
     l->tiles = *t;
     l->k_down = l->k_dy = NULL;
+    memset(l->k_da, 0, sizeof l->k_da);
     return LG_OK;
 }
 
@@ -260,7 +261,8 @@ static enum lg_status launch_down(lg_lora_t *l, int64_t n, CUdeviceptr x, int64_
                                   int64_t lds, uint64_t seed, CUstream stream)
 {
     struct lg_kernel_cfg c = {.op = LG_OP_DOWN, .drop = l->thresh16 > 0, .wm = l->tiles.down_wm,
-                              .wk = l->tiles.down_wk, .mt = l->tiles.down_mt, .u = l->tiles.down_u};
+                              .wk = l->tiles.down_wk, .mt = l->tiles.down_mt, .u = l->tiles.down_u,
+                              .minb = l->tiles.down_minb};
     const struct lg_kernel *k;
     enum lg_status st = kernel(l, c, &l->k_down, &k);
     if (st != LG_OK)
@@ -357,13 +359,14 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
     const int64_t lds = ext_x ? b->ldx : b->lds;
 
     const struct lg_kernel *kdy;
-    struct lg_kernel_cfg cdy = {.op = LG_OP_DY, .nct = l->tiles.dy_nct, .st = l->tiles.dy_st};
+    struct lg_kernel_cfg cdy = {.op = LG_OP_DY, .nct = l->tiles.dy_nct, .st = l->tiles.dy_st,
+                                .minb = l->tiles.dy_minb};
     if ((st = kernel(l, cdy, &l->k_dy, &kdy)) != LG_OK)
         return st;
     /* dX = [dY|dS]·[W;A] when unmasked and dS sits in dY's tail; else dY·W and the dA pass adds the rest */
     const int fuse = b->dx && !(ext_dy && l->thresh16 == 0);
     const struct lg_kernel *kda;
-    struct lg_kernel_cfg cda = {.op = LG_OP_DA, .fuse = fuse, .drop = l->thresh16 > 0};
+    struct lg_kernel_cfg cda = {.op = LG_OP_DA, .fuse = fuse, .drop = l->thresh16 > 0, .minb = l->tiles.da_minb};
     if ((st = kernel(l, cda, &l->k_da[cda.fuse][cda.drop], &kda)) != LG_OK)
         return st;
     struct bwd_geom g;

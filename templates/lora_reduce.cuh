@@ -13,6 +13,8 @@ static __device__ __forceinline__ void lg_reduce(const struct lg_reduce_args &p)
     if (i >= q.count)
         return;
     float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+    /* unrolled so several slices' loads are in flight; the additions stay in slice order (deterministic) */
+#pragma unroll 8
     for (int t = 0; t < q.parts; t++) {
         const float4 v = *(const float4 *)(q.part + t * q.part_stride + i);
         s.x += v.x;

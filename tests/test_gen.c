@@ -352,10 +352,10 @@ START_TEST(spec_kernels_compile)
 END_TEST
 
 /* The switch and tile fields of a configuration, in one order, for one-at-a-time comparisons. */
-#define NSW 8
+#define NSW 10
 static void switches(const struct lg_kernel_cfg *c, int v[NSW])
 {
-    int w[NSW] = {c->drop, c->fuse, c->out_half, c->wm, c->wk, c->mt, c->u, c->nct};
+    int w[NSW] = {c->drop, c->fuse, c->out_half, c->wm, c->wk, c->mt, c->u, c->nct, c->st, c->minb};
     memcpy(v, w, sizeof w);
 }
 
@@ -376,10 +376,13 @@ static void check_name(const struct lg_kernel_src *k)
     char tag[64] = "";
     switch (c->op) {
     case LG_OP_DOWN:
-        snprintf(tag, sizeof tag, "_w%dx%dm%du%d%s", c->wm, c->wk, c->mt, c->u, c->drop ? "_drop" : "");
+        snprintf(tag, sizeof tag, "_w%dx%dm%du%db%d%s", c->wm, c->wk, c->mt, c->u, c->minb,
+                 c->drop ? "_drop" : "");
         break;
-    case LG_OP_DY: snprintf(tag, sizeof tag, "_c%d", c->nct); break;
-    case LG_OP_DA: snprintf(tag, sizeof tag, "_%s%s", c->fuse ? "fuse" : "nofuse", c->drop ? "_drop" : ""); break;
+    case LG_OP_DY: snprintf(tag, sizeof tag, "_c%ds%db%d", c->nct, c->st, c->minb); break;
+    case LG_OP_DA:
+        snprintf(tag, sizeof tag, "_%s_b%d%s", c->fuse ? "fuse" : "nofuse", c->minb, c->drop ? "_drop" : "");
+        break;
     default: snprintf(tag, sizeof tag, "_%s", c->out_half ? "half" : "f32"); break;
     }
     ck_assert_msg(strstr(k->name, tag) != NULL, "%s does not name its tiles (%s)", k->name, tag);

@@ -206,7 +206,8 @@ START_TEST(tile_variants_match_reference)
         {.down_wm = 4, .down_wk = 2, .down_mt = 2, .down_u = 2}, {.down_wm = 1, .down_wk = 8, .down_mt = 1, .down_u = 2},
         {.down_wm = 2, .down_wk = 8, .down_mt = 2, .down_u = 1}, {.down_wm = 1, .down_wk = 4, .down_mt = 1, .down_u = 2},
         {.dy_nct = 1}, {.dy_nct = 2, .dy_st = 2}, {.dy_nct = 8}, {.dy_nct = 4, .dy_st = 4},
-        {.fwd_algo = 1, .dx_algo = 1},
+        {.fwd_algo = 1, .dx_algo = 1}, {.down_minb = 2, .dy_minb = 4},
+        {.down_minb = 3, .dy_minb = 5, .da_minb = 5}, {.dy_minb = 6, .dy_st = 2, .da_minb = 6},
     };
 
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)

@@ -66,6 +66,7 @@ struct lg_kernel_cfg {
     int wm, wk, mt, u;  /* DOWN tiles */
     int nct;            /* DY: 64-column tiles per block */
     int st;             /* DY: cp.async pipeline stages */
+    int minb;           /* DOWN, DY, DA: blocks per SM the register allocation must allow (1: no bound) */
 };
 
 struct lg_kernel_src {

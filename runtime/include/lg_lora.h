@@ -96,6 +96,7 @@ CUdeviceptr lg_lora_ds_buffer(const lg_lora_t *l);
 struct lg_lora_tiles {
     int down_wm, down_wk, down_mt, down_u;
     int dy_nct, dy_st;
+    int down_minb, dy_minb, da_minb; /* blocks per SM the kernels' register use must allow (1: no bound) */
     int fwd_algo, dx_algo; /* index into cuBLASLt's heuristic candidates for the two big GEMMs */
 };
 
