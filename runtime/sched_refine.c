@@ -35,70 +35,62 @@ struct sm {
     long *rpos;         /* [nbin] position in its rank's chain */
 };
 
-#define LAGS 3
-static const double lag_w[LAGS + 1] = {0, 1.0, 1.0, 0.5};
+/* Under 1F1B with S stages, a cycle of the steady state runs the backward of microbatch t and, on the other
+ * stages, the forwards of t+1 .. t+S-1, and the slowest stage sets its pace. The makespan therefore follows
+ * Phi = sum over t of max(c(t) .. c(t+S-1)) (each rank's sequence, windows cut at the ends) closely: a run of
+ * R equally dear microbatches among cheaper ones costs (S-1) x the difference once, whatever R is. Grouping
+ * the dear ones into runs is what lowers Phi; a total-variation measure rewards that far less. */
+#define MAXSEG (4 * LG_SCHED_MAX_STAGES)
 
-static double cost_of(const struct sm *m, size_t a, size_t i, double ci, size_t j, double cj)
+/* Phi over the windows that hold bin u or bin v (chain positions), with bins i and j at costs ci and cj,
+ * minus the same at the current costs. */
+static double delta_win(const struct sm *m, size_t i, double ci, size_t j, double cj, int pair)
 {
-    return a == i ? ci : a == j ? cj : m->c[a];
-}
-
-/* Change of the weighted variation sum_k w_k |c(t+k) - c(t)| (k = 1..LAGS, per rank) when bins i and j take
- * costs ci and cj. The lag-2 and lag-3 terms matter because a stage pairs the backward of microbatch t with
- * the forward of t + S-1-s. */
-static double delta_tv(const struct sm *m, size_t i, double ci, size_t j, double cj)
-{
-    size_t e[4 * LAGS][2];
-    int w[4 * LAGS], n = 0;
-    size_t ends[2] = {i, j};
-    for (int q = 0; q < 2; q++) {
-        size_t u = ends[q], p = u, nx = u;
-        for (int k = 1; k <= LAGS; k++) {
-            p = p == SIZE_MAX ? SIZE_MAX : m->pb[p];
-            nx = nx == SIZE_MAX ? SIZE_MAX : m->nb[nx];
-            if (p != SIZE_MAX)
-                e[n][0] = p, e[n][1] = u, w[n++] = k;
-            if (nx != SIZE_MAX)
-                e[n][0] = u, e[n][1] = nx, w[n++] = k;
-        }
+    const int W = m->in->S;
+    if (W <= 1)
+        return 0;
+    /* the chain segment from W-1 before the earlier bin to W-1 after the later one */
+    size_t lo = i, hi = pair ? j : i;
+    if (pair && m->rpos[j] < m->rpos[i])
+        lo = j, hi = i;
+    size_t seg[MAXSEG];
+    long p0 = m->rpos[lo];
+    for (int k = 0; k < W - 1 && m->pb[lo] != SIZE_MAX; k++)
+        lo = m->pb[lo], p0--;
+    int n = 0;
+    for (size_t u = lo; u != SIZE_MAX && n < MAXSEG; u = m->nb[u]) {
+        seg[n++] = u;
+        if (m->rpos[u] >= m->rpos[hi] + W - 1)
+            break;
     }
+    long pi = m->rpos[i], pj = pair ? m->rpos[j] : pi;
     double d = 0;
-    for (int k = 0; k < n; k++) {
-        int dup = 0;
-        for (int q = 0; q < k && !dup; q++)
-            dup = e[q][0] == e[k][0] && e[q][1] == e[k][1];
-        if (dup)
+    for (long t = (pi < pj ? pi : pj) - W + 1; t <= (pi > pj ? pi : pj); t++) {
+        if (!((t <= pi && pi < t + W) || (t <= pj && pj < t + W)))
             continue;
-        double before = fabs(m->c[e[k][0]] - m->c[e[k][1]]);
-        double after = fabs(cost_of(m, e[k][0], i, ci, j, cj) - cost_of(m, e[k][1], i, ci, j, cj));
-        d += lag_w[w[k]] * (after - before);
+        double before = 0, after = 0;
+        for (long q = t; q < t + W; q++) {
+            long k = q - p0;
+            if (k < 0 || k >= n)
+                continue;
+            size_t u = seg[k];
+            double c = m->c[u];
+            before = c > before ? c : before;
+            double c2 = u == i ? ci : (pair && u == j) ? cj : c;
+            after = c2 > after ? c2 : after;
+        }
+        d += after - before;
     }
     return d;
 }
 
-/* The change from bin i alone taking cost ci (its own edges only). */
-static double delta_one(const struct sm *m, size_t i, double ci)
-{
-    double d = 0;
-    size_t p = i, q = i;
-    for (int k = 1; k <= LAGS; k++) {
-        p = p == SIZE_MAX ? SIZE_MAX : m->pb[p];
-        q = q == SIZE_MAX ? SIZE_MAX : m->nb[q];
-        if (p != SIZE_MAX)
-            d += lag_w[k] * (fabs(ci - m->c[p]) - fabs(m->c[i] - m->c[p]));
-        if (q != SIZE_MAX)
-            d += lag_w[k] * (fabs(ci - m->c[q]) - fabs(m->c[i] - m->c[q]));
-    }
-    return d;
-}
-
-/* delta_tv, with the shortcut when i and j share no edge. */
+/* The change of Phi when bins i and j take costs ci and cj. */
 static double delta2(const struct sm *m, size_t i, double ci, size_t j, double cj)
 {
     const struct lg_refine_in *in = m->in;
-    if (in->rank[i] != in->rank[j] || labs(m->rpos[i] - m->rpos[j]) > LAGS)
-        return delta_one(m, i, ci) + delta_one(m, j, cj);
-    return delta_tv(m, i, ci, j, cj);
+    if (in->rank[i] != in->rank[j] || labs(m->rpos[i] - m->rpos[j]) > 2L * (in->S - 1))
+        return delta_win(m, i, ci, i, ci, 0) + delta_win(m, j, cj, j, cj, 0);
+    return delta_win(m, i, ci, j, cj, 1);
 }
 
 static void extent(struct sm *m, size_t b)
@@ -265,6 +257,116 @@ static int improve(struct sm *m, uint32_t x)
         }
         if (r != 0)
             return r;
+    }
+    return 0;
+}
+
+/* ---- rotations: move one bin's contents along its rank, shifting the bins between by one ---- */
+
+/* Phi over the windows that touch chain positions [a, b] of the segment seg (positions p0 ..), where the
+ * costs are cost[k] for seg[k]. */
+static double phi_span(const double *cost, int n, long p0, long a, long b, int W)
+{
+    double sum = 0;
+    for (long t = a - W + 1; t <= b; t++) {
+        double mx = 0;
+        for (long q = t; q < t + W; q++) {
+            long k = q - p0;
+            if (k >= 0 && k < n && cost[k] > mx)
+                mx = cost[k];
+        }
+        sum += mx;
+    }
+    return sum;
+}
+
+/* Rotates the contents of the chain bins ch[0..L): forward (ch[L-1]'s go to ch[0], the others one on) or
+ * back. Only the containers move; the caller checks the rules. */
+static void rotate(struct sm *m, const size_t *ch, int L, int forward)
+{
+    int from = forward ? L - 1 : 0, step = forward ? -1 : 1;
+    uint32_t *it = m->items[ch[from]], nit = m->nit[ch[from]], cap = m->cap_it[ch[from]];
+    double c = m->c[ch[from]];
+    uint32_t tok = m->tok[ch[from]];
+    for (int k = from; forward ? k > 0 : k < L - 1; k += step) {
+        size_t d = ch[k], s = ch[k + step];
+        m->items[d] = m->items[s], m->nit[d] = m->nit[s], m->cap_it[d] = m->cap_it[s];
+        m->c[d] = m->c[s], m->tok[d] = m->tok[s];
+    }
+    size_t d = ch[forward ? 0 : L - 1];
+    m->items[d] = it, m->nit[d] = nit, m->cap_it[d] = cap, m->c[d] = c, m->tok[d] = tok;
+    for (int k = 0; k < L; k++)
+        for (uint32_t q = 0; q < m->nit[ch[k]]; q++)
+            m->in->bin[m->items[ch[k]][q]] = (uint32_t)ch[k];
+}
+
+static int rotation_ok(struct sm *m, const size_t *ch, int L)
+{
+    const struct lg_refine_in *in = m->in;
+    for (int pass = 0; pass < 2; pass++)
+        for (int k = 0; k < L; k++)
+            for (uint32_t q = 0; q < m->nit[ch[k]]; q++) {
+                size_t b = in->batch[m->items[ch[k]][q]];
+                if (pass == 0)
+                    extent(m, b);
+                else if (!batch_ok(m, b))
+                    return 0;
+            }
+    return 1;
+}
+
+/* For bin i, tries moving its contents to every chain position within `span`, best Phi gain first. */
+static int improve_rot(struct sm *m, size_t i, int span)
+{
+    const int W = m->in->S;
+    size_t seg[MAXSEG];
+    double cost[MAXSEG], alt[MAXSEG];
+    size_t lo = i;
+    for (int k = 0; k < span + W - 1 && m->pb[lo] != SIZE_MAX; k++)
+        lo = m->pb[lo];
+    int n = 0, at = -1;
+    for (size_t u = lo; u != SIZE_MAX && n < MAXSEG; u = m->nb[u]) {
+        if (u == i)
+            at = n;
+        seg[n] = u;
+        cost[n++] = m->c[u];
+        if (at >= 0 && n - at > span + W - 1)
+            break;
+    }
+    long p0 = m->rpos[lo];
+    struct { double d; int to; } c[2 * 64 + 2];
+    int nc = 0;
+    for (int to = at - span; to <= at + span; to++) {
+        if (to < 0 || to >= n || to == at || nc >= 2 * 64)
+            continue;
+        int a = to < at ? to : at, b = to < at ? at : to;
+        memcpy(alt, cost, (size_t)n * sizeof *alt);
+        if (to < at) { /* i's contents go back to `to`, the others move on */
+            for (int k = at; k > to; k--)
+                alt[k] = cost[k - 1];
+        } else {
+            for (int k = at; k < to; k++)
+                alt[k] = cost[k + 1];
+        }
+        alt[to] = cost[at];
+        double d = phi_span(alt, n, p0, p0 + a, p0 + b, W) - phi_span(cost, n, p0, p0 + a, p0 + b, W);
+        if (d < -1e-9)
+            c[nc++] = (typeof(c[0])){d, to};
+    }
+    for (int tries = 0; tries < 3 && nc > 0; tries++) {
+        int bst = 0;
+        for (int k = 1; k < nc; k++)
+            if (c[k].d < c[bst].d)
+                bst = k;
+        int to = c[bst].to;
+        c[bst] = c[--nc];
+        int a = to < at ? to : at, L = (to < at ? at : to) - a + 1;
+        int fwd = to < at; /* contents move toward the end of the span, i's to its start */
+        rotate(m, seg + a, L, fwd);
+        if (rotation_ok(m, seg + a, L))
+            return 1;
+        rotate(m, seg + a, L, !fwd);
+        rotation_ok(m, seg + a, L); /* restores the extents */
     }
     return 0;
 }
@@ -478,6 +580,9 @@ enum lg_status lg_sched_refine(const struct lg_refine_in *in, size_t merge_limit
         s = lg_fail(LG_ERR_OOM, "plan: out of memory");
     for (int p = 0; s == LG_OK && p < passes; p++) {
         size_t changed = 0;
+        for (size_t j = 0; j < in->nbin; j++) /* rotations first: they build the runs */
+            if (!m.dead[j])
+                changed += (size_t)improve_rot(&m, j, in->S);
         for (size_t x = 0; s == LG_OK && x < in->nitem; x++) {
             int r = improve(&m, (uint32_t)x);
             if (r < 0)
