@@ -4,14 +4,14 @@
  * every adapter's dependency gap across the slot stays >= S (later slots move up by one).
  *
  * Smoothing: under 1F1B, stage s runs the forward of microbatch t + S-1-s next to the backward of t, so a
- * cost that jumps between neighbours leaves the other stages idle. The simulated bubble follows the weighted
- * variation V = sum_k w_k |c(t+k) - c(t)| (k = 1, 2, 3; w = 1, 1, 1/2; each rank's sequence) closely: in our
- * runs bubble ~ 0.6 x lag-1 + 0.3 x lag-2 variation, per unit of mean cost. A microbatch holding one
- * 4096-token sample alone costs ~12% more than a full one of short samples and cannot be made cheaper, so
- * the cure is its neighbourhood: ramps and runs instead of spikes. Local search, best improvement per item:
- * move an item to another bin, swap two items, or exchange two whole bins of a rank, within `reach` slots,
- * under the token limit, keeping every global batch S slots clear of its neighbours and alone per bin for
- * its adapter; a change is applied, checked, and undone when a rule breaks. Slot order never changes. */
+ * cost that jumps between neighbours leaves the other stages idle. The objective is Phi (see delta_win): the
+ * sum of each window's dearest microbatch. A microbatch holding one 4096-token sample alone costs ~12% more
+ * than a full one of short samples and cannot be made cheaper, so the cure is its neighbourhood: runs instead
+ * of spikes. Local search: rotate a bin's contents up to S positions along its rank; then, best improvement
+ * per item, move an item to another bin, swap two items, or exchange two whole bins of a rank, within
+ * `reach` slots, under the token limit, keeping every global batch S slots clear of its neighbours and alone
+ * per bin for its adapter; a change is applied, checked, and undone when a rule breaks. Slots never change:
+ * only which bin holds which items. */
 #include "sched_internal.h"
 
 #include <limits.h>
