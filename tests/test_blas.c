@@ -412,12 +412,7 @@ static Suite *gpu_suite(void)
 
 static int run_suite(Suite *s, int nofork)
 {
-    SRunner *sr = srunner_create(s);
-    if (nofork)
-        srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = lg_test_run(s, nofork);
     return failed;
 }
 

@@ -15,7 +15,6 @@
 
 #include <check.h>
 #include <errno.h>
-#include <ftw.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,40 +27,6 @@ static char *g_specs[MAX_SPECS]; /* specs/NAME.lua, relative to the source root 
 static int g_nspecs;
 
 /* ---- helpers ---- */
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) { return remove(path); }
-static void rm_rf(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
-
-static char *make_tmpdir(void)
-{
-    char *d = strdup("/tmp/lg_gen_test.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(d));
-    return d;
-}
-
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "open %s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    size_t len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc(len + 1);
-    ck_assert_uint_eq(fread(b, 1, len, f), len);
-    b[len] = '\0';
-    fclose(f);
-    if (n)
-        *n = len;
-    return b;
-}
-
-static int count_substr(const char *s, const char *needle)
-{
-    int n = 0;
-    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle))
-        n++;
-    return n;
-}
 
 static struct lg_spec *load_ok(const char *path)
 {
@@ -200,7 +165,7 @@ START_TEST(bad_spec_fails_on_its_line)
     ck_assert_ptr_null(s);
     ck_assert_msg(strstr(msg, where) != NULL, "%s: want '%s' in:\n%s", path, where, msg);
     ck_assert_msg(strstr(msg, b->phrase) != NULL, "%s: want '%s' in:\n%s", path, b->phrase, msg);
-    ck_assert_msg(count_substr(msg, "error:") == 1, "%s: one error expected:\n%s", path, msg);
+    ck_assert_msg(lg_test_count_substr(msg, "error:") == 1, "%s: one error expected:\n%s", path, msg);
 }
 END_TEST
 
@@ -223,7 +188,7 @@ START_TEST(every_error_is_reported)
     struct lg_spec *s = NULL;
     ck_assert_int_eq(lg_spec_load("tests/data/specs/many_errors.lua", &s), LG_ERR_SPEC);
     const char *msg = lg_last_error();
-    ck_assert_msg(count_substr(msg, "error:") == 6, "six errors expected:\n%s", msg);
+    ck_assert_msg(lg_test_count_substr(msg, "error:") == 6, "six errors expected:\n%s", msg);
     for (int i = 0; i < 6; i++)
         ck_assert_msg(strstr(msg, want[i]) != NULL, "want '%s' in:\n%s", want[i], msg);
 }
@@ -501,12 +466,12 @@ END_TEST
 /* A syntax error planted on line 46 of a copy of templates/lora_dy.cuh must be reported on that line. */
 START_TEST(template_error_points_into_templates)
 {
-    char *root = make_tmpdir(), cmd[512];
+    char *root = lg_test_tmpdir("lg_gen_test"), cmd[512];
     snprintf(cmd, sizeof cmd, "cp -R generator templates '%s'/", root);
     ck_assert_int_eq(system(cmd), 0);
     char path[512];
     snprintf(path, sizeof path, "%s/templates/lora_dy.cuh", root);
-    char *text = slurp(path, NULL);
+    char *text = lg_test_slurp(path, NULL);
     const int bad_line = 46;
     char *p = text;
     for (int l = 1; l < bad_line && p; l++)
@@ -533,7 +498,7 @@ START_TEST(template_error_points_into_templates)
     ck_assert_msg(strstr(lg_last_error(), where) != NULL, "want '%s' in the NVRTC log:\n%s", where, lg_last_error());
     lg_kernel_src_free(&k);
     lg_gen_free(g);
-    rm_rf(root);
+    lg_test_rm_rf(root);
     free(root);
 }
 END_TEST
@@ -579,10 +544,7 @@ int main(void)
     tcase_add_test(tc, template_error_points_into_templates);
     tcase_add_loop_test(tc, spec_kernels_compile, 0, g_nspecs > 0 ? g_nspecs : 1);
     tcase_add_loop_test(tc, every_switch_compiles, 0, LG_OP_COUNT * NDTYPES * NRANKS);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = lg_test_run(s, 0);
     for (int i = 0; i < g_nspecs; i++)
         free(g_specs[i]);
     return failed ? 1 : 0;

@@ -5,11 +5,11 @@
  * The binary is found next to this test executable (/proc/self/exe), where CMake builds both. Specs are
  * named relative to the source root, ctest's working directory. Compiling needs NVRTC, not a GPU. */
 #include "lg_common.h"
+#include "lg_test.h"
 
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <glob.h>
 #include <jansson.h>
 #include <libgen.h>
@@ -21,40 +21,6 @@
 #include <unistd.h>
 
 /* ---- helpers ---- */
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) { return remove(path); }
-static void rm_rf(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
-
-static char *make_tmpdir(void)
-{
-    char *d = strdup("/tmp/lg_gen_cli_test.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(d));
-    return d;
-}
-
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "open %s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    size_t len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc(len + 1);
-    ck_assert_uint_eq(fread(b, 1, len, f), len);
-    b[len] = '\0';
-    fclose(f);
-    if (n)
-        *n = len;
-    return b;
-}
-
-static int count_substr(const char *s, const char *needle)
-{
-    int n = 0;
-    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle))
-        n++;
-    return n;
-}
 
 /* Runs the built `loragen` (next to this test binary) with args; stdout/stderr go to files under dir. */
 static int run_cli(const char *dir, const char *const *args, char **out, char **err)
@@ -85,8 +51,8 @@ static int run_cli(const char *dir, const char *const *args, char **out, char **
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFEXITED(status), "loragen did not exit normally");
-    *out = slurp(fout, NULL);
-    *err = slurp(ferr, NULL);
+    *out = lg_test_slurp(fout, NULL);
+    *err = lg_test_slurp(ferr, NULL);
     return WEXITSTATUS(status);
 }
 
@@ -130,7 +96,7 @@ static void same_files(const char *a, const char *b)
     ck_assert_uint_eq(ga.gl_pathc, gb.gl_pathc);
     for (size_t i = 0; i < ga.gl_pathc; i++) {
         size_t na, nb;
-        char *da = slurp(ga.gl_pathv[i], &na), *db = slurp(gb.gl_pathv[i], &nb);
+        char *da = lg_test_slurp(ga.gl_pathv[i], &na), *db = lg_test_slurp(gb.gl_pathv[i], &nb);
         ck_assert_str_eq(strrchr(ga.gl_pathv[i], '/'), strrchr(gb.gl_pathv[i], '/'));
         ck_assert_msg(na == nb && !memcmp(da, db, na), "%s and %s differ", ga.gl_pathv[i], gb.gl_pathv[i]);
         free(da);
@@ -142,7 +108,7 @@ static void same_files(const char *a, const char *b)
 
 START_TEST(cli_gen_writes_and_repeats)
 {
-    char *tmp = make_tmpdir(), d1[256], d2[256], *out, *err;
+    char *tmp = lg_test_tmpdir("lg_gen_cli_test"), d1[256], d2[256], *out, *err;
     snprintf(d1, sizeof d1, "%s/one/kernels", tmp); /* nested: gen makes the directories */
     snprintf(d2, sizeof d2, "%s/two", tmp);
     ck_assert_int_eq(run_cli(tmp, (const char *[]){"specs/tiny.lua", "-o", d1, "--quiet", NULL}, &out, &err), 0);
@@ -153,25 +119,25 @@ START_TEST(cli_gen_writes_and_repeats)
     free(err);
     ck_assert_int_eq(run_cli(tmp, (const char *[]){"specs/tiny.lua", "-o", d2, NULL}, &out, &err), 0);
     ck_assert_msg(strstr(out, "[1/") && strstr(out, " sm_90 ok ("), "no progress lines:\n%s", out);
-    ck_assert_msg(count_substr(out, " ok (") == 3 * n, "want %d ok lines:\n%s", 3 * n, out);
+    ck_assert_msg(lg_test_count_substr(out, " ok (") == 3 * n, "want %d ok lines:\n%s", 3 * n, out);
     same_files(d1, d2);
     free(out);
     free(err);
-    rm_rf(tmp);
+    lg_test_rm_rf(tmp);
     free(tmp);
 }
 END_TEST
 
 START_TEST(cli_gen_errors)
 {
-    char *tmp = make_tmpdir(), d[256], *out, *err;
+    char *tmp = lg_test_tmpdir("lg_gen_cli_test"), d[256], *out, *err;
     snprintf(d, sizeof d, "%s/k", tmp);
     ck_assert_int_eq(run_cli(tmp, (const char *[]){"tests/data/specs/rank_zero.lua", "-o", d, NULL}, &out, &err), 1);
     ck_assert_msg(strstr(err, "tests/data/specs/rank_zero.lua:10: error:"), "stderr:\n%s", err);
     ck_assert_msg(access(d, F_OK) != 0, "a bad spec must not create the output directory");
     free(out), free(err);
     ck_assert_int_eq(run_cli(tmp, (const char *[]){"tests/data/specs/many_errors.lua", NULL}, &out, &err), 1);
-    ck_assert_int_eq(count_substr(err, "error:"), 6);
+    ck_assert_int_eq(lg_test_count_substr(err, "error:"), 6);
     free(out), free(err);
     ck_assert_int_eq(run_cli(tmp, (const char *[]){"specs/tiny.lua", "--arch", "sm_75", NULL}, &out, &err), 2);
     ck_assert_msg(strstr(err, "sm_75") && strstr(err, "usage:"), "stderr:\n%s", err);
@@ -189,13 +155,13 @@ START_TEST(cli_gen_errors)
                              &out, &err), 0);
     char path[512];
     snprintf(path, sizeof path, "%s/manifest.json", d);
-    char *m = slurp(path, NULL);
+    char *m = lg_test_slurp(path, NULL);
     ck_assert_ptr_nonnull(strstr(m, "\"compiled\": false"));
     ck_assert_ptr_null(strstr(m, "cubin_bytes"));
     ck_assert_ptr_nonnull(strstr(m, "\"sm_90\""));
     ck_assert_ptr_null(strstr(m, "\"sm_80\""));
     free(m), free(out), free(err);
-    rm_rf(tmp);
+    lg_test_rm_rf(tmp);
     free(tmp);
 }
 END_TEST
@@ -205,13 +171,13 @@ END_TEST
  * copy of templates/lora_dy.cuh, picked up through LORAGEN_SOURCE_DIR. */
 START_TEST(cli_gen_compile_failure)
 {
-    char *tmp = make_tmpdir(), src[256], d[256], path[512], *out, *err;
+    char *tmp = lg_test_tmpdir("lg_gen_cli_test"), src[256], d[256], path[512], *out, *err;
     snprintf(src, sizeof src, "%s/src", tmp);
     ck_assert_int_eq(mkdir(src, 0777), 0);
     snprintf(src, sizeof src, "%s/src/templates", tmp);
     ck_assert_int_eq(mkdir(src, 0777), 0);
     snprintf(d, sizeof d, "%s/k", tmp);
-    char *text = slurp("templates/lora_dy.cuh", NULL), *p = text;
+    char *text = lg_test_slurp("templates/lora_dy.cuh", NULL), *p = text;
     for (int l = 1; l < 46; l++)
         p = strchr(p, '\n') + 1;
     snprintf(path, sizeof path, "%s/lora_dy.cuh", src);
@@ -244,7 +210,7 @@ START_TEST(cli_gen_compile_failure)
     ck_assert_int_eq(ok, (int)json_array_size(ks) - 1);
     json_decref(m);
     free(out), free(err);
-    rm_rf(tmp);
+    lg_test_rm_rf(tmp);
     free(tmp);
 }
 END_TEST
@@ -260,9 +226,6 @@ int main(void)
     tcase_add_test(tc, cli_gen_writes_and_repeats);
     tcase_add_test(tc, cli_gen_errors);
     tcase_add_test(tc, cli_gen_compile_failure);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = lg_test_run(s, 0);
     return failed ? 1 : 0;
 }

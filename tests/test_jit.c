@@ -710,9 +710,6 @@ int main(void)
     tcase_add_test(tc, no_context_is_a_status);
     tc = tcase(s, "gpu");
     tcase_add_test(tc, gpu_launch);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = lg_test_run(s, 0);
     return failed ? 1 : 0;
 }

@@ -319,11 +319,7 @@ int main(void)
     tcase_add_test(tc, deterministic_accumulating_reproducible);
     tcase_add_test(tc, bad_calls_are_errors);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK); /* CUDA is initialised in this process */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = lg_test_run(s, 1);
     lg_ctx_free(ctx);
     return failed ? 1 : 0;
 }

@@ -345,9 +345,6 @@ int main(void)
     tcase_add_test(tc, timeline_verifier);
     tcase_add_test(tc, baseline_shapes);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = lg_test_run(s, 0);
     return failed ? 1 : 0;
 }

@@ -1,7 +1,11 @@
 /* lg_test.c: see lg_test.h. */
 #include "lg_test.h"
 
+#include <errno.h>
+#include <ftw.h>
 #include <math.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 static int g_device = -1;
@@ -64,4 +68,56 @@ double lg_test_rel_err(const float *a, const double *b, size_t n)
         den += b[i] * b[i];
     }
     return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+int lg_test_run(Suite *s, int nofork)
+{
+    SRunner *sr = srunner_create(s);
+    if (nofork)
+        srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
+
+char *lg_test_tmpdir(const char *prefix)
+{
+    char *d = malloc(strlen(prefix) + 16);
+    sprintf(d, "/tmp/%s.XXXXXX", prefix);
+    ck_assert_msg(mkdtemp(d) != NULL, "mkdtemp %s: %s", d, strerror(errno));
+    return d;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+void lg_test_rm_rf(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+
+char *lg_test_slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "open %s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    size_t len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(len + 1);
+    ck_assert_uint_eq(fread(b, 1, len, f), len);
+    b[len] = '\0';
+    fclose(f);
+    if (n)
+        *n = len;
+    return b;
+}
+
+int lg_test_count_substr(const char *s, const char *needle)
+{
+    int n = 0;
+    size_t l = strlen(needle);
+    for (const char *p = strstr(s, needle); p; p = strstr(p + l, needle))
+        n++;
+    return n;
 }

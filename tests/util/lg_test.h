@@ -8,6 +8,7 @@
 
 #include "lg_common.h"
 
+#include <check.h>
 #include <cuda.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,16 @@ int lg_test_have_gpu(void);
 /* Deterministic uniform values in [-scale, scale) from a 64-bit seed (splitmix64). */
 void lg_test_fill(float *x, size_t n, uint64_t seed, float scale);
 uint64_t lg_test_seed(void); /* from $LORAGEN_TEST_SEED, else time-based; printed once */
+
+/* Runs every case of s (each in a forked child unless nofork), prints Check's summary and returns the
+ * process exit status: 0 when all passed, 1 otherwise. Frees s. */
+int lg_test_run(Suite *s, int nofork);
+
+/* Fixture helpers; each exits the test on failure. */
+char *lg_test_tmpdir(const char *prefix);            /* fresh directory under /tmp; free() it */
+void lg_test_rm_rf(const char *dir);                  /* removes a directory tree */
+char *lg_test_slurp(const char *path, size_t *n);     /* whole file, NUL-terminated; free() it */
+int lg_test_count_substr(const char *s, const char *needle);
 
 /* Relative L2 error ||a-b|| / ||b||; +inf if any element of a is NaN or inf. */
 double lg_test_rel_err(const float *a, const double *b, size_t n);
