@@ -35,7 +35,8 @@ struct lg_ctx_params {
 /* A generated kernel, loaded. Owned by the context. */
 struct lg_kernel {
     char name[LG_NAME_MAX];
-    struct lg_kernel_cfg cfg;
+    struct lg_kernel_cfg cfg; /* as generated: defaults filled in */
+    struct lg_kernel_cfg req; /* as first requested: later identical requests skip the generator */
     CUfunction fn;
     unsigned smem; /* dynamic shared memory bytes per block */
     int threads;
