@@ -5,6 +5,7 @@
  *             + masked dX) -> reduce dA */
 #include "lg_lora.h"
 #include "lg_args.h"
+#include "lg_philox.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@ struct lg_lora {
     float s;          /* alpha / r */
     unsigned thresh16; /* dropout threshold (0: none) */
     float keep_scale; /* 1 / keep rate */
-    CUdeviceptr w;    /* [[W,B],[A,0]], [M+r, K+r] */
+    CUdeviceptr w;    /* [[W,B],[A,0]]: M+r rows of ldw = lg_lora_ext_ld(K, r) elements */
     CUdeviceptr bias;
     CUdeviceptr ws;   /* workspace: partials and dS */
     size_t ws_size;
@@ -72,10 +73,8 @@ enum lg_status lg_lora_init(lg_ctx_t *ctx, const struct lg_lora_params *p, lg_lo
     l->M = p->out_features;
     l->r = p->rank;
     l->s = p->alpha / (float)p->rank;
-    l->thresh16 = (unsigned)lround((double)p->dropout * 65536.0);
-    if (l->thresh16 >= 65536)
-        l->thresh16 = 65535;
-    l->keep_scale = 65536.0f / (float)(65536 - l->thresh16);
+    l->thresh16 = lg_dropout_thresh16(p->dropout);
+    l->keep_scale = lg_dropout_keep_scale(l->thresh16);
     size_t wbytes = (size_t)(l->M + l->r) * (size_t)ldw(l) * esz(l);
     st = lg_cu_check(cuMemAlloc(&l->w, wbytes), "lg_lora_init: weight buffer");
     if (st == LG_OK)

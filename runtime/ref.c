@@ -7,13 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint32_t lg_ref_dropout_thresh16(float p)
-{
-    long t = lround((double)p * 65536.0);
-    return (uint32_t)(t > 65535 ? 65535 : t < 0 ? 0 : t);
-}
+uint32_t lg_ref_dropout_thresh16(float p) { return lg_dropout_thresh16(p); }
 
-float lg_ref_keep_scale(float p) { return 65536.0f / (float)(65536 - lg_ref_dropout_thresh16(p)); }
+float lg_ref_keep_scale(float p) { return lg_dropout_keep_scale(lg_dropout_thresh16(p)); }
 
 void lg_ref_dropout_mask(uint64_t seed, uint32_t layer, float p, int64_t n, int64_t k, uint8_t *mask)
 {

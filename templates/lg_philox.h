@@ -23,6 +23,16 @@ typedef uint64_t lg_u64;
 
 #define LG_PHILOX_SALT 0x4c4f5241u /* "LORA": separates dropout draws from any other Philox user */
 
+/* The threshold for drop probability p (p quantised to 1/65536, rounded to nearest) and the scale
+ * 1/keep-rate that goes with it: one definition for the kernels' callers and the CPU reference. */
+LG_HD lg_u32 lg_dropout_thresh16(float p)
+{
+    const double t = (double)p * 65536.0 + 0.5;
+    return t >= 65535.0 ? 65535u : (t < 1.0 ? 0u : (lg_u32)t);
+}
+
+LG_HD float lg_dropout_keep_scale(lg_u32 thresh16) { return 65536.0f / (float)(65536u - thresh16); }
+
 /* Draws for group g (elements 8g..8g+7): out[i/2] >> (16*(i%2)) & 0xffff is element 8g+i's draw. */
 LG_HD void lg_philox_group(lg_u64 seed, lg_u32 layer, lg_u64 g, lg_u32 out[4])
 {
