@@ -48,6 +48,9 @@ function M.eval(text, path)
   end
   local ok, val = lg_run_limited(chunk, 50000000)
   if not ok then
+    if val == "not enough memory" then -- raised by the state's allocation cap, which carries no position
+      val = "not enough memory: evaluating the file took more than the 256 MiB a data file may use"
+    end
     local msg = with_path(tostring(val), path)
     if not msg:match("^.-:%d+: ") then msg = path .. ":1: " .. msg end
     return nil, (msg:gsub("^(.-:%d+:) ", "%1 error: "))

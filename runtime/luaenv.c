@@ -154,9 +154,51 @@ static int l_require(lua_State *L)
     return 1;
 }
 
+/* Memory cap: a spec or job file is data, but Lua can still be asked for string.rep("x", 2^33). The state
+ * refuses allocations past LG_LUA_MEM_CAP, which Lua reports as "not enough memory" like any other error. */
+#define LG_LUA_MEM_CAP ((size_t)256 << 20)
+
+struct lua_mem {
+    size_t used;
+    void *main_block; /* the state's own block: freeing it is the last thing lua_close does */
+};
+
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct lua_mem *m = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        m->used -= old;
+        if (ptr && ptr == m->main_block)
+            free(m);
+        return NULL;
+    }
+    if (nsize > old && m->used - old + nsize > LG_LUA_MEM_CAP)
+        return NULL;
+    void *np = realloc(ptr, nsize);
+    if (!np)
+        return NULL;
+    m->used = m->used - old + nsize;
+    if (!m->main_block)
+        m->main_block = np;
+    return np;
+}
+
+static int l_panic(lua_State *L)
+{
+    (void)L;
+    return 0; /* only reached outside a protected call, which this library never makes */
+}
+
 enum lg_status lg_lua_open(lua_State **out)
 {
-    lua_State *L = luaL_newstate();
+    struct lua_mem *m = calloc(1, sizeof *m);
+    lua_State *L = m ? lua_newstate(capped_alloc, m) : NULL;
+    if (m && !L)
+        free(m);
+    if (L)
+        lua_atpanic(L, l_panic);
     if (!L)
         return lg_fail(LG_ERR_OOM, "cannot create a Lua state");
     static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},       {LUA_TABLIBNAME, luaopen_table},
