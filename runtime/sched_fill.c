@@ -4,8 +4,9 @@
  * spread over the bins left before its deadline, longest samples first (they are the hardest to place
  * later). Then best fit: the longest sample that still fits, from any batch on pace, else from one that may
  * start early. Last, trades that close the room: an item of the bin for a longer one from the pool (or two
- * for one), which hands shorter samples back to the pool for later bins, where they are scarce. A bin is
- * limited by tokens and, unless tokens-only, by modelled cost. */
+ * for one), which hands shorter samples back to the pool for later bins, where they are scarce. Then the
+ * regroup (sched_regroup.c) closes what room is left by re-choosing each batch's subset. A bin is limited by
+ * tokens and, unless tokens-only, by modelled cost. */
 #include "sched_pack.h"
 
 #include <math.h>
@@ -52,7 +53,7 @@ void lg_pk_place(struct pk *p, size_t bi, size_t b, uint32_t k)
     }
 }
 
-static void unplace(struct pk *p, size_t bi, uint32_t k)
+void lg_pk_unplace(struct pk *p, size_t bi, uint32_t k)
 {
     struct pk_item *it = &p->it[k];
     struct pk_bin *bn = &p->bin[bi];
@@ -189,9 +190,9 @@ static void close_gap(struct pk *p, size_t bi, long t)
         }
         if (gain == 0)
             return;
-        unplace(p, bi, x1);
+        lg_pk_unplace(p, bi, x1);
         if (x2 != UINT32_MAX)
-            unplace(p, bi, x2);
+            lg_pk_unplace(p, bi, x2);
         lg_pk_place(p, bi, lg_pk_batch_of(p, ky), ky);
     }
 }
@@ -202,4 +203,5 @@ void lg_pk_fill(struct pk *p, size_t bi, long t, int d, size_t *cand)
     fill_urgent(p, bi, t, d, cand);
     fill_best(p, bi, t);
     close_gap(p, bi, t);
+    lg_pk_regroup(p, bi, t);
 }

@@ -56,7 +56,7 @@ static enum lg_status pk_alloc(struct pk *p)
     if (!p->it || !p->cur || !p->bt || !p->bbase || !p->next || !p->ready || !p->open || !p->open_at_slot ||
         !p->rank_cost)
         return lg_fail(LG_ERR_OOM, "plan: out of memory");
-    return LG_OK;
+    return lg_pk_regroup_init(p);
 }
 
 /* Items per batch, longest first; paced starts and deadlines; the cost limit of a bin. */
@@ -102,6 +102,14 @@ static enum lg_status pk_setup(struct pk *p)
     /* a bin's cost limit: a target-sized bin at the job's mean cost per token, plus 3% */
     p->c0 = p->tokens_only ? 0 : 2 * job->p.cost.layer_us;
     p->klim = 1.03 * (p->c0 + p->tau * cost / tokens);
+    /* the regroup's limit: a bin as dear as one target-long sample alone, the dearest bin any plan must have
+     * (of the largest LoRA rank) */
+    int rmax = 0;
+    for (int a = 0; a < p->A; a++)
+        rmax = job->ad[a].p.rank > rmax ? job->ad[a].p.rank : rmax;
+    p->klim_max = p->c0 + item_cost(p, p->tau, rmax);
+    if (p->klim_max < p->klim)
+        p->klim_max = p->klim;
     return LG_OK;
 }
 
@@ -315,6 +323,7 @@ static void pk_free(struct pk *p)
     free(p->open_at_slot);
     free(p->bin);
     free(p->rank_cost);
+    lg_pk_regroup_free(p);
 }
 
 enum lg_status lg_plan_packed(const lg_job_t *job, uint32_t capacity, uint32_t target, unsigned flags,

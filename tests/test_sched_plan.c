@@ -191,6 +191,42 @@ START_TEST(interleaving_needs_no_waits)
 }
 END_TEST
 
+/* Longest first packs 500 + 400 and leaves 100 tokens that no sample fits, and no one-for-one trade closes
+ * it: three microbatches. The regroup re-chooses the batch's share, 500 + 300 + 200 then 400 + 350 + 250:
+ * two full ones, the bound. */
+START_TEST(regroup_closes_room)
+{
+    struct lg_job_params p = lg_job_params_default();
+    p.pad_multiple = 1;
+    p.capacity = 1000;
+    lg_job_t *job;
+    CHECK(lg_job_init(&p, &job));
+    const uint32_t len[6] = {500, 400, 350, 300, 250, 200};
+    lg_dataset_t *ds;
+    CHECK(lg_dataset_from_lengths(len, 6, &ds));
+    struct lg_adapter_params ap = {.name = "a", .global_batch = 6, .rank = 16};
+    CHECK(lg_job_add_adapter(job, &ap, ds, NULL));
+    struct lg_plan_params pp = lg_plan_params_default();
+    pp.target = 1000;
+    for (int refine = 0; refine < 2; refine++) {
+        pp.flags = refine ? 0 : LG_PLAN_NO_REFINE;
+        lg_plan_t *plan;
+        CHECK(lg_plan_build(job, &pp, &plan));
+        CHECK(lg_plan_verify(job, plan));
+        struct lg_plan_summary sum;
+        lg_plan_get_summary(plan, &sum);
+        ck_assert_uint_eq(sum.microbatches, 2);
+        for (size_t i = 0; i < 2; i++) {
+            struct lg_mb_view v;
+            CHECK(lg_plan_mb(plan, i, &v));
+            ck_assert_uint_eq(v.tokens, 1000);
+        }
+        lg_plan_free(plan);
+    }
+    lg_job_free(job);
+}
+END_TEST
+
 /* ---- the verifier, fed broken plans ------------------------------------------------------------------- */
 
 static lg_job_t *small_job(int S, int gb)
@@ -364,6 +400,7 @@ int main(void)
     tcase_add_test(tc, every_plan_verifies);
     tcase_add_test(tc, every_variant_verifies);
     tcase_add_test(tc, interleaving_needs_no_waits);
+    tcase_add_test(tc, regroup_closes_room);
     tcase_add_test(tc, verifier_duplicate_and_missing);
     tcase_add_test(tc, verifier_sizes);
     tcase_add_test(tc, verifier_wrong_batch);
