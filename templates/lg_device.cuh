@@ -21,17 +21,6 @@ static __device__ __forceinline__ float lg_to_f32(lg_h16 h)
 #endif
 }
 
-static __device__ __forceinline__ lg_h16 lg_from_f32(float f)
-{
-    lg_h16 h;
-#if LG_DTYPE == 0
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
-#else
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-#endif
-    return h;
-}
-
 /* lo goes to the low half (element 0), hi to the high half. */
 static __device__ __forceinline__ lg_h32 lg_pack2(float lo, float hi)
 {
@@ -87,13 +76,6 @@ static __device__ __forceinline__ void lg_ldsm_x4_t(lg_h32 r[4], const void *p)
 static __device__ __forceinline__ void lg_ldsm_x2_t(lg_h32 r[2], const void *p)
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
-                 : "=r"(r[0]), "=r"(r[1])
-                 : "r"(lg_smem_addr(p)));
-}
-
-static __device__ __forceinline__ void lg_ldsm_x2(lg_h32 r[2], const void *p)
-{
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
                  : "=r"(r[0]), "=r"(r[1])
                  : "r"(lg_smem_addr(p)));
 }
