@@ -5,7 +5,7 @@
  * Everything but the last case runs without a GPU or a driver, so this suite is a normal test, not a GPU
  * suite: the GPU case prints that it skipped when there is no GPU. Check forks each case, so CUDA is only
  * ever initialised in the GPU case's own process. */
-#include "../runtime/jit_internal.h"
+#include "jit_internal.h"
 #include "lg_jit.h"
 #include "lg_test.h"
 

@@ -4,7 +4,7 @@
  * batch per adapter per microbatch, the optimizer-step dependency or its wait) and simulate to a timeline
  * that passes lg_sim_verify. Then the verifier itself is tested: each rule, broken on purpose in a valid
  * plan, must be reported. Seeds come from lg_test_seed() and are printed with every failure. */
-#include "../runtime/sched_internal.h"
+#include "sched_internal.h"
 #include "lg_test.h"
 
 #include <check.h>

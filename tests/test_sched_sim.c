@@ -3,7 +3,7 @@
  * rank terms), deadlock detection, the timeline verifier catching a tampered timeline, and the baselines'
  * shapes. Plans are built directly with the internal plan builder, so each case is exactly the schedule
  * written in its comment. */
-#include "../runtime/sched_internal.h"
+#include "sched_internal.h"
 #include "lg_test.h"
 
 #include <check.h>

@@ -49,26 +49,26 @@ struct lg_gemm {
 };
 
 /* workspace_bytes: the cuBLASLt workspace (32 MiB is a good default on Hopper). Needs a current context. */
-enum lg_status lg_blas_init(size_t workspace_bytes, lg_blas_t **out);
-void lg_blas_free(lg_blas_t *blas);
+LG_API enum lg_status lg_blas_init(size_t workspace_bytes, lg_blas_t **out);
+LG_API void lg_blas_free(lg_blas_t *blas);
 
 /* Validates (LG_ERR_INVALID names the bad field: ld too small, misaligned pointer or ld, bad dtype;
  * LG_ERR_UNSUPPORTED for fp32) and launches on `stream` (asynchronous). The first call for a new problem
  * (shape, strides, dtype, bias or not, beta == 0 or not, algo_index, pointer alignment) builds its plan:
  * LG_ERR_CUBLAS when cuBLASLt has no algorithm for it, LG_ERR_INVALID when algo_index >= lg_blas_algo_count. */
-enum lg_status lg_blas_gemm(lg_blas_t *blas, const struct lg_gemm *g, CUstream stream);
+LG_API enum lg_status lg_blas_gemm(lg_blas_t *blas, const struct lg_gemm *g, CUstream stream);
 
 /* How many heuristic algorithms cuBLASLt offers for this problem (at most 8; valid algo_index values are
  * 0..count-1), for the tuner; g->algo_index is ignored. 0 on error, with the detail in lg_last_error(). */
-int lg_blas_algo_count(lg_blas_t *blas, const struct lg_gemm *g);
+LG_API int lg_blas_algo_count(lg_blas_t *blas, const struct lg_gemm *g);
 
 /* How many plans (descriptor sets with their chosen algorithm) the handle holds; for tests and stats. */
-unsigned lg_blas_plan_count(const lg_blas_t *blas);
+LG_API unsigned lg_blas_plan_count(const lg_blas_t *blas);
 
 /* Checks a problem without a GPU: dtype, shapes, trans flags, algo_index range, pointers non-NULL and 16-byte
  * aligned (never dereferenced), leading-dimension minimums and 16-byte alignment of ld*elem_size. Used by
  * lg_blas_gemm and by tests. */
-enum lg_status lg_gemm_validate(const struct lg_gemm *g);
+LG_API enum lg_status lg_gemm_validate(const struct lg_gemm *g);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Marks the public API: the library builds with hidden visibility and exports only what carries LG_API. */
+#define LG_API __attribute__((visibility("default")))
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -33,18 +36,15 @@ enum lg_status {
 enum lg_dtype { LG_BF16 = 0, LG_FP16 = 1, LG_FP32 = 2 };
 
 /* The detail of the last failure on this thread ("" when none). Valid until the next failing call. */
-const char *lg_last_error(void);
-const char *lg_status_str(enum lg_status s);
-const char *lg_dtype_name(enum lg_dtype t);
-size_t lg_dtype_size(enum lg_dtype t);
+LG_API const char *lg_last_error(void);
+LG_API const char *lg_status_str(enum lg_status s);
+LG_API const char *lg_dtype_name(enum lg_dtype t);
+LG_API size_t lg_dtype_size(enum lg_dtype t);
 /* "bf16"/"fp16"/"fp32" to the enum; LG_ERR_INVALID on anything else. */
-enum lg_status lg_dtype_parse(const char *name, enum lg_dtype *out);
+LG_API enum lg_status lg_dtype_parse(const char *name, enum lg_dtype *out);
 
-/* Library-internal: records the detail and returns s, so a failure reads `return lg_fail(LG_ERR_IO, ...)`. */
-enum lg_status lg_fail(enum lg_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Prepends context to the current detail ("loading specs/x.lua: " + old detail). */
-enum lg_status lg_fail_wrap(enum lg_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void lg_clear_error(void);
+/* Empties the detail (tests use it to check that a call sets one). */
+LG_API void lg_clear_error(void);
 
 #ifdef __cplusplus
 }

@@ -43,25 +43,22 @@ struct lg_kernel {
     int occupancy; /* resident blocks per SM (registers, shared memory): grids are sized in waves of this */
 };
 
-enum lg_status lg_ctx_init(const struct lg_ctx_params *p, lg_ctx_t **out);
-void lg_ctx_free(lg_ctx_t *ctx);
+LG_API enum lg_status lg_ctx_init(const struct lg_ctx_params *p, lg_ctx_t **out);
+LG_API void lg_ctx_free(lg_ctx_t *ctx);
 
-int lg_ctx_arch(const lg_ctx_t *ctx);       /* 90 on an H100/H200 */
-int lg_ctx_sm_count(const lg_ctx_t *ctx);
-const char *lg_ctx_device_name(const lg_ctx_t *ctx);
-lg_jit_t *lg_ctx_jit(lg_ctx_t *ctx);
-lg_blas_t *lg_ctx_blas(lg_ctx_t *ctx);
-lg_gen_t *lg_ctx_gen(lg_ctx_t *ctx);
+LG_API int lg_ctx_arch(const lg_ctx_t *ctx);       /* 90 on an H100/H200 */
+LG_API int lg_ctx_sm_count(const lg_ctx_t *ctx);
+LG_API const char *lg_ctx_device_name(const lg_ctx_t *ctx);
+LG_API lg_jit_t *lg_ctx_jit(lg_ctx_t *ctx);
+LG_API lg_blas_t *lg_ctx_blas(lg_ctx_t *ctx);
+LG_API lg_gen_t *lg_ctx_gen(lg_ctx_t *ctx);
 
 /* The kernel for cfg: generated, compiled (through the JIT caches) and loaded on first use. */
-enum lg_status lg_ctx_kernel(lg_ctx_t *ctx, const struct lg_kernel_cfg *cfg, const struct lg_kernel **out);
+LG_API enum lg_status lg_ctx_kernel(lg_ctx_t *ctx, const struct lg_kernel_cfg *cfg, const struct lg_kernel **out);
 
 /* Launches k with a by-value argument block. */
-enum lg_status lg_kernel_launch(const struct lg_kernel *k, unsigned gx, unsigned gy, const void *args,
+LG_API enum lg_status lg_kernel_launch(const struct lg_kernel *k, unsigned gx, unsigned gy, const void *args,
                                 size_t args_size, CUstream stream);
-
-/* Maps a CUresult to LG_ERR_CUDA (or LG_ERR_OOM) with the call named; LG_OK on success. */
-enum lg_status lg_cu_check(CUresult r, const char *what);
 
 #ifdef __cplusplus
 }

@@ -49,11 +49,11 @@ struct lg_spec {
     int nlinears;
 };
 
-enum lg_status lg_spec_load(const char *path, struct lg_spec **out);
-void lg_spec_free(struct lg_spec *spec);
+LG_API enum lg_status lg_spec_load(const char *path, struct lg_spec **out);
+LG_API void lg_spec_free(struct lg_spec *spec);
 
 enum lg_kernel_op { LG_OP_DOWN = 0, LG_OP_DY, LG_OP_DA, LG_OP_REDUCE, LG_OP_COUNT };
-const char *lg_kernel_op_name(enum lg_kernel_op op);
+LG_API const char *lg_kernel_op_name(enum lg_kernel_op op);
 
 /* A kernel configuration. Zero tile fields take the generator's defaults. */
 struct lg_kernel_cfg {
@@ -75,29 +75,29 @@ struct lg_kernel_src {
     int threads;
     struct lg_kernel_cfg cfg; /* with defaults filled in */
 };
-void lg_kernel_src_free(struct lg_kernel_src *src);
+LG_API void lg_kernel_src_free(struct lg_kernel_src *src);
 
 typedef struct lg_gen lg_gen_t;
-enum lg_status lg_gen_init(lg_gen_t **out);
-void lg_gen_free(lg_gen_t *gen);
+LG_API enum lg_status lg_gen_init(lg_gen_t **out);
+LG_API void lg_gen_free(lg_gen_t *gen);
 
 /* Source for one configuration; `origin` is stamped into its first line (a spec path, or "runtime"). */
-enum lg_status lg_gen_kernel(lg_gen_t *gen, const struct lg_kernel_cfg *cfg, const char *origin,
+LG_API enum lg_status lg_gen_kernel(lg_gen_t *gen, const struct lg_kernel_cfg *cfg, const char *origin,
                              struct lg_kernel_src *out);
 
 /* Every kernel a spec needs (generator/plan.lua), deduplicated, in a fixed order. *out is an array of *count
  * entries; free each with lg_kernel_src_free, then free(*out). */
-enum lg_status lg_gen_spec_kernels(lg_gen_t *gen, const struct lg_spec *spec, struct lg_kernel_src **out,
+LG_API enum lg_status lg_gen_spec_kernels(lg_gen_t *gen, const struct lg_spec *spec, struct lg_kernel_src **out,
                                    int *count);
 
 /* Every valid configuration of `op` for (dtype, rank): all switch values and tile variants. For the tuner and
  * the compile-every-switch tests. *out is malloc'd. */
-enum lg_status lg_gen_variants(lg_gen_t *gen, enum lg_kernel_op op, enum lg_dtype dtype, int rank,
+LG_API enum lg_status lg_gen_variants(lg_gen_t *gen, enum lg_kernel_op op, enum lg_dtype dtype, int rank,
                                struct lg_kernel_cfg **out, int *count);
 
 /* The text of a shipped source file ("templates/lg_philox.h"), from the copy embedded at build time; NULL if
  * there is none. For benchmarks and tools that build kernels of their own on the same helpers. */
-const char *lg_gen_template_source(const char *path);
+LG_API const char *lg_gen_template_source(const char *path);
 
 #ifdef __cplusplus
 }

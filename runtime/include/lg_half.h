@@ -9,16 +9,16 @@
 extern "C" {
 #endif
 
-uint16_t lg_f32_to_bf16(float f);
-float lg_bf16_to_f32(uint16_t h);
-uint16_t lg_f32_to_f16(float f);
-float lg_f16_to_f32(uint16_t h);
+LG_API uint16_t lg_f32_to_bf16(float f);
+LG_API float lg_bf16_to_f32(uint16_t h);
+LG_API uint16_t lg_f32_to_f16(float f);
+LG_API float lg_f16_to_f32(uint16_t h);
 
 /* dtype-generic forms for LG_BF16/LG_FP16. */
-uint16_t lg_f32_to_half(enum lg_dtype t, float f);
-float lg_half_to_f32(enum lg_dtype t, uint16_t h);
+LG_API uint16_t lg_f32_to_half(enum lg_dtype t, float f);
+LG_API float lg_half_to_f32(enum lg_dtype t, uint16_t h);
 /* Rounds f through the dtype and back (what storing in that dtype does to a value). */
-float lg_round_to(enum lg_dtype t, float f);
+LG_API float lg_round_to(enum lg_dtype t, float f);
 
 #ifdef __cplusplus
 }

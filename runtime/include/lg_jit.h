@@ -40,17 +40,17 @@ extern "C" {
 /* Compiles `source` (named `src_name` in diagnostics) for sm_<arch> (80, 89, 90, ...) to a cubin. On failure
  * returns LG_ERR_NVRTC with the whole NVRTC log in lg_last_error(). `log_out` (optional) receives the log
  * (malloc'd, may be empty) on success as well, for warnings. */
-enum lg_status lg_nvrtc_compile(const char *source, const char *src_name, int arch, void **cubin,
+LG_API enum lg_status lg_nvrtc_compile(const char *source, const char *src_name, int arch, void **cubin,
                                 size_t *cubin_size, char **log_out);
 
 /* The options lg_nvrtc_compile passes to NVRTC for `arch`, NULL-terminated; part of the cache key. */
-const char *const *lg_nvrtc_options(int arch, int *count);
+LG_API const char *const *lg_nvrtc_options(int arch, int *count);
 
 /* NVRTC's version as major*1000 + minor*10 (13.0 -> 13000). */
-int lg_nvrtc_version(void);
+LG_API int lg_nvrtc_version(void);
 
 /* The disk-cache key of a compilation: 32 hex chars + NUL written to key_out (33 bytes). */
-void lg_jit_cache_key(const char *source, int arch, char key_out[33]);
+LG_API void lg_jit_cache_key(const char *source, int arch, char key_out[33]);
 
 enum lg_jit_flags {
     LG_JIT_NO_DISK_CACHE = 1u << 0, /* memory cache only */
@@ -64,12 +64,12 @@ struct lg_jit_params {
 
 typedef struct lg_jit lg_jit_t;
 
-enum lg_status lg_jit_init(const struct lg_jit_params *p, lg_jit_t **out);
-void lg_jit_free(lg_jit_t *jit);
+LG_API enum lg_status lg_jit_init(const struct lg_jit_params *p, lg_jit_t **out);
+LG_API void lg_jit_free(lg_jit_t *jit);
 
 /* Compiles (or finds in the memory/disk cache) `source` and returns its kernel `kernel_name`, loaded in the
  * current context. The function stays valid until lg_jit_free. */
-enum lg_status lg_jit_get(lg_jit_t *jit, const char *source, const char *kernel_name, CUfunction *out);
+LG_API enum lg_status lg_jit_get(lg_jit_t *jit, const char *source, const char *kernel_name, CUfunction *out);
 
 /* Statistics, for tests and `loragen` progress output. */
 struct lg_jit_stats {
@@ -77,16 +77,16 @@ struct lg_jit_stats {
 };
 /* Every lg_jit_get/lg_jit_get_cubin call counts one of mem_hits, disk_hits or compiles; corrupt_rebuilt
  * counts disk entries that failed their checks (each also counts a compile). */
-void lg_jit_get_stats(const lg_jit_t *jit, struct lg_jit_stats *out);
+LG_API void lg_jit_get_stats(const lg_jit_t *jit, struct lg_jit_stats *out);
 /* The disk cache directory, or NULL when the cache is memory-only. Owned by jit. */
-const char *lg_jit_cache_dir(const lg_jit_t *jit);
+LG_API const char *lg_jit_cache_dir(const lg_jit_t *jit);
 /* Why the disk cache is off, read-only or failed a write ("" when all is well), for `loragen` to print
  * once. Owned by jit. */
-const char *lg_jit_cache_note(const lg_jit_t *jit);
+LG_API const char *lg_jit_cache_note(const lg_jit_t *jit);
 
 /* Without a GPU (tests, `loragen gen`): the cubin for source/arch (0: the jit's arch) through the caches,
  * as lg_jit_get would load it. The returned buffer belongs to the caller. */
-enum lg_status lg_jit_get_cubin(lg_jit_t *jit, const char *source, int arch, void **cubin, size_t *size);
+LG_API enum lg_status lg_jit_get_cubin(lg_jit_t *jit, const char *source, int arch, void **cubin, size_t *size);
 
 #ifdef __cplusplus
 }

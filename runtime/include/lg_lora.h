@@ -48,17 +48,17 @@ struct lg_lora_params {
     uint32_t layer_id; /* dropout counter: distinct per layer so masks differ */
 };
 
-enum lg_status lg_lora_init(lg_ctx_t *ctx, const struct lg_lora_params *p, lg_lora_t **out);
-void lg_lora_free(lg_lora_t *l);
+LG_API enum lg_status lg_lora_init(lg_ctx_t *ctx, const struct lg_lora_params *p, lg_lora_t **out);
+LG_API void lg_lora_free(lg_lora_t *l);
 
 /* Host arrays of dtype bits: w [M,K], a [r,K], b [M,r], bias [M] (NULL when the layer has none). */
-enum lg_status lg_lora_set_weights(lg_lora_t *l, const uint16_t *w, const uint16_t *a, const uint16_t *b,
+LG_API enum lg_status lg_lora_set_weights(lg_lora_t *l, const uint16_t *w, const uint16_t *a, const uint16_t *b,
                                    const uint16_t *bias);
 /* Copies the current adapter back to the host (dtype bits). */
-enum lg_status lg_lora_get_adapter(lg_lora_t *l, uint16_t *a, uint16_t *b);
+LG_API enum lg_status lg_lora_get_adapter(lg_lora_t *l, uint16_t *a, uint16_t *b);
 
 /* The [[W,B],[A,0]] buffer (ld = K+r), e.g. for an optimizer that updates A and B in place. */
-CUdeviceptr lg_lora_weights(const lg_lora_t *l);
+LG_API CUdeviceptr lg_lora_weights(const lg_lora_t *l);
 
 struct lg_lora_fwd {
     int64_t n;      /* tokens; any count >= 1 */
@@ -70,7 +70,7 @@ struct lg_lora_fwd {
     int64_t ldy;
     uint64_t seed;  /* dropout seed of this step; backward must pass the same */
 };
-enum lg_status lg_lora_forward(lg_lora_t *l, const struct lg_lora_fwd *f, CUstream stream);
+LG_API enum lg_status lg_lora_forward(lg_lora_t *l, const struct lg_lora_fwd *f, CUstream stream);
 
 struct lg_lora_bwd {
     int64_t n;
@@ -87,10 +87,10 @@ struct lg_lora_bwd {
     float grad_beta; /* 0: overwrite dA/dB; 1: accumulate */
     uint64_t seed;
 };
-enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstream stream);
+LG_API enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstream stream);
 
 /* Device address of dS after backward when dY had no room for it ([n,r], ld r); for tests. */
-CUdeviceptr lg_lora_ds_buffer(const lg_lora_t *l);
+LG_API CUdeviceptr lg_lora_ds_buffer(const lg_lora_t *l);
 
 /* Kernel tile choices and cuBLASLt algorithm picks (the tuner sets these; zero fields keep the defaults). */
 struct lg_lora_tiles {
@@ -102,8 +102,8 @@ struct lg_lora_tiles {
 
 /* The leading dimension to give X-like buffers [n, K] (and dY-like [n, M]) so the extended-K layout has room
  * for r columns and every row starts on a 128-byte boundary (the GEMMs run measurably slower otherwise). */
-int64_t lg_lora_ext_ld(int64_t features, int rank);
-enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t);
+LG_API int64_t lg_lora_ext_ld(int64_t features, int rank);
+LG_API enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t);
 
 #ifdef __cplusplus
 }

@@ -35,16 +35,16 @@ struct lg_ref_lora {
 };
 
 /* The dropout threshold and keep scale the kernels use for probability p. */
-uint32_t lg_ref_dropout_thresh16(float p);
-float lg_ref_keep_scale(float p);
+LG_API uint32_t lg_ref_dropout_thresh16(float p);
+LG_API float lg_ref_keep_scale(float p);
 /* Keep mask of an [n,k] input (1 = kept), from the shared Philox function. */
-void lg_ref_dropout_mask(uint64_t seed, uint32_t layer, float p, int64_t n, int64_t k, uint8_t *mask);
+LG_API void lg_ref_dropout_mask(uint64_t seed, uint32_t layer, float p, int64_t n, int64_t k, uint8_t *mask);
 
 /* y [n,M] = x·Wᵀ + S·Bᵀ (+bias), s [n,r] = alpha/r · D(x)·Aᵀ (rounded per L->round). */
-void lg_ref_lora_forward(const struct lg_ref_lora *L, int64_t n, const float *x, double *y, float *s);
+LG_API void lg_ref_lora_forward(const struct lg_ref_lora *L, int64_t n, const float *x, double *y, float *s);
 
 /* From x, the forward's s and dy: dx [n,K] (NULL to skip), da [r,K], db [M,r], ds [n,r] (rounded). */
-void lg_ref_lora_backward(const struct lg_ref_lora *L, int64_t n, const float *x, const float *s, const float *dy,
+LG_API void lg_ref_lora_backward(const struct lg_ref_lora *L, int64_t n, const float *x, const float *s, const float *dy,
                           double *dx, double *da, double *db, float *ds);
 
 #ifdef __cplusplus

@@ -66,13 +66,13 @@ enum lg_dataset_format {
 
 /* Loads a dataset. Errors name the file and line (and JSON column): missing file, malformed line, no
  * samples, a sample with no tokens, labels/loss_mask whose length differs from input_ids. */
-enum lg_status lg_dataset_load(const char *path, enum lg_dataset_format fmt, lg_dataset_t **out);
+LG_API enum lg_status lg_dataset_load(const char *path, enum lg_dataset_format fmt, lg_dataset_t **out);
 /* A dataset from lengths in memory (every token counts in the loss). */
-enum lg_status lg_dataset_from_lengths(const uint32_t *len, size_t n, lg_dataset_t **out);
-void lg_dataset_free(lg_dataset_t *ds);
-size_t lg_dataset_size(const lg_dataset_t *ds);
-uint32_t lg_dataset_length(const lg_dataset_t *ds, size_t i);
-uint32_t lg_dataset_loss_tokens(const lg_dataset_t *ds, size_t i);
+LG_API enum lg_status lg_dataset_from_lengths(const uint32_t *len, size_t n, lg_dataset_t **out);
+LG_API void lg_dataset_free(lg_dataset_t *ds);
+LG_API size_t lg_dataset_size(const lg_dataset_t *ds);
+LG_API uint32_t lg_dataset_length(const lg_dataset_t *ds, size_t i);
+LG_API uint32_t lg_dataset_loss_tokens(const lg_dataset_t *ds, size_t i);
 
 /* ---- synthetic length traces --------------------------------------------------------------------------- */
 
@@ -84,12 +84,12 @@ enum lg_trace_kind {
     LG_TRACE_MIX,      /* each sample drawn from one of the three, uniformly */
     LG_TRACE_KINDS
 };
-enum lg_status lg_trace_kind_parse(const char *name, enum lg_trace_kind *out);
-const char *lg_trace_kind_name(enum lg_trace_kind k);
+LG_API enum lg_status lg_trace_kind_parse(const char *name, enum lg_trace_kind *out);
+LG_API const char *lg_trace_kind_name(enum lg_trace_kind k);
 /* Fills out[0..n) with lengths; the same (kind, n, seed) always gives the same trace. */
-enum lg_status lg_trace_generate(enum lg_trace_kind kind, size_t n, uint64_t seed, uint32_t *out);
+LG_API enum lg_status lg_trace_generate(enum lg_trace_kind kind, size_t n, uint64_t seed, uint32_t *out);
 /* The fitted lognormal (mu, sigma of ln length) and the target capped mean, for documentation. */
-void lg_trace_fit(enum lg_trace_kind kind, double *mu, double *sigma, double *mean);
+LG_API void lg_trace_fit(enum lg_trace_kind kind, double *mu, double *sigma, double *mean);
 
 /* ---- cost model ---------------------------------------------------------------------------------------- */
 
@@ -117,9 +117,9 @@ struct lg_model_dims {
 };
 
 /* A Llama-3.1-8B-like layer on an H200 (hidden 4096, ffn 14336, 32 layers, GQA 32/8, 400 and 250 TFLOP/s). */
-struct lg_model_dims lg_model_dims_default(void);
+LG_API struct lg_model_dims lg_model_dims_default(void);
 /* Coefficients from the FLOPs of the model's layer at the given throughputs. */
-enum lg_status lg_costmodel_from_dims(const struct lg_model_dims *dims, struct lg_costmodel *out);
+LG_API enum lg_status lg_costmodel_from_dims(const struct lg_model_dims *dims, struct lg_costmodel *out);
 
 /* One measured layer time: a forward over `tokens` tokens (sum of len^2 `sum_len2`, sum of tokens*rank
  * `rank_tokens`) took fwd_us. */
@@ -129,9 +129,9 @@ struct lg_cost_sample {
 /* Least-squares fit of layer_us, token_us, token_rank_us and attn_us to measured layer times (at least 4
  * samples that are not collinear; token_rank_us is kept when every sample has rank_tokens == 0). Keeps the
  * other fields of *cm. */
-enum lg_status lg_costmodel_fit(struct lg_costmodel *cm, const struct lg_cost_sample *s, size_t n);
-double lg_costmodel_fwd_us(const struct lg_costmodel *cm, double padded, double rank_tokens, double sum_len2);
-double lg_costmodel_bwd_us(const struct lg_costmodel *cm, double padded, double rank_tokens, double sum_len2);
+LG_API enum lg_status lg_costmodel_fit(struct lg_costmodel *cm, const struct lg_cost_sample *s, size_t n);
+LG_API double lg_costmodel_fwd_us(const struct lg_costmodel *cm, double padded, double rank_tokens, double sum_len2);
+LG_API double lg_costmodel_bwd_us(const struct lg_costmodel *cm, double padded, double rank_tokens, double sum_len2);
 
 /* ---- jobs ---------------------------------------------------------------------------------------------- */
 
@@ -162,7 +162,7 @@ struct lg_job_params {
 };
 
 /* S=1, D=1, pad 16, fixed capacity 4096, error on oversize, dataset order, the default cost model. */
-struct lg_job_params lg_job_params_default(void);
+LG_API struct lg_job_params lg_job_params_default(void);
 
 struct lg_adapter_params {
     const char *name; /* copied */
@@ -183,31 +183,31 @@ struct lg_adapter_info {
     uint32_t max_len;
 };
 
-enum lg_status lg_job_init(const struct lg_job_params *p, lg_job_t **out);
+LG_API enum lg_status lg_job_init(const struct lg_job_params *p, lg_job_t **out);
 /* Adds an adapter and takes ownership of ds (also on failure). Applies the oversize policy against the
  * job's capacity limit; fails when the dataset is empty, a sample is too long (LG_OVERSIZE_ERROR) or the
  * global batch is larger than the dataset. `where` prefixes error messages ("job.lua:12: adapters[2]"). */
-enum lg_status lg_job_add_adapter(lg_job_t *job, const struct lg_adapter_params *ap, lg_dataset_t *ds,
+LG_API enum lg_status lg_job_add_adapter(lg_job_t *job, const struct lg_adapter_params *ap, lg_dataset_t *ds,
                                   const char *where);
 /* Loads a Lua job file (schema: generator/job.lua). Dataset paths are relative to the job file. Errors read
  * "path:line: error: field: message", every schema error at once. */
-enum lg_status lg_job_load(const char *path, lg_job_t **out);
-void lg_job_free(lg_job_t *job);
+LG_API enum lg_status lg_job_load(const char *path, lg_job_t **out);
+LG_API void lg_job_free(lg_job_t *job);
 
-const struct lg_job_params *lg_job_get_params(const lg_job_t *job);
-const char *lg_job_name(const lg_job_t *job);
-int lg_job_adapter_count(const lg_job_t *job);
-enum lg_status lg_job_adapter(const lg_job_t *job, int a, struct lg_adapter_info *out);
+LG_API const struct lg_job_params *lg_job_get_params(const lg_job_t *job);
+LG_API const char *lg_job_name(const lg_job_t *job);
+LG_API int lg_job_adapter_count(const lg_job_t *job);
+LG_API enum lg_status lg_job_adapter(const lg_job_t *job, int a, struct lg_adapter_info *out);
 /* The largest padded microbatch the job allows: the fixed capacity, or the memory-derived one. */
-uint32_t lg_job_capacity_limit(const lg_job_t *job);
+LG_API uint32_t lg_job_capacity_limit(const lg_job_t *job);
 /* Sample i of adapter a (dataset order): its length after the oversize policy (0 when skipped). */
-uint32_t lg_job_sample_length(const lg_job_t *job, int a, size_t i);
+LG_API uint32_t lg_job_sample_length(const lg_job_t *job, int a, size_t i);
 /* The global batch sample i of adapter a belongs to; -1 when skipped or dropped. */
-long lg_job_sample_batch(const lg_job_t *job, int a, size_t i);
-size_t lg_job_dataset_size(const lg_job_t *job, int a);
+LG_API long lg_job_sample_batch(const lg_job_t *job, int a, size_t i);
+LG_API size_t lg_job_dataset_size(const lg_job_t *job, int a);
 /* Unmasked (loss) tokens of global batch g: the runtime divides each microbatch's summed loss by this, so
  * the step equals the mean over the whole batch however it was split. */
-uint64_t lg_job_batch_loss_tokens(const lg_job_t *job, int a, size_t g);
+LG_API uint64_t lg_job_batch_loss_tokens(const lg_job_t *job, int a, size_t g);
 
 /* ---- plans --------------------------------------------------------------------------------------------- */
 
@@ -233,10 +233,10 @@ struct lg_plan_params {
     int samples_per_mb;   /* baselines: 0: capacity / longest sample (at least 1) */
     unsigned flags;       /* enum lg_plan_flags */
 };
-struct lg_plan_params lg_plan_params_default(void);
+LG_API struct lg_plan_params lg_plan_params_default(void);
 
-enum lg_status lg_plan_build(const lg_job_t *job, const struct lg_plan_params *pp, lg_plan_t **out);
-void lg_plan_free(lg_plan_t *plan);
+LG_API enum lg_status lg_plan_build(const lg_job_t *job, const struct lg_plan_params *pp, lg_plan_t **out);
+LG_API void lg_plan_free(lg_plan_t *plan);
 
 struct lg_plan_summary {
     size_t microbatches;  /* over all ranks */
@@ -252,7 +252,7 @@ struct lg_plan_summary {
     size_t candidates;    /* fill targets simulated to choose `target` */
     double plan_ms;       /* wall time of lg_plan_build */
 };
-void lg_plan_get_summary(const lg_plan_t *plan, struct lg_plan_summary *out);
+LG_API void lg_plan_get_summary(const lg_plan_t *plan, struct lg_plan_summary *out);
 
 struct lg_mb_view {
     int rank;          /* data-parallel rank */
@@ -270,18 +270,18 @@ struct lg_seg_view {
     const uint32_t *samples; /* indices into the adapter's dataset */
     int wait;                /* the runtime must wait for batch-1's optimizer step before this forward */
 };
-size_t lg_plan_mb_count(const lg_plan_t *plan);
-enum lg_status lg_plan_mb(const lg_plan_t *plan, size_t i, struct lg_mb_view *out);
-enum lg_status lg_plan_seg(const lg_plan_t *plan, size_t i, size_t j, struct lg_seg_view *out);
-int lg_plan_ranks(const lg_plan_t *plan);
-const char *lg_plan_algo_name(enum lg_plan_algo a);
+LG_API size_t lg_plan_mb_count(const lg_plan_t *plan);
+LG_API enum lg_status lg_plan_mb(const lg_plan_t *plan, size_t i, struct lg_mb_view *out);
+LG_API enum lg_status lg_plan_seg(const lg_plan_t *plan, size_t i, size_t j, struct lg_seg_view *out);
+LG_API int lg_plan_ranks(const lg_plan_t *plan);
+LG_API const char *lg_plan_algo_name(enum lg_plan_algo a);
 
 /* Checks every rule above against the job, independently of the planner. LG_ERR_INVALID names the first
  * broken rule, the microbatch and the sample. */
-enum lg_status lg_plan_verify(const lg_job_t *job, const lg_plan_t *plan);
+LG_API enum lg_status lg_plan_verify(const lg_job_t *job, const lg_plan_t *plan);
 
 /* Writes the plan (and, when sim is not NULL, its predicted timing) as JSON. */
-enum lg_status lg_plan_write_json(const lg_job_t *job, const lg_plan_t *plan, const lg_sim_t *sim,
+LG_API enum lg_status lg_plan_write_json(const lg_job_t *job, const lg_plan_t *plan, const lg_sim_t *sim,
                                   const char *path);
 
 /* ---- simulator ----------------------------------------------------------------------------------------- */
@@ -310,20 +310,20 @@ struct lg_sim_event {
     double start_us, end_us;
 };
 
-enum lg_status lg_sim_run(const lg_job_t *job, const lg_plan_t *plan, const struct lg_sim_params *sp,
+LG_API enum lg_status lg_sim_run(const lg_job_t *job, const lg_plan_t *plan, const struct lg_sim_params *sp,
                           lg_sim_t **out);
-void lg_sim_free(lg_sim_t *sim);
-void lg_sim_get_stats(const lg_sim_t *sim, struct lg_sim_stats *out);
-size_t lg_sim_events(const lg_sim_t *sim, const struct lg_sim_event **ev);
+LG_API void lg_sim_free(lg_sim_t *sim);
+LG_API void lg_sim_get_stats(const lg_sim_t *sim, struct lg_sim_stats *out);
+LG_API size_t lg_sim_events(const lg_sim_t *sim, const struct lg_sim_event **ev);
 
 /* Checks a recorded timeline against the plan: every op ran once, stages never overlap, forwards follow
  * forwards upstream and backwards follow backwards downstream, and no forward of batch g+1 starts before
  * every backward of batch g has ended on stage 0 of every rank. */
-enum lg_status lg_sim_verify(const lg_job_t *job, const lg_plan_t *plan, const lg_sim_t *sim);
+LG_API enum lg_status lg_sim_verify(const lg_job_t *job, const lg_plan_t *plan, const lg_sim_t *sim);
 
 /* Draws the timeline: one row per (rank, stage), a box per op coloured by adapter (forwards light,
  * backwards dark; mixed microbatches striped), gaps left blank as bubbles. */
-enum lg_status lg_sim_write_svg(const lg_job_t *job, const lg_plan_t *plan, const lg_sim_t *sim,
+LG_API enum lg_status lg_sim_write_svg(const lg_job_t *job, const lg_plan_t *plan, const lg_sim_t *sim,
                                 const char *path);
 
 #ifdef __cplusplus

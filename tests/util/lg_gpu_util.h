@@ -7,7 +7,7 @@
 #include "lg_common.h"
 #include "lg_test.h"
 
-#include <cuda.h>
+#include "lg_gpu.h"
 
 CUdeviceptr lg_dev_alloc(size_t bytes);
 /* Fills with 0xff bytes: NaN in bf16, fp16 and fp32, so unwritten outputs are caught. */

@@ -9,7 +9,7 @@
 #include "lg_common.h"
 
 #include <check.h>
-#include <cuda.h>
+#include "lg_gpu.h"
 #include <stdio.h>
 #include <stdlib.h>
 

@@ -1,0 +1,125 @@
+/* spec.c: loads a spec file through the sandboxed Lua validator (generator/spec.lua) and converts the
+ * normalised table into struct lg_spec. All validation lives in Lua so `loragen gen` and the library report
+ * the same errors. */
+#include "lg_gen.h"
+#include "lg_base.h"
+#include "lg_lua.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *dup_field(lua_State *L, int idx, const char *key)
+{
+    lua_getfield(L, idx, key);
+    const char *s = lua_tostring(L, -1);
+    char *r = s ? strdup(s) : NULL;
+    lua_pop(L, 1);
+    return r;
+}
+
+static double num_field(lua_State *L, int idx, const char *key)
+{
+    lua_getfield(L, idx, key);
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static enum lg_status read_linears(lua_State *L, int idx, struct lg_spec *s)
+{
+    lua_getfield(L, idx, "linears");
+    int n = (int)luaL_len(L, -1);
+    s->linears = calloc(n > 0 ? (size_t)n : 1, sizeof *s->linears);
+    if (!s->linears)
+        return lg_fail(LG_ERR_OOM, "spec: out of memory");
+    for (int i = 0; i < n; i++) {
+        lua_geti(L, -1, i + 1);
+        int t = lua_gettop(L);
+        lua_getfield(L, t, "name");
+        snprintf(s->linears[i].name, sizeof s->linears[i].name, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        s->linears[i].in_features = (int64_t)num_field(L, t, "in_features");
+        s->linears[i].out_features = (int64_t)num_field(L, t, "out_features");
+        lua_getfield(L, t, "bias");
+        s->linears[i].bias = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+    }
+    s->nlinears = n;
+    lua_pop(L, 1);
+    return LG_OK;
+}
+
+static void read_archs(lua_State *L, int idx, struct lg_spec *s)
+{
+    lua_getfield(L, idx, "archs");
+    int n = (int)luaL_len(L, -1);
+    for (int i = 0; i < n && s->narchs < LG_MAX_ARCHS; i++) {
+        lua_geti(L, -1, i + 1);
+        const char *a = lua_tostring(L, -1);
+        if (a && !strncmp(a, "sm_", 3))
+            s->archs[s->narchs++] = atoi(a + 3);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static enum lg_status convert(lua_State *L, int idx, struct lg_spec *s)
+{
+    s->name = dup_field(L, idx, "name");
+    s->path = dup_field(L, idx, "path");
+    char *dt = dup_field(L, idx, "dtype");
+    enum lg_status st = lg_dtype_parse(dt, &s->dtype);
+    free(dt);
+    if (st != LG_OK)
+        return st;
+    s->rank = (int)num_field(L, idx, "rank");
+    s->alpha = num_field(L, idx, "alpha");
+    s->dropout = num_field(L, idx, "dropout");
+    s->tokens = (int)num_field(L, idx, "tokens");
+    s->layers = (int)num_field(L, idx, "layers");
+    read_archs(L, idx, s);
+    return read_linears(L, idx, s);
+}
+
+enum lg_status lg_spec_load(const char *path, struct lg_spec **out)
+{
+    char *text;
+    size_t n;
+    enum lg_status st = lg_file_read(path, LG_FILE_LIMIT_TEXT, &text, &n);
+    if (st != LG_OK)
+        return lg_fail(LG_ERR_SPEC, "%s", lg_last_error());
+    lua_State *L;
+    if ((st = lg_lua_open(&L)) != LG_OK) {
+        free(text);
+        return st;
+    }
+    lua_pushlstring(L, text, n);
+    lua_pushstring(L, path);
+    free(text);
+    st = lg_lua_pcall_module(L, "generator.spec", "load", 2, 2, LG_ERR_SPEC);
+    if (st == LG_OK && lua_isnil(L, -2))
+        st = lg_fail(LG_ERR_SPEC, "%s", lua_tostring(L, -1));
+    struct lg_spec *s = NULL;
+    if (st == LG_OK) {
+        s = calloc(1, sizeof *s);
+        st = s ? convert(L, lua_gettop(L) - 1, s) : lg_fail(LG_ERR_OOM, "spec: out of memory");
+    }
+    lua_close(L);
+    if (st != LG_OK) {
+        lg_spec_free(s);
+        return st;
+    }
+    *out = s;
+    return LG_OK;
+}
+
+void lg_spec_free(struct lg_spec *s)
+{
+    if (!s)
+        return;
+    free(s->name);
+    free(s->path);
+    free(s->linears);
+    free(s);
+}

@@ -1,0 +1,52 @@
+/* cu_syms.h (internal): every CUDA driver entry point the project calls, by the symbol name libcuda exports
+ * (cuda.h maps cuMemAlloc to cuMemAlloc_v2 and so on). Included with LG_CU defined: lg_gpu.h declares the
+ * lg_-prefixed forwarders, cudrv.c defines them. Add a call here and its redirect in lg_gpu.h together; the
+ * build fails (undeclared or unresolved symbol) when one is missing. */
+LG_CU(cuInit, (unsigned int flags), (flags))
+LG_CU(cuDriverGetVersion, (int *v), (v))
+LG_CU(cuDeviceGetCount, (int *count), (count))
+LG_CU(cuDeviceGet, (CUdevice * dev, int ordinal), (dev, ordinal))
+LG_CU(cuDeviceGetAttribute, (int *pi, CUdevice_attribute attrib, CUdevice dev), (pi, attrib, dev))
+LG_CU(cuDeviceGetName, (char *name, int len, CUdevice dev), (name, len, dev))
+LG_CU(cuDevicePrimaryCtxRetain, (CUcontext * pctx, CUdevice dev), (pctx, dev))
+LG_CU(cuDevicePrimaryCtxRelease_v2, (CUdevice dev), (dev))
+LG_CU(cuCtxSetCurrent, (CUcontext ctx), (ctx))
+LG_CU(cuCtxGetCurrent, (CUcontext * pctx), (pctx))
+LG_CU(cuCtxGetDevice, (CUdevice * dev), (dev))
+LG_CU(cuCtxPushCurrent_v2, (CUcontext ctx), (ctx))
+LG_CU(cuCtxPopCurrent_v2, (CUcontext * pctx), (pctx))
+LG_CU(cuCtxSynchronize, (void), ())
+LG_CU(cuModuleLoadData, (CUmodule * module, const void *image), (module, image))
+LG_CU(cuModuleUnload, (CUmodule hmod), (hmod))
+LG_CU(cuModuleGetFunction, (CUfunction * hfunc, CUmodule hmod, const char *name), (hfunc, hmod, name))
+LG_CU(cuModuleGetGlobal_v2, (CUdeviceptr * dptr, size_t *bytes, CUmodule hmod, const char *name),
+      (dptr, bytes, hmod, name))
+LG_CU(cuFuncGetModule, (CUmodule * hmod, CUfunction hfunc), (hmod, hfunc))
+LG_CU(cuFuncSetAttribute, (CUfunction hfunc, CUfunction_attribute attrib, int value), (hfunc, attrib, value))
+LG_CU(cuFuncGetAttribute, (int *pi, CUfunction_attribute attrib, CUfunction hfunc), (pi, attrib, hfunc))
+LG_CU(cuOccupancyMaxActiveBlocksPerMultiprocessor, (int *n, CUfunction f, int block, size_t smem),
+      (n, f, block, smem))
+LG_CU(cuLaunchKernel,
+      (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,
+       unsigned int bz, unsigned int smem, CUstream stream, void **params, void **extra),
+      (f, gx, gy, gz, bx, by, bz, smem, stream, params, extra))
+LG_CU(cuMemAlloc_v2, (CUdeviceptr * dptr, size_t bytes), (dptr, bytes))
+LG_CU(cuMemFree_v2, (CUdeviceptr dptr), (dptr))
+LG_CU(cuMemGetInfo_v2, (size_t *free_b, size_t *total_b), (free_b, total_b))
+LG_CU(cuMemcpyHtoD_v2, (CUdeviceptr dst, const void *src, size_t bytes), (dst, src, bytes))
+LG_CU(cuMemcpyDtoH_v2, (void *dst, CUdeviceptr src, size_t bytes), (dst, src, bytes))
+LG_CU(cuMemcpyDtoD_v2, (CUdeviceptr dst, CUdeviceptr src, size_t bytes), (dst, src, bytes))
+LG_CU(cuMemcpyDtoDAsync_v2, (CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream s), (dst, src, bytes, s))
+LG_CU(cuMemcpy2D_v2, (const CUDA_MEMCPY2D *copy), (copy))
+LG_CU(cuMemsetD8_v2, (CUdeviceptr dst, unsigned char v, size_t n), (dst, v, n))
+LG_CU(cuMemsetD16_v2, (CUdeviceptr dst, unsigned short v, size_t n), (dst, v, n))
+LG_CU(cuMemsetD32_v2, (CUdeviceptr dst, unsigned int v, size_t n), (dst, v, n))
+LG_CU(cuMemsetD32Async, (CUdeviceptr dst, unsigned int v, size_t n, CUstream s), (dst, v, n, s))
+LG_CU(cuStreamCreate, (CUstream * s, unsigned int flags), (s, flags))
+LG_CU(cuStreamDestroy_v2, (CUstream s), (s))
+LG_CU(cuStreamSynchronize, (CUstream s), (s))
+LG_CU(cuEventCreate, (CUevent * e, unsigned int flags), (e, flags))
+LG_CU(cuEventDestroy_v2, (CUevent e), (e))
+LG_CU(cuEventRecord, (CUevent e, CUstream s), (e, s))
+LG_CU(cuEventSynchronize, (CUevent e), (e))
+LG_CU(cuEventElapsedTime_v2, (float *ms, CUevent start, CUevent end), (ms, start, end))

@@ -1,0 +1,245 @@
+/* sched_dataset.c: datasets as the scheduler sees them: per sample, its length and its loss-token count.
+ * Reads JSONL (input_ids with optional labels, -100 masking a token, or loss_mask) and length traces (one
+ * length a line). Every error names the file and line, so a bad line in a 100k-line file is found at once. */
+#include "sched_internal.h"
+#include "lg_base.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static enum lg_status ds_alloc(size_t cap, lg_dataset_t **out)
+{
+    lg_dataset_t *ds = calloc(1, sizeof *ds);
+    if (!ds)
+        return lg_fail(LG_ERR_OOM, "dataset: out of memory");
+    ds->len = malloc((cap ? cap : 1) * sizeof *ds->len);
+    ds->loss = malloc((cap ? cap : 1) * sizeof *ds->loss);
+    ds->line = malloc((cap ? cap : 1) * sizeof *ds->line);
+    ds->path = strdup("");
+    if (!ds->len || !ds->loss || !ds->line || !ds->path) {
+        lg_dataset_free(ds);
+        return lg_fail(LG_ERR_OOM, "dataset: out of memory");
+    }
+    *out = ds;
+    return LG_OK;
+}
+
+void lg_dataset_free(lg_dataset_t *ds)
+{
+    if (!ds)
+        return;
+    free(ds->len);
+    free(ds->loss);
+    free(ds->line);
+    free(ds->path);
+    free(ds);
+}
+
+size_t lg_dataset_size(const lg_dataset_t *ds) { return ds ? ds->n : 0; }
+uint32_t lg_dataset_length(const lg_dataset_t *ds, size_t i) { return ds && i < ds->n ? ds->len[i] : 0; }
+uint32_t lg_dataset_loss_tokens(const lg_dataset_t *ds, size_t i) { return ds && i < ds->n ? ds->loss[i] : 0; }
+
+enum lg_status lg_dataset_from_lengths(const uint32_t *len, size_t n, lg_dataset_t **out)
+{
+    if (!len || !out)
+        return lg_fail(LG_ERR_INVALID, "lg_dataset_from_lengths: null argument");
+    if (n == 0)
+        return lg_fail(LG_ERR_INVALID, "dataset: no samples (empty dataset)");
+    for (size_t i = 0; i < n; i++)
+        if (len[i] == 0)
+            return lg_fail(LG_ERR_INVALID, "dataset: sample %zu has no tokens", i);
+    enum lg_status s = ds_alloc(n, out);
+    if (s != LG_OK)
+        return s;
+    memcpy((*out)->len, len, n * sizeof *len);
+    memcpy((*out)->loss, len, n * sizeof *len);
+    for (size_t i = 0; i < n; i++)
+        (*out)->line[i] = (uint32_t)(i + 1);
+    (*out)->n = n;
+    return LG_OK;
+}
+
+static int is_blank(const char *p, const char *end)
+{
+    for (; p < end; p++)
+        if (!isspace((unsigned char)*p))
+            return 0;
+    return 1;
+}
+
+/* Counts the loss tokens of one JSONL sample, checking the optional labels / loss_mask arrays. */
+static enum lg_status jsonl_sample(json_t *obj, const char *path, size_t line, uint32_t *len, uint32_t *loss)
+{
+    if (!json_is_object(obj))
+        return lg_fail(LG_ERR_IO, "%s:%zu: expected a JSON object per line", path, line);
+    json_t *ids = json_object_get(obj, "input_ids");
+    if (!ids)
+        return lg_fail(LG_ERR_IO, "%s:%zu: missing field 'input_ids'", path, line);
+    if (!json_is_array(ids))
+        return lg_fail(LG_ERR_IO, "%s:%zu: 'input_ids' must be an array of token ids", path, line);
+    size_t n = json_array_size(ids);
+    if (n == 0)
+        return lg_fail(LG_ERR_IO, "%s:%zu: 'input_ids' is empty (a sample needs at least one token)", path,
+                       line);
+    if (n > 0x7fffffff)
+        return lg_fail(LG_ERR_IO, "%s:%zu: 'input_ids' too long", path, line);
+    for (size_t i = 0; i < n; i++)
+        if (!json_is_integer(json_array_get(ids, i)))
+            return lg_fail(LG_ERR_IO, "%s:%zu: input_ids[%zu] is not an integer token id", path, line, i);
+    json_t *labels = json_object_get(obj, "labels");
+    json_t *mask = json_object_get(obj, "loss_mask");
+    size_t counted = n;
+    if (labels) {
+        if (!json_is_array(labels) || json_array_size(labels) != n)
+            return lg_fail(LG_ERR_IO, "%s:%zu: 'labels' must be an array as long as input_ids (%zu)", path,
+                           line, n);
+        counted = 0;
+        for (size_t i = 0; i < n; i++) {
+            json_t *v = json_array_get(labels, i);
+            if (!json_is_integer(v))
+                return lg_fail(LG_ERR_IO, "%s:%zu: labels[%zu] is not an integer", path, line, i);
+            counted += json_integer_value(v) != -100;
+        }
+    }
+    if (mask) {
+        if (!json_is_array(mask) || json_array_size(mask) != n)
+            return lg_fail(LG_ERR_IO, "%s:%zu: 'loss_mask' must be an array as long as input_ids (%zu)", path,
+                           line, n);
+        size_t both = 0, m = 0;
+        for (size_t i = 0; i < n; i++) {
+            json_t *v = json_array_get(mask, i);
+            if (!json_is_integer(v) && !json_is_boolean(v))
+                return lg_fail(LG_ERR_IO, "%s:%zu: loss_mask[%zu] must be 0/1 or a boolean", path, line, i);
+            int on = json_is_boolean(v) ? json_is_true(v) : json_integer_value(v) != 0;
+            m += on;
+            if (on && labels)
+                both += json_integer_value(json_array_get(labels, i)) != -100;
+        }
+        counted = labels ? both : m;
+    }
+    *len = (uint32_t)n;
+    *loss = (uint32_t)counted;
+    return LG_OK;
+}
+
+static enum lg_status push(lg_dataset_t *ds, size_t *cap, uint32_t len, uint32_t loss, size_t line)
+{
+    if (ds->n == *cap) {
+        size_t nc = *cap * 2;
+        uint32_t *a = realloc(ds->len, nc * sizeof *a);
+        if (!a)
+            return lg_fail(LG_ERR_OOM, "dataset: out of memory");
+        ds->len = a;
+        uint32_t *b = realloc(ds->loss, nc * sizeof *b);
+        if (!b)
+            return lg_fail(LG_ERR_OOM, "dataset: out of memory");
+        ds->loss = b;
+        uint32_t *c = realloc(ds->line, nc * sizeof *c);
+        if (!c)
+            return lg_fail(LG_ERR_OOM, "dataset: out of memory");
+        ds->line = c;
+        *cap = nc;
+    }
+    ds->line[ds->n] = (uint32_t)line;
+    ds->len[ds->n] = len;
+    ds->loss[ds->n] = loss;
+    ds->n++;
+    return LG_OK;
+}
+
+static enum lg_status parse_jsonl_line(lg_dataset_t *ds, size_t *cap, const char *p, const char *end,
+                                       const char *path, size_t line)
+{
+    json_error_t jerr;
+    json_t *obj = json_loadb(p, (size_t)(end - p), 0, &jerr);
+    if (!obj)
+        return lg_fail(LG_ERR_IO, "%s:%zu:%d: malformed JSON: %s", path, line, jerr.column, jerr.text);
+    uint32_t len = 0, loss = 0;
+    enum lg_status s = jsonl_sample(obj, path, line, &len, &loss);
+    json_decref(obj);
+    return s != LG_OK ? s : push(ds, cap, len, loss, line);
+}
+
+static enum lg_status parse_trace_line(lg_dataset_t *ds, size_t *cap, const char *p, const char *end,
+                                       const char *path, size_t line)
+{
+    while (p < end && isspace((unsigned char)*p))
+        p++;
+    if (*p == '#')
+        return LG_OK;
+    char buf[64];
+    size_t n = (size_t)(end - p);
+    while (n > 0 && isspace((unsigned char)p[n - 1]))
+        n--;
+    if (n >= sizeof buf)
+        return lg_fail(LG_ERR_IO, "%s:%zu: not a sample length: '%.20s...'", path, line, p);
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    char *e;
+    errno = 0;
+    unsigned long v = strtoul(buf, &e, 10);
+    if (*e != '\0' || errno || buf[0] == '-' || buf[0] == '+')
+        return lg_fail(LG_ERR_IO, "%s:%zu: not a sample length: '%s' (expected one positive integer a line)",
+                       path, line, buf);
+    if (v == 0 || v > 0x7fffffff)
+        return lg_fail(LG_ERR_IO, "%s:%zu: sample length %s out of range (1 .. 2^31-1)", path, line, buf);
+    return push(ds, cap, (uint32_t)v, (uint32_t)v, line);
+}
+
+static enum lg_dataset_format format_of(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    if (dot && (!strcmp(dot, ".jsonl") || !strcmp(dot, ".json") || !strcmp(dot, ".ndjson")))
+        return LG_DATASET_JSONL;
+    return LG_DATASET_TRACE;
+}
+
+enum lg_status lg_dataset_load(const char *path, enum lg_dataset_format fmt, lg_dataset_t **out)
+{
+    if (!path || !out)
+        return lg_fail(LG_ERR_INVALID, "lg_dataset_load: null argument");
+    if (fmt == LG_DATASET_AUTO)
+        fmt = format_of(path);
+    char *text;
+    size_t size;
+    enum lg_status s = lg_file_read(path, LG_FILE_LIMIT_DATA, &text, &size);
+    if (s != LG_OK)
+        return s;
+    size_t cap = 1024;
+    lg_dataset_t *ds;
+    if ((s = ds_alloc(cap, &ds)) != LG_OK) {
+        free(text);
+        return s;
+    }
+    free(ds->path);
+    if (!(ds->path = strdup(path))) {
+        free(text);
+        lg_dataset_free(ds);
+        return lg_fail(LG_ERR_OOM, "dataset: out of memory");
+    }
+    const char *p = text, *end = text + size;
+    size_t line = 0;
+    while (p < end && s == LG_OK) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        line++;
+        if (memchr(p, '\0', (size_t)(le - p)))
+            s = lg_fail(LG_ERR_IO, "%s:%zu: binary data (NUL byte)", path, line);
+        else if (!is_blank(p, le))
+            s = fmt == LG_DATASET_JSONL ? parse_jsonl_line(ds, &cap, p, le, path, line)
+                                        : parse_trace_line(ds, &cap, p, le, path, line);
+        p = nl ? nl + 1 : end;
+    }
+    free(text);
+    if (s == LG_OK && ds->n == 0)
+        s = lg_fail(LG_ERR_IO, "%s: no samples (empty dataset)", path);
+    if (s != LG_OK) {
+        lg_dataset_free(ds);
+        return s;
+    }
+    *out = ds;
+    return LG_OK;
+}

@@ -1,0 +1,215 @@
+/* sched_jobfile.c: loads a Lua job file (schema and defaults: generator/job.lua) into a job. The Lua side
+ * validates and normalises; this side only reads the normalised table, builds the cost model, and loads the
+ * datasets relative to the job file, prefixing their errors with the job file's line for that adapter. */
+#include "sched_internal.h"
+#include "lg_base.h"
+#include "lg_lua.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double num(lua_State *L, int t, const char *k, double dflt)
+{
+    double v = dflt;
+    if (lua_getfield(L, t, k) == LUA_TNUMBER)
+        v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static const char *str(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    const char *s = lua_tostring(L, -1); /* the table keeps it alive */
+    lua_pop(L, 1);
+    return s;
+}
+
+/* model = {...} gives FLOP-derived coefficients; cost = {...} overrides them one by one; a calibration list
+ * replaces the timing terms by a least-squares fit to measured layer times. */
+static enum lg_status read_cost(lua_State *L, int top, const char *path, struct lg_costmodel *cm)
+{
+    struct lg_model_dims d = lg_model_dims_default();
+    if (lua_getfield(L, top, "model") == LUA_TTABLE) {
+        int m = lua_gettop(L);
+        d.hidden = (int)num(L, m, "hidden", d.hidden);
+        d.ffn = (int)num(L, m, "ffn", d.ffn);
+        d.layers = (int)num(L, m, "layers", d.layers);
+        d.heads = (int)num(L, m, "heads", d.heads);
+        d.kv_heads = (int)num(L, m, "kv_heads", d.heads);
+        d.tflops = num(L, m, "tflops", d.tflops);
+        d.attn_tflops = num(L, m, "attention_tflops", d.attn_tflops);
+        d.layer_us = num(L, m, "layer_us", d.layer_us);
+    }
+    lua_pop(L, 1);
+    enum lg_status s = lg_costmodel_from_dims(&d, cm);
+    if (s != LG_OK)
+        return lg_fail_wrap(s, "%s: model: ", path);
+    if (lua_getfield(L, top, "cost") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return LG_OK;
+    }
+    int c = lua_gettop(L);
+    cm->layer_us = num(L, c, "layer_us", cm->layer_us);
+    cm->token_us = num(L, c, "token_us", cm->token_us);
+    cm->token_rank_us = num(L, c, "token_rank_us", cm->token_rank_us);
+    cm->attn_us = num(L, c, "attention_us", cm->attn_us);
+    cm->bwd_linear = num(L, c, "backward_linear", cm->bwd_linear);
+    cm->bwd_attn = num(L, c, "backward_attention", cm->bwd_attn);
+    cm->act_bytes = num(L, c, "act_bytes_per_token", cm->act_bytes);
+    if (lua_getfield(L, c, "calibration") == LUA_TTABLE) {
+        int cal = lua_gettop(L);
+        size_t n = (size_t)lua_rawlen(L, cal);
+        struct lg_cost_sample *smp = calloc(n ? n : 1, sizeof *smp);
+        if (!smp) {
+            lua_pop(L, 2);
+            return lg_fail(LG_ERR_OOM, "job: out of memory");
+        }
+        for (size_t i = 0; i < n; i++) {
+            lua_rawgeti(L, cal, (lua_Integer)i + 1);
+            int e = lua_gettop(L);
+            smp[i].tokens = num(L, e, "tokens", 0);
+            smp[i].sum_len2 = num(L, e, "sum_len2", 0);
+            smp[i].rank_tokens = num(L, e, "rank_tokens", 0);
+            smp[i].fwd_us = num(L, e, "us", 0);
+            lua_pop(L, 1);
+        }
+        s = lg_costmodel_fit(cm, smp, n);
+        free(smp);
+        if (s != LG_OK)
+            s = lg_fail_wrap(s, "%s: cost.calibration: ", path);
+    }
+    lua_pop(L, 2);
+    return s;
+}
+
+static enum lg_status read_params(lua_State *L, int top, const char *path, struct lg_job_params *p)
+{
+    *p = lg_job_params_default();
+    p->stages = (int)num(L, top, "stages", 1);
+    p->data_parallel = (int)num(L, top, "data_parallel", 1);
+    p->p2p_us = num(L, top, "p2p_us", 0);
+    p->optimizer_us = num(L, top, "optimizer_us", 0);
+    p->pad_multiple = (int)num(L, top, "pad_multiple", 16);
+    p->shuffle_seed = (uint64_t)num(L, top, "seed", 0);
+    const char *ov = str(L, top, "oversize");
+    p->oversize = !strcmp(ov, "truncate") ? LG_OVERSIZE_TRUNCATE
+                  : !strcmp(ov, "skip")   ? LG_OVERSIZE_SKIP
+                                          : LG_OVERSIZE_ERROR;
+    lua_getfield(L, top, "capacity");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        p->capacity_policy = LG_CAPACITY_AUTO;
+        p->capacity = 0;
+    } else {
+        p->capacity_policy = LG_CAPACITY_FIXED;
+        p->capacity = (uint32_t)lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+    p->memory_budget_bytes = num(L, top, "memory_budget_gb", 0) * 1e9;
+    return read_cost(L, top, path, &p->cost);
+}
+
+/* The dataset path as given, or joined to the job file's directory when relative. */
+static char *dataset_path(const char *job_path, const char *rel)
+{
+    if (rel[0] == '/')
+        return strdup(rel);
+    const char *slash = strrchr(job_path, '/');
+    size_t dir = slash ? (size_t)(slash - job_path) + 1 : 0;
+    char *out = malloc(dir + strlen(rel) + 1);
+    if (out) {
+        memcpy(out, job_path, dir);
+        strcpy(out + dir, rel);
+    }
+    return out;
+}
+
+static enum lg_status read_adapter(lua_State *L, int t, int i, const char *path, lg_job_t *job)
+{
+    char where[1024];
+    int dline = (int)num(L, t, "dataset_line", 1), line = (int)num(L, t, "line", 1);
+    char *dpath = dataset_path(path, str(L, t, "dataset"));
+    if (!dpath)
+        return lg_fail(LG_ERR_OOM, "job: out of memory");
+    const char *fmt = str(L, t, "format");
+    lg_dataset_t *ds;
+    enum lg_status s = lg_dataset_load(dpath, !strcmp(fmt, "jsonl") ? LG_DATASET_JSONL : LG_DATASET_TRACE, &ds);
+    free(dpath);
+    if (s != LG_OK)
+        return lg_fail_wrap(s, "%s:%d: error: adapters[%d].dataset: ", path, dline, i);
+    struct lg_adapter_params ap = {
+        .name = str(L, t, "name"),
+        .global_batch = (int)num(L, t, "global_batch", 1),
+        .rank = (int)num(L, t, "rank", 16),
+        .alpha = num(L, t, "alpha", 32),
+        .dropout = num(L, t, "dropout", 0),
+        .lr = num(L, t, "lr", 1e-4),
+    };
+    lua_getfield(L, t, "drop_last");
+    ap.drop_last = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    snprintf(where, sizeof where, "%s:%d: error: adapters[%d] ('%s')", path, line, i, ap.name);
+    s = lg_job_add_adapter(job, &ap, ds, where);
+    return s == LG_ERR_INVALID ? lg_fail_wrap(LG_ERR_SPEC, "%s", "") : s;
+}
+
+static enum lg_status build(lua_State *L, const char *path, lg_job_t **out)
+{
+    int top = lua_gettop(L);
+    struct lg_job_params p;
+    enum lg_status s = read_params(L, top, path, &p);
+    if (s != LG_OK)
+        return s;
+    lg_job_t *job;
+    if ((s = lg_job_init(&p, &job)) != LG_OK)
+        return lg_fail_wrap(s, "%s: ", path);
+    const char *name = str(L, top, "name");
+    char *nm = strdup(name ? name : "job");
+    if (nm) {
+        free(job->name);
+        job->name = nm;
+    }
+    lua_getfield(L, top, "adapters");
+    int ads = lua_gettop(L);
+    int n = (int)lua_rawlen(L, ads);
+    for (int i = 1; s == LG_OK && i <= n; i++) {
+        lua_rawgeti(L, ads, i);
+        s = read_adapter(L, lua_gettop(L), i, path, job);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (s == LG_OK && job->nad == 0)
+        s = lg_fail(LG_ERR_SPEC, "%s: no adapters", path);
+    if (s != LG_OK) {
+        lg_job_free(job);
+        return s;
+    }
+    *out = job;
+    return LG_OK;
+}
+
+enum lg_status lg_job_load(const char *path, lg_job_t **out)
+{
+    if (!path || !out)
+        return lg_fail(LG_ERR_INVALID, "lg_job_load: null argument");
+    char *text;
+    size_t size;
+    enum lg_status s = lg_file_read(path, LG_FILE_LIMIT_TEXT, &text, &size);
+    if (s != LG_OK)
+        return s;
+    lua_State *L;
+    if ((s = lg_lua_open(&L)) != LG_OK) {
+        free(text);
+        return s;
+    }
+    lua_pushlstring(L, text, size);
+    lua_pushstring(L, path);
+    free(text);
+    s = lg_lua_pcall_module(L, "generator.job", "load", 2, 1, LG_ERR_SPEC);
+    if (s == LG_OK)
+        s = build(L, path, out);
+    lua_close(L);
+    return s;
+}

@@ -1,0 +1,419 @@
+/* lora.c: FusedLoRA for one linear layer (see lg_lora.h for the math and the extended-K layout). This file
+ * validates calls, owns the weight buffer and workspace, and orders the launches:
+ *   forward:  down (S) -> GEMM [X|S]·[W|B]ᵀ
+ *   backward: dy (partials dS, dB) -> reduce dS and dB (one launch) -> GEMM dX -> da (dA partials,
+ *             + masked dX) -> reduce dA */
+#include "lg_lora.h"
+#include "lg_base.h"
+#include "lg_gpu.h"
+#include "lg_args.h"
+#include "lg_philox.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct lg_lora {
+    lg_ctx_t *ctx;
+    struct lg_lora_params p;
+    int64_t K, M;
+    int r;
+    float s;          /* alpha / r */
+    unsigned thresh16; /* dropout threshold (0: none) */
+    float keep_scale; /* 1 / keep rate */
+    CUdeviceptr w;    /* [[W,B],[A,0]]: M+r rows of ldw = lg_lora_ext_ld(K, r) elements */
+    CUdeviceptr bias;
+    CUdeviceptr ws;   /* workspace: partials and dS */
+    size_t ws_size;
+    CUdeviceptr ds_buf; /* inside ws when the last backward needed it */
+    struct lg_lora_tiles tiles;
+    /* kernels resolved on first use: generating source is milliseconds of Lua, far too slow per call */
+    const struct lg_kernel *k_down, *k_dy, *k_da[2][2], *k_red[2];
+};
+
+static size_t esz(const lg_lora_t *l) { return lg_dtype_size(l->p.dtype); }
+int64_t lg_lora_ext_ld(int64_t features, int rank) { return (features + rank + 63) / 64 * 64; }
+static int64_t ldw(const lg_lora_t *l) { return lg_lora_ext_ld(l->K, l->r); }
+static CUdeviceptr a_ptr(const lg_lora_t *l) { return l->w + (CUdeviceptr)(l->M * ldw(l) * esz(l)); }
+static CUdeviceptr b_ptr(const lg_lora_t *l) { return l->w + (CUdeviceptr)(l->K * esz(l)); }
+
+static enum lg_status check_params(const struct lg_lora_params *p)
+{
+    if (p->dtype != LG_BF16 && p->dtype != LG_FP16)
+        return lg_fail(LG_ERR_UNSUPPORTED, "lg_lora_init: dtype %s is not supported (bf16 or fp16)",
+                       lg_dtype_name(p->dtype));
+    if (p->in_features <= 0 || p->in_features % 64)
+        return lg_fail(LG_ERR_INVALID, "lg_lora_init: in_features = %lld must be a positive multiple of 64",
+                       (long long)p->in_features);
+    if (p->out_features <= 0 || p->out_features % 64)
+        return lg_fail(LG_ERR_INVALID, "lg_lora_init: out_features = %lld must be a positive multiple of 64",
+                       (long long)p->out_features);
+    if (p->rank < 8 || p->rank > 128 || p->rank % 8)
+        return lg_fail(LG_ERR_INVALID, "lg_lora_init: rank = %d must be a multiple of 8 in 8..128", p->rank);
+    if (!(p->alpha > 0) || !isfinite(p->alpha))
+        return lg_fail(LG_ERR_INVALID, "lg_lora_init: alpha = %g must be positive", p->alpha);
+    if (!(p->dropout >= 0 && p->dropout < 1))
+        return lg_fail(LG_ERR_INVALID, "lg_lora_init: dropout = %g must be in [0, 1)", p->dropout);
+    return LG_OK;
+}
+
+enum lg_status lg_lora_init(lg_ctx_t *ctx, const struct lg_lora_params *p, lg_lora_t **out)
+{
+    if (!p || !out)
+        return lg_fail(LG_ERR_INVALID, "lg_lora_init: null argument");
+    enum lg_status st = check_params(p); /* before the context, so bad parameters are reported as such */
+    if (st != LG_OK)
+        return st;
+    if (!ctx)
+        return lg_fail(LG_ERR_INVALID, "lg_lora_init: ctx is NULL");
+    lg_lora_t *l = calloc(1, sizeof *l);
+    if (!l)
+        return lg_fail(LG_ERR_OOM, "lg_lora_init: out of memory");
+    l->ctx = ctx;
+    l->p = *p;
+    l->K = p->in_features;
+    l->M = p->out_features;
+    l->r = p->rank;
+    l->s = p->alpha / (float)p->rank;
+    l->thresh16 = lg_dropout_thresh16(p->dropout);
+    l->keep_scale = lg_dropout_keep_scale(l->thresh16);
+    size_t wbytes = (size_t)(l->M + l->r) * (size_t)ldw(l) * esz(l);
+    st = lg_cu_check(cuMemAlloc(&l->w, wbytes), "lg_lora_init: weight buffer");
+    if (st == LG_OK)
+        st = lg_cu_check(cuMemsetD8(l->w, 0, wbytes), "lg_lora_init: zero weights");
+    if (st == LG_OK && p->has_bias)
+        st = lg_cu_check(cuMemAlloc(&l->bias, (size_t)l->M * esz(l)), "lg_lora_init: bias");
+    if (st != LG_OK) {
+        lg_lora_free(l);
+        return st;
+    }
+    *out = l;
+    return LG_OK;
+}
+
+void lg_lora_free(lg_lora_t *l)
+{
+    if (!l)
+        return;
+    if (l->w)
+        cuMemFree(l->w);
+    if (l->bias)
+        cuMemFree(l->bias);
+    if (l->ws)
+        cuMemFree(l->ws);
+    free(l);
+}
+
+CUdeviceptr lg_lora_weights(const lg_lora_t *l) { return l->w; }
+CUdeviceptr lg_lora_ds_buffer(const lg_lora_t *l) { return l->ds_buf; }
+
+enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t)
+{
+    if (t->fwd_algo < 0 || t->fwd_algo >= 8 || t->dx_algo < 0 || t->dx_algo >= 8)
+        return lg_fail(LG_ERR_INVALID, "lg_lora_set_tiles: GEMM algorithm index must be in 0..7");
+    l->tiles = *t;
+    l->k_down = l->k_dy = NULL;
+    memset(l->k_da, 0, sizeof l->k_da);
+    return LG_OK;
+}
+
+/* Copies rows of `cols` elements between a packed host array and a strided device region. */
+static enum lg_status copy_rows(CUdeviceptr dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                                size_t rows, int to_host)
+{
+    CUDA_MEMCPY2D c;
+    memset(&c, 0, sizeof c);
+    c.WidthInBytes = width;
+    c.Height = rows;
+    if (to_host) {
+        c.srcMemoryType = CU_MEMORYTYPE_DEVICE;
+        c.srcDevice = dst;
+        c.srcPitch = dpitch;
+        c.dstMemoryType = CU_MEMORYTYPE_HOST;
+        c.dstHost = (void *)src;
+        c.dstPitch = spitch;
+    } else {
+        c.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+        c.dstDevice = dst;
+        c.dstPitch = dpitch;
+        c.srcMemoryType = CU_MEMORYTYPE_HOST;
+        c.srcHost = src;
+        c.srcPitch = spitch;
+    }
+    return lg_cu_check(cuMemcpy2D(&c), "cuMemcpy2D");
+}
+
+enum lg_status lg_lora_set_weights(lg_lora_t *l, const uint16_t *w, const uint16_t *a, const uint16_t *b,
+                                   const uint16_t *bias)
+{
+    size_t e = esz(l), pitch = (size_t)ldw(l) * e;
+    enum lg_status st = LG_OK;
+    if (w)
+        st = copy_rows(l->w, pitch, w, (size_t)l->K * e, (size_t)l->K * e, (size_t)l->M, 0);
+    if (st == LG_OK && a)
+        st = copy_rows(a_ptr(l), pitch, a, (size_t)l->K * e, (size_t)l->K * e, (size_t)l->r, 0);
+    if (st == LG_OK && b)
+        st = copy_rows(b_ptr(l), pitch, b, (size_t)l->r * e, (size_t)l->r * e, (size_t)l->M, 0);
+    if (st == LG_OK && bias) {
+        if (!l->bias)
+            return lg_fail(LG_ERR_INVALID, "lg_lora_set_weights: bias given but the layer has has_bias = 0");
+        st = lg_cu_check(cuMemcpyHtoD(l->bias, bias, (size_t)l->M * e), "lg_lora_set_weights: bias");
+    }
+    return st;
+}
+
+enum lg_status lg_lora_get_adapter(lg_lora_t *l, uint16_t *a, uint16_t *b)
+{
+    size_t e = esz(l), pitch = (size_t)ldw(l) * e;
+    enum lg_status st = LG_OK;
+    if (a)
+        st = copy_rows(a_ptr(l), pitch, a, (size_t)l->K * e, (size_t)l->K * e, (size_t)l->r, 1);
+    if (st == LG_OK && b)
+        st = copy_rows(b_ptr(l), pitch, b, (size_t)l->r * e, (size_t)l->r * e, (size_t)l->M, 1);
+    return st;
+}
+
+/* ---- launch geometry ---- */
+
+static int cdiv(int64_t a, int64_t b) { return (int)((a + b - 1) / b); }
+
+/* Splits `tiles` row tiles over blocks so that cols * blocks_y is at most one full wave (`slots` resident
+ * blocks): a partial second wave would leave most SMs idle while it runs. */
+static void split_rows(int tiles, int cols, int slots, int *per_block, int *blocks)
+{
+    int want = slots / cols;
+    if (want < 1)
+        want = 1;
+    *per_block = cdiv(tiles, want);
+    *blocks = cdiv(tiles, *per_block);
+}
+
+struct bwd_geom {
+    int dy_cols, dy_rows, dy_tpb;
+    int da_cols, da_rows, da_tpb;
+    size_t ds_part, db_part, da_part, ds_bytes; /* bytes */
+};
+
+static void bwd_geometry(const lg_lora_t *l, const struct lg_kernel *dy, const struct lg_kernel *da, int64_t n,
+                         struct bwd_geom *g)
+{
+    int sms = lg_ctx_sm_count(l->ctx);
+    int nct = dy->cfg.nct;
+    g->dy_cols = cdiv(l->M, 64 * nct);
+    split_rows(cdiv(n, 64), g->dy_cols, sms * dy->occupancy, &g->dy_tpb, &g->dy_rows);
+    g->da_cols = (int)(l->K / 64);
+    split_rows(cdiv(n, 64), g->da_cols, sms * da->occupancy, &g->da_tpb, &g->da_rows);
+    g->ds_part = (size_t)g->dy_cols * n * l->r * 4;
+    g->db_part = (size_t)g->dy_rows * l->M * l->r * 4;
+    g->da_part = (size_t)g->da_rows * l->r * l->K * 4;
+    g->ds_bytes = ((size_t)n * l->r * esz(l) + 255) & ~(size_t)255;
+}
+
+static enum lg_status ensure_ws(lg_lora_t *l, size_t bytes, CUstream stream)
+{
+    if (bytes <= l->ws_size)
+        return LG_OK;
+    if (l->ws) {
+        cuStreamSynchronize(stream); /* earlier launches may still read the old workspace */
+        cuMemFree(l->ws);
+        l->ws = 0;
+        l->ws_size = 0;
+    }
+    bytes += bytes / 4; /* headroom: token counts vary from call to call */
+    enum lg_status st = lg_cu_check(cuMemAlloc(&l->ws, bytes), "LoRA workspace");
+    if (st == LG_OK)
+        l->ws_size = bytes;
+    return st;
+}
+
+/* The kernel for c, through the layer's slot: resolved once, then a pointer read. */
+static enum lg_status kernel(lg_lora_t *l, struct lg_kernel_cfg c, const struct lg_kernel **slot,
+                             const struct lg_kernel **k)
+{
+    if (!*slot) {
+        c.dtype = l->p.dtype;
+        c.rank = l->r;
+        enum lg_status st = lg_ctx_kernel(l->ctx, &c, slot);
+        if (st != LG_OK)
+            return st;
+    }
+    *k = *slot;
+    return LG_OK;
+}
+
+/* ---- forward ---- */
+
+static enum lg_status check_buf(const char *fn, const char *name, CUdeviceptr p, int64_t ld, int64_t min_ld)
+{
+    if (!p)
+        return lg_fail(LG_ERR_INVALID, "%s: %s is NULL", fn, name);
+    if (ld < min_ld)
+        return lg_fail(LG_ERR_INVALID, "%s: ld of %s = %lld is below its row length %lld", fn, name,
+                       (long long)ld, (long long)min_ld);
+    if (ld % 8)
+        return lg_fail(LG_ERR_INVALID, "%s: ld of %s = %lld is not a multiple of 8 (16-byte rows)", fn, name,
+                       (long long)ld);
+    if (p % 16)
+        return lg_fail(LG_ERR_INVALID, "%s: %s is not 16-byte aligned", fn, name);
+    return LG_OK;
+}
+
+static enum lg_status launch_down(lg_lora_t *l, int64_t n, CUdeviceptr x, int64_t ldx, CUdeviceptr s,
+                                  int64_t lds, uint64_t seed, CUstream stream)
+{
+    struct lg_kernel_cfg c = {.op = LG_OP_DOWN, .drop = l->thresh16 > 0, .wm = l->tiles.down_wm,
+                              .wk = l->tiles.down_wk, .mt = l->tiles.down_mt, .u = l->tiles.down_u,
+                              .minb = l->tiles.down_minb};
+    const struct lg_kernel *k;
+    enum lg_status st = kernel(l, c, &l->k_down, &k);
+    if (st != LG_OK)
+        return st;
+    struct lg_down_args a = {.x = (const void *)x, .ldx = ldx, .a = (const void *)a_ptr(l), .lda = ldw(l),
+                             .s = (void *)s, .lds = lds, .n = (int)n, .k = (int)l->K,
+                             .scale = l->s * l->keep_scale,
+                             .drop = {.seed = seed, .layer = l->p.layer_id, .thresh16 = l->thresh16}};
+    int rows = 16 * k->cfg.mt * k->cfg.wm;
+    return lg_kernel_launch(k, (unsigned)cdiv(n, rows), 1, &a, sizeof a, stream);
+}
+
+enum lg_status lg_lora_forward(lg_lora_t *l, const struct lg_lora_fwd *f, CUstream stream)
+{
+    static const char *fn = "lg_lora_forward";
+    if (!l || !f)
+        return lg_fail(LG_ERR_INVALID, "%s: null argument", fn);
+    if (f->n < 1 || f->n > INT32_MAX)
+        return lg_fail(LG_ERR_INVALID, "%s: n = %lld tokens is out of range", fn, (long long)f->n);
+    enum lg_status st = check_buf(fn, "x", f->x, f->ldx, l->K);
+    if (st == LG_OK)
+        st = check_buf(fn, "y", f->y, f->ldy, l->M);
+    if (st != LG_OK)
+        return st;
+    int ext = f->ldx >= l->K + l->r;
+    CUdeviceptr s = ext ? f->x + (CUdeviceptr)(l->K * esz(l)) : f->s;
+    int64_t lds = ext ? f->ldx : f->lds;
+    if (!ext && (st = check_buf(fn, "s (needed when ldx < K+r)", f->s, f->lds, l->r)) != LG_OK)
+        return st;
+    if ((st = launch_down(l, f->n, f->x, f->ldx, s, lds, f->seed, stream)) != LG_OK)
+        return st;
+    struct lg_gemm g = {.dtype = l->p.dtype, .m = f->n, .n = l->M, .k = ext ? l->K + l->r : l->K,
+                        .trans_b = 1, .a = (const void *)f->x, .lda = f->ldx, .b = (const void *)l->w,
+                        .ldb = ldw(l), .c = (void *)f->y, .ldc = f->ldy, .alpha = 1.f, .beta = 0.f,
+                        .bias = (const void *)l->bias, .algo_index = l->tiles.fwd_algo};
+    if ((st = lg_blas_gemm(lg_ctx_blas(l->ctx), &g, stream)) != LG_OK || ext)
+        return st;
+    /* no room for S in X: Y += S·Bᵀ as a second, skinny GEMM */
+    struct lg_gemm u = {.dtype = l->p.dtype, .m = f->n, .n = l->M, .k = l->r, .trans_b = 1,
+                        .a = (const void *)s, .lda = lds, .b = (const void *)b_ptr(l), .ldb = ldw(l),
+                        .c = (void *)f->y, .ldc = f->ldy, .alpha = 1.f, .beta = 1.f};
+    return lg_blas_gemm(lg_ctx_blas(l->ctx), &u, stream);
+}
+
+/* ---- backward ---- */
+
+/* One launch for one or two reductions (job1 may be NULL). job0 is written as dtype rows when out_half. */
+static enum lg_status launch_reduce(lg_lora_t *l, int out_half, const struct lg_reduce_job *job0,
+                                    const struct lg_reduce_job *job1, CUstream stream)
+{
+    struct lg_kernel_cfg c = {.op = LG_OP_REDUCE, .out_half = out_half};
+    const struct lg_kernel *k;
+    enum lg_status st = kernel(l, c, &l->k_red[out_half != 0], &k);
+    if (st != LG_OK)
+        return st;
+    struct lg_reduce_args a = {.job = {*job0}};
+    if (job1)
+        a.job[1] = *job1;
+    a.blocks0 = cdiv(job0->count / 4, k->threads);
+    int blocks1 = job1 ? cdiv(job1->count / 4, k->threads) : 0;
+    return lg_kernel_launch(k, (unsigned)(a.blocks0 + blocks1), 1, &a, sizeof a, stream);
+}
+
+static enum lg_status check_bwd(const lg_lora_t *l, const struct lg_lora_bwd *b)
+{
+    static const char *fn = "lg_lora_backward";
+    if (b->n < 1 || b->n > INT32_MAX)
+        return lg_fail(LG_ERR_INVALID, "%s: n = %lld tokens is out of range", fn, (long long)b->n);
+    enum lg_status st = check_buf(fn, "x", b->x, b->ldx, l->K);
+    if (st == LG_OK)
+        st = check_buf(fn, "dy", b->dy, b->lddy, l->M);
+    if (st == LG_OK && b->ldx < l->K + l->r)
+        st = check_buf(fn, "s (needed when ldx < K+r)", b->s, b->lds, l->r);
+    if (st == LG_OK && b->dx)
+        st = check_buf(fn, "dx", b->dx, b->lddx, l->K);
+    if (st == LG_OK && (!b->da || !b->db))
+        st = lg_fail(LG_ERR_INVALID, "%s: da and db (fp32 gradients) are required", fn);
+    if (st == LG_OK && (b->da % 16 || b->db % 16))
+        st = lg_fail(LG_ERR_INVALID, "%s: da and db must be 16-byte aligned", fn);
+    return st;
+}
+
+enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstream stream)
+{
+    if (!l || !b)
+        return lg_fail(LG_ERR_INVALID, "lg_lora_backward: null argument");
+    enum lg_status st = check_bwd(l, b);
+    if (st != LG_OK)
+        return st;
+    const int64_t n = b->n, K = l->K, M = l->M, r = l->r;
+    const size_t e = esz(l);
+    const int ext_x = b->ldx >= K + r, ext_dy = b->lddy >= M + r;
+    const CUdeviceptr s = ext_x ? b->x + (CUdeviceptr)(K * e) : b->s;
+    const int64_t lds = ext_x ? b->ldx : b->lds;
+
+    const struct lg_kernel *kdy;
+    struct lg_kernel_cfg cdy = {.op = LG_OP_DY, .nct = l->tiles.dy_nct, .st = l->tiles.dy_st,
+                                .minb = l->tiles.dy_minb};
+    if ((st = kernel(l, cdy, &l->k_dy, &kdy)) != LG_OK)
+        return st;
+    /* dX = [dY|dS]·[W;A] when unmasked and dS sits in dY's tail; else dY·W and the dA pass adds the rest */
+    const int fuse = b->dx && !(ext_dy && l->thresh16 == 0);
+    const struct lg_kernel *kda;
+    struct lg_kernel_cfg cda = {.op = LG_OP_DA, .fuse = fuse, .drop = l->thresh16 > 0, .minb = l->tiles.da_minb};
+    if ((st = kernel(l, cda, &l->k_da[cda.fuse][cda.drop], &kda)) != LG_OK)
+        return st;
+    struct bwd_geom g;
+    bwd_geometry(l, kdy, kda, n, &g);
+    if ((st = ensure_ws(l, g.ds_part + g.db_part + g.da_part + g.ds_bytes, stream)) != LG_OK)
+        return st;
+    float *ds_part = (float *)l->ws, *db_part = (float *)(l->ws + g.ds_part);
+    float *da_part = (float *)(l->ws + g.ds_part + g.db_part);
+    l->ds_buf = ext_dy ? 0 : l->ws + g.ds_part + g.db_part + g.da_part;
+    const CUdeviceptr ds = ext_dy ? b->dy + (CUdeviceptr)(M * e) : l->ds_buf;
+    const int64_t ldds = ext_dy ? b->lddy : r;
+
+    /* 1. one pass over dY: partial dS and dB */
+    struct lg_dy_args ay = {.dy = (const void *)b->dy, .lddy = b->lddy, .b = (const void *)b_ptr(l),
+                            .ldb = ldw(l), .s = (const void *)s, .lds = lds, .ds_part = ds_part,
+                            .db_part = db_part, .n = (int)n, .m = (int)M, .tiles_per_block = g.dy_tpb};
+    if ((st = lg_kernel_launch(kdy, (unsigned)g.dy_cols, (unsigned)g.dy_rows, &ay, sizeof ay, stream)) != LG_OK)
+        return st;
+    /* 2. one launch: dS = s · Σ partials as dtype (into dY's tail when it has room), and dB = Σ partials
+     *    (fp32, optionally accumulated) */
+    struct lg_reduce_job rs = {.part = ds_part, .part_stride = n * r, .parts = g.dy_cols, .count = n * r,
+                               .cols = (int)r, .out = (void *)ds, .ldo = ldds, .scale = l->s};
+    struct lg_reduce_job rb = {.part = db_part, .part_stride = M * r, .parts = g.dy_rows, .count = M * r,
+                               .cols = (int)r, .out = (void *)b->db, .scale = 1.f, .beta = b->grad_beta};
+    if ((st = launch_reduce(l, 1, &rs, &rb, stream)) != LG_OK)
+        return st;
+    /* 3. dX GEMM */
+    if (b->dx) {
+        const int ext_gemm = !fuse;
+        struct lg_gemm gx = {.dtype = l->p.dtype, .m = n, .n = K, .k = ext_gemm ? M + r : M,
+                             .a = (const void *)b->dy, .lda = b->lddy, .b = (const void *)l->w, .ldb = ldw(l),
+                             .c = (void *)b->dx, .ldc = b->lddx, .alpha = 1.f, .beta = 0.f,
+                             .algo_index = l->tiles.dx_algo};
+        if ((st = lg_blas_gemm(lg_ctx_blas(l->ctx), &gx, stream)) != LG_OK)
+            return st;
+    }
+    /* 4. one pass over X: partial dA (+ the masked dX correction) */
+    struct lg_da_args aa = {.x = (const void *)b->x, .ldx = b->ldx, .ds = (const void *)ds, .ldds = ldds,
+                            .a = (const void *)a_ptr(l), .lda = ldw(l), .dx = (void *)b->dx, .lddx = b->lddx,
+                            .da_part = da_part, .n = (int)n, .k = (int)K, .tiles_per_block = g.da_tpb,
+                            .keep_scale = l->keep_scale,
+                            .drop = {.seed = b->seed, .layer = l->p.layer_id, .thresh16 = l->thresh16}};
+    if ((st = lg_kernel_launch(kda, (unsigned)g.da_cols, (unsigned)g.da_rows, &aa, sizeof aa, stream)) != LG_OK)
+        return st;
+    /* 5. dA = Σ partials */
+    struct lg_reduce_job ra = {.part = da_part, .part_stride = r * K, .parts = g.da_rows, .count = r * K,
+                               .cols = (int)r, .out = (void *)b->da, .scale = 1.f, .beta = b->grad_beta};
+    return launch_reduce(l, 0, &ra, NULL, stream);
+}

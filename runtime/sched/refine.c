@@ -1,0 +1,598 @@
+/* sched_refine.c: the window-wide passes over a packed plan: merge, then smoothing.
+ *
+ * Merge: the least-filled slots are emptied into bins with room anywhere within reach, then deleted, when
+ * every adapter's dependency gap across the slot stays >= S (later slots move up by one).
+ *
+ * Smoothing: under 1F1B, stage s runs the forward of microbatch t + S-1-s next to the backward of t, so a
+ * cost that jumps between neighbours leaves the other stages idle. The objective is Phi (see delta_win): the
+ * sum of each window's dearest microbatch. A microbatch holding one 4096-token sample alone costs ~12% more
+ * than a full one of short samples and cannot be made cheaper, so the cure is its neighbourhood: runs instead
+ * of spikes. Local search: rotate a bin's contents up to S positions along its rank; then, best improvement
+ * per item, move an item to another bin, swap two items, or exchange two whole bins of a rank, within
+ * `reach` slots, under the token limit, keeping every global batch S slots clear of its neighbours and alone
+ * per bin for its adapter; a change is applied, checked, and undone when a rule breaks. Slots never change:
+ * only which bin holds which items. */
+#include "sched_internal.h"
+#include "lg_base.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sm {
+    const struct lg_refine_in *in;
+    double *c;          /* [nbin] cost */
+    uint32_t *tok;      /* [nbin] tokens */
+    uint32_t **items;   /* [nbin] item lists */
+    uint32_t *nit, *cap_it;
+    long *first, *last; /* [nbatch] slot extent */
+    size_t *pb, *nb;    /* [nbin] previous / next bin of the same rank, or SIZE_MAX */
+    long *slot;         /* [nbin] current slot (the merge pass deletes slots) */
+    size_t *slot_first; /* [slots + 1] */
+    long nslot;
+    uint8_t *dead;      /* [nbin] emptied and deleted */
+    size_t *lastr;      /* [D] scratch */
+    long *rpos;         /* [nbin] position in its rank's chain */
+};
+
+/* Under 1F1B with S stages, a cycle of the steady state runs the backward of microbatch t and, on the other
+ * stages, the forwards of t+1 .. t+S-1, and the slowest stage sets its pace. The makespan therefore follows
+ * Phi = sum over t of max(c(t) .. c(t+S-1)) (each rank's sequence, windows cut at the ends) closely: a run of
+ * R equally dear microbatches among cheaper ones costs (S-1) x the difference once, whatever R is. Grouping
+ * the dear ones into runs is what lowers Phi; a total-variation measure rewards that far less. */
+#define MAXSEG (4 * LG_SCHED_MAX_STAGES)
+
+/* Phi over the windows that hold bin u or bin v (chain positions), with bins i and j at costs ci and cj,
+ * minus the same at the current costs. */
+static double delta_win(const struct sm *m, size_t i, double ci, size_t j, double cj, int pair)
+{
+    const int W = m->in->S;
+    if (W <= 1)
+        return 0;
+    /* the chain segment from W-1 before the earlier bin to W-1 after the later one */
+    size_t lo = i, hi = pair ? j : i;
+    if (pair && m->rpos[j] < m->rpos[i])
+        lo = j, hi = i;
+    size_t seg[MAXSEG];
+    long p0 = m->rpos[lo];
+    for (int k = 0; k < W - 1 && m->pb[lo] != SIZE_MAX; k++)
+        lo = m->pb[lo], p0--;
+    int n = 0;
+    for (size_t u = lo; u != SIZE_MAX && n < MAXSEG; u = m->nb[u]) {
+        seg[n++] = u;
+        if (m->rpos[u] >= m->rpos[hi] + W - 1)
+            break;
+    }
+    long pi = m->rpos[i], pj = pair ? m->rpos[j] : pi;
+    double d = 0;
+    for (long t = (pi < pj ? pi : pj) - W + 1; t <= (pi > pj ? pi : pj); t++) {
+        if (!((t <= pi && pi < t + W) || (t <= pj && pj < t + W)))
+            continue;
+        double before = 0, after = 0;
+        for (long q = t; q < t + W; q++) {
+            long k = q - p0;
+            if (k < 0 || k >= n)
+                continue;
+            size_t u = seg[k];
+            double c = m->c[u];
+            before = c > before ? c : before;
+            double c2 = u == i ? ci : (pair && u == j) ? cj : c;
+            after = c2 > after ? c2 : after;
+        }
+        d += after - before;
+    }
+    return d;
+}
+
+/* The change of Phi when bins i and j take costs ci and cj. */
+static double delta2(const struct sm *m, size_t i, double ci, size_t j, double cj)
+{
+    const struct lg_refine_in *in = m->in;
+    if (in->rank[i] != in->rank[j] || labs(m->rpos[i] - m->rpos[j]) > 2L * (in->S - 1))
+        return delta_win(m, i, ci, i, ci, 0) + delta_win(m, j, cj, j, cj, 0);
+    return delta_win(m, i, ci, j, cj, 1);
+}
+
+static void extent(struct sm *m, size_t b)
+{
+    const struct lg_refine_in *in = m->in;
+    m->first[b] = LONG_MAX;
+    m->last[b] = LONG_MIN;
+    for (size_t k = in->bfirst[b]; k < in->bfirst[b + 1]; k++) {
+        long t = m->slot[in->bin[k]];
+        m->first[b] = t < m->first[b] ? t : m->first[b];
+        m->last[b] = t > m->last[b] ? t : m->last[b];
+    }
+}
+
+/* Batch b keeps S slots from its neighbours, and shares no bin with another batch of its adapter. */
+static int batch_ok(const struct sm *m, size_t b)
+{
+    const struct lg_refine_in *in = m->in;
+    if (in->prev[b] != SIZE_MAX && m->first[b] - m->last[in->prev[b]] < in->S)
+        return 0;
+    if (in->next[b] != SIZE_MAX && m->first[in->next[b]] - m->last[b] < in->S)
+        return 0;
+    return 1;
+}
+
+static int bin_ok(const struct sm *m, size_t j)
+{
+    const struct lg_refine_in *in = m->in;
+    if (m->tok[j] > in->tau && m->nit[j] > 1)
+        return 0;
+    for (uint32_t k = 0; k < m->nit[j]; k++)
+        for (uint32_t q = 0; q < k; q++) {
+            size_t bk = in->batch[m->items[j][k]], bq = in->batch[m->items[j][q]];
+            if (bk != bq && in->adapter[bk] == in->adapter[bq])
+                return 0;
+        }
+    return 1;
+}
+
+static void take_out(struct sm *m, size_t i, uint32_t x)
+{
+    for (uint32_t k = 0; k < m->nit[i]; k++)
+        if (m->items[i][k] == x) {
+            m->items[i][k] = m->items[i][--m->nit[i]];
+            break;
+        }
+    m->c[i] -= m->in->cost[x];
+    m->tok[i] -= m->in->len[x];
+}
+
+static int put_in(struct sm *m, size_t j, uint32_t x)
+{
+    if (m->nit[j] == m->cap_it[j]) {
+        uint32_t nc = m->cap_it[j] ? 2 * m->cap_it[j] : 8;
+        uint32_t *n = realloc(m->items[j], nc * sizeof *n);
+        if (!n)
+            return -1;
+        m->items[j] = n;
+        m->cap_it[j] = nc;
+    }
+    m->items[j][m->nit[j]++] = x;
+    m->c[j] += m->in->cost[x];
+    m->tok[j] += m->in->len[x];
+    m->in->bin[x] = (uint32_t)j;
+    return 0;
+}
+
+/* Moves the listed items (from bin i to j and from j to i), then checks every rule they touch; undoes
+ * the change and returns 0 when one breaks. -1 on OOM. */
+static int try_change(struct sm *m, size_t i, size_t j, const uint32_t *xi, int ni, const uint32_t *xj, int nj)
+{
+    const struct lg_refine_in *in = m->in;
+    for (int k = 0; k < ni; k++)
+        take_out(m, i, xi[k]);
+    for (int k = 0; k < nj; k++)
+        take_out(m, j, xj[k]);
+    int oom = 0;
+    for (int k = 0; k < ni; k++)
+        oom |= put_in(m, j, xi[k]);
+    for (int k = 0; k < nj; k++)
+        oom |= put_in(m, i, xj[k]);
+    if (oom)
+        return -1;
+    int ok = bin_ok(m, i) && bin_ok(m, j);
+    for (int pass = 0; pass < 2; pass++) /* extents, then the rules */
+        for (int k = 0; k < ni + nj; k++) {
+            size_t b = in->batch[k < ni ? xi[k] : xj[k - ni]];
+            if (pass == 0)
+                extent(m, b);
+            else
+                ok = ok && batch_ok(m, b);
+        }
+    if (ok)
+        return 1;
+    for (int k = 0; k < ni; k++)
+        take_out(m, j, xi[k]);
+    for (int k = 0; k < nj; k++)
+        take_out(m, i, xj[k]);
+    for (int k = 0; k < ni; k++)
+        put_in(m, i, xi[k]);
+    for (int k = 0; k < nj; k++)
+        put_in(m, j, xj[k]);
+    for (int k = 0; k < ni + nj; k++)
+        extent(m, in->batch[k < ni ? xi[k] : xj[k - ni]]);
+    return 0;
+}
+
+/* Tries, for item x, every move to and swap with a bin within reach, and every exchange of whole bins of
+ * the same rank; takes the first legal change that lowers the variation, best first. */
+static int improve(struct sm *m, uint32_t x)
+{
+    const struct lg_refine_in *in = m->in;
+    size_t i = in->bin[x];
+    long lo = m->slot[i] - in->reach, hi = m->slot[i] + in->reach;
+    struct cand {
+        double d;
+        size_t j;
+        uint32_t y; /* UINT32_MAX: move; UINT32_MAX - 1: exchange bins */
+    } c[256];
+    int n = 0;
+    lo = lo < 0 ? 0 : lo > m->nslot ? m->nslot : lo;
+    for (size_t j = m->slot_first[lo]; j < in->nbin && m->slot[j] <= hi && n < 250; j++) {
+        if (j == i || m->dead[j])
+            continue;
+        if (m->nit[i] > 1 && m->tok[j] + in->len[x] <= in->tau) {
+            double d = delta2(m, i, m->c[i] - in->cost[x], j, m->c[j] + in->cost[x]);
+            if (d < 0)
+                c[n++] = (struct cand){d, j, UINT32_MAX};
+        }
+        if (in->rank[j] == in->rank[i]) {
+            double d = delta2(m, i, m->c[j], j, m->c[i]);
+            if (d < 0)
+                c[n++] = (struct cand){d, j, UINT32_MAX - 1};
+        }
+        for (uint32_t k = 0; k < m->nit[j] && n < 250; k++) {
+            uint32_t y = m->items[j][k];
+            if (m->tok[j] - in->len[y] + in->len[x] > in->tau || m->tok[i] - in->len[x] + in->len[y] > in->tau)
+                continue;
+            double d = delta2(m, i, m->c[i] - in->cost[x] + in->cost[y], j, m->c[j] - in->cost[y] + in->cost[x]);
+            if (d < 0)
+                c[n++] = (struct cand){d, j, y};
+        }
+    }
+    for (int tries = 0; tries < 4 && n > 0; tries++) {
+        int b = 0;
+        for (int k = 1; k < n; k++)
+            if (c[k].d < c[b].d)
+                b = k;
+        struct cand ch = c[b];
+        c[b] = c[--n];
+        int r;
+        if (ch.y == UINT32_MAX) {
+            r = try_change(m, i, ch.j, &x, 1, NULL, 0);
+        } else if (ch.y == UINT32_MAX - 1) {
+            uint32_t xi[64], xj[64];
+            int ni = (int)m->nit[i], nj = (int)m->nit[ch.j];
+            if (ni > 64 || nj > 64)
+                continue;
+            memcpy(xi, m->items[i], (size_t)ni * sizeof *xi);
+            memcpy(xj, m->items[ch.j], (size_t)nj * sizeof *xj);
+            r = try_change(m, i, ch.j, xi, ni, xj, nj);
+        } else {
+            r = try_change(m, i, ch.j, &x, 1, &ch.y, 1);
+        }
+        if (r != 0)
+            return r;
+    }
+    return 0;
+}
+
+/* ---- rotations: move one bin's contents along its rank, shifting the bins between by one ---- */
+
+/* Phi over the windows that touch chain positions [a, b] of the segment seg (positions p0 ..), where the
+ * costs are cost[k] for seg[k]. */
+static double phi_span(const double *cost, int n, long p0, long a, long b, int W)
+{
+    double sum = 0;
+    for (long t = a - W + 1; t <= b; t++) {
+        double mx = 0;
+        for (long q = t; q < t + W; q++) {
+            long k = q - p0;
+            if (k >= 0 && k < n && cost[k] > mx)
+                mx = cost[k];
+        }
+        sum += mx;
+    }
+    return sum;
+}
+
+/* Rotates the contents of the chain bins ch[0..L): forward (ch[L-1]'s go to ch[0], the others one on) or
+ * back. Only the containers move; the caller checks the rules. */
+static void rotate(struct sm *m, const size_t *ch, int L, int forward)
+{
+    int from = forward ? L - 1 : 0, step = forward ? -1 : 1;
+    uint32_t *it = m->items[ch[from]], nit = m->nit[ch[from]], cap = m->cap_it[ch[from]];
+    double c = m->c[ch[from]];
+    uint32_t tok = m->tok[ch[from]];
+    for (int k = from; forward ? k > 0 : k < L - 1; k += step) {
+        size_t d = ch[k], s = ch[k + step];
+        m->items[d] = m->items[s], m->nit[d] = m->nit[s], m->cap_it[d] = m->cap_it[s];
+        m->c[d] = m->c[s], m->tok[d] = m->tok[s];
+    }
+    size_t d = ch[forward ? 0 : L - 1];
+    m->items[d] = it, m->nit[d] = nit, m->cap_it[d] = cap, m->c[d] = c, m->tok[d] = tok;
+    for (int k = 0; k < L; k++)
+        for (uint32_t q = 0; q < m->nit[ch[k]]; q++)
+            m->in->bin[m->items[ch[k]][q]] = (uint32_t)ch[k];
+}
+
+static int rotation_ok(struct sm *m, const size_t *ch, int L)
+{
+    const struct lg_refine_in *in = m->in;
+    for (int pass = 0; pass < 2; pass++)
+        for (int k = 0; k < L; k++)
+            for (uint32_t q = 0; q < m->nit[ch[k]]; q++) {
+                size_t b = in->batch[m->items[ch[k]][q]];
+                if (pass == 0)
+                    extent(m, b);
+                else if (!batch_ok(m, b))
+                    return 0;
+            }
+    return 1;
+}
+
+/* For bin i, tries moving its contents to every chain position within `span`, best Phi gain first. */
+static int improve_rot(struct sm *m, size_t i, int span)
+{
+    const int W = m->in->S;
+    size_t seg[MAXSEG];
+    double cost[MAXSEG], alt[MAXSEG];
+    size_t lo = i;
+    for (int k = 0; k < span + W - 1 && m->pb[lo] != SIZE_MAX; k++)
+        lo = m->pb[lo];
+    int n = 0, at = -1;
+    for (size_t u = lo; u != SIZE_MAX && n < MAXSEG; u = m->nb[u]) {
+        if (u == i)
+            at = n;
+        seg[n] = u;
+        cost[n++] = m->c[u];
+        if (at >= 0 && n - at > span + W - 1)
+            break;
+    }
+    long p0 = m->rpos[lo];
+    struct { double d; int to; } c[2 * 64 + 2];
+    int nc = 0;
+    for (int to = at - span; to <= at + span; to++) {
+        if (to < 0 || to >= n || to == at || nc >= 2 * 64)
+            continue;
+        int a = to < at ? to : at, b = to < at ? at : to;
+        memcpy(alt, cost, (size_t)n * sizeof *alt);
+        if (to < at) { /* i's contents go back to `to`, the others move on */
+            for (int k = at; k > to; k--)
+                alt[k] = cost[k - 1];
+        } else {
+            for (int k = at; k < to; k++)
+                alt[k] = cost[k + 1];
+        }
+        alt[to] = cost[at];
+        double d = phi_span(alt, n, p0, p0 + a, p0 + b, W) - phi_span(cost, n, p0, p0 + a, p0 + b, W);
+        if (d < -1e-9)
+            c[nc++] = (typeof(c[0])){d, to};
+    }
+    for (int tries = 0; tries < 3 && nc > 0; tries++) {
+        int bst = 0;
+        for (int k = 1; k < nc; k++)
+            if (c[k].d < c[bst].d)
+                bst = k;
+        int to = c[bst].to;
+        c[bst] = c[--nc];
+        int a = to < at ? to : at, L = (to < at ? at : to) - a + 1;
+        int fwd = to < at; /* contents move toward the end of the span, i's to its start */
+        rotate(m, seg + a, L, fwd);
+        if (rotation_ok(m, seg + a, L))
+            return 1;
+        rotate(m, seg + a, L, !fwd);
+        rotation_ok(m, seg + a, L); /* restores the extents */
+    }
+    return 0;
+}
+
+/* Bins by slot for the reach scans, and each rank's chain of live bins. */
+static void index_bins(struct sm *m)
+{
+    const struct lg_refine_in *in = m->in;
+    size_t j = 0, *last = m->lastr;
+    for (long t = 0; t <= m->nslot; t++) {
+        while (j < in->nbin && m->slot[j] < t)
+            j++;
+        m->slot_first[t] = j;
+    }
+    for (int r = 0; r < in->D; r++)
+        last[r] = SIZE_MAX;
+    for (j = 0; j < in->nbin; j++) {
+        m->pb[j] = m->nb[j] = SIZE_MAX;
+        if (m->dead[j])
+            continue;
+        int r = in->rank[j];
+        m->pb[j] = last[r];
+        m->rpos[j] = last[r] == SIZE_MAX ? 0 : m->rpos[last[r]] + 1;
+        if (last[r] != SIZE_MAX)
+            m->nb[last[r]] = j;
+        last[r] = j;
+    }
+}
+
+/* May slot t go? Every adapter's gap across it must stay >= S once the later slots move up by one. */
+static int deletable(const struct sm *m, long t)
+{
+    const struct lg_refine_in *in = m->in;
+    for (size_t b = 0; b < in->nbatch; b++) {
+        size_t nx = in->next[b];
+        if (m->first[b] <= t && m->last[b] >= t)
+            return 0; /* still holds items there */
+        if (nx != SIZE_MAX && m->last[b] < t && m->first[nx] > t && m->first[nx] - m->last[b] - 1 < in->S)
+            return 0;
+    }
+    return 1;
+}
+
+static void delete_slot(struct sm *m, long t)
+{
+    const struct lg_refine_in *in = m->in;
+    for (size_t j = 0; j < in->nbin; j++) {
+        if (m->slot[j] == t)
+            m->dead[j] = 1;
+        if (m->slot[j] > t)
+            m->slot[j]--;
+    }
+    m->nslot--;
+    for (size_t b = 0; b < in->nbatch; b++)
+        extent(m, b);
+    index_bins(m);
+}
+
+/* Empties slot t into other bins within reach (best fit, longest items first), then deletes it; puts
+ * everything back when an item finds no room or the slot may not go. Returns 1 when deleted, -1 on OOM. */
+static int merge_slot(struct sm *m, long t, uint32_t *moved, size_t *from)
+{
+    const struct lg_refine_in *in = m->in;
+    size_t nmoved = 0;
+    int ok = 1;
+    for (size_t i = m->slot_first[t]; ok && i < in->nbin && m->slot[i] == t; i++) {
+        while (ok && m->nit[i] > 0) {
+            uint32_t x = m->items[i][0];
+            for (uint32_t k = 1; k < m->nit[i]; k++)
+                if (in->len[m->items[i][k]] > in->len[x])
+                    x = m->items[i][k];
+            long lo = t - in->reach < 0 ? 0 : t - in->reach, hi = t + in->reach;
+            size_t best = SIZE_MAX;
+            for (size_t j = m->slot_first[lo]; j < in->nbin && m->slot[j] <= hi; j++)
+                if (m->slot[j] != t && !m->dead[j] && m->nit[j] > 0 && m->tok[j] + in->len[x] <= in->tau &&
+                    (best == SIZE_MAX || m->tok[j] > m->tok[best])) {
+                    int r = try_change(m, i, j, &x, 1, NULL, 0);
+                    if (r < 0)
+                        return -1;
+                    if (r) { /* legal: undo, remember, keep looking for a tighter fit */
+                        take_out(m, j, x);
+                        put_in(m, i, x);
+                        extent(m, in->batch[x]);
+                        best = j;
+                    }
+                }
+            if (best == SIZE_MAX || try_change(m, i, best, &x, 1, NULL, 0) != 1) {
+                ok = 0;
+                break;
+            }
+            moved[nmoved] = x;
+            from[nmoved++] = i;
+        }
+    }
+    if (ok && deletable(m, t)) {
+        delete_slot(m, t);
+        return 1;
+    }
+    while (nmoved > 0) { /* undo, newest first: each step restores a state that was legal */
+        nmoved--;
+        uint32_t x = moved[nmoved];
+        take_out(m, in->bin[x], x);
+        put_in(m, from[nmoved], x);
+        extent(m, in->batch[x]);
+    }
+    return 0;
+}
+
+static int cmp_fill(const void *x, const void *y, void *ctx)
+{
+    const uint64_t *fill = ctx;
+    uint64_t a = fill[*(const long *)x], b = fill[*(const long *)y];
+    return (a > b) - (a < b);
+}
+
+/* The window-wide merge: repeatedly tries to empty one of the least-filled slots, up to `limit` deletions. */
+static int merge(struct sm *m, size_t limit)
+{
+    const struct lg_refine_in *in = m->in;
+    uint32_t *moved = malloc((in->nitem + 1) * sizeof *moved);
+    size_t *from = malloc((in->nitem + 1) * sizeof *from);
+    long *order = malloc(((size_t)m->nslot + 1) * sizeof *order);
+    uint64_t *fill = calloc((size_t)m->nslot + 1, sizeof *fill);
+    int rc = moved && from && order && fill ? 0 : -1;
+    for (size_t deleted = 0; rc == 0 && deleted < limit;) {
+        long n = m->nslot;
+        memset(fill, 0, ((size_t)n + 1) * sizeof *fill);
+        for (size_t j = 0; j < in->nbin; j++)
+            if (!m->dead[j])
+                fill[m->slot[j]] += m->tok[j];
+        for (long t = 0; t < n; t++)
+            order[t] = t;
+        qsort_r(order, (size_t)n, sizeof *order, cmp_fill, fill);
+        int any = 0;
+        for (long k = 0; rc == 0 && k < n && k < 48 && !any; k++) {
+            int r = merge_slot(m, order[k], moved, from);
+            rc = r < 0 ? -1 : 0;
+            any = r > 0;
+        }
+        if (!any)
+            break;
+        deleted++;
+    }
+    free(moved);
+    free(from);
+    free(order);
+    free(fill);
+    return rc;
+}
+
+static void sm_free(struct sm *m, size_t nbin)
+{
+    for (size_t j = 0; m->items && j < nbin; j++)
+        free(m->items[j]);
+    free(m->items);
+    free(m->c);
+    free(m->tok);
+    free(m->nit);
+    free(m->cap_it);
+    free(m->first);
+    free(m->last);
+    free(m->pb);
+    free(m->nb);
+    free(m->slot);
+    free(m->slot_first);
+    free(m->dead);
+    free(m->lastr);
+    free(m->rpos);
+}
+
+static enum lg_status sm_init(struct sm *m, const struct lg_refine_in *in)
+{
+    size_t nb = in->nbin;
+    m->in = in;
+    m->nslot = nb ? in->slot[nb - 1] + 1 : 0;
+    m->c = calloc(nb + 1, sizeof *m->c);
+    m->tok = calloc(nb + 1, sizeof *m->tok);
+    m->items = calloc(nb + 1, sizeof *m->items);
+    m->nit = calloc(nb + 1, sizeof *m->nit);
+    m->cap_it = calloc(nb + 1, sizeof *m->cap_it);
+    m->first = malloc((in->nbatch + 1) * sizeof *m->first);
+    m->last = malloc((in->nbatch + 1) * sizeof *m->last);
+    m->pb = malloc((nb + 1) * sizeof *m->pb);
+    m->nb = malloc((nb + 1) * sizeof *m->nb);
+    m->slot = malloc((nb + 1) * sizeof *m->slot);
+    m->slot_first = malloc(((size_t)m->nslot + 2) * sizeof *m->slot_first);
+    m->dead = calloc(nb + 1, 1);
+    m->lastr = malloc(((size_t)in->D + 1) * sizeof *m->lastr);
+    m->rpos = malloc((nb + 1) * sizeof *m->rpos);
+    if (!m->rpos || !m->c || !m->tok || !m->items || !m->nit || !m->cap_it || !m->first || !m->last || !m->pb || !m->nb ||
+        !m->slot || !m->slot_first || !m->dead || !m->lastr)
+        return lg_fail(LG_ERR_OOM, "plan: out of memory");
+    for (size_t j = 0; j < nb; j++) {
+        m->c[j] = in->c0;
+        m->slot[j] = in->slot[j];
+    }
+    for (size_t x = 0; x < in->nitem; x++)
+        if (put_in(m, in->bin[x], (uint32_t)x))
+            return lg_fail(LG_ERR_OOM, "plan: out of memory");
+    for (size_t b = 0; b < in->nbatch; b++)
+        extent(m, b);
+    index_bins(m);
+    return LG_OK;
+}
+
+enum lg_status lg_sched_refine(const struct lg_refine_in *in, size_t merge_limit, int passes)
+{
+    struct sm m = {0};
+    enum lg_status s = sm_init(&m, in);
+    if (s == LG_OK && merge_limit && merge(&m, merge_limit) < 0)
+        s = lg_fail(LG_ERR_OOM, "plan: out of memory");
+    for (int p = 0; s == LG_OK && p < passes; p++) {
+        size_t changed = 0;
+        for (size_t j = 0; j < in->nbin; j++) /* rotations first: they build the runs */
+            if (!m.dead[j])
+                changed += (size_t)improve_rot(&m, j, in->S);
+        for (size_t x = 0; s == LG_OK && x < in->nitem; x++) {
+            int r = improve(&m, (uint32_t)x);
+            if (r < 0)
+                s = lg_fail(LG_ERR_OOM, "plan: out of memory");
+            changed += r > 0;
+        }
+        if (!changed)
+            break;
+    }
+    sm_free(&m, in->nbin);
+    return s;
+}
