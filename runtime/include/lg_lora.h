@@ -3,7 +3,7 @@
  *   Y  = X·Wᵀ + s·D(X)·Aᵀ·Bᵀ (+ bias)           s = alpha/r, D = dropout(p), mask from Philox(seed, layer, n*K+k)
  *   dB = dYᵀ·S,  dS = s·dY·B,  dA = dSᵀ·D(X),  dX = dY·W + D'(dS·A)      (W frozen: no dW)
  *
- * Extended K (DESIGN.md): the layer stores one weight buffer [[W, B], [A, 0]] of shape [M+r, K+r]. When the
+ * Extended K (docs/design.md): the layer stores one weight buffer [[W, B], [A, 0]] of shape [M+r, K+r]. When the
  * caller's X buffer has room for r more columns (ldx >= K+r), the down-projection kernel writes
  * S = s·D(X)·Aᵀ into those columns and a single cuBLASLt GEMM computes Y = [X|S]·[W|B]ᵀ. Likewise, when dY
  * has room (lddy >= M+r) the dY kernel writes dS there and, for p = 0, dX = [dY|dS]·[W;A] is one GEMM; for
