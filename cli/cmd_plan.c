@@ -2,6 +2,7 @@
  * simulates it under 1F1B against the Megatron-style and mLoRA-style baselines on the same data, and prints
  * the summary; optionally writes the plan as JSON and the timeline as SVG. */
 #include "cli.h"
+#include "lg_io.h"
 #include "lg_sched.h"
 
 #include <stdio.h>

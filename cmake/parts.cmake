@@ -88,8 +88,8 @@ lg_part(gpu DEPS base EXT CUDA FACE lg_gpu.h cu_syms.h)
 lg_part(jit DEPS gpu base EXT CUDA PUBLIC lg_jit.h)
 lg_part(ops DEPS gen jit gpu base EXT CUDA TEMPLATES PUBLIC lg_blas.h lg_ctx.h lg_lora.h)
 lg_part(ref DEPS base EXT TEMPLATES PUBLIC lg_ref.h)
-lg_part(sched DEPS base PUBLIC lg_sched.h FACE sched_internal.h)
-lg_part(io DEPS sched lua base EXT LUA JANSSON)
+lg_part(sched DEPS base PUBLIC lg_sched.h FACE lg_sched_build.h)
+lg_part(io DEPS sched lua base EXT LUA JANSSON PUBLIC lg_io.h lg_hf.h lg_tokens.h)
 
 # Every public header has exactly one owner.
 file(GLOB LG_PUBLIC_HEADERS RELATIVE ${CMAKE_SOURCE_DIR}/runtime/include ${CMAKE_SOURCE_DIR}/runtime/include/*.h)

@@ -2,6 +2,7 @@
  * the issue lists (missing file, empty dataset, malformed JSONL, a sample longer than the capacity with each
  * oversize policy, no adapters, a global batch larger than its dataset, schema errors), each checked for a
  * message that names the file and the line or field. Fixtures: tests/data/sched/. */
+#include "lg_io.h"
 #include "lg_sched.h"
 #include "lg_test.h"
 

@@ -335,28 +335,28 @@ END_TEST
 START_TEST(verifier_batches_and_dependencies)
 {
     lg_job_t *job = small_job(3, 2);
-    struct lg_plan_builder b;
+    struct lg_sched_builder b;
     lg_plan_t *plan;
-    CHECK(lg_plan_builder_init(&b, job, LG_PLAN_PACKED, 1));
+    CHECK(lg_sched_builder_init(&b, job, LG_PLAN_PACKED, 1));
     for (uint32_t s = 0; s < 24; s++) /* adapter a: everything in one microbatch; adapter b: one each */
-        lg_plan_builder_add(&b, 0, (uint32_t)lg_job_sample_batch(job, 0, s), s);
-    CHECK(lg_plan_builder_end_mb(&b, 0, 0));
+        lg_sched_builder_add(&b, 0, (uint32_t)lg_job_sample_batch(job, 0, s), s);
+    CHECK(lg_sched_builder_end_mb(&b, 0, 0));
     for (uint32_t s = 0; s < 24; s++) {
-        lg_plan_builder_add(&b, 1, (uint32_t)lg_job_sample_batch(job, 1, s), s);
-        CHECK(lg_plan_builder_end_mb(&b, 0, 1 + s));
+        lg_sched_builder_add(&b, 1, (uint32_t)lg_job_sample_batch(job, 1, s), s);
+        CHECK(lg_sched_builder_end_mb(&b, 0, 1 + s));
     }
-    CHECK(lg_plan_builder_finish(&b, lg_job_capacity_limit(job), &plan));
+    CHECK(lg_sched_builder_finish(&b, lg_job_capacity_limit(job), &plan));
     expect_broken(job, plan, "at most one");
     lg_plan_free(plan);
 
     /* adapter b alone, batch after batch: every batch but the first needs its wait under S=3 */
-    CHECK(lg_plan_builder_init(&b, job, LG_PLAN_PACKED, 1));
+    CHECK(lg_sched_builder_init(&b, job, LG_PLAN_PACKED, 1));
     for (uint32_t s = 0; s < 24; s++) {
-        lg_plan_builder_add(&b, 0, (uint32_t)lg_job_sample_batch(job, 0, s), s);
-        lg_plan_builder_add(&b, 1, (uint32_t)lg_job_sample_batch(job, 1, s), s);
-        CHECK(lg_plan_builder_end_mb(&b, 0, s));
+        lg_sched_builder_add(&b, 0, (uint32_t)lg_job_sample_batch(job, 0, s), s);
+        lg_sched_builder_add(&b, 1, (uint32_t)lg_job_sample_batch(job, 1, s), s);
+        CHECK(lg_sched_builder_end_mb(&b, 0, s));
     }
-    CHECK(lg_plan_builder_finish(&b, lg_job_capacity_limit(job), &plan));
+    CHECK(lg_sched_builder_finish(&b, lg_job_capacity_limit(job), &plan));
     CHECK(lg_plan_verify(job, plan));
     struct lg_plan_summary sum;
     lg_plan_get_summary(plan, &sum);
@@ -370,21 +370,21 @@ START_TEST(verifier_batches_and_dependencies)
     lg_plan_free(plan);
 
     /* batch 1 of adapter a before its batch 0 */
-    CHECK(lg_plan_builder_init(&b, job, LG_PLAN_PACKED, 1));
+    CHECK(lg_sched_builder_init(&b, job, LG_PLAN_PACKED, 1));
     uint32_t order[4] = {2, 3, 0, 1};
     for (int i = 0; i < 4; i++) {
-        lg_plan_builder_add(&b, 0, (uint32_t)lg_job_sample_batch(job, 0, order[i]), order[i]);
-        CHECK(lg_plan_builder_end_mb(&b, 0, (uint32_t)i));
+        lg_sched_builder_add(&b, 0, (uint32_t)lg_job_sample_batch(job, 0, order[i]), order[i]);
+        CHECK(lg_sched_builder_end_mb(&b, 0, (uint32_t)i));
     }
     for (uint32_t s = 4; s < 24; s++) {
-        lg_plan_builder_add(&b, 0, (uint32_t)lg_job_sample_batch(job, 0, s), s);
-        CHECK(lg_plan_builder_end_mb(&b, 0, s));
+        lg_sched_builder_add(&b, 0, (uint32_t)lg_job_sample_batch(job, 0, s), s);
+        CHECK(lg_sched_builder_end_mb(&b, 0, s));
     }
     for (uint32_t s = 0; s < 24; s++) {
-        lg_plan_builder_add(&b, 1, (uint32_t)lg_job_sample_batch(job, 1, s), s);
-        CHECK(lg_plan_builder_end_mb(&b, 0, 24 + s));
+        lg_sched_builder_add(&b, 1, (uint32_t)lg_job_sample_batch(job, 1, s), s);
+        CHECK(lg_sched_builder_end_mb(&b, 0, 24 + s));
     }
-    CHECK(lg_plan_builder_finish(&b, lg_job_capacity_limit(job), &plan));
+    CHECK(lg_sched_builder_finish(&b, lg_job_capacity_limit(job), &plan));
     expect_broken(job, plan, "comes after");
     lg_plan_free(plan);
     lg_job_free(job);

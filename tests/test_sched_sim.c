@@ -35,16 +35,16 @@ static lg_job_t *job_of(int S, int D, int layers, const uint32_t *len, size_t n,
 /* mbs[i] lists the samples of microbatch i (terminated by -1); it goes to rank[i] at the next position. */
 static lg_plan_t *plan_of(const lg_job_t *job, int D, const int mbs[][4], const int *rank, int n)
 {
-    struct lg_plan_builder b;
-    CHECK(lg_plan_builder_init(&b, job, LG_PLAN_PACKED, D));
+    struct lg_sched_builder b;
+    CHECK(lg_sched_builder_init(&b, job, LG_PLAN_PACKED, D));
     uint32_t pos[8] = {0};
     for (int i = 0; i < n; i++) {
         for (int k = 0; mbs[i][k] >= 0; k++)
-            lg_plan_builder_add(&b, 0, (uint32_t)lg_job_sample_batch(job, 0, (size_t)mbs[i][k]), (uint32_t)mbs[i][k]);
-        CHECK(lg_plan_builder_end_mb(&b, rank ? rank[i] : 0, pos[rank ? rank[i] : 0]++));
+            lg_sched_builder_add(&b, 0, (uint32_t)lg_job_sample_batch(job, 0, (size_t)mbs[i][k]), (uint32_t)mbs[i][k]);
+        CHECK(lg_sched_builder_end_mb(&b, rank ? rank[i] : 0, pos[rank ? rank[i] : 0]++));
     }
     lg_plan_t *plan;
-    CHECK(lg_plan_builder_finish(&b, 1 << 16, &plan));
+    CHECK(lg_sched_builder_finish(&b, 1 << 16, &plan));
     return plan;
 }
 

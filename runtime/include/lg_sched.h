@@ -2,10 +2,15 @@
  * into microbatches for 1F1B pipeline parallelism (S stages) and data parallelism (D ranks), keeps every
  * adapter's optimizer steps correct, and predicts the pipeline's timeline with an event-driven simulator.
  *
+ * Pure C: this part reads and writes no files. Loading datasets and job files, and writing plans as JSON and
+ * timelines as SVG, are in lg_io.h.
+ *
  * Objects and ownership:
- *   lg_dataset_t  the sample lengths (and loss-token counts) of one JSONL file or length trace.
+ *   lg_dataset_t  the sample lengths (and loss-token counts) of one dataset: from lengths in memory here, or
+ *                 read from a JSONL file or length trace by lg_dataset_load (lg_io.h).
  *   lg_job_t      the adapters, their datasets (it owns them once added), the pipeline shape, the capacity
- *                 policy and the cost model. Loaded from a Lua job file or built in code.
+ *                 policy and the cost model. Built in code, or loaded from a Lua job file (lg_job_load,
+ *                 lg_io.h).
  *   lg_plan_t     an ordered list of microbatches per DP rank. It refers to the job's samples by index and
  *                 must not outlive the job.
  *   lg_sim_t      the simulated 1F1B timeline of one plan: makespan, bubbles, balance, and (on request) every
@@ -25,11 +30,18 @@
  *     all-reduce, so the runtime always checks it before g+1's first forward; `wait` marks where that check
  *     can block.
  *
- * Usage:
+ * Usage (a job built in code; lg_io.h shows one loaded from a job file):
+ *   uint32_t len[1000];
+ *   CHECK(lg_trace_generate(LG_TRACE_XSUM, 1000, 1, len));
+ *   lg_dataset_t *ds;
  *   lg_job_t *job;
  *   lg_plan_t *plan;
  *   lg_sim_t *sim;
- *   if (lg_job_load("specs/jobs/four.lua", &job) != LG_OK) { fprintf(stderr, "%s\n", lg_last_error()); ... }
+ *   struct lg_job_params jp = lg_job_params_default();          // then jp.stages = 4, ...
+ *   CHECK(lg_job_init(&jp, &job));
+ *   CHECK(lg_dataset_from_lengths(len, 1000, &ds));
+ *   struct lg_adapter_params ap = {.name = "xsum", .global_batch = 8, .rank = 16, .alpha = 32, .lr = 1e-4};
+ *   if (lg_job_add_adapter(job, &ap, ds, NULL) != LG_OK) { fprintf(stderr, "%s\n", lg_last_error()); ... }
  *   struct lg_plan_params pp = lg_plan_params_default();        // our planner, capacity from the job
  *   CHECK(lg_plan_build(job, &pp, &plan));
  *   CHECK(lg_plan_verify(job, plan));
@@ -56,17 +68,8 @@ typedef struct lg_sim lg_sim_t;
 
 #define LG_SCHED_MAX_STAGES 64
 
-/* ---- datasets ------------------------------------------------------------------------------------------ */
+/* ---- datasets (files: lg_dataset_load in lg_io.h) ------------------------------------------------------ */
 
-enum lg_dataset_format {
-    LG_DATASET_AUTO = 0, /* from the extension: .jsonl is JSONL, anything else a length trace */
-    LG_DATASET_JSONL,    /* {"input_ids": [...], "labels": [...]} or {"input_ids": [...], "loss_mask": [...]} */
-    LG_DATASET_TRACE,    /* one length a line; blank lines and '#' comments are skipped */
-};
-
-/* Loads a dataset. Errors name the file and line (and JSON column): missing file, malformed line, no
- * samples, a sample with no tokens, labels/loss_mask whose length differs from input_ids. */
-LG_API enum lg_status lg_dataset_load(const char *path, enum lg_dataset_format fmt, lg_dataset_t **out);
 /* A dataset from lengths in memory (every token counts in the loss). */
 LG_API enum lg_status lg_dataset_from_lengths(const uint32_t *len, size_t n, lg_dataset_t **out);
 LG_API void lg_dataset_free(lg_dataset_t *ds);
@@ -189,13 +192,12 @@ LG_API enum lg_status lg_job_init(const struct lg_job_params *p, lg_job_t **out)
  * global batch is larger than the dataset. `where` prefixes error messages ("job.lua:12: adapters[2]"). */
 LG_API enum lg_status lg_job_add_adapter(lg_job_t *job, const struct lg_adapter_params *ap, lg_dataset_t *ds,
                                   const char *where);
-/* Loads a Lua job file (schema: generator/job.lua). Dataset paths are relative to the job file. Errors read
- * "path:line: error: field: message", every schema error at once. */
-LG_API enum lg_status lg_job_load(const char *path, lg_job_t **out);
 LG_API void lg_job_free(lg_job_t *job);
 
 LG_API const struct lg_job_params *lg_job_get_params(const lg_job_t *job);
 LG_API const char *lg_job_name(const lg_job_t *job);
+/* Renames the job ("job" until then; name is copied). */
+LG_API enum lg_status lg_job_set_name(lg_job_t *job, const char *name);
 LG_API int lg_job_adapter_count(const lg_job_t *job);
 LG_API enum lg_status lg_job_adapter(const lg_job_t *job, int a, struct lg_adapter_info *out);
 /* The largest padded microbatch the job allows: the fixed capacity, or the memory-derived one. */
@@ -274,15 +276,13 @@ LG_API size_t lg_plan_mb_count(const lg_plan_t *plan);
 LG_API enum lg_status lg_plan_mb(const lg_plan_t *plan, size_t i, struct lg_mb_view *out);
 LG_API enum lg_status lg_plan_seg(const lg_plan_t *plan, size_t i, size_t j, struct lg_seg_view *out);
 LG_API int lg_plan_ranks(const lg_plan_t *plan);
+/* The planner that made the plan. */
+LG_API enum lg_plan_algo lg_plan_get_algo(const lg_plan_t *plan);
 LG_API const char *lg_plan_algo_name(enum lg_plan_algo a);
 
 /* Checks every rule above against the job, independently of the planner. LG_ERR_INVALID names the first
  * broken rule, the microbatch and the sample. */
 LG_API enum lg_status lg_plan_verify(const lg_job_t *job, const lg_plan_t *plan);
-
-/* Writes the plan (and, when sim is not NULL, its predicted timing) as JSON. */
-LG_API enum lg_status lg_plan_write_json(const lg_job_t *job, const lg_plan_t *plan, const lg_sim_t *sim,
-                                  const char *path);
 
 /* ---- simulator ----------------------------------------------------------------------------------------- */
 
@@ -320,11 +320,6 @@ LG_API size_t lg_sim_events(const lg_sim_t *sim, const struct lg_sim_event **ev)
  * forwards upstream and backwards follow backwards downstream, and no forward of batch g+1 starts before
  * every backward of batch g has ended on stage 0 of every rank. */
 LG_API enum lg_status lg_sim_verify(const lg_job_t *job, const lg_plan_t *plan, const lg_sim_t *sim);
-
-/* Draws the timeline: one row per (rank, stage), a box per op coloured by adapter (forwards light,
- * backwards dark; mixed microbatches striped), gaps left blank as bubbles. */
-LG_API enum lg_status lg_sim_write_svg(const lg_job_t *job, const lg_plan_t *plan, const lg_sim_t *sim,
-                                const char *path);
 
 #ifdef __cplusplus
 }

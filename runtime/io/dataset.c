@@ -1,7 +1,9 @@
-/* sched_dataset.c: datasets as the scheduler sees them: per sample, its length and its loss-token count.
- * Reads JSONL (input_ids with optional labels, -100 masking a token, or loss_mask) and length traces (one
- * length a line). Every error names the file and line, so a bad line in a 100k-line file is found at once. */
-#include "sched_internal.h"
+/* dataset.c: the dataset readers: JSONL (input_ids with optional labels, -100 masking a token, or loss_mask)
+ * and length traces (one length a line), each sample handed to sched's dataset (lg_sched_build.h) with its
+ * loss-token count and line. Every error names the file and line, so a bad line in a 100k-line file is
+ * found at once. */
+#include "lg_io.h"
+#include "lg_sched_build.h"
 #include "lg_base.h"
 
 #include <ctype.h>
@@ -9,58 +11,6 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-
-static enum lg_status ds_alloc(size_t cap, lg_dataset_t **out)
-{
-    lg_dataset_t *ds = calloc(1, sizeof *ds);
-    if (!ds)
-        return lg_fail(LG_ERR_OOM, "dataset: out of memory");
-    ds->len = malloc((cap ? cap : 1) * sizeof *ds->len);
-    ds->loss = malloc((cap ? cap : 1) * sizeof *ds->loss);
-    ds->line = malloc((cap ? cap : 1) * sizeof *ds->line);
-    ds->path = strdup("");
-    if (!ds->len || !ds->loss || !ds->line || !ds->path) {
-        lg_dataset_free(ds);
-        return lg_fail(LG_ERR_OOM, "dataset: out of memory");
-    }
-    *out = ds;
-    return LG_OK;
-}
-
-void lg_dataset_free(lg_dataset_t *ds)
-{
-    if (!ds)
-        return;
-    free(ds->len);
-    free(ds->loss);
-    free(ds->line);
-    free(ds->path);
-    free(ds);
-}
-
-size_t lg_dataset_size(const lg_dataset_t *ds) { return ds ? ds->n : 0; }
-uint32_t lg_dataset_length(const lg_dataset_t *ds, size_t i) { return ds && i < ds->n ? ds->len[i] : 0; }
-uint32_t lg_dataset_loss_tokens(const lg_dataset_t *ds, size_t i) { return ds && i < ds->n ? ds->loss[i] : 0; }
-
-enum lg_status lg_dataset_from_lengths(const uint32_t *len, size_t n, lg_dataset_t **out)
-{
-    if (!len || !out)
-        return lg_fail(LG_ERR_INVALID, "lg_dataset_from_lengths: null argument");
-    if (n == 0)
-        return lg_fail(LG_ERR_INVALID, "dataset: no samples (empty dataset)");
-    for (size_t i = 0; i < n; i++)
-        if (len[i] == 0)
-            return lg_fail(LG_ERR_INVALID, "dataset: sample %zu has no tokens", i);
-    enum lg_status s = ds_alloc(n, out);
-    if (s != LG_OK)
-        return s;
-    memcpy((*out)->len, len, n * sizeof *len);
-    memcpy((*out)->loss, len, n * sizeof *len);
-    for (size_t i = 0; i < n; i++)
-        (*out)->line[i] = (uint32_t)(i + 1);
-    (*out)->n = n;
-    return LG_OK;
-}
 
 static int is_blank(const char *p, const char *end)
 {
@@ -125,32 +75,7 @@ static enum lg_status jsonl_sample(json_t *obj, const char *path, size_t line, u
     return LG_OK;
 }
 
-static enum lg_status push(lg_dataset_t *ds, size_t *cap, uint32_t len, uint32_t loss, size_t line)
-{
-    if (ds->n == *cap) {
-        size_t nc = *cap * 2;
-        uint32_t *a = realloc(ds->len, nc * sizeof *a);
-        if (!a)
-            return lg_fail(LG_ERR_OOM, "dataset: out of memory");
-        ds->len = a;
-        uint32_t *b = realloc(ds->loss, nc * sizeof *b);
-        if (!b)
-            return lg_fail(LG_ERR_OOM, "dataset: out of memory");
-        ds->loss = b;
-        uint32_t *c = realloc(ds->line, nc * sizeof *c);
-        if (!c)
-            return lg_fail(LG_ERR_OOM, "dataset: out of memory");
-        ds->line = c;
-        *cap = nc;
-    }
-    ds->line[ds->n] = (uint32_t)line;
-    ds->len[ds->n] = len;
-    ds->loss[ds->n] = loss;
-    ds->n++;
-    return LG_OK;
-}
-
-static enum lg_status parse_jsonl_line(lg_dataset_t *ds, size_t *cap, const char *p, const char *end,
+static enum lg_status parse_jsonl_line(lg_dataset_t *ds, const char *p, const char *end,
                                        const char *path, size_t line)
 {
     json_error_t jerr;
@@ -160,10 +85,10 @@ static enum lg_status parse_jsonl_line(lg_dataset_t *ds, size_t *cap, const char
     uint32_t len = 0, loss = 0;
     enum lg_status s = jsonl_sample(obj, path, line, &len, &loss);
     json_decref(obj);
-    return s != LG_OK ? s : push(ds, cap, len, loss, line);
+    return s != LG_OK ? s : lg_sched_dataset_push(ds, len, loss, (uint32_t)line);
 }
 
-static enum lg_status parse_trace_line(lg_dataset_t *ds, size_t *cap, const char *p, const char *end,
+static enum lg_status parse_trace_line(lg_dataset_t *ds, const char *p, const char *end,
                                        const char *path, size_t line)
 {
     while (p < end && isspace((unsigned char)*p))
@@ -186,7 +111,7 @@ static enum lg_status parse_trace_line(lg_dataset_t *ds, size_t *cap, const char
                        path, line, buf);
     if (v == 0 || v > 0x7fffffff)
         return lg_fail(LG_ERR_IO, "%s:%zu: sample length %s out of range (1 .. 2^31-1)", path, line, buf);
-    return push(ds, cap, (uint32_t)v, (uint32_t)v, line);
+    return lg_sched_dataset_push(ds, (uint32_t)v, (uint32_t)v, (uint32_t)line);
 }
 
 static enum lg_dataset_format format_of(const char *path)
@@ -208,17 +133,10 @@ enum lg_status lg_dataset_load(const char *path, enum lg_dataset_format fmt, lg_
     enum lg_status s = lg_file_read(path, LG_FILE_LIMIT_DATA, &text, &size);
     if (s != LG_OK)
         return s;
-    size_t cap = 1024;
     lg_dataset_t *ds;
-    if ((s = ds_alloc(cap, &ds)) != LG_OK) {
+    if ((s = lg_sched_dataset_init(path, &ds)) != LG_OK) {
         free(text);
         return s;
-    }
-    free(ds->path);
-    if (!(ds->path = strdup(path))) {
-        free(text);
-        lg_dataset_free(ds);
-        return lg_fail(LG_ERR_OOM, "dataset: out of memory");
     }
     const char *p = text, *end = text + size;
     size_t line = 0;
@@ -229,12 +147,12 @@ enum lg_status lg_dataset_load(const char *path, enum lg_dataset_format fmt, lg_
         if (memchr(p, '\0', (size_t)(le - p)))
             s = lg_fail(LG_ERR_IO, "%s:%zu: binary data (NUL byte)", path, line);
         else if (!is_blank(p, le))
-            s = fmt == LG_DATASET_JSONL ? parse_jsonl_line(ds, &cap, p, le, path, line)
-                                        : parse_trace_line(ds, &cap, p, le, path, line);
+            s = fmt == LG_DATASET_JSONL ? parse_jsonl_line(ds, p, le, path, line)
+                                        : parse_trace_line(ds, p, le, path, line);
         p = nl ? nl + 1 : end;
     }
     free(text);
-    if (s == LG_OK && ds->n == 0)
+    if (s == LG_OK && lg_dataset_size(ds) == 0)
         s = lg_fail(LG_ERR_IO, "%s: no samples (empty dataset)", path);
     if (s != LG_OK) {
         lg_dataset_free(ds);

@@ -1,7 +1,7 @@
-/* sched_jobfile.c: loads a Lua job file (schema and defaults: generator/job.lua) into a job. The Lua side
+/* jobfile.c: loads a Lua job file (schema and defaults: generator/job.lua) into a job. The Lua side
  * validates and normalises; this side only reads the normalised table, builds the cost model, and loads the
  * datasets relative to the job file, prefixing their errors with the job file's line for that adapter. */
-#include "sched_internal.h"
+#include "lg_io.h"
 #include "lg_base.h"
 #include "lg_lua.h"
 
@@ -166,10 +166,9 @@ static enum lg_status build(lua_State *L, const char *path, lg_job_t **out)
     if ((s = lg_job_init(&p, &job)) != LG_OK)
         return lg_fail_wrap(s, "%s: ", path);
     const char *name = str(L, top, "name");
-    char *nm = strdup(name ? name : "job");
-    if (nm) {
-        free(job->name);
-        job->name = nm;
+    if ((s = lg_job_set_name(job, name ? name : "job")) != LG_OK) {
+        lg_job_free(job);
+        return s;
     }
     lua_getfield(L, top, "adapters");
     int ads = lua_gettop(L);
@@ -180,7 +179,7 @@ static enum lg_status build(lua_State *L, const char *path, lg_job_t **out)
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    if (s == LG_OK && job->nad == 0)
+    if (s == LG_OK && lg_job_adapter_count(job) == 0)
         s = lg_fail(LG_ERR_SPEC, "%s: no adapters", path);
     if (s != LG_OK) {
         lg_job_free(job);

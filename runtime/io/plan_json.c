@@ -1,8 +1,8 @@
-/* sched_json.c: writes a plan as JSON for the trainer and for people: the adapters with the loss-token count of
+/* plan_json.c: writes a plan as JSON for the trainer and for people: the adapters with the loss-token count of
  * every global batch (the runtime divides each microbatch's summed loss by it), the microbatches per rank in
  * order with their segments, samples and waits, the summary, and the predicted timing when a simulation is
  * given. Written to a temporary file and renamed, so a reader never sees half a plan. */
-#include "sched_internal.h"
+#include "lg_io.h"
 #include "lg_base.h"
 
 #include <jansson.h>
@@ -13,12 +13,13 @@
 static json_t *adapters_json(const lg_job_t *job)
 {
     json_t *arr = json_array();
-    for (int a = 0; a < job->nad; a++) {
-        const struct lg_adapter *ad = &job->ad[a];
-        const struct lg_adapter_info *in = &ad->info;
+    for (int a = 0; a < lg_job_adapter_count(job); a++) {
+        struct lg_adapter_info info;
+        lg_job_adapter(job, a, &info);
+        const struct lg_adapter_info *in = &info;
         json_t *loss = json_array();
-        for (size_t g = 0; g < ad->nbatches; g++)
-            json_array_append_new(loss, json_integer((json_int_t)ad->batch_loss[g]));
+        for (size_t g = 0; g < in->batches; g++)
+            json_array_append_new(loss, json_integer((json_int_t)lg_job_batch_loss_tokens(job, a, g)));
         json_array_append_new(
             arr, json_pack("{s:s, s:i, s:f, s:f, s:f, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "name",
                            in->name, "rank", in->rank, "alpha", in->alpha, "dropout", in->dropout, "lr", in->lr,
@@ -31,28 +32,36 @@ static json_t *adapters_json(const lg_job_t *job)
     return arr;
 }
 
+static json_t *segs_json(const lg_job_t *job, const lg_plan_t *plan, size_t i, size_t nseg)
+{
+    json_t *segs = json_array();
+    for (size_t j = 0; j < nseg; j++) {
+        struct lg_seg_view s;
+        struct lg_adapter_info ad;
+        lg_plan_seg(plan, i, j, &s);
+        lg_job_adapter(job, s.adapter, &ad);
+        json_t *smp = json_array();
+        for (size_t k = 0; k < s.nsamples; k++)
+            json_array_append_new(smp, json_integer(s.samples[k]));
+        json_array_append_new(segs, json_pack("{s:i, s:s, s:i, s:b, s:o}", "adapter", s.adapter, "name", ad.name,
+                                              "batch", (int)s.batch, "wait", s.wait, "samples", smp));
+    }
+    return segs;
+}
+
 static json_t *mbs_json(const lg_job_t *job, const lg_plan_t *plan)
 {
-    const struct lg_costmodel *cm = &job->p.cost;
+    const struct lg_costmodel *cm = &lg_job_get_params(job)->cost;
     json_t *arr = json_array();
-    for (size_t i = 0; i < plan->nmb; i++) {
-        const struct lg_pmb *m = &plan->mb[i];
-        json_t *segs = json_array();
-        for (uint32_t j = 0; j < m->nseg; j++) {
-            const struct lg_pseg *s = &plan->seg[m->seg_first + j];
-            json_t *smp = json_array();
-            for (uint32_t k = 0; k < s->n; k++)
-                json_array_append_new(smp, json_integer(plan->samp[s->first + k]));
-            json_array_append_new(segs, json_pack("{s:i, s:s, s:i, s:b, s:o}", "adapter", s->adapter, "name",
-                                                  job->ad[s->adapter].name, "batch", (int)s->batch, "wait",
-                                                  s->wait, "samples", smp));
-        }
-        double f = lg_costmodel_fwd_us(cm, m->padded, m->rank_tokens, m->sum_len2);
-        double b = lg_costmodel_bwd_us(cm, m->padded, m->rank_tokens, m->sum_len2);
+    for (size_t i = 0; i < lg_plan_mb_count(plan); i++) {
+        struct lg_mb_view m;
+        lg_plan_mb(plan, i, &m);
+        double f = lg_costmodel_fwd_us(cm, m.padded, m.rank_tokens, m.sum_len2);
+        double b = lg_costmodel_bwd_us(cm, m.padded, m.rank_tokens, m.sum_len2);
         json_array_append_new(arr, json_pack("{s:I, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:o}", "index", (json_int_t)i,
-                                             "rank", m->rank, "pos", (int)m->pos, "tokens", (int)m->tokens, "padded",
-                                             (int)m->padded, "sum_len2", m->sum_len2, "fwd_us_per_layer", f,
-                                             "bwd_us_per_layer", b, "segments", segs));
+                                             "rank", m.rank, "pos", (int)m.pos, "tokens", (int)m.tokens, "padded",
+                                             (int)m.padded, "sum_len2", m.sum_len2, "fwd_us_per_layer", f,
+                                             "bwd_us_per_layer", b, "segments", segs_json(job, plan, i, m.nseg)));
     }
     return arr;
 }
@@ -75,8 +84,10 @@ enum lg_status lg_plan_write_json(const lg_job_t *job, const lg_plan_t *plan, co
 {
     if (!job || !plan || !path)
         return lg_fail(LG_ERR_INVALID, "lg_plan_write_json: null argument");
-    const struct lg_plan_summary *sm = &plan->sum;
-    const struct lg_job_params *p = &job->p;
+    struct lg_plan_summary summ;
+    lg_plan_get_summary(plan, &summ);
+    const struct lg_plan_summary *sm = &summ;
+    const struct lg_job_params *p = lg_job_get_params(job);
     json_t *summary = json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:i, s:i, s:I, s:I, s:f}", "microbatches",
                                 (json_int_t)sm->microbatches, "slots", (json_int_t)sm->slots, "tokens",
                                 (json_int_t)sm->tokens, "padded", (json_int_t)sm->padded, "waste", sm->waste,
@@ -88,9 +99,9 @@ enum lg_status lg_plan_write_json(const lg_job_t *job, const lg_plan_t *plan, co
                              p->cost.token_us, "token_rank_us", p->cost.token_rank_us, "attention_us", p->cost.attn_us,
                              "backward_linear", p->cost.bwd_linear, "backward_attention", p->cost.bwd_attn, "layers",
                              p->cost.layers);
-    json_t *root = json_pack("{s:s, s:s, s:i, s:i, s:i, s:s, s:o, s:o, s:o, s:o}", "job", job->name, "algorithm",
-                             lg_plan_algo_name(plan->algo), "stages", p->stages, "data_parallel", p->data_parallel,
-                             "pad_multiple", p->pad_multiple, "capacity_policy",
+    json_t *root = json_pack("{s:s, s:s, s:i, s:i, s:i, s:s, s:o, s:o, s:o, s:o}", "job", lg_job_name(job),
+                             "algorithm", lg_plan_algo_name(lg_plan_get_algo(plan)), "stages", p->stages,
+                             "data_parallel", p->data_parallel, "pad_multiple", p->pad_multiple, "capacity_policy",
                              p->capacity_policy == LG_CAPACITY_AUTO ? "auto" : "fixed", "cost_model", cost,
                              "adapters", adapters_json(job), "summary", summary, "microbatches", mbs_json(job, plan));
     if (!root)

@@ -1,8 +1,8 @@
-/* sched_svg.c: draws a simulated timeline as SVG. One row per (rank, stage); each forward and backward is a
+/* plan_svg.c: draws a simulated timeline as SVG. One row per (rank, stage); each forward and backward is a
  * box coloured by adapter (forwards light, backwards dark), a microbatch that mixes adapters is split into
  * horizontal stripes in proportion to each adapter's tokens, and idle time shows as the row's red-tinted
  * background, so bubbles are visible at a glance. Held forwards (optimizer-step waits) get a black outline. */
-#include "sched_internal.h"
+#include "lg_io.h"
 #include "lg_base.h"
 
 #include <math.h>
@@ -24,41 +24,44 @@ static void colour(int adapter, char kind, char *out, size_t n)
 static void legend(FILE *f, const lg_job_t *job, double width)
 {
     double x = LEFT;
-    for (int a = 0; a < job->nad && x < width - 100; a++) {
+    for (int a = 0; a < lg_job_adapter_count(job) && x < width - 100; a++) {
+        struct lg_adapter_info in;
+        lg_job_adapter(job, a, &in);
         char c[48];
         colour(a, 'F', c, sizeof c);
         fprintf(f, "<rect x='%.0f' y='24' width='12' height='12' fill='%s'/>", x, c);
         colour(a, 'B', c, sizeof c);
         fprintf(f, "<rect x='%.0f' y='24' width='12' height='12' fill='%s'/>", x + 13, c);
-        fprintf(f, "<text x='%.0f' y='34'>%s</text>\n", x + 30, job->ad[a].name);
-        x += 40 + 8.0 * (double)strlen(job->ad[a].name);
+        fprintf(f, "<text x='%.0f' y='34'>%s</text>\n", x + 30, in.name);
+        x += 40 + 8.0 * (double)strlen(in.name);
     }
 }
 
 static void box(FILE *f, const lg_job_t *job, const lg_plan_t *plan, const struct lg_sim_event *e, double x, double w,
                 double y, int tips)
 {
-    const struct lg_pmb *m = &plan->mb[e->mb];
+    struct lg_mb_view m;
+    lg_plan_mb(plan, e->mb, &m);
     double h = ROW_H - 4, off = 0;
-    for (uint32_t j = 0; j < m->nseg; j++) {
-        const struct lg_pseg *s = &plan->seg[m->seg_first + j];
+    int held = 0;
+    for (size_t j = 0; j < m.nseg; j++) {
+        struct lg_seg_view s;
+        lg_plan_seg(plan, e->mb, j, &s);
         double tok = 0;
-        for (uint32_t k = 0; k < s->n; k++)
-            tok += job->ad[s->adapter].len[plan->samp[s->first + k]];
-        double sh = m->tokens ? h * tok / m->tokens : h / m->nseg;
+        for (size_t k = 0; k < s.nsamples; k++)
+            tok += lg_job_sample_length(job, s.adapter, s.samples[k]);
+        double sh = m.tokens ? h * tok / m.tokens : h / m.nseg;
         char c[48];
-        colour(s->adapter, e->kind, c, sizeof c);
+        colour(s.adapter, e->kind, c, sizeof c);
         fprintf(f, "<rect x='%.2f' y='%.2f' width='%.2f' height='%.2f' fill='%s'/>", x, y + off, w, sh, c);
         off += sh;
+        held |= s.wait;
     }
-    int held = 0;
-    for (uint32_t j = 0; j < m->nseg; j++)
-        held |= plan->seg[m->seg_first + j].wait;
     fprintf(f, "<rect x='%.2f' y='%.2f' width='%.2f' height='%.2f' fill='none' stroke='%s' stroke-width='%s'>", x, y, w,
             h, held && e->kind == 'F' ? "#000" : "#fff", held && e->kind == 'F' ? "1.2" : "0.3");
     if (tips)
-        fprintf(f, "<title>%c mb %u (rank %d pos %u): %u tokens, %.0f-%.0f us</title>", e->kind, e->mb, m->rank, m->pos,
-                m->tokens, e->start_us, e->end_us);
+        fprintf(f, "<title>%c mb %u (rank %d pos %zu): %u tokens, %.0f-%.0f us</title>", e->kind, e->mb, m.rank,
+                m.pos, m.tokens, e->start_us, e->end_us);
     fprintf(f, "</rect>\n");
 }
 
@@ -68,11 +71,14 @@ enum lg_status lg_sim_write_svg(const lg_job_t *job, const lg_plan_t *plan, cons
         return lg_fail(LG_ERR_INVALID, "lg_sim_write_svg: null argument");
     const struct lg_sim_event *ev;
     size_t nev = lg_sim_events(sim, &ev);
-    if (!ev && plan->nmb)
+    size_t nmb = lg_plan_mb_count(plan);
+    if (!ev && nmb)
         return lg_fail(LG_ERR_INVALID, "svg: the simulation did not record its ops (set record_events)");
     struct lg_sim_stats st;
     lg_sim_get_stats(sim, &st);
-    size_t per_rank = plan->sum.slots ? plan->sum.slots : 1;
+    struct lg_plan_summary sm;
+    lg_plan_get_summary(plan, &sm);
+    size_t per_rank = sm.slots ? sm.slots : 1;
     double width = LEFT + fmin(24000.0, fmax(1000.0, 8.0 * (double)per_rank)) + 20;
     double span = st.makespan_us > 0 ? st.makespan_us : 1, scale = (width - LEFT - 20) / span;
     int rows = st.ranks * st.stages;
@@ -85,8 +91,8 @@ enum lg_status lg_sim_write_svg(const lg_job_t *job, const lg_plan_t *plan, cons
             width, height);
     fprintf(f, "<text x='8' y='16' font-size='13'>%s: %s plan, %zu microbatches, S=%d, DP=%d: makespan %.1f ms, "
                "bubble %.2f%%, DP imbalance %.2f%%</text>\n",
-            job->name, lg_plan_algo_name(plan->algo), plan->nmb, st.stages, st.ranks, st.makespan_us / 1e3,
-            100 * st.bubble, 100 * st.dp_imbalance);
+            lg_job_name(job), lg_plan_algo_name(lg_plan_get_algo(plan)), nmb, st.stages, st.ranks,
+            st.makespan_us / 1e3, 100 * st.bubble, 100 * st.dp_imbalance);
     legend(f, job, width);
     for (int r = 0; r < st.ranks; r++)
         for (int s = 0; s < st.stages; s++) {

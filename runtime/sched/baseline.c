@@ -1,4 +1,4 @@
-/* sched_baseline.c: the two baselines the planner is measured against, built on the same data and
+/* baseline.c: the two baselines the planner is measured against, built on the same data and
  * simulated by the same simulator.
  *   Megatron-style: fixed sample-count microbatches (no packing: each sample padded to the longest of its
  *   microbatch), one adapter after another, each global batch split evenly over the DP ranks. Consecutive
@@ -21,7 +21,7 @@ static uint32_t longest(const lg_job_t *job)
 
 static enum lg_status per_mb(const lg_job_t *job, uint32_t cap, int k, int *out)
 {
-    uint32_t l = lg_pad_up(longest(job), (uint32_t)job->p.pad_multiple);
+    uint32_t l = lg_sched_pad_up(longest(job), (uint32_t)job->p.pad_multiple);
     if (k <= 0)
         k = (int)(cap / l) > 0 ? (int)(cap / l) : 1;
     if ((uint64_t)k * l > cap)
@@ -38,18 +38,18 @@ static void rank_share(const struct lg_adapter *ad, size_t g, int r, int D, size
     *hi = b0 + n * (size_t)(r + 1) / (size_t)D;
 }
 
-enum lg_status lg_plan_megatron(const lg_job_t *job, uint32_t cap, int samples_per_mb, lg_plan_t **out)
+enum lg_status lg_sched_plan_megatron(const lg_job_t *job, uint32_t cap, int samples_per_mb, lg_plan_t **out)
 {
     int k = 1, D = job->p.data_parallel;
     enum lg_status s = per_mb(job, cap, samples_per_mb, &k);
     if (s != LG_OK)
         return s;
-    struct lg_plan_builder b;
-    if ((s = lg_plan_builder_init(&b, job, LG_PLAN_MEGATRON, D)) != LG_OK)
+    struct lg_sched_builder b;
+    if ((s = lg_sched_builder_init(&b, job, LG_PLAN_MEGATRON, D)) != LG_OK)
         return s;
     uint32_t *pos = calloc((size_t)D, sizeof *pos);
     if (!pos) {
-        lg_plan_builder_abort(&b);
+        lg_sched_builder_abort(&b);
         return lg_fail(LG_ERR_OOM, "plan: out of memory");
     }
     for (int a = 0; a < job->nad && s == LG_OK; a++) {
@@ -59,18 +59,18 @@ enum lg_status lg_plan_megatron(const lg_job_t *job, uint32_t cap, int samples_p
                 size_t lo, hi;
                 rank_share(ad, g, r, D, &lo, &hi);
                 for (size_t i = lo; i < hi && s == LG_OK; i++) {
-                    lg_plan_builder_add(&b, a, (uint32_t)g, ad->order[i]);
+                    lg_sched_builder_add(&b, a, (uint32_t)g, ad->order[i]);
                     if ((i - lo + 1) % (size_t)k == 0 || i + 1 == hi)
-                        s = lg_plan_builder_end_mb(&b, r, pos[r]++);
+                        s = lg_sched_builder_end_mb(&b, r, pos[r]++);
                 }
             }
     }
     free(pos);
     if (s != LG_OK) {
-        lg_plan_builder_abort(&b);
+        lg_sched_builder_abort(&b);
         return s;
     }
-    return lg_plan_builder_finish(&b, cap, out);
+    return lg_sched_builder_finish(&b, cap, out);
 }
 
 struct rr_state {
@@ -81,7 +81,7 @@ struct rr_state {
 };
 
 /* Issues one slot of adapter a: the next k samples of each rank's share of its current batch. */
-static enum lg_status rr_issue(struct lg_plan_builder *b, const struct lg_adapter *ad, int a, struct rr_state *st,
+static enum lg_status rr_issue(struct lg_sched_builder *b, const struct lg_adapter *ad, int a, struct rr_state *st,
                                int k, int D, uint32_t *pos, long slot)
 {
     enum lg_status s = LG_OK;
@@ -93,9 +93,9 @@ static enum lg_status rr_issue(struct lg_plan_builder *b, const struct lg_adapte
         if (st->cur[r] < lo)
             st->cur[r] = lo;
         for (int i = 0; i < k && st->cur[r] < hi; i++)
-            lg_plan_builder_add(b, a, (uint32_t)st->g, ad->order[st->cur[r]++]);
+            lg_sched_builder_add(b, a, (uint32_t)st->g, ad->order[st->cur[r]++]);
         if (b->ncur)
-            s = lg_plan_builder_end_mb(b, r, pos[r]++);
+            s = lg_sched_builder_end_mb(b, r, pos[r]++);
         left |= st->cur[r] < hi;
     }
     if (!left) { /* batch done: the next one may start S slots later */
@@ -108,14 +108,14 @@ static enum lg_status rr_issue(struct lg_plan_builder *b, const struct lg_adapte
     return s;
 }
 
-enum lg_status lg_plan_mlora(const lg_job_t *job, uint32_t cap, int samples_per_mb, lg_plan_t **out)
+enum lg_status lg_sched_plan_mlora(const lg_job_t *job, uint32_t cap, int samples_per_mb, lg_plan_t **out)
 {
     int k = 1, D = job->p.data_parallel, A = job->nad, S = job->p.stages;
     enum lg_status s = per_mb(job, cap, samples_per_mb, &k);
     if (s != LG_OK)
         return s;
-    struct lg_plan_builder b;
-    if ((s = lg_plan_builder_init(&b, job, LG_PLAN_MLORA, D)) != LG_OK)
+    struct lg_sched_builder b;
+    if ((s = lg_sched_builder_init(&b, job, LG_PLAN_MLORA, D)) != LG_OK)
         return s;
     struct rr_state *st = calloc((size_t)A, sizeof *st);
     uint32_t *pos = calloc((size_t)D, sizeof *pos);
@@ -152,8 +152,8 @@ enum lg_status lg_plan_mlora(const lg_job_t *job, uint32_t cap, int samples_per_
     free(st);
     free(pos);
     if (s != LG_OK) {
-        lg_plan_builder_abort(&b);
+        lg_sched_builder_abort(&b);
         return s;
     }
-    return lg_plan_builder_finish(&b, cap, out);
+    return lg_sched_builder_finish(&b, cap, out);
 }

@@ -1,4 +1,4 @@
-/* sched_costmodel.c: how long one transformer layer takes on one microbatch, forward and backward.
+/* costmodel.c: how long one transformer layer takes on one microbatch, forward and backward.
  *
  * A linear term in (padded) tokens for the frozen base's GEMMs, a term in tokens x LoRA rank for the
  * adapters' own skinny GEMMs, a quadratic term sum(len^2) for causal attention, and a fixed cost per

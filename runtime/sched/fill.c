@@ -1,31 +1,18 @@
-/* sched_fill.c: how our planner fills one microbatch from the global batches that may run in its slot.
+/* fill.c: how our planner fills one microbatch from the global batches that may run in its slot.
  *
  * Three steps. First the urgent shares: each open batch, earliest deadline first, gets its remaining tokens
  * spread over the bins left before its deadline, longest samples first (they are the hardest to place
  * later). Then best fit: the longest sample that still fits, from any batch on pace, else from one that may
  * start early. Last, trades that close the room: an item of the bin for a longer one from the pool (or two
  * for one), which hands shorter samples back to the pool for later bins, where they are scarce. Then the
- * regroup (sched_regroup.c) closes what room is left by re-choosing each batch's subset. A bin is limited by
- * tokens and, unless tokens-only, by modelled cost. */
+ * regroup (regroup.c) closes what room is left by re-choosing each batch's subset. A bin is limited by
+ * tokens and, unless tokens-only, by modelled cost. Items move only through pack_state.c. */
 #include "sched_pack.h"
 
 #include <math.h>
 #include <stdlib.h>
 
-size_t lg_pk_batch_of(const struct pk *p, uint32_t k)
-{
-    size_t lo = 0, hi = p->nbt; /* the batches' items are contiguous and in order */
-    while (hi - lo > 1) {
-        size_t mid = (lo + hi) / 2;
-        if (p->bt[mid].first <= k)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-static int fits(const struct pk *p, const struct pk_bin *bn, const struct pk_item *it)
+static int fits(const struct lg_sched_pk *p, const struct lg_sched_pk_bin *bn, const struct lg_sched_pk_item *it)
 {
     if (bn->n == 0)
         return 1; /* anything up to the capacity (checked when the job was built) */
@@ -34,60 +21,10 @@ static int fits(const struct pk *p, const struct pk_bin *bn, const struct pk_ite
     return p->tokens_only || bn->cost + it->cost <= p->klim;
 }
 
-void lg_pk_place(struct pk *p, size_t bi, size_t b, uint32_t k)
-{
-    struct pk_item *it = &p->it[k];
-    struct pk_bin *bn = &p->bin[bi];
-    struct pk_batch *bt = &p->bt[b];
-    it->bin = (int)bi;
-    bn->tokens += it->len;
-    bn->cost += it->cost;
-    bn->n++;
-    bt->left--;
-    bt->tok_left -= it->len;
-    p->unplaced--;
-    p->cur[p->ncur++] = k;
-    if (p->open[bt->a] < 0) {
-        p->open[bt->a] = (long)b;
-        p->next[bt->a] = b + 1;
-    }
-}
-
-void lg_pk_unplace(struct pk *p, size_t bi, uint32_t k)
-{
-    struct pk_item *it = &p->it[k];
-    struct pk_bin *bn = &p->bin[bi];
-    struct pk_batch *bt = &p->bt[lg_pk_batch_of(p, k)];
-    it->bin = -1;
-    bn->tokens -= it->len;
-    bn->cost -= it->cost;
-    bn->n--;
-    bt->left++;
-    bt->tok_left += it->len;
-    p->unplaced++;
-    for (size_t i = 0; i < p->ncur; i++)
-        if (p->cur[i] == k) {
-            p->cur[i] = p->cur[--p->ncur];
-            break;
-        }
-}
-
-int lg_pk_eligible(const struct pk *p, int a, long t, int early, size_t *b)
-{
-    if (p->open[a] >= 0) {
-        *b = (size_t)p->open[a];
-        return 1;
-    }
-    if (p->next[a] >= p->bbase[a + 1] || p->ready[a] > t)
-        return 0;
-    *b = p->next[a];
-    return early || p->no_pacing || p->bt[*b].start_nom <= (double)t;
-}
-
 /* The longest unplaced item of batch b that fits the bin, or UINT32_MAX. */
-static uint32_t best_of(const struct pk *p, const struct pk_bin *bn, size_t b)
+static uint32_t best_of(const struct lg_sched_pk *p, const struct lg_sched_pk_bin *bn, size_t b)
 {
-    const struct pk_batch *bt = &p->bt[b];
+    const struct lg_sched_pk_batch *bt = &p->bt[b];
     for (uint32_t k = bt->first; k < bt->first + bt->n; k++)
         if (p->it[k].bin < 0 && fits(p, bn, &p->it[k]))
             return k;
@@ -96,35 +33,35 @@ static uint32_t best_of(const struct pk *p, const struct pk_bin *bn, size_t b)
 
 static int cmp_deadline(const void *x, const void *y, void *ctx)
 {
-    const struct pk *p = ctx;
+    const struct lg_sched_pk *p = ctx;
     double a = p->bt[*(const size_t *)x].deadline, b = p->bt[*(const size_t *)y].deadline;
     return (a > b) - (a < b);
 }
 
-static void fill_urgent(struct pk *p, size_t bi, long t, int k_in_slot, size_t *cand)
+static void fill_urgent(struct lg_sched_pk *p, size_t bi, long t, int k_in_slot, size_t *cand)
 {
     int n = 0;
     for (int a = 0; a < p->A; a++) {
         size_t b;
-        if (lg_pk_eligible(p, a, t, 0, &b))
+        if (lg_sched_pk_eligible(p, a, t, 0, &b))
             cand[n++] = b;
     }
     qsort_r(cand, (size_t)n, sizeof *cand, cmp_deadline, p);
     for (int i = 0; i < n; i++) {
-        struct pk_batch *bt = &p->bt[cand[i]];
+        struct lg_sched_pk_batch *bt = &p->bt[cand[i]];
         double bins_left = fmax(1.0, (bt->deadline - (double)t + 1) * p->D - k_in_slot);
         double quota = (double)bt->tok_left / bins_left, taken = 0;
         while (taken < quota) {
             uint32_t k = best_of(p, &p->bin[bi], cand[i]);
             if (k == UINT32_MAX)
                 break;
-            lg_pk_place(p, bi, cand[i], k);
+            lg_sched_pk_place(p, bi, cand[i], k);
             taken += p->it[k].len;
         }
     }
 }
 
-static void fill_best(struct pk *p, size_t bi, long t)
+static void fill_best(struct lg_sched_pk *p, size_t bi, long t)
 {
     for (;;) {
         uint32_t best = UINT32_MAX;
@@ -132,7 +69,7 @@ static void fill_best(struct pk *p, size_t bi, long t)
         for (int early = 0; early < 2 && best == UINT32_MAX; early++)
             for (int a = 0; a < p->A; a++) {
                 size_t b;
-                if (!lg_pk_eligible(p, a, t, early, &b))
+                if (!lg_sched_pk_eligible(p, a, t, early, &b))
                     continue;
                 uint32_t k = best_of(p, &p->bin[bi], b);
                 if (k == UINT32_MAX)
@@ -145,31 +82,31 @@ static void fill_best(struct pk *p, size_t bi, long t)
             }
         if (best == UINT32_MAX)
             return;
-        lg_pk_place(p, bi, bb, best);
+        lg_sched_pk_place(p, bi, bb, best);
     }
 }
 
 /* May item k leave the bin in a trade? Only when its batch was open before the slot (so no batch opens or
  * closes by the trade) and is not due (so it cannot miss its deadline). */
-static int tradeable(const struct pk *p, uint32_t k, long t)
+static int tradeable(const struct lg_sched_pk *p, uint32_t k, long t)
 {
-    size_t b = lg_pk_batch_of(p, k);
+    size_t b = lg_sched_pk_batch_of(p, k);
     return p->open_at_slot[p->bt[b].a] == (long)b && p->bt[b].deadline >= (double)t + 2;
 }
 
-static void close_gap(struct pk *p, size_t bi, long t)
+static void close_gap(struct lg_sched_pk *p, size_t bi, long t)
 {
     for (int round = 0; round < 4; round++) {
-        struct pk_bin *bn = &p->bin[bi];
+        struct lg_sched_pk_bin *bn = &p->bin[bi];
         uint32_t room = p->tau > bn->tokens ? p->tau - bn->tokens : 0;
         if (room == 0 || bn->n == 0)
             return;
         uint32_t gain = 0, ky = UINT32_MAX, x1 = UINT32_MAX, x2 = UINT32_MAX;
         for (int a = 0; a < p->A; a++) {
             size_t b;
-            if (!lg_pk_eligible(p, a, t, 0, &b))
+            if (!lg_sched_pk_eligible(p, a, t, 0, &b))
                 continue;
-            const struct pk_batch *bt = &p->bt[b];
+            const struct lg_sched_pk_batch *bt = &p->bt[b];
             for (uint32_t k = bt->first; k < bt->first + bt->n; k++) {
                 uint32_t ly = p->it[k].len;
                 if (p->it[k].bin >= 0)
@@ -190,18 +127,18 @@ static void close_gap(struct pk *p, size_t bi, long t)
         }
         if (gain == 0)
             return;
-        lg_pk_unplace(p, bi, x1);
+        lg_sched_pk_unplace(p, bi, x1);
         if (x2 != UINT32_MAX)
-            lg_pk_unplace(p, bi, x2);
-        lg_pk_place(p, bi, lg_pk_batch_of(p, ky), ky);
+            lg_sched_pk_unplace(p, bi, x2);
+        lg_sched_pk_place(p, bi, lg_sched_pk_batch_of(p, ky), ky);
     }
 }
 
-void lg_pk_fill(struct pk *p, size_t bi, long t, int d, size_t *cand)
+void lg_sched_pk_fill(struct lg_sched_pk *p, size_t bi, long t, int d, size_t *cand)
 {
     p->ncur = 0;
     fill_urgent(p, bi, t, d, cand);
     fill_best(p, bi, t);
     close_gap(p, bi, t);
-    lg_pk_regroup(p, bi, t);
+    lg_sched_pk_regroup(p, bi, t);
 }

@@ -1,4 +1,4 @@
-/* sched_job.c: the job object: pipeline shape, capacity policy, cost model and the adapters with their
+/* job.c: the job object: pipeline shape, capacity policy, cost model and the adapters with their
  * datasets cut into global batches. Adding an adapter applies the oversize policy and fixes which samples form
  * each global batch (dataset order, or a seeded shuffle), so the planners and the verifier agree on it. */
 #include "sched_internal.h"
@@ -255,6 +255,19 @@ enum lg_status lg_job_add_adapter(lg_job_t *job, const struct lg_adapter_params 
 
 const struct lg_job_params *lg_job_get_params(const lg_job_t *job) { return &job->p; }
 const char *lg_job_name(const lg_job_t *job) { return job->name; }
+
+enum lg_status lg_job_set_name(lg_job_t *job, const char *name)
+{
+    if (!job || !name)
+        return lg_fail(LG_ERR_INVALID, "lg_job_set_name: null argument");
+    char *nm = strdup(name);
+    if (!nm)
+        return lg_fail(LG_ERR_OOM, "job: out of memory");
+    free(job->name);
+    job->name = nm;
+    return LG_OK;
+}
+
 int lg_job_adapter_count(const lg_job_t *job) { return job ? job->nad : 0; }
 uint32_t lg_job_capacity_limit(const lg_job_t *job) { return job->cap_limit; }
 

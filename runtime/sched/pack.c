@@ -1,140 +1,32 @@
-/* sched_pack.c: our planner, LG_PLAN_PACKED, for one fill target. Three phases:
+/* pack.c: our planner, LG_PLAN_PACKED, for one fill target. Three phases:
  *
  *   1. Pacing. Each adapter's global batches get nominal start slots spread over the whole window in
- *      proportion to their tokens, and a deadline S slots before the next one's start. All adapters then run
- *      side by side to the end; an adapter left alone would flush the pipeline at every optimizer step.
+ *      proportion to their tokens, and a deadline S slots before the next one's start (pack_state.c). All
+ *      adapters then run side by side to the end; an adapter left alone would flush the pipeline at every
+ *      optimizer step.
  *   2. Slots, one after another. A slot holds one microbatch per DP rank, filled from every global batch that
- *      may run there (any number of adapters, at most one batch each: sched_fill.c). A batch may start once
+ *      may run there (any number of adapters, at most one batch each: fill.c). A batch may start once
  *      its predecessor's last slot is S back; when nothing may run at all, the earliest-ready batch starts
  *      anyway and the plan marks that wait. The slot's microbatches go to ranks dearest-first onto the rank
  *      with the least cumulative cost, which keeps the DP ranks in step.
- *   3. Refinement over the whole window (sched_refine.c): merge away the emptiest slots, then move and swap
+ *   3. Refinement over the whole window (refine.c): merge away the emptiest slots, then move and swap
  *      samples and whole microbatches within their legal windows until consecutive microbatches cost about
  *      the same, which is what 1F1B needs to stay bubble-free.
- * lg_plan_search (at the end) picks the fill target by simulating several. */
+ * lg_sched_plan_search (at the end) picks the fill target by simulating several. Calls go one way: this
+ * file -> fill.c -> regroup.c -> pack_state.c, and to the builder, refine.c and the simulator below. */
 #include "sched_pack.h"
 #include "lg_base.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static double item_cost(const struct pk *p, double len, int rank)
-{
-    const struct lg_costmodel *cm = &p->job->p.cost;
-    if (p->tokens_only)
-        return len;
-    double lin = cm->token_us * len + cm->token_rank_us * len * rank, att = cm->attn_us * len * len;
-    return (1 + cm->bwd_linear) * lin + (1 + cm->bwd_attn) * att;
-}
-
-static int cmp_len_desc(const void *x, const void *y)
-{
-    const struct pk_item *a = x, *b = y;
-    if (a->len != b->len)
-        return a->len < b->len ? 1 : -1;
-    return (a->sample > b->sample) - (a->sample < b->sample);
-}
-
-static enum lg_status pk_alloc(struct pk *p)
-{
-    const lg_job_t *job = p->job;
-    p->nit = p->nbt = 0;
-    for (int a = 0; a < p->A; a++) {
-        p->nit += job->ad[a].info.samples;
-        p->nbt += job->ad[a].nbatches;
-    }
-    size_t A = (size_t)p->A;
-    p->it = malloc((p->nit + 1) * sizeof *p->it);
-    p->cur = malloc((p->nit + 1) * sizeof *p->cur);
-    p->bt = malloc((p->nbt + 1) * sizeof *p->bt);
-    p->bbase = malloc((A + 1) * sizeof *p->bbase);
-    p->next = malloc(A * sizeof *p->next);
-    p->ready = calloc(A, sizeof *p->ready);
-    p->open = malloc(A * sizeof *p->open);
-    p->open_at_slot = malloc(A * sizeof *p->open_at_slot);
-    p->rank_cost = calloc((size_t)p->D, sizeof *p->rank_cost);
-    if (!p->it || !p->cur || !p->bt || !p->bbase || !p->next || !p->ready || !p->open || !p->open_at_slot ||
-        !p->rank_cost)
-        return lg_fail(LG_ERR_OOM, "plan: out of memory");
-    return lg_pk_regroup_init(p);
-}
-
-/* Items per batch, longest first; paced starts and deadlines; the cost limit of a bin. */
-static enum lg_status pk_setup(struct pk *p)
-{
-    const lg_job_t *job = p->job;
-    enum lg_status s = pk_alloc(p);
-    if (s != LG_OK)
-        return s;
-    double tokens = 0, cost = 0;
-    for (int a = 0; a < p->A; a++)
-        for (size_t k = 0; k < job->ad[a].info.samples; k++) {
-            double l = job->ad[a].len[job->ad[a].order[k]];
-            tokens += l;
-            cost += item_cost(p, l, job->ad[a].p.rank);
-        }
-    double slots = ceil(tokens / ((double)p->D * p->tau));
-    size_t i = 0, b = 0;
-    for (int a = 0; a < p->A; a++) {
-        const struct lg_adapter *ad = &job->ad[a];
-        p->bbase[a] = p->next[a] = b;
-        p->open[a] = -1;
-        double cum = 0, tot = (double)ad->info.tokens;
-        for (size_t g = 0; g < ad->nbatches; g++, b++) {
-            struct pk_batch *bt = &p->bt[b];
-            *bt = (struct pk_batch){.a = a, .g = (uint32_t)g, .first = (uint32_t)i};
-            for (size_t k = ad->batch_start[g]; k < ad->batch_start[g + 1]; k++, i++) {
-                uint32_t smp = ad->order[k];
-                p->it[i] = (struct pk_item){.sample = smp, .len = ad->len[smp], .bin = -1,
-                                            .cost = item_cost(p, ad->len[smp], ad->p.rank)};
-                bt->tok_left += ad->len[smp];
-            }
-            bt->n = bt->left = (uint32_t)(i - bt->first);
-            qsort(&p->it[bt->first], bt->n, sizeof *p->it, cmp_len_desc);
-            bt->start_nom = slots * cum / tot;
-            cum += (double)bt->tok_left;
-            bt->deadline = g + 1 < ad->nbatches ? slots * cum / tot - p->S : slots - 1;
-            bt->deadline = fmax(bt->deadline, bt->start_nom);
-        }
-    }
-    p->bbase[p->A] = b;
-    p->unplaced = i;
-    /* a bin's cost limit: a target-sized bin at the job's mean cost per token, plus 3% */
-    p->c0 = p->tokens_only ? 0 : 2 * job->p.cost.layer_us;
-    p->klim = 1.03 * (p->c0 + p->tau * cost / tokens);
-    /* the regroup's limit: a bin as dear as one target-long sample alone, the dearest bin any plan must have
-     * (of the largest LoRA rank) */
-    int rmax = 0;
-    for (int a = 0; a < p->A; a++)
-        rmax = job->ad[a].p.rank > rmax ? job->ad[a].p.rank : rmax;
-    p->klim_max = p->c0 + item_cost(p, p->tau, rmax);
-    if (p->klim_max < p->klim)
-        p->klim_max = p->klim;
-    return LG_OK;
-}
-
-static enum lg_status new_bin(struct pk *p, long slot)
-{
-    if (p->nbin == p->cap_bin) {
-        size_t nc = p->cap_bin ? 2 * p->cap_bin : 256;
-        struct pk_bin *nb = realloc(p->bin, nc * sizeof *nb);
-        if (!nb)
-            return lg_fail(LG_ERR_OOM, "plan: out of memory");
-        p->bin = nb;
-        p->cap_bin = nc;
-    }
-    p->bin[p->nbin++] = (struct pk_bin){.slot = slot, .cost = p->c0};
-    return LG_OK;
-}
-
 /* When no batch may run in slot t, the earliest-ready one runs anyway: the plan will mark its wait. */
-static void force_one(struct pk *p, long t)
+static void force_one(struct lg_sched_pk *p, long t)
 {
     int pick = -1;
     for (int a = 0; a < p->A; a++) {
         size_t b;
-        if (lg_pk_eligible(p, a, t, 1, &b))
+        if (lg_sched_pk_eligible(p, a, t, 1, &b))
             return;
         if (p->open[a] < 0 && p->next[a] < p->bbase[a + 1] && (pick < 0 || p->ready[a] < p->ready[pick]))
             pick = a;
@@ -145,13 +37,13 @@ static void force_one(struct pk *p, long t)
 
 static int cmp_bin_cost(const void *x, const void *y, void *ctx)
 {
-    const struct pk *p = ctx;
+    const struct lg_sched_pk *p = ctx;
     double a = p->bin[*(const size_t *)x].cost, b = p->bin[*(const size_t *)y].cost;
     return (a < b) - (a > b);
 }
 
 /* The slot's bins, dearest first, go to the ranks with the least cumulative cost. */
-static void assign_ranks(struct pk *p, size_t first, size_t *idx, int *rk)
+static void assign_ranks(struct lg_sched_pk *p, size_t first, size_t *idx, int *rk)
 {
     size_t n = p->nbin - first;
     for (size_t i = 0; i < n; i++)
@@ -171,7 +63,7 @@ static void assign_ranks(struct pk *p, size_t first, size_t *idx, int *rk)
     }
 }
 
-static enum lg_status run_slots(struct pk *p)
+static enum lg_status run_slots(struct lg_sched_pk *p)
 {
     size_t *cand = malloc(((size_t)p->A + (size_t)p->D + 1) * sizeof *cand);
     int *rk = malloc((size_t)p->D * sizeof *rk);
@@ -181,9 +73,9 @@ static enum lg_status run_slots(struct pk *p)
         size_t first = p->nbin;
         memcpy(p->open_at_slot, p->open, (size_t)p->A * sizeof *p->open);
         for (int d = 0; d < p->D && s == LG_OK; d++) {
-            if ((s = new_bin(p, t)) != LG_OK)
+            if ((s = lg_sched_pk_new_bin(p, t)) != LG_OK)
                 break;
-            lg_pk_fill(p, p->nbin - 1, t, d, cand);
+            lg_sched_pk_fill(p, p->nbin - 1, t, d, cand);
             if (p->bin[p->nbin - 1].n == 0)
                 p->nbin--;
         }
@@ -223,7 +115,7 @@ static void rf_free(struct rf_arrays *r)
     free(r->slot);
 }
 
-static enum lg_status refine(struct pk *p, unsigned flags)
+static enum lg_status refine(struct lg_sched_pk *p, unsigned flags)
 {
     size_t n = p->nit, nb = p->nbt;
     struct rf_arrays r = {
@@ -238,7 +130,7 @@ static enum lg_status refine(struct pk *p, unsigned flags)
         !r.slot)
         s = lg_fail(LG_ERR_OOM, "plan: out of memory");
     for (size_t b = 0; s == LG_OK && b < nb; b++) {
-        const struct pk_batch *bt = &p->bt[b];
+        const struct lg_sched_pk_batch *bt = &p->bt[b];
         r.bfirst[b] = bt->first;
         r.adapter[b] = bt->a;
         r.prev[b] = b > p->bbase[bt->a] ? b - 1 : SIZE_MAX;
@@ -256,7 +148,7 @@ static enum lg_status refine(struct pk *p, unsigned flags)
             r.slot[i] = p->bin[i].slot;
             r.rank[i] = p->bin[i].rank;
         }
-        struct lg_refine_in in = {
+        struct lg_sched_refine_in in = {
             .nitem = n, .nbin = p->nbin, .nbatch = nb, .S = p->S, .D = p->D, .len = r.len, .cost = r.cost,
             .batch = r.batch, .bin = r.bin, .bfirst = r.bfirst, .adapter = r.adapter, .prev = r.prev,
             .next = r.next, .slot = r.slot, .rank = r.rank, .reach = 2L * p->S + 4, .tau = p->tau, .c0 = p->c0,
@@ -271,16 +163,16 @@ static enum lg_status refine(struct pk *p, unsigned flags)
 
 /* Hands the bins to the plan builder in slot order; each rank numbers its own microbatches, and bins the
  * merge emptied are skipped. */
-static enum lg_status emit(struct pk *p, uint32_t capacity, lg_plan_t **out)
+static enum lg_status emit(struct lg_sched_pk *p, uint32_t capacity, lg_plan_t **out)
 {
     size_t n = p->nit;
     size_t *start = calloc(p->nbin + 2, sizeof *start);
     uint32_t *by_bin = malloc((n + 1) * sizeof *by_bin), *owner = malloc((n + 1) * sizeof *owner);
     uint32_t *pos = calloc((size_t)p->D, sizeof *pos);
-    struct lg_plan_builder b;
+    struct lg_sched_builder b;
     enum lg_status s = start && by_bin && owner && pos ? LG_OK : lg_fail(LG_ERR_OOM, "plan: out of memory");
     if (s == LG_OK)
-        s = lg_plan_builder_init(&b, p->job, LG_PLAN_PACKED, p->D);
+        s = lg_sched_builder_init(&b, p->job, LG_PLAN_PACKED, p->D);
     if (s == LG_OK) {
         for (size_t bt = 0; bt < p->nbt; bt++)
             for (uint32_t k = p->bt[bt].first; k < p->bt[bt].first + p->bt[bt].n; k++) {
@@ -296,14 +188,14 @@ static enum lg_status emit(struct pk *p, uint32_t capacity, lg_plan_t **out)
                 continue;
             for (size_t j = start[bi]; j < start[bi + 1]; j++) {
                 uint32_t k = by_bin[j];
-                lg_plan_builder_add(&b, p->bt[owner[k]].a, p->bt[owner[k]].g, p->it[k].sample);
+                lg_sched_builder_add(&b, p->bt[owner[k]].a, p->bt[owner[k]].g, p->it[k].sample);
             }
-            s = lg_plan_builder_end_mb(&b, p->bin[bi].rank, pos[p->bin[bi].rank]++);
+            s = lg_sched_builder_end_mb(&b, p->bin[bi].rank, pos[p->bin[bi].rank]++);
         }
         if (s == LG_OK)
-            s = lg_plan_builder_finish(&b, capacity, out);
+            s = lg_sched_builder_finish(&b, capacity, out);
         else
-            lg_plan_builder_abort(&b);
+            lg_sched_builder_abort(&b);
     }
     free(start);
     free(by_bin);
@@ -312,28 +204,16 @@ static enum lg_status emit(struct pk *p, uint32_t capacity, lg_plan_t **out)
     return s;
 }
 
-static void pk_free(struct pk *p)
+enum lg_status lg_sched_plan_packed(const lg_job_t *job, uint32_t capacity, uint32_t target, unsigned flags,
+                                    lg_plan_t **out)
 {
-    free(p->it);
-    free(p->cur);
-    free(p->bt);
-    free(p->bbase);
-    free(p->next);
-    free(p->ready);
-    free(p->open);
-    free(p->open_at_slot);
-    free(p->bin);
-    free(p->rank_cost);
-    lg_pk_regroup_free(p);
-}
-
-enum lg_status lg_plan_packed(const lg_job_t *job, uint32_t capacity, uint32_t target, unsigned flags,
-                              lg_plan_t **out)
-{
-    struct pk p = {.job = job, .D = job->p.data_parallel, .S = job->p.stages, .A = job->nad,
-                   .tokens_only = !!(flags & LG_PLAN_TOKENS_ONLY), .no_pacing = !!(flags & LG_PLAN_NO_PACING),
-                   .cap = capacity, .tau = target ? target : capacity};
-    enum lg_status s = pk_setup(&p);
+    struct lg_sched_pk p = {.job = job, .D = job->p.data_parallel, .S = job->p.stages, .A = job->nad,
+                            .tokens_only = !!(flags & LG_PLAN_TOKENS_ONLY),
+                            .no_pacing = !!(flags & LG_PLAN_NO_PACING), .cap = capacity,
+                            .tau = target ? target : capacity};
+    enum lg_status s = lg_sched_pk_init(&p);
+    if (s == LG_OK)
+        s = lg_sched_pk_regroup_init(&p);
     if (s == LG_OK)
         s = run_slots(&p);
     if (s == LG_OK && !(flags & LG_PLAN_NO_REFINE))
@@ -344,7 +224,8 @@ enum lg_status lg_plan_packed(const lg_job_t *job, uint32_t capacity, uint32_t t
         (*out)->sum.target = p.tau;
         (*out)->sum.candidates = 1;
     }
-    pk_free(&p);
+    lg_sched_pk_regroup_free(&p);
+    lg_sched_pk_free(&p);
     return s;
 }
 
@@ -372,7 +253,7 @@ static size_t ladder(const lg_job_t *job, uint32_t cap, uint32_t *out)
     return n;
 }
 
-enum lg_status lg_plan_search(const lg_job_t *job, uint32_t cap, unsigned flags, lg_plan_t **out)
+enum lg_status lg_sched_plan_search(const lg_job_t *job, uint32_t cap, unsigned flags, lg_plan_t **out)
 {
     uint32_t cand[MAX_CANDIDATES];
     size_t n = ladder(job, cap, cand);
@@ -382,7 +263,7 @@ enum lg_status lg_plan_search(const lg_job_t *job, uint32_t cap, unsigned flags,
     for (size_t i = 0; i < n; i++) {
         lg_plan_t *p;
         lg_sim_t *sim;
-        enum lg_status s = lg_plan_packed(job, cap, cand[i], flags | LG_PLAN_NO_REFINE, &p);
+        enum lg_status s = lg_sched_plan_packed(job, cap, cand[i], flags | LG_PLAN_NO_REFINE, &p);
         if (s != LG_OK) {
             lg_plan_free(best);
             return s;
@@ -406,7 +287,7 @@ enum lg_status lg_plan_search(const lg_job_t *job, uint32_t cap, unsigned flags,
     }
     if (!(flags & LG_PLAN_NO_REFINE)) { /* refine only the winner: refinement costs more than a slot pass */
         lg_plan_free(best);
-        enum lg_status s = lg_plan_packed(job, cap, best_target, flags, &best);
+        enum lg_status s = lg_sched_plan_packed(job, cap, best_target, flags, &best);
         if (s != LG_OK)
             return s;
     }

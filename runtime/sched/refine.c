@@ -1,4 +1,4 @@
-/* sched_refine.c: the window-wide passes over a packed plan: merge, then smoothing.
+/* refine.c: the window-wide passes over a packed plan: merge, then smoothing.
  *
  * Merge: the least-filled slots are emptied into bins with room anywhere within reach, then deleted, when
  * every adapter's dependency gap across the slot stays >= S (later slots move up by one).
@@ -21,7 +21,7 @@
 #include <string.h>
 
 struct sm {
-    const struct lg_refine_in *in;
+    const struct lg_sched_refine_in *in;
     double *c;          /* [nbin] cost */
     uint32_t *tok;      /* [nbin] tokens */
     uint32_t **items;   /* [nbin] item lists */
@@ -88,7 +88,7 @@ static double delta_win(const struct sm *m, size_t i, double ci, size_t j, doubl
 /* The change of Phi when bins i and j take costs ci and cj. */
 static double delta2(const struct sm *m, size_t i, double ci, size_t j, double cj)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     if (in->rank[i] != in->rank[j] || labs(m->rpos[i] - m->rpos[j]) > 2L * (in->S - 1))
         return delta_win(m, i, ci, i, ci, 0) + delta_win(m, j, cj, j, cj, 0);
     return delta_win(m, i, ci, j, cj, 1);
@@ -96,7 +96,7 @@ static double delta2(const struct sm *m, size_t i, double ci, size_t j, double c
 
 static void extent(struct sm *m, size_t b)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     m->first[b] = LONG_MAX;
     m->last[b] = LONG_MIN;
     for (size_t k = in->bfirst[b]; k < in->bfirst[b + 1]; k++) {
@@ -109,7 +109,7 @@ static void extent(struct sm *m, size_t b)
 /* Batch b keeps S slots from its neighbours, and shares no bin with another batch of its adapter. */
 static int batch_ok(const struct sm *m, size_t b)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     if (in->prev[b] != SIZE_MAX && m->first[b] - m->last[in->prev[b]] < in->S)
         return 0;
     if (in->next[b] != SIZE_MAX && m->first[in->next[b]] - m->last[b] < in->S)
@@ -119,7 +119,7 @@ static int batch_ok(const struct sm *m, size_t b)
 
 static int bin_ok(const struct sm *m, size_t j)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     if (m->tok[j] > in->tau && m->nit[j] > 1)
         return 0;
     for (uint32_t k = 0; k < m->nit[j]; k++)
@@ -163,7 +163,7 @@ static int put_in(struct sm *m, size_t j, uint32_t x)
  * the change and returns 0 when one breaks. -1 on OOM. */
 static int try_change(struct sm *m, size_t i, size_t j, const uint32_t *xi, int ni, const uint32_t *xj, int nj)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     for (int k = 0; k < ni; k++)
         take_out(m, i, xi[k]);
     for (int k = 0; k < nj; k++)
@@ -203,7 +203,7 @@ static int try_change(struct sm *m, size_t i, size_t j, const uint32_t *xi, int 
  * the same rank; takes the first legal change that lowers the variation, best first. */
 static int improve(struct sm *m, uint32_t x)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     size_t i = in->bin[x];
     long lo = m->slot[i] - in->reach, hi = m->slot[i] + in->reach;
     struct cand {
@@ -303,7 +303,7 @@ static void rotate(struct sm *m, const size_t *ch, int L, int forward)
 
 static int rotation_ok(struct sm *m, const size_t *ch, int L)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     for (int pass = 0; pass < 2; pass++)
         for (int k = 0; k < L; k++)
             for (uint32_t q = 0; q < m->nit[ch[k]]; q++) {
@@ -375,7 +375,7 @@ static int improve_rot(struct sm *m, size_t i, int span)
 /* Bins by slot for the reach scans, and each rank's chain of live bins. */
 static void index_bins(struct sm *m)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     size_t j = 0, *last = m->lastr;
     for (long t = 0; t <= m->nslot; t++) {
         while (j < in->nbin && m->slot[j] < t)
@@ -400,7 +400,7 @@ static void index_bins(struct sm *m)
 /* May slot t go? Every adapter's gap across it must stay >= S once the later slots move up by one. */
 static int deletable(const struct sm *m, long t)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     for (size_t b = 0; b < in->nbatch; b++) {
         size_t nx = in->next[b];
         if (m->first[b] <= t && m->last[b] >= t)
@@ -413,7 +413,7 @@ static int deletable(const struct sm *m, long t)
 
 static void delete_slot(struct sm *m, long t)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     for (size_t j = 0; j < in->nbin; j++) {
         if (m->slot[j] == t)
             m->dead[j] = 1;
@@ -430,7 +430,7 @@ static void delete_slot(struct sm *m, long t)
  * everything back when an item finds no room or the slot may not go. Returns 1 when deleted, -1 on OOM. */
 static int merge_slot(struct sm *m, long t, uint32_t *moved, size_t *from)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     size_t nmoved = 0;
     int ok = 1;
     for (size_t i = m->slot_first[t]; ok && i < in->nbin && m->slot[i] == t; i++) {
@@ -486,7 +486,7 @@ static int cmp_fill(const void *x, const void *y, void *ctx)
 /* The window-wide merge: repeatedly tries to empty one of the least-filled slots, up to `limit` deletions. */
 static int merge(struct sm *m, size_t limit)
 {
-    const struct lg_refine_in *in = m->in;
+    const struct lg_sched_refine_in *in = m->in;
     uint32_t *moved = malloc((in->nitem + 1) * sizeof *moved);
     size_t *from = malloc((in->nitem + 1) * sizeof *from);
     long *order = malloc(((size_t)m->nslot + 1) * sizeof *order);
@@ -538,7 +538,7 @@ static void sm_free(struct sm *m, size_t nbin)
     free(m->rpos);
 }
 
-static enum lg_status sm_init(struct sm *m, const struct lg_refine_in *in)
+static enum lg_status sm_init(struct sm *m, const struct lg_sched_refine_in *in)
 {
     size_t nb = in->nbin;
     m->in = in;
@@ -573,7 +573,7 @@ static enum lg_status sm_init(struct sm *m, const struct lg_refine_in *in)
     return LG_OK;
 }
 
-enum lg_status lg_sched_refine(const struct lg_refine_in *in, size_t merge_limit, int passes)
+enum lg_status lg_sched_refine(const struct lg_sched_refine_in *in, size_t merge_limit, int passes)
 {
     struct sm m = {0};
     enum lg_status s = sm_init(&m, in);

@@ -1,4 +1,4 @@
-/* sched_regroup.c: the last step of filling a bin (sched_fill.c). Pacing decides how many tokens each global
+/* regroup.c: the last step of filling a bin (fill.c). Pacing decides how many tokens each global
  * batch gives the bin (its urgent share), and the shares are taken longest sample first; nearly all of a bin is
  * filled that way, and what is left (~3% of C on average) is room that no single sample fits. Measured on the
  * target traces: no sample of any batch that may run fits the room of ~40% of the bins.
@@ -18,17 +18,17 @@
 #include <string.h>
 
 #define RG_ITEMS 12                /* candidate samples per batch: 4096 subsets */
-#define RG_WORDS (LG_RG_ROOM / 64 + 1)
+#define RG_WORDS (LG_SCHED_RG_ROOM / 64 + 1)
 
 struct lg_rg_group {
     size_t b;
     uint32_t k[RG_ITEMS], n;
-    uint32_t base;                    /* tokens the bin holds from b: the least any option gives */
-    uint16_t mask[LG_RG_ROOM + 1];    /* by tokens above base: the subset, or NONE */
-    uint32_t sums[1u << RG_ITEMS];    /* scratch: every subset's tokens */
+    uint32_t base;                       /* tokens the bin holds from b: the least any option gives */
+    uint16_t mask[LG_SCHED_RG_ROOM + 1]; /* by tokens above base: the subset, or NONE */
+    uint32_t sums[1u << RG_ITEMS];       /* scratch: every subset's tokens */
 };
 
-struct lg_rg {
+struct lg_sched_rg {
     struct lg_rg_group *g;       /* [A] */
     uint64_t (*reach)[RG_WORDS]; /* [A + 1]: the sums the first i groups reach */
     uint16_t *pick;              /* [A] */
@@ -36,7 +36,7 @@ struct lg_rg {
 
 #define NONE 0xffffu
 
-enum lg_status lg_pk_regroup_init(struct pk *p)
+enum lg_status lg_sched_pk_regroup_init(struct lg_sched_pk *p)
 {
     p->rg = calloc(1, sizeof *p->rg);
     if (!p->rg)
@@ -49,7 +49,7 @@ enum lg_status lg_pk_regroup_init(struct pk *p)
     return LG_OK;
 }
 
-void lg_pk_regroup_free(struct pk *p)
+void lg_sched_pk_regroup_free(struct lg_sched_pk *p)
 {
     if (p->rg) {
         free(p->rg->g);
@@ -61,19 +61,19 @@ void lg_pk_regroup_free(struct pk *p)
 
 /* Batch b as a group: its samples in the bin, then unplaced ones (longest first) that could fit. 0 when it
  * holds more samples in the bin than a group can take (it then stays as it is). */
-static int group_of(const struct pk *p, size_t b, uint32_t room, struct lg_rg_group *g)
+static int group_of(const struct lg_sched_pk *p, size_t b, uint32_t room, struct lg_rg_group *g)
 {
     g->b = b;
     g->n = 0;
     g->base = 0;
     for (size_t i = 0; i < p->ncur; i++)
-        if (lg_pk_batch_of(p, p->cur[i]) == b) {
+        if (lg_sched_pk_batch_of(p, p->cur[i]) == b) {
             if (g->n == RG_ITEMS)
                 return 0;
             g->k[g->n++] = p->cur[i];
             g->base += p->it[p->cur[i]].len;
         }
-    const struct pk_batch *bt = &p->bt[b];
+    const struct lg_sched_pk_batch *bt = &p->bt[b];
     for (uint32_t k = bt->first; k < bt->first + bt->n && g->n < RG_ITEMS; k++)
         if (p->it[k].bin < 0 && p->it[k].len <= g->base + room)
             g->k[g->n++] = k;
@@ -81,7 +81,7 @@ static int group_of(const struct pk *p, size_t b, uint32_t room, struct lg_rg_gr
 }
 
 /* For each number of tokens above base up to room, the subset with the fewest samples. */
-static void options(const struct pk *p, struct lg_rg_group *g, uint32_t room)
+static void options(const struct lg_sched_pk *p, struct lg_rg_group *g, uint32_t room)
 {
     for (uint32_t e = 0; e <= room; e++)
         g->mask[e] = NONE;
@@ -124,9 +124,9 @@ static int has(const uint64_t *r, uint32_t s) { return (int)(r[s >> 6] >> (s & 6
  * looser than the filling's limit (1.03 x a tau-token bin at the mean cost per token): a bin of one long
  * sample and a short one is no dearer than the long-sample bins every plan has, and the smoothing gathers
  * those into runs. With the filling's limit the regroup gains 2 microbatches fewer on the target traces. */
-static void apply(struct pk *p, size_t bi, const struct lg_rg_group *g, int ng, const uint16_t *pick)
+static void apply(struct lg_sched_pk *p, size_t bi, const struct lg_rg_group *g, int ng, const uint16_t *pick)
 {
-    struct pk_bin *bn = &p->bin[bi];
+    struct lg_sched_pk_bin *bn = &p->bin[bi];
     double cost = bn->cost;
     for (int i = 0; i < ng; i++)
         for (uint32_t j = 0; j < g[i].n; j++)
@@ -136,17 +136,17 @@ static void apply(struct pk *p, size_t bi, const struct lg_rg_group *g, int ng, 
     for (int i = 0; i < ng; i++)
         for (uint32_t j = 0; j < g[i].n; j++)
             if (p->it[g[i].k[j]].bin >= 0 && !(pick[i] >> j & 1))
-                lg_pk_unplace(p, bi, g[i].k[j]);
+                lg_sched_pk_unplace(p, bi, g[i].k[j]);
     for (int i = 0; i < ng; i++)
         for (uint32_t j = 0; j < g[i].n; j++)
             if (p->it[g[i].k[j]].bin < 0 && (pick[i] >> j & 1))
-                lg_pk_place(p, bi, g[i].b, g[i].k[j]);
+                lg_sched_pk_place(p, bi, g[i].b, g[i].k[j]);
 }
 
-void lg_pk_regroup(struct pk *p, size_t bi, long t)
+void lg_sched_pk_regroup(struct lg_sched_pk *p, size_t bi, long t)
 {
-    const struct pk_bin *bn = &p->bin[bi];
-    if (bn->n == 0 || bn->tokens >= p->tau || p->tau - bn->tokens > LG_RG_ROOM)
+    const struct lg_sched_pk_bin *bn = &p->bin[bi];
+    if (bn->n == 0 || bn->tokens >= p->tau || p->tau - bn->tokens > LG_SCHED_RG_ROOM)
         return;
     uint32_t room = p->tau - bn->tokens;
     struct lg_rg_group *g = p->rg->g;
@@ -154,7 +154,7 @@ void lg_pk_regroup(struct pk *p, size_t bi, long t)
     int ng = 0;
     for (int a = 0; a < p->A; a++) {
         size_t b;
-        if (lg_pk_eligible(p, a, t, 1, &b) && group_of(p, b, room, &g[ng]))
+        if (lg_sched_pk_eligible(p, a, t, 1, &b) && group_of(p, b, room, &g[ng]))
             options(p, &g[ng++], room);
     }
     memset(reach[0], 0, sizeof reach[0]);

@@ -1,4 +1,4 @@
-/* sched_sim.c: an event-driven simulator of non-interleaved 1F1B over S stages and D data-parallel ranks.
+/* sim.c: an event-driven simulator of non-interleaved 1F1B over S stages and D data-parallel ranks.
  *
  * Each stage dispatches its next op when it falls idle: a forward while it has fewer than S - s forwards in
  * flight (the classic warm-up, steady 1F1B and cool-down), else the oldest backward. One rule is added for the

@@ -1,4 +1,4 @@
-/* sched_trace.c: synthetic sample-length traces for tests and benchmarks. Lengths are lognormal, clamped
+/* trace.c: synthetic sample-length traces for tests and benchmarks. Lengths are lognormal, clamped
  * to [16, 4096] tokens; the spread (sigma of ln length) is a fit to each summarisation dataset's article
  * lengths, and mu is solved so that the *clamped* mean hits the dataset's mean token count (clamping at 4096
  * pulls the mean of the long "wikisum" documents down by ~5%). A seeded xoshiro256** generator makes every

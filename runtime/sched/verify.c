@@ -1,4 +1,4 @@
-/* sched_verify.c: an independent check of plans and simulated timelines. It reads the plan, the job and the
+/* verify.c: an independent check of plans and simulated timelines. It reads the plan, the job and the
  * timeline only through the public API (lg_sched.h), recomputes everything it checks from the job's samples,
  * and shares no code with the planners or the simulator, so a planner bug cannot hide behind a verifier that
  * makes the same mistake. */
