@@ -9,6 +9,7 @@
 
 #include <check.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static uint64_t rng_state;
@@ -391,6 +392,116 @@ START_TEST(verifier_batches_and_dependencies)
 }
 END_TEST
 
+/* ---- epochs: lg_job_reshuffle ------------------------------------------------------------------------- */
+
+/* Every adapter's batch of every sample, adapter after adapter. */
+static long *batches_of(const lg_job_t *job, size_t *n)
+{
+    *n = 0;
+    for (int a = 0; a < lg_job_adapter_count(job); a++)
+        *n += lg_job_dataset_size(job, a);
+    long *out = malloc((*n + 1) * sizeof *out);
+    size_t k = 0;
+    for (int a = 0; a < lg_job_adapter_count(job); a++)
+        for (size_t i = 0; i < lg_job_dataset_size(job, a); i++)
+            out[k++] = lg_job_sample_batch(job, a, i);
+    return out;
+}
+
+/* After a reshuffle: the same samples kept, each in exactly one batch of the right size, loss tokens that
+ * add up, and a plan that verifies. */
+static void check_epoch(const lg_job_t *job, const long *before, int it)
+{
+    unsigned long long seed = lg_test_seed();
+    size_t k = 0;
+    for (int a = 0; a < lg_job_adapter_count(job); a++) {
+        struct lg_adapter_info in;
+        CHECK(lg_job_adapter(job, a, &in));
+        size_t *count = calloc(in.batches + 1, sizeof *count), kept = 0;
+        for (size_t i = 0; i < lg_job_dataset_size(job, a); i++, k++) {
+            long g = lg_job_sample_batch(job, a, i);
+            if (lg_job_sample_length(job, a, i) == 0) /* skipped by the oversize policy, in every epoch */
+                ck_assert_msg(g == -1 && before[k] == -1, "seed %llu it %d: adapter %d sample %zu", seed, it, a, i);
+            ck_assert(g >= -1 && g < (long)in.batches);
+            if (g >= 0)
+                count[g]++, kept++;
+        }
+        ck_assert_uint_eq(kept, in.samples);
+        uint64_t loss = 0;
+        for (size_t g = 0; g < in.batches; g++) {
+            ck_assert_msg(count[g] == (size_t)in.global_batch || (g + 1 == in.batches && count[g] > 0),
+                          "seed %llu it %d: adapter %d batch %zu holds %zu samples", seed, it, a, g, count[g]);
+            loss += lg_job_batch_loss_tokens(job, a, g);
+        }
+        ck_assert_uint_eq(loss, in.loss_tokens);
+        free(count);
+    }
+    struct lg_plan_params pp = lg_plan_params_default();
+    check_plan(job, &pp, it);
+}
+
+START_TEST(reshuffle_epochs)
+{
+    rng_state = lg_test_seed() ^ 0x9abcu;
+    for (int it = 0; it < 20; it++) {
+        lg_job_t *job = random_job(it);
+        uint64_t s0 = lg_job_get_params(job)->shuffle_seed, s1 = next_u64() | 1;
+        size_t n;
+        long *orig = batches_of(job, &n);
+        lg_plan_t *old = good_plan(job);
+        CHECK(lg_job_reshuffle(job, s1));
+        ck_assert(lg_job_get_params(job)->shuffle_seed == s1);
+        check_epoch(job, orig, it);
+        long *e1 = batches_of(job, &n);
+        int moved = memcmp(e1, orig, n * sizeof *e1) != 0;
+        if (moved) /* a plan of the old epoch no longer matches */
+            ck_assert_int_eq(lg_plan_verify(job, old), LG_ERR_INVALID);
+        lg_plan_free(old);
+        CHECK(lg_job_reshuffle(job, s1 + 2)); /* another seed, then the first again: the same batches */
+        long *e2 = batches_of(job, &n);
+        CHECK(lg_job_reshuffle(job, s1));
+        long *again = batches_of(job, &n);
+        ck_assert_msg(!memcmp(again, e1, n * sizeof *e1), "seed %llu it %d: same seed, other batches",
+                      (unsigned long long)lg_test_seed(), it);
+        int differs = memcmp(e2, e1, n * sizeof *e1) != 0;
+        CHECK(lg_job_reshuffle(job, s0)); /* the job's own seed gives back the job's batches */
+        long *back = batches_of(job, &n);
+        ck_assert(!memcmp(back, orig, n * sizeof *back));
+        CHECK(lg_job_reshuffle(job, 0)); /* seed 0: dataset order, batch after batch */
+        for (int a = 0; a < lg_job_adapter_count(job); a++) {
+            struct lg_adapter_info in;
+            CHECK(lg_job_adapter(job, a, &in));
+            size_t kept = 0;
+            for (size_t i = 0; i < lg_job_dataset_size(job, a); i++) {
+                long g = lg_job_sample_batch(job, a, i);
+                if (lg_job_sample_length(job, a, i) == 0 || kept >= in.samples)
+                    ck_assert_int_eq(g, -1);
+                else
+                    ck_assert_int_eq(g, (long)(kept++ / (size_t)in.global_batch));
+            }
+        }
+        check_epoch(job, orig, it);
+        /* a different seed gives a different order wherever an adapter has two batches to swap samples
+         * between (the chance that a shuffle of >= 16 samples lands on the same batches is negligible) */
+        int can_differ = 0;
+        for (int a = 0; a < lg_job_adapter_count(job); a++) {
+            struct lg_adapter_info in;
+            CHECK(lg_job_adapter(job, a, &in));
+            can_differ |= in.batches >= 2 && in.samples >= 16;
+        }
+        if (can_differ)
+            ck_assert_msg(moved && differs, "seed %llu it %d: a new seed left the batches as they were",
+                          (unsigned long long)lg_test_seed(), it);
+        free(orig);
+        free(e1);
+        free(e2);
+        free(again);
+        free(back);
+        lg_job_free(job);
+    }
+}
+END_TEST
+
 int main(void)
 {
     lg_test_seed(); /* printed once, up front */
@@ -401,6 +512,7 @@ int main(void)
     tcase_add_test(tc, every_variant_verifies);
     tcase_add_test(tc, interleaving_needs_no_waits);
     tcase_add_test(tc, regroup_closes_room);
+    tcase_add_test(tc, reshuffle_epochs);
     tcase_add_test(tc, verifier_duplicate_and_missing);
     tcase_add_test(tc, verifier_sizes);
     tcase_add_test(tc, verifier_wrong_batch);

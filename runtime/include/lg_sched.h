@@ -12,7 +12,7 @@
  *                 policy and the cost model. Built in code, or loaded from a Lua job file (lg_job_load,
  *                 lg_io.h).
  *   lg_plan_t     an ordered list of microbatches per DP rank. It refers to the job's samples by index and
- *                 must not outlive the job.
+ *                 must not outlive the job; after lg_job_reshuffle (a new epoch) it no longer matches it.
  *   lg_sim_t      the simulated 1F1B timeline of one plan: makespan, bubbles, balance, and (on request) every
  *                 forward/backward op. Refers to nothing after it is built.
  * Every object is freed by its own lg_xxx_free (NULL is fine). Views (lg_mb_view, lg_seg_view) point into the
@@ -207,6 +207,13 @@ LG_API uint32_t lg_job_sample_length(const lg_job_t *job, int a, size_t i);
 /* The global batch sample i of adapter a belongs to; -1 when skipped or dropped. */
 LG_API long lg_job_sample_batch(const lg_job_t *job, int a, size_t i);
 LG_API size_t lg_job_dataset_size(const lg_job_t *job, int a);
+/* Re-forms every adapter's global batches from a new sample order, for the next epoch: seed 0 is dataset
+ * order, any other seed a shuffle, by the same rule as shuffle_seed (so lg_job_reshuffle(job, s) with the
+ * job's own shuffle_seed s gives back the batches the job was built with). The oversize policy's results
+ * (truncated and skipped samples) and the number of batches stay; with drop_last, which samples are dropped
+ * may change. shuffle_seed then reads `seed`. Plans built before no longer match the job (lg_plan_verify
+ * rejects them): build a new plan for the epoch. */
+LG_API enum lg_status lg_job_reshuffle(lg_job_t *job, uint64_t seed);
 /* Unmasked (loss) tokens of global batch g: the runtime divides each microbatch's summed loss by this, so
  * the step equals the mean over the whole batch however it was split. */
 LG_API uint64_t lg_job_batch_loss_tokens(const lg_job_t *job, int a, size_t g);

@@ -1,6 +1,7 @@
 /* job.c: the job object: pipeline shape, capacity policy, cost model and the adapters with their
  * datasets cut into global batches. Adding an adapter applies the oversize policy and fixes which samples form
- * each global batch (dataset order, or a seeded shuffle), so the planners and the verifier agree on it. */
+ * each global batch (dataset order, or a seeded shuffle), so the planners and the verifier agree on it;
+ * lg_job_reshuffle re-forms the batches from another seed for the next epoch. */
 #include "sched_internal.h"
 #include "lg_base.h"
 
@@ -140,21 +141,17 @@ static enum lg_status apply_oversize(const lg_job_t *job, struct lg_adapter *a, 
     return LG_OK;
 }
 
-/* Cuts the kept samples into global batches. */
-static enum lg_status make_batches(const lg_job_t *job, struct lg_adapter *a, const char *where)
+/* The kept samples of adapter `index`, in dataset order or shuffled by `seed` (0: dataset order). The
+ * stream depends on the seed and the adapter's index, so each adapter gets its own order and the same
+ * (seed, index) always gives the same one. */
+static size_t order_samples(struct lg_adapter *a, int index, uint64_t seed)
 {
-    const lg_dataset_t *ds = a->ds;
     size_t kept = 0;
-    for (size_t i = 0; i < ds->n; i++)
+    for (size_t i = 0; i < a->ds->n; i++)
         if (a->len[i])
             a->order[kept++] = (uint32_t)i;
-    size_t B = (size_t)a->p.global_batch;
-    if (kept < B)
-        return lg_fail(LG_ERR_INVALID, "%s: global_batch %zu is larger than the dataset %s (%zu samples%s)", where,
-                       B, *ds->path ? ds->path : "(in memory)", kept,
-                       a->info.skipped ? " after skipping oversize ones" : "");
-    if (job->p.shuffle_seed) {
-        uint64_t st = job->p.shuffle_seed ^ (0x5851f42d4c957f2dull * (uint64_t)(job->nad + 1));
+    if (seed) {
+        uint64_t st = seed ^ (0x5851f42d4c957f2dull * (uint64_t)(index + 1));
         for (size_t i = kept; i > 1; i--) {
             size_t j = (size_t)(mix64(&st) % i);
             uint32_t t = a->order[i - 1];
@@ -162,17 +159,24 @@ static enum lg_status make_batches(const lg_job_t *job, struct lg_adapter *a, co
             a->order[j] = t;
         }
     }
-    size_t nb = kept / B + (kept % B && !a->p.drop_last);
+    return kept;
+}
+
+/* Cuts the ordered samples into global batches: which samples each batch holds, its loss tokens, and the
+ * adapter's totals. batch_start and batch_loss are allocated for nbatches + 1 and nbatches already. */
+static void cut_batches(struct lg_adapter *a, size_t kept)
+{
+    const lg_dataset_t *ds = a->ds;
+    size_t B = (size_t)a->p.global_batch, nb = a->nbatches;
     size_t used = nb * B < kept ? nb * B : kept;
     a->info.dropped = kept - used;
-    a->batch_start = malloc((nb + 1) * sizeof *a->batch_start);
-    a->batch_loss = calloc(nb, sizeof *a->batch_loss);
-    if (!a->batch_start || !a->batch_loss)
-        return lg_fail(LG_ERR_OOM, "job: out of memory");
+    a->info.tokens = a->info.loss_tokens = 0;
+    a->info.max_len = 0;
     for (size_t i = 0; i < ds->n; i++)
         a->batch_of[i] = -1;
     for (size_t g = 0; g <= nb; g++)
         a->batch_start[g] = g * B < used ? g * B : used;
+    memset(a->batch_loss, 0, nb * sizeof *a->batch_loss);
     for (size_t k = 0; k < used; k++) {
         uint32_t i = a->order[k];
         size_t g = k / B;
@@ -183,11 +187,41 @@ static enum lg_status make_batches(const lg_job_t *job, struct lg_adapter *a, co
         if (a->len[i] > a->info.max_len)
             a->info.max_len = a->len[i];
     }
-    a->nbatches = nb;
     for (size_t g = 0; g < nb; g++)
         a->info.loss_tokens += a->batch_loss[g];
     a->info.samples = used;
     a->info.batches = nb;
+}
+
+/* Orders the kept samples (the job's shuffle) and cuts them into global batches. */
+static enum lg_status make_batches(const lg_job_t *job, struct lg_adapter *a, const char *where)
+{
+    const lg_dataset_t *ds = a->ds;
+    size_t kept = order_samples(a, job->nad, job->p.shuffle_seed);
+    size_t B = (size_t)a->p.global_batch;
+    if (kept < B)
+        return lg_fail(LG_ERR_INVALID, "%s: global_batch %zu is larger than the dataset %s (%zu samples%s)", where,
+                       B, *ds->path ? ds->path : "(in memory)", kept,
+                       a->info.skipped ? " after skipping oversize ones" : "");
+    size_t nb = kept / B + (kept % B && !a->p.drop_last);
+    a->batch_start = malloc((nb + 1) * sizeof *a->batch_start);
+    a->batch_loss = calloc(nb + 1, sizeof *a->batch_loss);
+    if (!a->batch_start || !a->batch_loss)
+        return lg_fail(LG_ERR_OOM, "job: out of memory");
+    a->nbatches = nb;
+    cut_batches(a, kept);
+    return LG_OK;
+}
+
+/* The kept samples and the number of batches do not change (the oversize policy ran once, when the adapter
+ * was added), so the arrays are reused as they are. */
+enum lg_status lg_job_reshuffle(lg_job_t *job, uint64_t seed)
+{
+    if (!job)
+        return lg_fail(LG_ERR_INVALID, "lg_job_reshuffle: null argument");
+    for (int i = 0; i < job->nad; i++)
+        cut_batches(&job->ad[i], order_samples(&job->ad[i], i, seed));
+    job->p.shuffle_seed = seed;
     return LG_OK;
 }
 
