@@ -5,6 +5,7 @@
 #include "lg_io.h"
 #include "lg_sched.h"
 #include "lg_test.h"
+#include "lg_tokens.h"
 
 #include <check.h>
 #include <string.h>
@@ -33,11 +34,41 @@ START_TEST(jsonl_loss_tokens)
     lg_dataset_t *ds;
     CHECK(lg_dataset_load(DATA "good.jsonl", LG_DATASET_AUTO, &ds));
     ck_assert_uint_eq(lg_dataset_size(ds), 4); /* the blank line is skipped */
-    static const uint32_t len[] = {5, 3, 4, 2}, loss[] = {3, 2, 2, 2};
+    /* labels != -100 AND loss_mask, at positions t >= 1 (the causal shift: the last sample, with neither,
+     * has 2 tokens and 1 target; before the shift was counted, 2) */
+    static const uint32_t len[] = {5, 3, 4, 2}, loss[] = {3, 2, 2, 1};
     for (size_t i = 0; i < 4; i++) {
         ck_assert_uint_eq(lg_dataset_length(ds, i), len[i]);
-        ck_assert_uint_eq(lg_dataset_loss_tokens(ds, i), loss[i]); /* labels != -100, AND loss_mask */
+        ck_assert_uint_eq(lg_dataset_loss_tokens(ds, i), loss[i]);
     }
+    lg_dataset_free(ds);
+}
+END_TEST
+
+/* The causal shift: position t predicts label t+1, so position 0 is never a target, whatever its label or
+ * mask; and the count is the trainer's own (lg_tokens_loss_count), sample by sample. */
+START_TEST(loss_tokens_shifted)
+{
+    lg_dataset_t *ds;
+    CHECK(lg_dataset_load(DATA "shift.jsonl", LG_DATASET_AUTO, &ds));
+    static const uint32_t loss[] = {3, 2, 1, 1, 1, 0, 1};
+    ck_assert_uint_eq(lg_dataset_size(ds), 7);
+    lg_tokens_t *tk;
+    CHECK(lg_tokens_load(DATA "shift.jsonl", 0, &tk));
+    for (size_t i = 0; i < 7; i++) {
+        ck_assert_uint_eq(lg_dataset_loss_tokens(ds, i), loss[i]);
+        ck_assert_int_eq(lg_tokens_loss_count(tk, i), (int64_t)loss[i]);
+    }
+    lg_tokens_free(tk);
+    lg_dataset_free(ds);
+    /* length traces and lengths in memory: n - 1 per sample */
+    CHECK(lg_dataset_load(DATA "small.trace", LG_DATASET_AUTO, &ds));
+    ck_assert_uint_eq(lg_dataset_loss_tokens(ds, 0), 119);
+    lg_dataset_free(ds);
+    uint32_t len[2] = {1, 4096};
+    CHECK(lg_dataset_from_lengths(len, 2, &ds));
+    ck_assert_uint_eq(lg_dataset_loss_tokens(ds, 0), 0);
+    ck_assert_uint_eq(lg_dataset_loss_tokens(ds, 1), 4095);
     lg_dataset_free(ds);
 }
 END_TEST
@@ -48,7 +79,7 @@ START_TEST(trace_comments_and_blanks)
     CHECK(lg_dataset_load(DATA "small.trace", LG_DATASET_AUTO, &ds));
     ck_assert_uint_eq(lg_dataset_size(ds), 4);
     ck_assert_uint_eq(lg_dataset_length(ds, 2), 4000);
-    ck_assert_uint_eq(lg_dataset_loss_tokens(ds, 2), 4000);
+    ck_assert_uint_eq(lg_dataset_loss_tokens(ds, 2), 3999); /* every position but the first */
     lg_dataset_free(ds);
 }
 END_TEST
@@ -92,7 +123,7 @@ START_TEST(job_good)
     ck_assert_str_eq(a.name, "chat");
     ck_assert_int_eq(a.rank, 4);
     ck_assert_uint_eq(a.batches, 2);
-    ck_assert_uint_eq(a.loss_tokens, 9);
+    ck_assert_uint_eq(a.loss_tokens, 3 + 2 + 2 + 1); /* after the causal shift */
     ck_assert_str_eq(b.name, "sum");
     ck_assert(b.alpha == 8 && b.dropout == 0.1 && b.lr == 3e-4);
     ck_assert_uint_eq(b.tokens, 120 + 300 + 4000 + 250);
@@ -143,6 +174,10 @@ START_TEST(job_oversize_policies)
     ck_assert_uint_eq(in.samples, 5);
     ck_assert_uint_eq(in.max_len, 4096);
     ck_assert_uint_eq(lg_job_sample_length(job, 0, 3), 4096);
+    /* a truncated trace sample keeps capacity - 1 loss tokens (global batch 1: batch g is sample g) */
+    ck_assert_uint_eq(lg_job_batch_loss_tokens(job, 0, 0), 99);
+    ck_assert_uint_eq(lg_job_batch_loss_tokens(job, 0, 1), 4095);
+    ck_assert_uint_eq(lg_job_batch_loss_tokens(job, 0, 3), 4095);
     lg_job_free(job);
     CHECK(load_job("oversize_skip.lua", &job));
     CHECK(lg_job_adapter(job, 0, &in));
@@ -239,6 +274,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 0);
     tcase_add_test(tc, jsonl_loss_tokens);
+    tcase_add_test(tc, loss_tokens_shifted);
     tcase_add_test(tc, trace_comments_and_blanks);
     tcase_add_test(tc, dataset_errors);
     tcase_add_test(tc, job_good);

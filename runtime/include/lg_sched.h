@@ -70,11 +70,14 @@ typedef struct lg_sim lg_sim_t;
 
 /* ---- datasets (files: lg_dataset_load in lg_io.h) ------------------------------------------------------ */
 
-/* A dataset from lengths in memory (every token counts in the loss). */
+/* A dataset from lengths in memory. Loss tokens follow the causal-LM shift the trainer uses (position t
+ * predicts label t+1, so the first position of a sample is never a target): n-1 for a sample of n tokens. */
 LG_API enum lg_status lg_dataset_from_lengths(const uint32_t *len, size_t n, lg_dataset_t **out);
 LG_API void lg_dataset_free(lg_dataset_t *ds);
 LG_API size_t lg_dataset_size(const lg_dataset_t *ds);
 LG_API uint32_t lg_dataset_length(const lg_dataset_t *ds, size_t i);
+/* Sample i's loss tokens after the shift: positions t >= 1 whose label is not -100 and whose loss_mask is 1
+ * (at most length - 1). */
 LG_API uint32_t lg_dataset_loss_tokens(const lg_dataset_t *ds, size_t i);
 
 /* ---- synthetic length traces --------------------------------------------------------------------------- */
@@ -214,7 +217,7 @@ LG_API size_t lg_job_dataset_size(const lg_job_t *job, int a);
  * may change. shuffle_seed then reads `seed`. Plans built before no longer match the job (lg_plan_verify
  * rejects them): build a new plan for the epoch. */
 LG_API enum lg_status lg_job_reshuffle(lg_job_t *job, uint64_t seed);
-/* Unmasked (loss) tokens of global batch g: the runtime divides each microbatch's summed loss by this, so
+/* Loss tokens (after the causal shift, as lg_dataset_loss_tokens) of global batch g: the runtime divides each microbatch's summed loss by this, so
  * the step equals the mean over the whole batch however it was split. */
 LG_API uint64_t lg_job_batch_loss_tokens(const lg_job_t *job, int a, size_t g);
 

@@ -1,6 +1,6 @@
-/* dataset.c: the dataset readers: JSONL (input_ids with optional labels, -100 masking a token, or loss_mask)
+/* dataset_read.c: the dataset readers: JSONL (input_ids with optional labels, -100 masking a token, or loss_mask)
  * and length traces (one length a line), each sample handed to sched's dataset (lg_sched_build.h) with its
- * loss-token count and line. Every error names the file and line, so a bad line in a 100k-line file is
+ * loss-token count (after the causal shift: at most n-1 of n tokens) and line. Every error names the file and line, so a bad line in a 100k-line file is
  * found at once. */
 #include "lg_io.h"
 #include "lg_sched_build.h"
@@ -20,7 +20,10 @@ static int is_blank(const char *p, const char *end)
     return 1;
 }
 
-/* Counts the loss tokens of one JSONL sample, checking the optional labels / loss_mask arrays. */
+/* Counts the loss tokens of one JSONL sample, checking the optional labels / loss_mask arrays. The trainer
+ * follows the causal-LM shift (position t predicts label t+1, as in Hugging Face), so the first label of a
+ * sample is never a target: a loss token is a position t >= 1 whose label is not -100 and whose loss_mask
+ * is on, the same count as lg_tokens_loss_count (lg_tokens.h). */
 static enum lg_status jsonl_sample(json_t *obj, const char *path, size_t line, uint32_t *len, uint32_t *loss)
 {
     if (!json_is_object(obj))
@@ -41,34 +44,27 @@ static enum lg_status jsonl_sample(json_t *obj, const char *path, size_t line, u
             return lg_fail(LG_ERR_IO, "%s:%zu: input_ids[%zu] is not an integer token id", path, line, i);
     json_t *labels = json_object_get(obj, "labels");
     json_t *mask = json_object_get(obj, "loss_mask");
-    size_t counted = n;
-    if (labels) {
-        if (!json_is_array(labels) || json_array_size(labels) != n)
-            return lg_fail(LG_ERR_IO, "%s:%zu: 'labels' must be an array as long as input_ids (%zu)", path,
-                           line, n);
-        counted = 0;
-        for (size_t i = 0; i < n; i++) {
+    if (labels && (!json_is_array(labels) || json_array_size(labels) != n))
+        return lg_fail(LG_ERR_IO, "%s:%zu: 'labels' must be an array as long as input_ids (%zu)", path, line, n);
+    if (mask && (!json_is_array(mask) || json_array_size(mask) != n))
+        return lg_fail(LG_ERR_IO, "%s:%zu: 'loss_mask' must be an array as long as input_ids (%zu)", path, line,
+                       n);
+    size_t counted = 0;
+    for (size_t i = 0; i < n; i++) {
+        int on = 1;
+        if (labels) {
             json_t *v = json_array_get(labels, i);
             if (!json_is_integer(v))
                 return lg_fail(LG_ERR_IO, "%s:%zu: labels[%zu] is not an integer", path, line, i);
-            counted += json_integer_value(v) != -100;
+            on = json_integer_value(v) != -100;
         }
-    }
-    if (mask) {
-        if (!json_is_array(mask) || json_array_size(mask) != n)
-            return lg_fail(LG_ERR_IO, "%s:%zu: 'loss_mask' must be an array as long as input_ids (%zu)", path,
-                           line, n);
-        size_t both = 0, m = 0;
-        for (size_t i = 0; i < n; i++) {
+        if (mask) {
             json_t *v = json_array_get(mask, i);
             if (!json_is_integer(v) && !json_is_boolean(v))
                 return lg_fail(LG_ERR_IO, "%s:%zu: loss_mask[%zu] must be 0/1 or a boolean", path, line, i);
-            int on = json_is_boolean(v) ? json_is_true(v) : json_integer_value(v) != 0;
-            m += on;
-            if (on && labels)
-                both += json_integer_value(json_array_get(labels, i)) != -100;
+            on &= json_is_boolean(v) ? json_is_true(v) : json_integer_value(v) != 0;
         }
-        counted = labels ? both : m;
+        counted += i > 0 && on; /* the causal shift: position 0 is never a target */
     }
     *len = (uint32_t)n;
     *loss = (uint32_t)counted;
@@ -111,7 +107,7 @@ static enum lg_status parse_trace_line(lg_dataset_t *ds, const char *p, const ch
                        path, line, buf);
     if (v == 0 || v > 0x7fffffff)
         return lg_fail(LG_ERR_IO, "%s:%zu: sample length %s out of range (1 .. 2^31-1)", path, line, buf);
-    return lg_sched_dataset_push(ds, (uint32_t)v, (uint32_t)v, (uint32_t)line);
+    return lg_sched_dataset_push(ds, (uint32_t)v, (uint32_t)v - 1, (uint32_t)line); /* all but position 0 */
 }
 
 static enum lg_dataset_format format_of(const char *path)

@@ -57,9 +57,10 @@ enum lg_status lg_dataset_from_lengths(const uint32_t *len, size_t n, lg_dataset
     if (s != LG_OK)
         return s;
     memcpy((*out)->len, len, n * sizeof *len);
-    memcpy((*out)->loss, len, n * sizeof *len);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        (*out)->loss[i] = len[i] - 1; /* every position but the first: the causal shift */
         (*out)->line[i] = (uint32_t)(i + 1);
+    }
     (*out)->n = n;
     return LG_OK;
 }

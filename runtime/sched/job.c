@@ -182,7 +182,7 @@ static void cut_batches(struct lg_adapter *a, size_t kept)
         size_t g = k / B;
         a->batch_of[i] = (long)g;
         uint32_t cut = ds->len[i] - a->len[i];
-        a->batch_loss[g] += ds->loss[i] > cut ? ds->loss[i] - cut : 0;
+        a->batch_loss[g] += ds->loss[i] > cut ? ds->loss[i] - cut : 0; /* cut positions are all >= 1 */
         a->info.tokens += a->len[i];
         if (a->len[i] > a->info.max_len)
             a->info.max_len = a->len[i];

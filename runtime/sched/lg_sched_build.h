@@ -10,8 +10,8 @@
 /* An empty dataset read from `path` (copied; NULL or "" for one built in memory). Free it with
  * lg_dataset_free. */
 enum lg_status lg_sched_dataset_init(const char *path, lg_dataset_t **out);
-/* Appends a sample of len tokens, loss of them unmasked, from source line `line` (1-based). The caller has
- * checked len > 0 and loss <= len. */
+/* Appends a sample of len tokens with `loss` loss tokens (counted after the causal shift, so loss < len),
+ * from source line `line` (1-based). The caller has checked len > 0 and loss < len. */
 enum lg_status lg_sched_dataset_push(lg_dataset_t *ds, uint32_t len, uint32_t loss, uint32_t line);
 
 #endif

@@ -11,7 +11,7 @@
 struct lg_dataset {
     size_t n;
     uint32_t *len;  /* tokens per sample */
-    uint32_t *loss; /* unmasked label tokens per sample */
+    uint32_t *loss; /* loss tokens per sample, after the causal shift (< len) */
     uint32_t *line; /* source line of each sample, for error messages */
     char *path;     /* "" for in-memory datasets */
     size_t cap;     /* room in len, loss and line */
