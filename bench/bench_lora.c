@@ -21,39 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* PEFT-style elementwise kernels; dropout draws the same Philox mask as FusedLoRA so outputs compare. */
-static const char *peft_src =
-    "#define LG_DTYPE %d\n%s\n%s\n"
-    "extern \"C\" __global__ void peft_dropout(const lg_h16 *x, lg_h16 *out, unsigned char *mask, long long cnt,\n"
-    "    unsigned long long seed, unsigned layer, unsigned th, float ks) {\n"
-    "  long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; if (g * 8 >= cnt) return;\n"
-    "  unsigned bits = lg_dropout_keep8(seed, layer, g, th);\n"
-    "  lg_v16 v = *(const lg_v16 *)(x + g * 8); unsigned w[4] = {v.x, v.y, v.z, v.w};\n"
-    "  for (int i = 0; i < 4; i++) { float lo = ((bits >> (2*i)) & 1) ? lg_lo_f32(w[i]) * ks : 0.f;\n"
-    "    float hi = ((bits >> (2*i+1)) & 1) ? lg_hi_f32(w[i]) * ks : 0.f; w[i] = lg_pack2(lo, hi);\n"
-    "    mask[g * 8 + 2*i] = (bits >> (2*i)) & 1; mask[g * 8 + 2*i + 1] = (bits >> (2*i+1)) & 1; }\n"
-    "  *(lg_v16 *)(out + g * 8) = lg_v16{w[0], w[1], w[2], w[3]}; }\n"
-    "extern \"C\" __global__ void peft_dropout_bwd(const lg_h16 *g_in, const unsigned char *mask, lg_h16 *out,\n"
-    "    long long cnt, float ks) {\n"
-    "  long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; if (g * 8 >= cnt) return;\n"
-    "  lg_v16 v = *(const lg_v16 *)(g_in + g * 8); unsigned w[4] = {v.x, v.y, v.z, v.w};\n"
-    "  for (int i = 0; i < 4; i++) w[i] = lg_pack2(mask[g*8+2*i] ? lg_lo_f32(w[i]) * ks : 0.f,\n"
-    "                                              mask[g*8+2*i+1] ? lg_hi_f32(w[i]) * ks : 0.f);\n"
-    "  *(lg_v16 *)(out + g * 8) = lg_v16{w[0], w[1], w[2], w[3]}; }\n"
-    "extern \"C\" __global__ void peft_axpy(lg_h16 *y, const lg_h16 *x, float a, long long cnt) {\n"
-    "  long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; if (g * 8 >= cnt) return;\n"
-    "  lg_v16 u = *(const lg_v16 *)(y + g * 8), v = *(const lg_v16 *)(x + g * 8);\n"
-    "  unsigned p[4] = {u.x, u.y, u.z, u.w}, q[4] = {v.x, v.y, v.z, v.w};\n"
-    "  for (int i = 0; i < 4; i++) p[i] = lg_pack2(lg_lo_f32(p[i]) + a * lg_lo_f32(q[i]), lg_hi_f32(p[i]) + a * lg_hi_f32(q[i]));\n"
-    "  *(lg_v16 *)(y + g * 8) = lg_v16{p[0], p[1], p[2], p[3]}; }\n"
-    "extern \"C\" __global__ void peft_scale(const lg_h16 *x, lg_h16 *y, float a, long long cnt) {\n"
-    "  long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; if (g * 8 >= cnt) return;\n"
-    "  lg_v16 v = *(const lg_v16 *)(x + g * 8); unsigned q[4] = {v.x, v.y, v.z, v.w};\n"
-    "  for (int i = 0; i < 4; i++) q[i] = lg_pack2(a * lg_lo_f32(q[i]), a * lg_hi_f32(q[i]));\n"
-    "  *(lg_v16 *)(y + g * 8) = lg_v16{q[0], q[1], q[2], q[3]}; }\n";
-
+/* PEFT-style elementwise kernels (templates/peft/peft_ref.cuh, the generator's peft ops); dropout draws the
+ * same Philox mask as FusedLoRA so outputs compare. */
 struct peft_fns {
-    CUfunction dropout, dropout_bwd, axpy, scale;
+    const struct lg_kernel *dropout, *dropout_bwd, *axpy, *scale;
 };
 
 struct shape_run {
@@ -76,10 +47,11 @@ struct shape_run {
     struct lg_lora_tiles tiles;               /* FusedLoRA's current choice */
 };
 
-static void launch1d(CUfunction f, int64_t items, void **params)
+/* One thread per item; the peft kernels take their arguments one by one, not as one block. */
+static void launch1d(const struct lg_kernel *k, int64_t items, void **params)
 {
-    unsigned blocks = (unsigned)((items + 255) / 256);
-    CU_CHECK(cuLaunchKernel(f, blocks, 1, 1, 256, 1, 1, 0, 0, params, NULL));
+    unsigned blocks = (unsigned)((items + k->threads - 1) / k->threads);
+    CU_CHECK(cuLaunchKernel(k->fn, blocks, 1, 1, (unsigned)k->threads, 1, 1, k->smem, 0, params, NULL));
 }
 
 static struct lg_gemm gemm_desc(struct shape_run *R, int64_t m, int64_t n, int64_t k, int ta, int tb,
@@ -218,20 +190,17 @@ struct opts {
 
 static void load_peft(lg_ctx_t *ctx, enum lg_dtype t, struct peft_fns *pf)
 {
-    const char *ph = lg_gen_template_source("templates/lg_philox.h");
-    const char *dv = lg_gen_template_source("templates/lg_device.cuh");
-    if (!ph || !dv) {
-        fprintf(stderr, "bench_lora: embedded templates missing\n");
-        exit(1);
+    struct {
+        enum lg_kernel_op op;
+        const struct lg_kernel **k;
+    } want[] = {{LG_OP_PEFT_DROPOUT, &pf->dropout},
+                {LG_OP_PEFT_DROPOUT_BWD, &pf->dropout_bwd},
+                {LG_OP_PEFT_AXPY, &pf->axpy},
+                {LG_OP_PEFT_SCALE, &pf->scale}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        struct lg_kernel_cfg c = {.op = want[i].op, .dtype = t};
+        CHECK(lg_ctx_kernel(ctx, &c, want[i].k));
     }
-    size_t n = strlen(peft_src) + strlen(ph) + strlen(dv) + 64;
-    char *src = malloc(n);
-    snprintf(src, n, peft_src, t == LG_BF16 ? 0 : 1, ph, dv);
-    CHECK(lg_jit_get(lg_ctx_jit(ctx), src, "peft_dropout", &pf->dropout));
-    CHECK(lg_jit_get(lg_ctx_jit(ctx), src, "peft_dropout_bwd", &pf->dropout_bwd));
-    CHECK(lg_jit_get(lg_ctx_jit(ctx), src, "peft_axpy", &pf->axpy));
-    CHECK(lg_jit_get(lg_ctx_jit(ctx), src, "peft_scale", &pf->scale));
-    free(src);
 }
 
 static CUdeviceptr dev_random(int64_t rows, int64_t cols, int64_t ld, float scale, uint64_t seed, enum lg_dtype t)

@@ -4,17 +4,15 @@
  * Output is deterministic (same spec and options, same bytes): the manifest holds no timings or dates, and
  * every file is written to a temp file and renamed into place, so a reader never sees half a kernel. */
 #include "cli.h"
+#include "lg_file.h"
 #include "lg_gen.h"
 #include "lg_jit.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #define GEN_VERSION "loragen 0.1.0"
 #define MANIFEST_FORMAT 1
@@ -159,96 +157,19 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
     return -1;
 }
 
-/* ---- files ---- */
-
-static int mkdir_p(const char *dir)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return -1;
-    struct stat st;
-    if (stat(buf, &st) != 0)
-        return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
-
-/* Writes `data` to dir/name through a temp file in the same directory and rename(2). Returns 0 or -1 after
- * printing why. */
-static int write_atomic(const char *dir, const char *name, const char *data, size_t n)
-{
-    char path[4096], tmp[4160];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s/.%s.tmp.%ld", dir, name, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        lg_cli_error("gen", "%s: cannot create: %s", tmp, strerror(errno));
-        return -1;
-    }
-    int bad = fwrite(data, 1, n, f) != n;
-    bad |= fflush(f) != 0;
-    bad |= fsync(fileno(f)) != 0 && errno != EINVAL;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        lg_cli_error("gen", "%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 /* ---- manifest ---- */
 
-/* FNV-1a, 64 bits: a stable name for the source text, independent of NVRTC and arch. */
-static void source_hash(const char *s, char out[32])
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        h = (h ^ *p) * 0x100000001b3ull;
-    snprintf(out, 32, "fnv1a64:%016llx", (unsigned long long)h);
-}
-
-/* The configuration fields the op takes (struct lg_kernel_cfg, defaults filled in). */
-static json_t *cfg_json(const struct lg_kernel_cfg *c)
+/* The configuration fields the op takes (struct lg_kernel_cfg, defaults filled in), as the generator lists
+ * them for the kernel (lg_kernel_src.fields). */
+static json_t *cfg_json(const struct lg_kernel_src *k)
 {
     json_t *j = json_object();
-    json_object_set_new(j, "dtype", json_string(lg_dtype_name(c->dtype)));
-    if (c->op != LG_OP_REDUCE)
-        json_object_set_new(j, "rank", json_integer(c->rank));
-    switch (c->op) {
-    case LG_OP_DOWN:
-        json_object_set_new(j, "drop", json_integer(c->drop));
-        json_object_set_new(j, "wm", json_integer(c->wm));
-        json_object_set_new(j, "wk", json_integer(c->wk));
-        json_object_set_new(j, "mt", json_integer(c->mt));
-        json_object_set_new(j, "u", json_integer(c->u));
-        break;
-    case LG_OP_DY:
-        json_object_set_new(j, "nct", json_integer(c->nct));
-        break;
-    case LG_OP_DA:
-        json_object_set_new(j, "fuse", json_integer(c->fuse));
-        json_object_set_new(j, "drop", json_integer(c->drop));
-        break;
-    default:
-        json_object_set_new(j, "out_half", json_integer(c->out_half));
-        break;
-    }
+    json_object_set_new(j, "dtype", json_string(lg_dtype_name(k->cfg.dtype)));
+    int n;
+    const struct lg_kernel_field *f = lg_kernel_fields(&n);
+    for (int i = 0; i < n; i++)
+        if (k->fields >> i & 1)
+            json_object_set_new(j, f[i].name, json_integer(lg_kernel_cfg_get(&k->cfg, &f[i])));
     return j;
 }
 
@@ -294,19 +215,34 @@ static json_t *manifest_new(const struct lg_spec *s, const struct gen_opts *o)
 
 static json_t *kernel_json(const struct lg_kernel_src *k)
 {
-    char file[LG_NAME_MAX + 4], hash[32];
+    char file[LG_NAME_MAX + 4], hash[48];
     snprintf(file, sizeof file, "%s.cu", k->name);
-    source_hash(k->source, hash);
+    snprintf(hash, sizeof hash, "murmur3-128:%s", k->hash);
     json_t *j = json_object();
     json_object_set_new(j, "name", json_string(k->name));
     json_object_set_new(j, "op", json_string(lg_kernel_op_name(k->cfg.op)));
     json_object_set_new(j, "file", json_string(file));
     json_object_set_new(j, "threads", json_integer(k->threads));
-    json_object_set_new(j, "config", cfg_json(&k->cfg));
+    json_object_set_new(j, "config", cfg_json(k));
     json_object_set_new(j, "source_hash", json_string(hash));
     json_object_set_new(j, "source_bytes", json_integer((json_int_t)strlen(k->source)));
     json_object_set_new(j, "compile", json_object()); /* per arch, filled by compile_all */
     return j;
+}
+
+/* Writes dir/name through lg_file_write_atomic. Returns 0 or -1 after printing why. */
+static int write_file(const char *dir, const char *name, const char *data, size_t n)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) {
+        lg_cli_error("gen", "%s/%s: path too long", dir, name);
+        return -1;
+    }
+    if (lg_file_write_atomic(path, data, n) != LG_OK) {
+        lg_cli_error("gen", "%s", lg_last_error());
+        return -1;
+    }
+    return 0;
 }
 
 static int write_manifest(const char *dir, json_t *m)
@@ -324,7 +260,7 @@ static int write_manifest(const char *dir, json_t *m)
         text = withnl;
         n++;
     }
-    int rc = write_atomic(dir, "manifest.json", text, n);
+    int rc = write_file(dir, "manifest.json", text, n);
     free(text);
     return rc;
 }
@@ -395,7 +331,7 @@ static int write_sources(const char *dir, const struct lg_kernel_src *ks, int n,
     for (int i = 0; i < n; i++) {
         char file[LG_NAME_MAX + 4];
         snprintf(file, sizeof file, "%s.cu", ks[i].name);
-        if (write_atomic(dir, file, ks[i].source, strlen(ks[i].source)) != 0)
+        if (write_file(dir, file, ks[i].source, strlen(ks[i].source)) != 0)
             return -1;
         json_array_append_new(kernels, kernel_json(&ks[i]));
         t->written++;
@@ -418,8 +354,8 @@ static int generate(const struct lg_spec *spec, const struct gen_opts *o, const 
     json_t *m = manifest_new(spec, o);
     json_t *kernels = json_object_get(m, "kernels");
     int rc = 1;
-    if (mkdir_p(dir) != 0)
-        lg_cli_error("gen", "%s: cannot create directory: %s", dir, strerror(errno));
+    if (lg_dir_create(dir) != LG_OK)
+        lg_cli_error("gen", "%s", lg_last_error());
     else if (write_sources(dir, ks, n, kernels, &t) == 0) {
         if (o->compile)
             compile_all(ks, n, kernels, o, &t);

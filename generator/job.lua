@@ -7,10 +7,10 @@
 -- default filled in, plus the source line of each adapter so that later errors (a missing dataset, a global
 -- batch larger than its dataset) can point back at the file.
 local sandbox = require "generator.sandbox"
+-- Target names (PEFT's, plus the short aliases job files used first) and the job rank bound.
+local limits = require "generator.limits"
 
 local M = {}
-
-local TARGETS = { "q", "k", "v", "o", "gate", "up", "down" }
 
 local function capacity_node(v)
   if type(v) == "string" then
@@ -91,11 +91,11 @@ local function schema_for(job)
             dataset = { type = "string", required = true },
             format = { type = "string", enum = { "jsonl", "trace" } },
             global_batch = { type = "integer", required = true, min = 1 },
-            rank = { type = "integer", min = 1, max = 4096 },
+            rank = { type = "integer", min = 1, max = limits.JOB_RANK_MAX },
             alpha = { type = "number", min_excl = 0 },
             dropout = { type = "number", min = 0, max_excl = 1 },
             lr = { type = "number", min_excl = 0 },
-            targets = { type = "array", min_len = 1, items = { type = "string", enum = TARGETS } },
+            targets = { type = "array", min_len = 1, items = { type = "string", enum = limits.target_names() } },
             drop_last = { type = "boolean" },
           },
         },
@@ -130,6 +130,17 @@ local function cross_checks(job, errs)
         end
         seen[a.name] = seen[a.name] or i
       end
+      if type(a) == "table" and type(a.targets) == "table" then
+        local named = {}
+        for j, t in ipairs(a.targets) do
+          local peft = type(t) == "string" and limits.target(t)
+          if peft and named[peft] then
+            errs:add({ "adapters", i, "targets", j }, ("'%s' names %s, already listed as '%s'")
+              :format(t, peft, named[peft]))
+          end
+          if peft then named[peft] = named[peft] or t end
+        end
+      end
     end
   end
   local m = job.model
@@ -145,6 +156,13 @@ local function cross_checks(job, errs)
       and job.pipeline.stages > layers then
     errs:add({ "pipeline", "stages" }, ("%d stages but the model has %d layers"):format(job.pipeline.stages, layers))
   end
+end
+
+-- An adapter's targets as PEFT names, in the order given; every target when the file names none.
+local function peft_targets(list)
+  local out = {}
+  for i, t in ipairs(list or limits.TARGETS) do out[i] = limits.target(t) end
+  return out
 end
 
 local function normalise(job, loc)
@@ -176,6 +194,7 @@ local function normalise(job, loc)
       alpha = a.alpha or 2 * (a.rank or 16),
       dropout = a.dropout or 0,
       lr = a.lr or 1e-4,
+      targets = peft_targets(a.targets),
       drop_last = a.drop_last or false,
       line = loc:line_of({ "adapters", i }),
       dataset_line = loc:line_of({ "adapters", i, "dataset" }),

@@ -1,74 +1,43 @@
--- kernels.lua: turns a kernel configuration into CUDA source.
+-- kernels.lua: turns a kernel configuration into CUDA source: the machinery every op family shares.
 --
--- A configuration is a table { op = "down"|"dy"|"da"|"reduce", dtype = "bf16"|"fp16", rank = r, ... } plus
--- the op's switches and tile parameters (see OPS). The source is the shared headers and the op's template,
--- each behind a #line directive so compile errors point into templates/, followed by the stamped
--- instantiation from templates/kernels.inst. Output is deterministic: same configuration, same bytes.
+-- A configuration is a table { op = <name>, dtype = "bf16"|"fp16", rank = r, ... } plus the op's switches
+-- and tile parameters. The ops live in one module per family, generator/ops/<family>.lua (FAMILIES below),
+-- each naming its template, parameters, defaults, checks, name tag and instantiation; this file normalises a
+-- configuration, names it, emits it and lists an op's variants. The source is the shared headers of
+-- templates/common/ and the op's template, each behind a #line directive so compile errors point into
+-- templates/, followed by the stamped instantiation from the family's .inst file. Output is deterministic:
+-- same configuration, same bytes.
+local limits = require("generator.limits")
+
 local M = {}
 
--- Per op: template file, switch/tile parameters with their allowed values, threads per block, and how the
--- kernel name encodes the configuration (it doubles as the JIT cache-key prefix).
-M.OPS = {
-  down = {
-    template = "templates/lora_down.cuh",
-    params = { drop = { 0, 1 }, wm = { 1, 2, 4, 8 }, wk = { 1, 2, 4, 8 }, mt = { 1, 2 }, u = { 1, 2, 4 },
-               minb = { 1, 2, 3 } },
-    defaults = { drop = 0, wm = 1, wk = 8, mt = 1, u = 2, minb = 1 },
-    -- the K-split reduction buffer grows with the rank: fewer K warps at high rank
-    default_for = function(c) return { wk = c.rank <= 64 and 8 or 4 } end,
-    threads = function(c) return 32 * c.wm * c.wk end,
-    tag = function(c)
-      return ("w%dx%dm%du%db%d%s"):format(c.wm, c.wk, c.mt, c.u, c.minb, c.drop == 1 and "_drop" or "")
-    end,
-    inst = function(c)
-      return { R = c.rank, WM = c.wm, WK = c.wk, MT = c.mt, U = c.u, DROP = c.drop, MINB = M.minb_arg(c) }
-    end,
-    check = function(c)
-      if c.wm * c.wk > 16 then return "wm*wk must be <= 16 warps" end
-      if (c.wk - 1) * c.wm * c.mt * c.rank * 16 * 4 > 48 * 1024 then return "K-split reduction exceeds 48 KiB" end
-    end,
-  },
-  dy = {
-    template = "templates/lora_dy.cuh",
-    params = { nct = { 1, 2, 4, 8 }, st = { 2, 3, 4 }, minb = { 1, 4, 5, 6 } },
-    defaults = { nct = 4, st = 3, minb = 1 },
-    threads = function() return 128 end,
-    tag = function(c) return ("c%ds%db%d"):format(c.nct, c.st, c.minb) end,
-    inst = function(c) return { R = c.rank, NCT = c.nct, ST = c.st, MINB = M.minb_arg(c) } end,
-    -- the dB accumulators (nct*rank/2 registers per thread) must fit beside everything else
-    default_for = function(c) return { nct = math.max(1, math.min(4, 128 // c.rank)) } end,
-    check = function(c)
-      if c.nct * c.rank > 128 then return "nct*rank > 128 would spill the dB accumulators" end
-    end,
-  },
-  da = {
-    template = "templates/lora_da.cuh",
-    params = { fuse = { 0, 1 }, drop = { 0, 1 }, minb = { 1, 4, 5, 6 } },
-    defaults = { fuse = 0, drop = 0, minb = 4 },
-    threads = function() return 128 end,
-    tag = function(c)
-      return (c.fuse == 1 and "fuse" or "nofuse") .. "_b" .. c.minb .. (c.drop == 1 and "_drop" or "")
-    end,
-    inst = function(c) return { R = c.rank, FUSE = c.fuse, DROP = c.drop, MINB = M.minb_arg(c) } end,
-  },
-  reduce = {
-    template = "templates/lora_reduce.cuh",
-    params = { out_half = { 0, 1 } },
-    defaults = { out_half = 0 },
-    threads = function() return 128 end,
-    tag = function(c) return c.out_half == 1 and "half" or "f32" end,
-    inst = function(c) return { OUT_HALF = c.out_half } end,
-    rankless = true,
-  },
-}
+-- The op families, in the order C's enum lg_kernel_op lists their ops (runtime/include/lg_gen.h).
+M.FAMILIES = { "lora", "peft" }
 
--- The second __launch_bounds__ argument: minb blocks per SM must fit in the register file. minb = 1 omits
--- it and leaves the allocation to the compiler's own heuristic (writing an explicit 1 lets it use more).
-function M.minb_arg(c)
-  return c.minb > 1 and (", " .. c.minb) or ""
+M.COMMON = { "templates/common/lg_philox.h", "templates/common/lg_args.h", "templates/common/lg_device.cuh" }
+
+-- M.OPS[name]: every op of every family; M.ORDER: their names in enum order; inst_of[name]: the .inst file.
+M.OPS, M.ORDER = {}, {}
+local inst_of = {}
+for _, fam in ipairs(M.FAMILIES) do
+  local f = require("generator.ops." .. fam)
+  local listed = {}
+  for _, name in ipairs(f.ORDER) do
+    local op = f.OPS[name]
+    if not op then error(("generator/ops/%s.lua: ORDER names '%s', which OPS lacks"):format(fam, name), 0) end
+    if M.OPS[name] then error(("generator/ops/%s.lua: op '%s' is defined twice"):format(fam, name), 0) end
+    for k in pairs(op.params) do
+      if op.defaults[k] == nil then
+        error(("generator/ops/%s.lua: %s.%s has no default"):format(fam, name, k), 0)
+      end
+    end
+    M.OPS[name], inst_of[name], listed[name] = op, f.INST, true
+    M.ORDER[#M.ORDER + 1] = name
+  end
+  for name in pairs(f.OPS) do
+    if not listed[name] then error(("generator/ops/%s.lua: op '%s' is missing from ORDER"):format(fam, name), 0) end
+  end
 end
-
-local COMMON = { "templates/lg_philox.h", "templates/lg_args.h", "templates/lg_device.cuh" }
 
 local function source_of(path)
   local text, err = lg_source(path)
@@ -81,10 +50,13 @@ function M.normalize(cfg)
   local op = M.OPS[cfg.op]
   if not op then error(("unknown kernel op '%s'"):format(tostring(cfg.op)), 0) end
   local c = { op = cfg.op, dtype = cfg.dtype or "bf16", rank = cfg.rank }
-  if c.dtype ~= "bf16" and c.dtype ~= "fp16" then error("dtype must be bf16 or fp16", 0) end
+  local dtype_ok = false
+  for _, d in ipairs(limits.DTYPES) do dtype_ok = dtype_ok or d == c.dtype end
+  if not dtype_ok then error("dtype must be " .. table.concat(limits.DTYPES, " or "), 0) end
   if op.rankless then c.rank = nil
-  elseif math.type(c.rank) ~= "integer" or c.rank < 8 or c.rank % 8 ~= 0 or c.rank > 128 then
-    error(("rank %s is not supported (multiple of 8, 8..128)"):format(tostring(cfg.rank)), 0)
+  elseif not limits.rank_ok(c.rank) then
+    error(("rank %s is not supported (multiple of %d, %d..%d)"):format(tostring(cfg.rank), limits.RANK_MULTIPLE,
+      limits.RANK_MIN, limits.RANK_MAX), 0)
   end
   local rank_defaults = (op.default_for and c.rank) and op.default_for(c) or {}
   for k, allowed in pairs(op.params) do
@@ -110,15 +82,36 @@ function M.normalize(cfg)
   return c
 end
 
+-- lg_<op>_<dtype>[_r<rank>][_<tag>]: the configuration spelled out (an op without variants has no tag).
 function M.name(c)
   local op = M.OPS[c.op]
   local r = c.rank and ("_r" .. c.rank) or ""
-  return ("lg_%s_%s%s_%s"):format(c.op, c.dtype, r, op.tag(c))
+  local tag = op.tag(c)
+  return ("lg_%s_%s%s%s"):format(c.op, c.dtype, r, tag ~= "" and ("_" .. tag) or "")
 end
 
--- The instantiation block for op `c.op` from templates/kernels.inst, with its line number.
-local function inst_block(opname)
-  local text = source_of("templates/kernels.inst")
+-- Every op's name, in the order C's enum lg_kernel_op lists them (gen.c checks the two agree).
+function M.op_names()
+  return M.ORDER
+end
+
+-- What C needs to move a configuration of op `name` across (runtime/gen/gen.c): its parameters, each
+-- { name, required }. rank is required of ranked ops; every other parameter has a default.
+function M.op_params(name)
+  local op = M.OPS[name]
+  if not op then error(("unknown kernel op '%s'"):format(tostring(name)), 0) end
+  local out = {}
+  if not op.rankless then out[1] = { name = "rank", required = true } end
+  local keys = {}
+  for k in pairs(op.params) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do out[#out + 1] = { name = k, required = false } end
+  return out
+end
+
+-- The instantiation block for op `opname` from its family's .inst file, with its line number.
+local function inst_block(opname, file)
+  local text = source_of(file)
   local lines, start, body = {}, nil, {}
   for l in (text .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = l end
   for i, l in ipairs(lines) do
@@ -130,7 +123,7 @@ local function inst_block(opname)
       body[#body + 1] = l
     end
   end
-  if not start then error("templates/kernels.inst has no section '" .. opname .. "'", 0) end
+  if not start then error(file .. " has no section '" .. opname .. "'", 0) end
   return table.concat(body, "\n"), start
 end
 
@@ -143,8 +136,8 @@ local function substitute(text, vars, where)
   return out
 end
 
--- Returns name, source, threads for a configuration. `origin` names what asked for it (spec path or
--- "runtime") and is stamped into the first line.
+-- Returns name, source, threads and the normalised configuration. `origin` names what asked for it (spec
+-- path or "runtime") and is stamped into the first line.
 function M.emit(cfg, origin)
   local c = M.normalize(cfg)
   local op = M.OPS[c.op]
@@ -160,27 +153,29 @@ function M.emit(cfg, origin)
     ("#define LG_DTYPE %d\n"):format(c.dtype == "bf16" and 0 or 1),
   }
   local files = {}
-  for _, f in ipairs(COMMON) do files[#files + 1] = f end
+  for _, f in ipairs(M.COMMON) do files[#files + 1] = f end
   files[#files + 1] = op.template
   for _, f in ipairs(files) do
     local text = source_of(f)
-    if text:find("%${") then error(f .. ": templates must not hold placeholders outside kernels.inst", 0) end
+    if text:find("%${") then error(f .. ": templates must not hold placeholders outside the .inst files", 0) end
     parts[#parts + 1] = ('#line 1 "%s"\n'):format(f)
     parts[#parts + 1] = text
     if text:sub(-1) ~= "\n" then parts[#parts + 1] = "\n" end
   end
-  local body, line = inst_block(c.op)
+  local inst = inst_of[c.op]
+  local body, line = inst_block(c.op, inst)
   local vars = op.inst(c)
   vars.NAME = name
   vars.THREADS = op.threads(c)
-  parts[#parts + 1] = ('#line %d "templates/kernels.inst"\n'):format(line)
-  parts[#parts + 1] = substitute(body, vars, "templates/kernels.inst") .. "\n"
-  return name, table.concat(parts), op.threads(c)
+  parts[#parts + 1] = ('#line %d "%s"\n'):format(line, inst)
+  parts[#parts + 1] = substitute(body, vars, inst) .. "\n"
+  return name, table.concat(parts), op.threads(c), c
 end
 
 -- All configurations of op for (dtype, rank), for the tuner and for compile-every-switch tests.
 function M.variants(opname, dtype, rank, fixed)
   local op = M.OPS[opname]
+  if not op then error(("unknown kernel op '%s'"):format(tostring(opname)), 0) end
   local keys = {}
   for k in pairs(op.params) do keys[#keys + 1] = k end
   table.sort(keys)

@@ -1,24 +1,19 @@
 -- plan.lua: which kernels a spec needs, and how each is launched. `loragen gen` writes these; the runtime
--- asks for the same configurations when it builds a layer, so the two agree.
+-- (runtime/ops/lora.c, through lg_gen_layer_kernels) asks for the same slots when it builds a layer, so the
+-- two agree: the choice itself lives in generator/ops/lora.lua (layer_slots).
 local kernels = require("generator.kernels")
+local lora = require("generator.ops.lora")
 
 local M = {}
 
--- The configurations one LoRA layer of (dtype, rank, dropout) launches (defaults, before tuning).
+-- The slots of one LoRA layer of (dtype, rank, dropout): { slot, cfg, precompile } (defaults, before tuning).
+M.layer_slots = lora.layer_slots
+
+-- The configurations `loragen gen` prepares for such a layer, in slot order (duplicates left in).
 function M.layer_kernels(dtype, rank, dropout)
-  local drop = dropout > 0 and 1 or 0
-  local list = {
-    { op = "down", dtype = dtype, rank = rank, drop = drop },
-    { op = "dy", dtype = dtype, rank = rank },
-    { op = "reduce", dtype = dtype, out_half = 0 },
-    { op = "reduce", dtype = dtype, out_half = 1 },
-  }
-  if drop == 1 then
-    list[#list + 1] = { op = "da", dtype = dtype, rank = rank, fuse = 1, drop = 1 }
-  else
-    -- extended-K dX GEMM (no fuse) and the fallback for dY buffers without room for dS (fuse, no mask)
-    list[#list + 1] = { op = "da", dtype = dtype, rank = rank, fuse = 0, drop = 0 }
-    list[#list + 1] = { op = "da", dtype = dtype, rank = rank, fuse = 1, drop = 0 }
+  local list = {}
+  for _, s in ipairs(lora.layer_slots(dtype, rank, dropout)) do
+    if s.precompile ~= false then list[#list + 1] = s.cfg end
   end
   return list
 end

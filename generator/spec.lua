@@ -4,15 +4,11 @@
 -- decoder's dimensions, from which the seven projections follow) or `linears` (explicit shapes) must be given.
 -- Every error is collected and reported as "specs/x.lua:LINE: error: field: message".
 local sandbox = require("generator.sandbox")
+-- What the kernels need of the dimensions (64-wide feature tiles, 8-wide rank vectors), the dtypes, archs and
+-- target names: one table shared with ops/lora.lua, job.lua and the C side.
+local limits = require("generator.limits")
 
 local M = {}
-
-M.TARGETS = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" }
-M.ARCHS = { "sm_80", "sm_89", "sm_90" }
--- What the kernels need of the dimensions: 64-wide tiles over in/out features, 8-wide rank vectors.
-M.FEATURE_MULTIPLE = 64
-M.RANK_MULTIPLE = 8
-M.MAX_RANK = 128
 
 local function positive_int(extra)
   local n = { type = "integer", min = 1 }
@@ -64,13 +60,13 @@ local schema = {
         target_modules = { type = "array", min_len = 1, items = { type = "string" } },
       },
     },
-    dtype = { type = "string", enum = { "bf16", "fp16" } },
-    archs = { type = "array", min_len = 1, items = { type = "string", enum = M.ARCHS } },
+    dtype = { type = "string", enum = limits.DTYPES },
+    archs = { type = "array", min_len = 1, items = { type = "string", enum = limits.ARCHS } },
     tokens = positive_int(),
   },
 }
 
--- Linear layers of a Llama-family decoder layer (PyTorch names, in = K, out = M).
+-- Linear layers of a Llama-family decoder layer (PyTorch names, in = K, out = M), in limits.TARGETS order.
 local function model_linears(m)
   local hd = m.head_dim or (m.hidden_size // m.num_attention_heads)
   local q, kv = m.num_attention_heads * hd, m.num_key_value_heads * hd
@@ -79,18 +75,21 @@ local function model_linears(m)
   local H, I = "hidden_size", "intermediate_size"
   local Q = m.head_dim and "head_dim" or "num_attention_heads"
   local KV = m.head_dim and "head_dim" or "num_key_value_heads"
-  return {
-    { name = "q_proj", in_features = m.hidden_size, out_features = q, bias = bias, src = { H, Q } },
-    { name = "k_proj", in_features = m.hidden_size, out_features = kv, bias = bias, src = { H, KV } },
-    { name = "v_proj", in_features = m.hidden_size, out_features = kv, bias = bias, src = { H, KV } },
-    { name = "o_proj", in_features = q, out_features = m.hidden_size, bias = false, src = { Q, H } },
-    { name = "gate_proj", in_features = m.hidden_size, out_features = m.intermediate_size, bias = false,
-      src = { H, I } },
-    { name = "up_proj", in_features = m.hidden_size, out_features = m.intermediate_size, bias = false,
-      src = { H, I } },
-    { name = "down_proj", in_features = m.intermediate_size, out_features = m.hidden_size, bias = false,
-      src = { I, H } },
+  local shapes = {
+    q_proj = { m.hidden_size, q, bias, { H, Q } },
+    k_proj = { m.hidden_size, kv, bias, { H, KV } },
+    v_proj = { m.hidden_size, kv, bias, { H, KV } },
+    o_proj = { q, m.hidden_size, false, { Q, H } },
+    gate_proj = { m.hidden_size, m.intermediate_size, false, { H, I } },
+    up_proj = { m.hidden_size, m.intermediate_size, false, { H, I } },
+    down_proj = { m.intermediate_size, m.hidden_size, false, { I, H } },
   }
+  local out = {}
+  for _, name in ipairs(limits.TARGETS) do
+    local sh = assert(shapes[name], "generator/spec.lua: no decoder shape for target " .. name)
+    out[#out + 1] = { name = name, in_features = sh[1], out_features = sh[2], bias = sh[3], src = sh[4] }
+  end
+  return out
 end
 
 local function check_semantics(s, errs)
@@ -116,9 +115,9 @@ local function check_semantics(s, errs)
   end
   local lora = s.lora
   if type(lora) == "table" and math.type(lora.rank) == "integer" and lora.rank > 0 then
-    if lora.rank % M.RANK_MULTIPLE ~= 0 or lora.rank > M.MAX_RANK then
+    if not limits.rank_ok(lora.rank) then
       errs:add({ "lora", "rank" }, ("rank %d is not supported: the kernels need a multiple of %d up to %d")
-        :format(lora.rank, M.RANK_MULTIPLE, M.MAX_RANK))
+        :format(lora.rank, limits.RANK_MULTIPLE, limits.RANK_MAX))
     end
   end
   if type(lora) == "table" and type(lora.target_modules) == "table" then
@@ -140,7 +139,7 @@ local function check_model_shapes(linears, errs)
   for _, l in ipairs(linears) do
     for j, f in ipairs(FEATURES) do
       local v = l[f]
-      if math.type(v) == "integer" and v % M.FEATURE_MULTIPLE ~= 0 then
+      if math.type(v) == "integer" and v % limits.FEATURE_MULTIPLE ~= 0 then
         local id = l.src[j] .. "=" .. v
         if not bad[id] then
           bad[id] = { key = l.src[j], value = v, uses = {} }
@@ -153,7 +152,7 @@ local function check_model_shapes(linears, errs)
   for _, id in ipairs(order) do
     local b = bad[id]
     errs:add({ "model", b.key }, ("%s = %d is not a multiple of %d, which the fused kernels need")
-      :format(table.concat(b.uses, ", "), b.value, M.FEATURE_MULTIPLE))
+      :format(table.concat(b.uses, ", "), b.value, limits.FEATURE_MULTIPLE))
   end
 end
 
@@ -164,9 +163,9 @@ local function check_shapes(linears, from_model, s, errs)
     names[l.name] = true
     for _, f in ipairs(from_model and {} or FEATURES) do
       local v = l[f]
-      if math.type(v) == "integer" and v % M.FEATURE_MULTIPLE ~= 0 then
+      if math.type(v) == "integer" and v % limits.FEATURE_MULTIPLE ~= 0 then
         errs:add({ "linears", i, f }, ("%s.%s = %d is not a multiple of %d, which the fused kernels need")
-          :format(l.name, f, v, M.FEATURE_MULTIPLE))
+          :format(l.name, f, v, limits.FEATURE_MULTIPLE))
       end
     end
   end
@@ -203,7 +202,7 @@ function M.load(text, path)
   local out = {
     name = s.name, path = path, description = s.description,
     dtype = s.dtype or "bf16",
-    archs = s.archs or M.ARCHS,
+    archs = s.archs or limits.ARCHS,
     rank = s.lora.rank, alpha = s.lora.alpha, dropout = s.lora.dropout or 0,
     tokens = s.tokens or 8192,
     layers = s.model and s.model.num_hidden_layers or 1,

@@ -4,10 +4,12 @@
  *   "file:LINE: error:" on the right line, every error reported, never hanging;
  * - the generator is deterministic, stamped, and points into templates/ with #line, so a template error
  *   lands on its template line;
- * - every kernel of every shipped spec compiles for sm_80, sm_89 and sm_90 (a CI requirement), and every
- *   value of every compile-time switch compiles (one-at-a-time coverage around the defaults, topped up
- *   where a single change would be invalid).
- * The `loragen gen` command itself is tested in test_gen_cli.c.
+ * - every kernel of every shipped spec compiles for sm_80, sm_89 and sm_90 (a CI requirement), every op of
+ *   every family (lora, peft) compiles its defaults for all three, and every value of every compile-time
+ *   switch compiles (one-at-a-time coverage around the defaults, topped up where a single change would be
+ *   invalid).
+ * The `loragen gen` command itself is tested in test_gen_cli.c; that C and the generator agree on ops,
+ * fields, limits and layer slots in test_gen_truth.c.
  * Check forks each case; nothing here initialises CUDA. No case has a time limit: NVRTC speed varies. */
 #include "lg_gen.h"
 #include "lg_jit.h"
@@ -197,6 +199,12 @@ END_TEST
 
 /* ---- generator ---- */
 
+/* The op's family: the templates/<family>/ folder and its <family>.inst. */
+static const char *family(enum lg_kernel_op op)
+{
+    return strncmp(lg_kernel_op_name(op), "peft_", 5) ? "lora" : "peft";
+}
+
 static struct lg_kernel_src emit(lg_gen_t *g, struct lg_kernel_cfg cfg)
 {
     struct lg_kernel_src k;
@@ -224,8 +232,12 @@ START_TEST(generator_is_deterministic)
         char first[256];
         snprintf(first, sizeof first, "%.*s", (int)(nl - a.source), a.source);
         ck_assert_msg(strstr(first, "do not edit") && strstr(first, "tests/test_gen.c"), "stamp: %s", first);
-        ck_assert_ptr_nonnull(strstr(a.source, "#line 1 \"templates/"));
-        ck_assert_ptr_nonnull(strstr(a.source, "\"templates/kernels.inst\""));
+        char inst[96], tmpl[96];
+        snprintf(inst, sizeof inst, "\"templates/%s/%s.inst\"", family(c.op), family(c.op));
+        snprintf(tmpl, sizeof tmpl, "#line 1 \"templates/%s/", family(c.op));
+        ck_assert_ptr_nonnull(strstr(a.source, "#line 1 \"templates/common/lg_philox.h\""));
+        ck_assert_msg(strstr(a.source, tmpl) != NULL, "%s: no #line into %s", a.name, tmpl);
+        ck_assert_msg(strstr(a.source, inst) != NULL, "%s: no #line into %s", a.name, inst);
         ck_assert_ptr_null(strstr(a.source, "${"));
         ck_assert_msg(strstr(a.source, a.name) != NULL, "the kernel %s is not in its source", a.name);
         lg_kernel_src_free(&a);
@@ -317,22 +329,48 @@ START_TEST(spec_kernels_compile)
 }
 END_TEST
 
-/* The switch and tile fields of a configuration, in one order, for one-at-a-time comparisons. */
-#define NSW 10
-static void switches(const struct lg_kernel_cfg *c, int v[NSW])
+/* The switch and tile fields of a configuration (every field of lg_kernel_fields but rank), in one order, for
+ * one-at-a-time comparisons. */
+#define NSW_MAX 32
+static int nsw(void)
 {
-    int w[NSW] = {c->drop, c->fuse, c->out_half, c->wm, c->wk, c->mt, c->u, c->nct, c->st, c->minb};
-    memcpy(v, w, sizeof w);
+    int n;
+    lg_kernel_fields(&n);
+    return n - 1;
+}
+
+static void switches(const struct lg_kernel_cfg *c, int v[NSW_MAX])
+{
+    int n, k = 0;
+    const struct lg_kernel_field *f = lg_kernel_fields(&n);
+    for (int i = 0; i < n; i++)
+        if (strcmp(f[i].name, "rank"))
+            v[k++] = lg_kernel_cfg_get(c, &f[i]);
+    ck_assert_int_eq(k, nsw());
 }
 
 static int n_differ(const struct lg_kernel_cfg *a, const struct lg_kernel_cfg *b)
 {
-    int va[NSW], vb[NSW], n = 0;
+    int va[NSW_MAX], vb[NSW_MAX], n = 0;
     switches(a, va);
     switches(b, vb);
-    for (int i = 0; i < NSW; i++)
+    for (int i = 0; i < nsw(); i++)
         n += va[i] != vb[i];
     return n;
+}
+
+/* Whether op takes a rank: the generator lists rank among its fields. */
+static int ranked(lg_gen_t *g, enum lg_kernel_op op)
+{
+    struct lg_kernel_src k = emit(g, (struct lg_kernel_cfg){.op = op, .dtype = LG_BF16, .rank = 16});
+    int n;
+    const struct lg_kernel_field *f = lg_kernel_fields(&n);
+    int r = 0;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(f[i].name, "rank"))
+            r = k.fields >> i & 1;
+    lg_kernel_src_free(&k);
+    return r;
 }
 
 /* The name must spell out every switch and tile value of the configuration. */
@@ -349,11 +387,17 @@ static void check_name(const struct lg_kernel_src *k)
     case LG_OP_DA:
         snprintf(tag, sizeof tag, "_%s_b%d%s", c->fuse ? "fuse" : "nofuse", c->minb, c->drop ? "_drop" : "");
         break;
-    default: snprintf(tag, sizeof tag, "_%s", c->out_half ? "half" : "f32"); break;
+    case LG_OP_REDUCE: snprintf(tag, sizeof tag, "_%s", c->out_half ? "half" : "f32"); break;
+    default: { /* peft_*: no variants, the name is op and dtype */
+        char want[LG_NAME_MAX];
+        snprintf(want, sizeof want, "lg_%s_%s", lg_kernel_op_name(c->op), lg_dtype_name(c->dtype));
+        ck_assert_str_eq(k->name, want);
+        break;
+    }
     }
     ck_assert_msg(strstr(k->name, tag) != NULL, "%s does not name its tiles (%s)", k->name, tag);
     ck_assert_ptr_nonnull(strstr(k->name, lg_dtype_name(c->dtype)));
-    if (c->op != LG_OP_REDUCE) {
+    if (c->op == LG_OP_DOWN || c->op == LG_OP_DY || c->op == LG_OP_DA) {
         char r[16];
         snprintf(r, sizeof r, "_r%d_", c->rank);
         ck_assert_msg(strstr(k->name, r) != NULL, "%s does not name rank %d", k->name, c->rank);
@@ -362,7 +406,7 @@ static void check_name(const struct lg_kernel_src *k)
 
 static int value_of(const struct lg_kernel_cfg *c, int s)
 {
-    int v[NSW];
+    int v[NSW_MAX];
     switches(c, v);
     return v[s];
 }
@@ -396,7 +440,7 @@ static int covering_subset(lg_gen_t *g, enum lg_kernel_op op, enum lg_dtype dt, 
     for (int i = 0; i < n; i++)
         if (n_differ(&all[i], def) <= 1)
             sub[m++] = all[i];
-    for (int s = 0; s < NSW; s++)
+    for (int s = 0; s < nsw(); s++)
         for (int i = 0; i < n; i++)
             if (closest_with(sub, m, s, value_of(&all[i], s), def) < 0)
                 sub[m++] = all[closest_with(all, n, s, value_of(&all[i], s), def)];
@@ -414,10 +458,12 @@ START_TEST(every_switch_compiles)
     enum lg_kernel_op op = (enum lg_kernel_op)(_i / (NDTYPES * NRANKS));
     enum lg_dtype dt = dtypes[_i / NRANKS % NDTYPES];
     int rank = ranks[_i % NRANKS];
-    if (op == LG_OP_REDUCE && rank != ranks[0])
-        return; /* rankless: the first rank covers it */
     lg_gen_t *g;
     CHECK(lg_gen_init(&g));
+    if (!ranked(g, op) && rank != ranks[0]) {
+        lg_gen_free(g);
+        return; /* rankless: the first rank covers it */
+    }
     struct lg_kernel_cfg def, *cfgs;
     int n = covering_subset(g, op, dt, rank, &def, &cfgs), saw_default = 0;
     for (int i = 0; i < n; i++) {
@@ -437,6 +483,22 @@ START_TEST(every_switch_compiles)
 }
 END_TEST
 
+/* Every op's default configuration, both dtypes, for sm_89: with every_switch_compiles (every variant for
+ * sm_90, the default for sm_80) each op of each family compiles for all three target archs, including the
+ * ops no spec plans (the peft family). */
+START_TEST(every_op_compiles_for_sm89)
+{
+    enum lg_kernel_op op = (enum lg_kernel_op)(_i / NDTYPES);
+    lg_gen_t *g;
+    CHECK(lg_gen_init(&g));
+    struct lg_kernel_src k = emit(g, (struct lg_kernel_cfg){.op = op, .dtype = dtypes[_i % NDTYPES], .rank = 16});
+    check_name(&k);
+    compile_ok(&k, 89);
+    lg_kernel_src_free(&k);
+    lg_gen_free(g);
+}
+END_TEST
+
 /* For every op, dtype and rank, the covering subset reaches every value of every switch that some valid
  * configuration uses, and it is much smaller than the full product. */
 START_TEST(covering_subset_reaches_every_value)
@@ -450,7 +512,7 @@ START_TEST(covering_subset_reaches_every_value)
         int nsub = covering_subset(g, op, dt, ranks[c % NRANKS], &def, &sub), nevery;
         CHECK(lg_gen_variants(g, op, dt, ranks[c % NRANKS], &every, &nevery));
         for (int i = 0; i < nevery; i++)
-            for (int s = 0; s < NSW; s++)
+            for (int s = 0; s < nsw(); s++)
                 ck_assert_msg(closest_with(sub, nsub, s, value_of(&every[i], s), &def) >= 0,
                               "%s r%d: switch %d value %d is not covered", lg_kernel_op_name(op),
                               ranks[c % NRANKS], s, value_of(&every[i], s));
@@ -464,14 +526,14 @@ START_TEST(covering_subset_reaches_every_value)
 }
 END_TEST
 
-/* A syntax error planted on line 46 of a copy of templates/lora_dy.cuh must be reported on that line. */
+/* A syntax error planted on line 46 of a copy of templates/lora/lora_dy.cuh must be reported on that line. */
 START_TEST(template_error_points_into_templates)
 {
     char *root = lg_test_tmpdir("lg_gen_test"), cmd[512];
     snprintf(cmd, sizeof cmd, "cp -R generator templates '%s'/", root);
     ck_assert_int_eq(system(cmd), 0);
     char path[512];
-    snprintf(path, sizeof path, "%s/templates/lora_dy.cuh", root);
+    snprintf(path, sizeof path, "%s/templates/lora/lora_dy.cuh", root);
     char *text = lg_test_slurp(path, NULL);
     const int bad_line = 46;
     char *p = text;
@@ -495,7 +557,7 @@ START_TEST(template_error_points_into_templates)
     size_t n;
     ck_assert_int_eq(lg_nvrtc_compile(k.source, k.name, 90, &cubin, &n, NULL), LG_ERR_NVRTC);
     char where[64];
-    snprintf(where, sizeof where, "templates/lora_dy.cuh(%d)", bad_line);
+    snprintf(where, sizeof where, "templates/lora/lora_dy.cuh(%d)", bad_line);
     ck_assert_msg(strstr(lg_last_error(), where) != NULL, "want '%s' in the NVRTC log:\n%s", where, lg_last_error());
     lg_kernel_src_free(&k);
     lg_gen_free(g);
@@ -545,6 +607,7 @@ int main(void)
     tcase_add_test(tc, template_error_points_into_templates);
     tcase_add_loop_test(tc, spec_kernels_compile, 0, g_nspecs > 0 ? g_nspecs : 1);
     tcase_add_loop_test(tc, every_switch_compiles, 0, LG_OP_COUNT * NDTYPES * NRANKS);
+    tcase_add_loop_test(tc, every_op_compiles_for_sm89, 0, LG_OP_COUNT * NDTYPES);
     int failed = lg_test_run(s, 0);
     for (int i = 0; i < g_nspecs; i++)
         free(g_specs[i]);

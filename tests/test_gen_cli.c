@@ -74,6 +74,9 @@ static int check_manifest(const char *dir)
         snprintf(path, sizeof path, "%s/%s", dir, json_string_value(json_object_get(k, "file")));
         ck_assert_msg(access(path, R_OK) == 0, "%s is listed but missing", path);
         ck_assert_ptr_nonnull(json_object_get(k, "config"));
+        const char *hash = json_string_value(json_object_get(k, "source_hash"));
+        ck_assert_msg(hash && !strncmp(hash, "murmur3-128:", 12) && strlen(hash) == 12 + 32, "source_hash %s",
+                      hash ? hash : "(none)");
         json_t *sm90 = json_object_get(json_object_get(k, "compile"), "sm_90");
         ck_assert_msg(json_is_true(json_object_get(sm90, "ok")), "%s: sm_90 not ok",
                       json_string_value(json_object_get(k, "name")));
@@ -168,7 +171,7 @@ END_TEST
 
 /* A kernel that fails to compile is reported with its arch and NVRTC log; the rest still compile, the manifest
  * records the failure, and the exit status is 1. The failure is a syntax error planted after line 45 of a
- * copy of templates/lora_dy.cuh, picked up through LORAGEN_SOURCE_DIR. */
+ * copy of templates/lora/lora_dy.cuh, picked up through LORAGEN_SOURCE_DIR. */
 START_TEST(cli_gen_compile_failure)
 {
     char *tmp = lg_test_tmpdir("lg_gen_cli_test"), src[256], d[256], path[512], *out, *err;
@@ -176,8 +179,10 @@ START_TEST(cli_gen_compile_failure)
     ck_assert_int_eq(mkdir(src, 0777), 0);
     snprintf(src, sizeof src, "%s/src/templates", tmp);
     ck_assert_int_eq(mkdir(src, 0777), 0);
+    snprintf(src, sizeof src, "%s/src/templates/lora", tmp);
+    ck_assert_int_eq(mkdir(src, 0777), 0);
     snprintf(d, sizeof d, "%s/k", tmp);
-    char *text = lg_test_slurp("templates/lora_dy.cuh", NULL), *p = text;
+    char *text = lg_test_slurp("templates/lora/lora_dy.cuh", NULL), *p = text;
     for (int l = 1; l < 46; l++)
         p = strchr(p, '\n') + 1;
     snprintf(path, sizeof path, "%s/lora_dy.cuh", src);
@@ -190,7 +195,7 @@ START_TEST(cli_gen_compile_failure)
     ck_assert_int_eq(run_cli(tmp, (const char *[]){"specs/tiny.lua", "-o", d, "--arch", "sm_90", "-q", NULL},
                              &out, &err), 1);
     ck_assert_msg(strstr(err, "lg_dy_") && strstr(err, "sm_90 FAILED"), "stderr:\n%s", err);
-    ck_assert_msg(strstr(err, "templates/lora_dy.cuh(46)"), "no NVRTC log pointing into templates/:\n%s", err);
+    ck_assert_msg(strstr(err, "templates/lora/lora_dy.cuh(46)"), "no NVRTC log pointing into templates/:\n%s", err);
     ck_assert_msg(strstr(out, "1 failed"), "summary:\n%s", out);
     snprintf(path, sizeof path, "%s/manifest.json", d);
     json_t *m = json_load_file(path, 0, NULL);
@@ -203,7 +208,7 @@ START_TEST(cli_gen_compile_failure)
             ok++;
         else {
             failed++;
-            ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(r, "error")), "lora_dy.cuh(46)"));
+            ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(r, "error")), "lora/lora_dy.cuh(46)"));
         }
     }
     ck_assert_int_eq(failed, 1);

@@ -2,7 +2,7 @@
  * W + s·B·A for the forward, central finite differences for every gradient, and the dropout mask's keep
  * rate and reproducibility. The GPU tests trust this reference, so it must be right on its own. */
 #include "lg_half.h"
-#include "lg_philox.h"
+#include "common/lg_philox.h"
 #include "lg_ref.h"
 #include "lg_test.h"
 

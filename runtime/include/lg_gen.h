@@ -2,8 +2,10 @@
  *
  * A spec (a file under specs/) states layer shapes, LoRA settings, dtype and target archs; lg_spec_load runs it in
  * the Lua sandbox, validates it and reports every error as "specs/x.lua:LINE: error: field: message".
- * The generator (the Lua modules under generator/, embedded) turns a kernel configuration into stamped, deterministic CUDA
- * source with #line directives into templates/.
+ * The generator (the Lua modules under generator/, embedded) turns a kernel configuration into stamped,
+ * deterministic CUDA source with #line directives into templates/. It is also the one place that states the
+ * kernels' shape rules (lg_gen_limits_get) and which kernels a LoRA layer launches (lg_gen_layer_kernels): the
+ * runtime asks it rather than keeping copies.
  *
  * Ownership: lg_spec_load allocates a struct lg_spec freed by lg_spec_free. lg_gen_t owns its Lua state.
  * Sources returned in struct lg_kernel_src belong to the caller (lg_kernel_src_free).
@@ -13,7 +15,7 @@
  *   lg_gen_t *gen;  lg_gen_init(&gen);
  *   struct lg_kernel_cfg cfg = { .op = LG_OP_DOWN, .dtype = spec->dtype, .rank = spec->rank, .drop = 1 };
  *   struct lg_kernel_src src;
- *   lg_gen_kernel(gen, &cfg, "runtime", &src);   // src.name, src.source, src.threads
+ *   lg_gen_kernel(gen, &cfg, "runtime", &src);   // src.name, src.source, src.threads, src.hash
  *   lg_kernel_src_free(&src); lg_gen_free(gen); lg_spec_free(spec);
  */
 #ifndef LG_GEN_H
@@ -52,30 +54,79 @@ struct lg_spec {
 LG_API enum lg_status lg_spec_load(const char *path, struct lg_spec **out);
 LG_API void lg_spec_free(struct lg_spec *spec);
 
-enum lg_kernel_op { LG_OP_DOWN = 0, LG_OP_DY, LG_OP_DA, LG_OP_REDUCE, LG_OP_COUNT };
+/* The ops, in the order generator/kernels.lua lists its families' ops (generator/ops/<family>.lua). The names
+ * (lg_kernel_op_name) are the generator's; lg_gen_init fails when the two lists differ. */
+enum lg_kernel_op {
+    LG_OP_DOWN = 0,         /* lora: forward down-projection S = s·D(X)·Aᵀ */
+    LG_OP_DY,               /* lora: backward pass over dY (partial dS, dB) */
+    LG_OP_DA,               /* lora: backward pass over X (partial dA, masked dX) */
+    LG_OP_REDUCE,           /* lora: deterministic second stage of the reductions */
+    LG_OP_PEFT_DROPOUT,     /* peft: the unfused baseline's elementwise kernels (bench_lora) */
+    LG_OP_PEFT_DROPOUT_BWD,
+    LG_OP_PEFT_AXPY,
+    LG_OP_PEFT_SCALE,
+    LG_OP_COUNT
+};
 LG_API const char *lg_kernel_op_name(enum lg_kernel_op op);
 
-/* A kernel configuration. Zero tile fields take the generator's defaults. */
+/* The integer fields of a kernel configuration, one X(name) each. struct lg_kernel_cfg is built from this list
+ * and so is runtime/gen's {name, offset} table (lg_kernel_fields), through which a configuration goes to the
+ * generator, comes back, and is written to `loragen gen`'s manifest. The ops' parameters in
+ * generator/ops/<family>.lua carry these names; lg_gen_init fails (and tests/test_gen_truth.c) when one has no
+ * field here. So a new tile parameter is one entry in the op's Lua table plus one line here. */
+#define LG_KERNEL_CFG_FIELDS(X)                                                                                \
+    X(rank)     /* LoRA rank; 0 for the rankless ops (reduce, peft_*) */                                       \
+    X(fuse)     /* DA: add the masked dX correction */                                                         \
+    X(drop)     /* DOWN, DA: apply the dropout mask */                                                         \
+    X(out_half) /* REDUCE: dtype rows instead of fp32 */                                                       \
+    X(wm)       /* DOWN: warps over tokens */                                                                  \
+    X(wk)       /* DOWN: warps over K */                                                                       \
+    X(mt)       /* DOWN: 16-row MMA tiles per warp */                                                          \
+    X(u)        /* DOWN: K-loop unroll */                                                                      \
+    X(nct)      /* DY: 64-column tiles per block */                                                            \
+    X(st)       /* DY: cp.async pipeline stages */                                                             \
+    X(minb)     /* DOWN, DY, DA: blocks per SM the register allocation must allow (1: no bound) */
+
+/* A kernel configuration. Fields the op does not take are ignored; zero tile and switch fields take the
+ * generator's defaults (rank has none). */
 struct lg_kernel_cfg {
     enum lg_kernel_op op;
     enum lg_dtype dtype;
-    int rank;           /* unused by LG_OP_REDUCE */
-    int drop;           /* DOWN, DA: apply the dropout mask */
-    int fuse;           /* DA: add the masked dX correction */
-    int out_half;       /* REDUCE: dtype rows instead of fp32 */
-    int wm, wk, mt, u;  /* DOWN tiles */
-    int nct;            /* DY: 64-column tiles per block */
-    int st;             /* DY: cp.async pipeline stages */
-    int minb;           /* DOWN, DY, DA: blocks per SM the register allocation must allow (1: no bound) */
+#define LG_KERNEL_CFG_INT(name) int name;
+    LG_KERNEL_CFG_FIELDS(LG_KERNEL_CFG_INT)
+#undef LG_KERNEL_CFG_INT
 };
+
+/* One integer field of struct lg_kernel_cfg: its name (the generator's parameter name) and offset. */
+struct lg_kernel_field {
+    const char *name;
+    size_t offset;
+};
+/* The fields in LG_KERNEL_CFG_FIELDS order; *count of them (at most 32). Static storage. */
+LG_API const struct lg_kernel_field *lg_kernel_fields(int *count);
+/* The value of field f (an entry of lg_kernel_fields) in c. */
+LG_API int lg_kernel_cfg_get(const struct lg_kernel_cfg *c, const struct lg_kernel_field *f);
 
 struct lg_kernel_src {
     char name[LG_NAME_MAX];
     char *source;
+    char hash[33];            /* lg_hash128 of source, 32 hex digits: its fingerprint in manifests */
     int threads;
     struct lg_kernel_cfg cfg; /* with defaults filled in */
+    unsigned fields;          /* bit i: the op takes lg_kernel_fields()[i] (what a manifest lists) */
 };
 LG_API void lg_kernel_src_free(struct lg_kernel_src *src);
+
+/* The kernels' shape rules, from the generator (generator/limits.lua), which also checks specs against them.
+ * Read once per process; the first call runs the generator. */
+struct lg_gen_limits {
+    int rank_min, rank_max, rank_multiple; /* rank: a multiple of rank_multiple in rank_min..rank_max */
+    int feature_multiple;                  /* in_features and out_features: multiples of this */
+    unsigned dtypes;                       /* bit (1u << enum lg_dtype): the dtypes the kernels take */
+};
+LG_API enum lg_status lg_gen_limits_get(struct lg_gen_limits *out);
+/* 1 when rank satisfies the rule in l. */
+LG_API int lg_gen_limits_rank_ok(const struct lg_gen_limits *l, int rank);
 
 typedef struct lg_gen lg_gen_t;
 LG_API enum lg_status lg_gen_init(lg_gen_t **out);
@@ -84,6 +135,25 @@ LG_API void lg_gen_free(lg_gen_t *gen);
 /* Source for one configuration; `origin` is stamped into its first line (a spec path, or "runtime"). */
 LG_API enum lg_status lg_gen_kernel(lg_gen_t *gen, const struct lg_kernel_cfg *cfg, const char *origin,
                              struct lg_kernel_src *out);
+
+/* The kernels one LoRA layer launches, one per situation of runtime/ops/lora.c. generator/ops/lora.lua
+ * (layer_slots) chooses the configuration for each; the runtime adds only its tuned tiles. */
+enum lg_layer_slot {
+    LG_SLOT_DOWN = 0,      /* forward: S */
+    LG_SLOT_DY,            /* backward pass over dY */
+    LG_SLOT_REDUCE_DA,     /* dA = sum of partials (fp32) */
+    LG_SLOT_REDUCE_DS_DB,  /* dS (dtype rows) and dB (fp32) in one launch */
+    LG_SLOT_DA_DX_TAIL,    /* pass over X, dX wanted and dS in dY's tail (extended-K dX GEMM possible) */
+    LG_SLOT_DA_DX,         /* pass over X, dX wanted and dS apart */
+    LG_SLOT_DA_NO_DX,      /* pass over X, no dX */
+    LG_SLOT_COUNT
+};
+LG_API const char *lg_layer_slot_name(enum lg_layer_slot slot);
+
+/* out[slot]: the configuration (defaults not yet filled in) each slot of a layer of (dtype, rank, dropout)
+ * launches. */
+LG_API enum lg_status lg_gen_layer_kernels(lg_gen_t *gen, enum lg_dtype dtype, int rank, double dropout,
+                                    struct lg_kernel_cfg out[LG_SLOT_COUNT]);
 
 /* Every kernel a spec needs (generator/plan.lua), deduplicated, in a fixed order. *out is an array of *count
  * entries; free each with lg_kernel_src_free, then free(*out). */
@@ -95,7 +165,7 @@ LG_API enum lg_status lg_gen_spec_kernels(lg_gen_t *gen, const struct lg_spec *s
 LG_API enum lg_status lg_gen_variants(lg_gen_t *gen, enum lg_kernel_op op, enum lg_dtype dtype, int rank,
                                struct lg_kernel_cfg **out, int *count);
 
-/* The text of a shipped source file ("templates/lg_philox.h"), from the copy embedded at build time; NULL if
+/* The text of a shipped source file ("templates/common/lg_philox.h"), from the copy embedded at build time; NULL if
  * there is none. For benchmarks and tools that build kernels of their own on the same helpers. */
 LG_API const char *lg_gen_template_source(const char *path);
 

@@ -2,14 +2,18 @@
  * validates calls, owns the weight buffer and workspace, and orders the launches:
  *   forward:  down (S) -> GEMM [X|S]·[W|B]ᵀ
  *   backward: dy (partials dS, dB) -> reduce dS and dB (one launch) -> GEMM dX -> da (dA partials,
- *             + masked dX) -> reduce dA */
+ *             + masked dX) -> reduce dA
+ * Which kernel serves each launch, and the shape rules a layer must meet, are the generator's (lg_gen.h:
+ * lg_gen_layer_kernels, lg_gen_limits_get); this file says which situation a launch is in and adds the
+ * layer's tuned tiles. */
 #include "lg_lora.h"
 #include "lg_base.h"
 #include "lg_gpu.h"
-#include "lg_args.h"
-#include "lg_philox.h"
+#include "common/lg_args.h"
+#include "common/lg_philox.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,8 +31,9 @@ struct lg_lora {
     size_t ws_size;
     CUdeviceptr ds_buf; /* inside ws when the last backward needed it */
     struct lg_lora_tiles tiles;
+    struct lg_kernel_cfg plan[LG_SLOT_COUNT]; /* the generator's kernel for each slot, before tiles */
     /* kernels resolved on first use: generating source is milliseconds of Lua, far too slow per call */
-    const struct lg_kernel *k_down, *k_dy, *k_da[2][2], *k_red[2];
+    const struct lg_kernel *k[LG_SLOT_COUNT];
 };
 
 static size_t esz(const lg_lora_t *l) { return lg_dtype_size(l->p.dtype); }
@@ -39,17 +44,29 @@ static CUdeviceptr b_ptr(const lg_lora_t *l) { return l->w + (CUdeviceptr)(l->K 
 
 static enum lg_status check_params(const struct lg_lora_params *p)
 {
-    if (p->dtype != LG_BF16 && p->dtype != LG_FP16)
-        return lg_fail(LG_ERR_UNSUPPORTED, "lg_lora_init: dtype %s is not supported (bf16 or fp16)",
-                       lg_dtype_name(p->dtype));
-    if (p->in_features <= 0 || p->in_features % 64)
-        return lg_fail(LG_ERR_INVALID, "lg_lora_init: in_features = %lld must be a positive multiple of 64",
-                       (long long)p->in_features);
-    if (p->out_features <= 0 || p->out_features % 64)
-        return lg_fail(LG_ERR_INVALID, "lg_lora_init: out_features = %lld must be a positive multiple of 64",
-                       (long long)p->out_features);
-    if (p->rank < 8 || p->rank > 128 || p->rank % 8)
-        return lg_fail(LG_ERR_INVALID, "lg_lora_init: rank = %d must be a multiple of 8 in 8..128", p->rank);
+    struct lg_gen_limits lim;
+    enum lg_status st = lg_gen_limits_get(&lim);
+    if (st != LG_OK)
+        return lg_fail_wrap(st, "lg_lora_init: ");
+    const int64_t fm = lim.feature_multiple;
+    if ((unsigned)p->dtype >= 32 || !(lim.dtypes >> p->dtype & 1)) {
+        char names[64] = "";
+        for (int t = LG_BF16; t <= LG_FP32; t++)
+            if (lim.dtypes >> t & 1)
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", names[0] ? " or " : "",
+                         lg_dtype_name((enum lg_dtype)t));
+        return lg_fail(LG_ERR_UNSUPPORTED, "lg_lora_init: dtype %s is not supported (%s)", lg_dtype_name(p->dtype),
+                       names);
+    }
+    if (p->in_features <= 0 || p->in_features % fm)
+        return lg_fail(LG_ERR_INVALID, "lg_lora_init: in_features = %lld must be a positive multiple of %lld",
+                       (long long)p->in_features, (long long)fm);
+    if (p->out_features <= 0 || p->out_features % fm)
+        return lg_fail(LG_ERR_INVALID, "lg_lora_init: out_features = %lld must be a positive multiple of %lld",
+                       (long long)p->out_features, (long long)fm);
+    if (!lg_gen_limits_rank_ok(&lim, p->rank))
+        return lg_fail(LG_ERR_INVALID, "lg_lora_init: rank = %d must be a multiple of %d in %d..%d", p->rank,
+                       lim.rank_multiple, lim.rank_min, lim.rank_max);
     if (!(p->alpha > 0) || !isfinite(p->alpha))
         return lg_fail(LG_ERR_INVALID, "lg_lora_init: alpha = %g must be positive", p->alpha);
     if (!(p->dropout >= 0 && p->dropout < 1))
@@ -77,6 +94,12 @@ enum lg_status lg_lora_init(lg_ctx_t *ctx, const struct lg_lora_params *p, lg_lo
     l->s = p->alpha / (float)p->rank;
     l->thresh16 = lg_dropout_thresh16(p->dropout);
     l->keep_scale = lg_dropout_keep_scale(l->thresh16);
+    /* the kernels follow the quantised rate: a p that rounds to no dropout gets the unmasked kernels */
+    st = lg_gen_layer_kernels(lg_ctx_gen(ctx), p->dtype, p->rank, l->thresh16 ? p->dropout : 0.0, l->plan);
+    if (st != LG_OK) {
+        free(l);
+        return lg_fail_wrap(st, "lg_lora_init: ");
+    }
     size_t wbytes = (size_t)(l->M + l->r) * (size_t)ldw(l) * esz(l);
     st = lg_cu_check(cuMemAlloc(&l->w, wbytes), "lg_lora_init: weight buffer");
     if (st == LG_OK)
@@ -112,8 +135,7 @@ enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t)
     if (t->fwd_algo < 0 || t->fwd_algo >= 8 || t->dx_algo < 0 || t->dx_algo >= 8)
         return lg_fail(LG_ERR_INVALID, "lg_lora_set_tiles: GEMM algorithm index must be in 0..7");
     l->tiles = *t;
-    l->k_down = l->k_dy = NULL;
-    memset(l->k_da, 0, sizeof l->k_da);
+    memset(l->k, 0, sizeof l->k);
     return LG_OK;
 }
 
@@ -226,18 +248,44 @@ static enum lg_status ensure_ws(lg_lora_t *l, size_t bytes, CUstream stream)
     return st;
 }
 
-/* The kernel for c, through the layer's slot: resolved once, then a pointer read. */
-static enum lg_status kernel(lg_lora_t *l, struct lg_kernel_cfg c, const struct lg_kernel **slot,
-                             const struct lg_kernel **k)
+static void tile(int *field, int tuned)
 {
-    if (!*slot) {
-        c.dtype = l->p.dtype;
-        c.rank = l->r;
-        enum lg_status st = lg_ctx_kernel(l->ctx, &c, slot);
+    if (tuned)
+        *field = tuned;
+}
+
+/* The generator's configuration for slot s with the layer's tuned tiles over it (zero tiles keep its defaults). */
+static struct lg_kernel_cfg slot_cfg(const lg_lora_t *l, enum lg_layer_slot s)
+{
+    struct lg_kernel_cfg c = l->plan[s];
+    const struct lg_lora_tiles *t = &l->tiles;
+    switch (c.op) {
+    case LG_OP_DOWN:
+        tile(&c.wm, t->down_wm), tile(&c.wk, t->down_wk), tile(&c.mt, t->down_mt), tile(&c.u, t->down_u);
+        tile(&c.minb, t->down_minb);
+        break;
+    case LG_OP_DY:
+        tile(&c.nct, t->dy_nct), tile(&c.st, t->dy_st), tile(&c.minb, t->dy_minb);
+        break;
+    case LG_OP_DA:
+        tile(&c.minb, t->da_minb);
+        break;
+    default:
+        break;
+    }
+    return c;
+}
+
+/* The kernel of slot s: resolved once, then a pointer read. */
+static enum lg_status kernel(lg_lora_t *l, enum lg_layer_slot s, const struct lg_kernel **k)
+{
+    if (!l->k[s]) {
+        struct lg_kernel_cfg c = slot_cfg(l, s);
+        enum lg_status st = lg_ctx_kernel(l->ctx, &c, &l->k[s]);
         if (st != LG_OK)
             return st;
     }
-    *k = *slot;
+    *k = l->k[s];
     return LG_OK;
 }
 
@@ -261,11 +309,8 @@ static enum lg_status check_buf(const char *fn, const char *name, CUdeviceptr p,
 static enum lg_status launch_down(lg_lora_t *l, int64_t n, CUdeviceptr x, int64_t ldx, CUdeviceptr s,
                                   int64_t lds, uint64_t seed, CUstream stream)
 {
-    struct lg_kernel_cfg c = {.op = LG_OP_DOWN, .drop = l->thresh16 > 0, .wm = l->tiles.down_wm,
-                              .wk = l->tiles.down_wk, .mt = l->tiles.down_mt, .u = l->tiles.down_u,
-                              .minb = l->tiles.down_minb};
     const struct lg_kernel *k;
-    enum lg_status st = kernel(l, c, &l->k_down, &k);
+    enum lg_status st = kernel(l, LG_SLOT_DOWN, &k);
     if (st != LG_OK)
         return st;
     struct lg_down_args a = {.x = (const void *)x, .ldx = ldx, .a = (const void *)a_ptr(l), .lda = ldw(l),
@@ -314,9 +359,8 @@ enum lg_status lg_lora_forward(lg_lora_t *l, const struct lg_lora_fwd *f, CUstre
 static enum lg_status launch_reduce(lg_lora_t *l, int out_half, const struct lg_reduce_job *job0,
                                     const struct lg_reduce_job *job1, CUstream stream)
 {
-    struct lg_kernel_cfg c = {.op = LG_OP_REDUCE, .out_half = out_half};
     const struct lg_kernel *k;
-    enum lg_status st = kernel(l, c, &l->k_red[out_half != 0], &k);
+    enum lg_status st = kernel(l, out_half ? LG_SLOT_REDUCE_DS_DB : LG_SLOT_REDUCE_DA, &k);
     if (st != LG_OK)
         return st;
     struct lg_reduce_args a = {.job = {*job0}};
@@ -360,16 +404,15 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
     const int64_t lds = ext_x ? b->ldx : b->lds;
 
     const struct lg_kernel *kdy;
-    struct lg_kernel_cfg cdy = {.op = LG_OP_DY, .nct = l->tiles.dy_nct, .st = l->tiles.dy_st,
-                                .minb = l->tiles.dy_minb};
-    if ((st = kernel(l, cdy, &l->k_dy, &kdy)) != LG_OK)
+    if ((st = kernel(l, LG_SLOT_DY, &kdy)) != LG_OK)
         return st;
-    /* dX = [dY|dS]·[W;A] when unmasked and dS sits in dY's tail; else dY·W and the dA pass adds the rest */
-    const int fuse = b->dx && !(ext_dy && l->thresh16 == 0);
+    /* the generator decides whether the dA pass adds dS·A to dX (fuse) or the extended-K GEMM
+     * [dY|dS]·[W;A] gives all of dX (possible when unmasked and dS sits in dY's tail) */
     const struct lg_kernel *kda;
-    struct lg_kernel_cfg cda = {.op = LG_OP_DA, .fuse = fuse, .drop = l->thresh16 > 0, .minb = l->tiles.da_minb};
-    if ((st = kernel(l, cda, &l->k_da[cda.fuse][cda.drop], &kda)) != LG_OK)
+    enum lg_layer_slot da_slot = !b->dx ? LG_SLOT_DA_NO_DX : ext_dy ? LG_SLOT_DA_DX_TAIL : LG_SLOT_DA_DX;
+    if ((st = kernel(l, da_slot, &kda)) != LG_OK)
         return st;
+    const int fuse = kda->cfg.fuse;
     struct bwd_geom g;
     bwd_geometry(l, kdy, kda, n, &g);
     if ((st = ensure_ws(l, g.ds_part + g.db_part + g.da_part + g.ds_bytes, stream)) != LG_OK)

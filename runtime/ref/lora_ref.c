@@ -1,7 +1,7 @@
 /* ref.c: CPU reference of the LoRA layer (see lg_ref.h). Plain loops in double: slow and obviously right. */
 #include "lg_ref.h"
 #include "lg_half.h"
-#include "lg_philox.h"
+#include "common/lg_philox.h"
 
 #include <math.h>
 #include <stdlib.h>
