@@ -87,7 +87,7 @@ lg_part(gen DEPS lua base EXT LUA PUBLIC lg_gen.h)
 lg_part(gpu DEPS base EXT CUDA FACE lg_gpu.h cu_syms.h)
 lg_part(jit DEPS gpu base EXT CUDA PUBLIC lg_jit.h)
 lg_part(ops DEPS gen jit gpu base EXT CUDA TEMPLATES PUBLIC lg_blas.h lg_ctx.h lg_lora.h)
-lg_part(ref DEPS base EXT TEMPLATES PUBLIC lg_ref.h)
+lg_part(ref DEPS base EXT TEMPLATES PUBLIC lg_ref.h lg_ref_ops.h)
 lg_part(sched DEPS base PUBLIC lg_sched.h FACE lg_sched_build.h)
 lg_part(io DEPS sched lua base EXT LUA JANSSON PUBLIC lg_io.h lg_hf.h lg_tokens.h)
 
