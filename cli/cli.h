@@ -5,8 +5,12 @@
 
 int lg_cmd_gen(int argc, char **argv);
 int lg_cmd_plan(int argc, char **argv);
+int lg_cmd_train(int argc, char **argv);
+int lg_cmd_eval(int argc, char **argv);
+int lg_cmd_merge(int argc, char **argv);
+int lg_cmd_init_model(int argc, char **argv);
 
-/* Prints "loragen VERB: " + message + the library's last error detail to stderr. */
+/* Prints "loragen VERB: " + message to stderr (pass lg_last_error() as an argument to show the detail). */
 void lg_cli_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -15,6 +15,10 @@ struct verb {
 static const struct verb verbs[] = {
     {"gen", lg_cmd_gen, "write the fused kernels of a spec and check they compile (no GPU needed)"},
     {"plan", lg_cmd_plan, "plan microbatches for a multi-adapter job and simulate the pipeline"},
+    {"train", lg_cmd_train, "train a job's LoRA adapters (GPU, or the CPU backend for tiny models)"},
+    {"eval", lg_cmd_eval, "loss and perplexity of base + adapter on a dataset"},
+    {"merge", lg_cmd_merge, "write a Hugging Face model with an adapter merged into its weights"},
+    {"init-model", lg_cmd_init_model, "write a model directory with random weights for a spec's dimensions"},
     {NULL, NULL, NULL},
 };
 
@@ -32,7 +36,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: loragen VERB [options]\n\nverbs:\n");
     for (const struct verb *v = verbs; v->name; v++)
-        fprintf(out, "  %-6s %s\n", v->name, v->help);
+        fprintf(out, "  %-10s %s\n", v->name, v->help);
     fprintf(out, "\nRun `loragen VERB --help` for a verb's options.\n");
 }
 

@@ -2,7 +2,9 @@
 --
 -- A job file is data: it returns one table naming the adapters that share a base model (each with its
 -- dataset, global batch and LoRA settings), the pipeline shape, the capacity policy and, optionally, the model
--- dimensions or measured layer times the cost model is built from. load() validates it with the sandbox
+-- dimensions or measured layer times the cost model is built from. A training job (`loragen train`) also
+-- names the model directory (model.path), a `training` table, and training fields per adapter; their
+-- defaults are TRAIN_DEFAULTS below, the one place they live (`loragen train --help` prints them). load() validates it with the sandbox
 -- schema (every error at once, as "file:line: error: field: message") and returns a normalised copy with every
 -- default filled in, plus the source line of each adapter so that later errors (a missing dataset, a global
 -- batch larger than its dataset) can point back at the file.
@@ -11,6 +13,52 @@ local sandbox = require "generator.sandbox"
 local limits = require "generator.limits"
 
 local M = {}
+
+-- The training fields with their defaults, in the order `loragen train --help` lists them. `where` is
+-- "training" (job-wide) or "adapter" (per adapter); nil defaults are optional fields with no value.
+M.TRAIN_DEFAULTS = {
+  { where = "training", key = "backend", default = "auto", help = "auto, cpu or cuda" },
+  { where = "training", key = "output", default = nil, help = "output directory (default out/<job name>)" },
+  { where = "training", key = "checkpoint_every", default = 0, help = "optimizer steps between checkpoints (0: at the end only)" },
+  { where = "training", key = "checkpoint_layers", default = 0, help = "activation checkpointing every N layers (0: off)" },
+  { where = "training", key = "eval_every", default = 0, help = "steps between validation losses (0: at the end only)" },
+  { where = "training", key = "log_every", default = 10, help = "steps between progress lines when not on a terminal" },
+  { where = "adapter", key = "rank", default = 16, help = "LoRA rank r" },
+  { where = "adapter", key = "alpha", default = 32, help = "LoRA alpha (scale alpha/r; default 2r)" },
+  { where = "adapter", key = "dropout", default = 0.05, help = "LoRA dropout probability" },
+  { where = "adapter", key = "targets", default = "all seven", help = "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj" },
+  { where = "adapter", key = "lr", default = 2e-4, help = "peak learning rate" },
+  { where = "adapter", key = "schedule", default = "cosine", help = "constant, cosine or linear decay" },
+  { where = "adapter", key = "warmup", default = 0.03, help = "linear warm-up: a fraction of the steps (< 1) or a step count" },
+  { where = "adapter", key = "betas", default = "{0.9, 0.999}", help = "AdamW betas" },
+  { where = "adapter", key = "eps", default = 1e-8, help = "AdamW epsilon" },
+  { where = "adapter", key = "weight_decay", default = 0.0, help = "decoupled weight decay" },
+  { where = "adapter", key = "grad_clip", default = 1.0, help = "global gradient-norm clip (0: off)" },
+  { where = "adapter", key = "epochs", default = 1, help = "passes over the dataset (when steps is not given)" },
+  { where = "adapter", key = "steps", default = nil, help = "optimizer steps (overrides epochs)" },
+  { where = "adapter", key = "seed", default = 0, help = "LoRA init, dropout and data-order seed" },
+  { where = "adapter", key = "validation", default = nil, help = "JSONL validation dataset" },
+  { where = "adapter", key = "output", default = nil, help = "output directory (default <training.output>/<name>)" },
+  { where = "adapter", key = "init_adapter", default = nil, help = "a PEFT adapter directory to continue from" },
+}
+
+local function train_default(key)
+  for _, d in ipairs(M.TRAIN_DEFAULTS) do
+    if d.key == key and type(d.default) ~= "string" then return d.default end
+  end
+  return nil
+end
+
+-- The defaults as text: one "  where.key = value   help" line each.
+function M.defaults_text()
+  local lines = { "  model.path (required for training)   the Hugging Face model directory" }
+  for _, d in ipairs(M.TRAIN_DEFAULTS) do
+    local v = d.default == nil and "(none)" or type(d.default) == "string" and d.default or tostring(d.default)
+    local k = (d.where == "training" and "training." or "adapters[i].") .. d.key
+    lines[#lines + 1] = ("  %-28s = %-14s %s"):format(k, v, d.help)
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
 
 local function capacity_node(v)
   if type(v) == "string" then
@@ -26,7 +74,7 @@ local function schema_for(job)
     fields = {
       name = { type = "string" },
       pipeline = {
-        type = "table", required = true,
+        type = "table",
         fields = {
           stages = { type = "integer", required = true, min = 1, max = 64 },
           data_parallel = { type = "integer", min = 1, max = 4096 },
@@ -35,7 +83,7 @@ local function schema_for(job)
         },
       },
       batching = {
-        type = "table", required = true,
+        type = "table",
         fields = {
           capacity = capacity_node(batching.capacity),
           memory_budget_gb = { type = "number", min_excl = 0 },
@@ -48,6 +96,7 @@ local function schema_for(job)
       model = {
         type = "table",
         fields = {
+          path = { type = "string" },
           hidden = { type = "integer", min = 1 },
           ffn = { type = "integer", min = 1 },
           layers = { type = "integer", min = 1 },
@@ -82,6 +131,17 @@ local function schema_for(job)
           },
         },
       },
+      training = {
+        type = "table",
+        fields = {
+          backend = { type = "string", enum = { "auto", "cpu", "cuda" } },
+          output = { type = "string" },
+          checkpoint_every = { type = "integer", min = 0 },
+          checkpoint_layers = { type = "integer", min = 0 },
+          eval_every = { type = "integer", min = 0 },
+          log_every = { type = "integer", min = 1 },
+        },
+      },
       adapters = {
         type = "array", required = true,
         items = {
@@ -97,6 +157,18 @@ local function schema_for(job)
             lr = { type = "number", min_excl = 0 },
             targets = { type = "array", min_len = 1, items = { type = "string", enum = limits.target_names() } },
             drop_last = { type = "boolean" },
+            validation = { type = "string" },
+            output = { type = "string" },
+            init_adapter = { type = "string" },
+            schedule = { type = "string", enum = { "constant", "cosine", "linear" } },
+            warmup = { type = "number", min = 0 },
+            betas = { type = "array", min_len = 2, max_len = 2, items = { type = "number", min = 0, max_excl = 1 } },
+            eps = { type = "number", min_excl = 0 },
+            weight_decay = { type = "number", min = 0 },
+            grad_clip = { type = "number", min = 0 },
+            epochs = { type = "integer", min = 1, max = 1000000 },
+            steps = { type = "integer", min = 1 },
+            seed = { type = "integer", min = 0 },
           },
         },
       },
@@ -166,7 +238,7 @@ local function peft_targets(list)
 end
 
 local function normalise(job, loc)
-  local b, p = job.batching, job.pipeline
+  local b, p, t = job.batching or { capacity = 4096 }, job.pipeline or { stages = 1 }, job.training or {}
   local out = {
     name = job.name or "job",
     stages = p.stages,
@@ -181,6 +253,14 @@ local function normalise(job, loc)
     target = b.target or 0,
     model = job.model,
     cost = job.cost,
+    training = {
+      backend = t.backend or "auto",
+      output = t.output,
+      checkpoint_every = t.checkpoint_every or train_default("checkpoint_every"),
+      checkpoint_layers = t.checkpoint_layers or train_default("checkpoint_layers"),
+      eval_every = t.eval_every or train_default("eval_every"),
+      log_every = t.log_every or train_default("log_every"),
+    },
     adapters = {},
   }
   for i, a in ipairs(job.adapters) do
@@ -190,12 +270,25 @@ local function normalise(job, loc)
       dataset = a.dataset,
       format = a.format or ((ext == "jsonl" or ext == "json") and "jsonl" or "trace"),
       global_batch = a.global_batch,
-      rank = a.rank or 16,
-      alpha = a.alpha or 2 * (a.rank or 16),
-      dropout = a.dropout or 0,
-      lr = a.lr or 1e-4,
+      rank = a.rank or train_default("rank"),
+      alpha = a.alpha or 2 * (a.rank or train_default("rank")),
+      dropout = a.dropout or train_default("dropout"),
+      lr = a.lr or train_default("lr"),
       targets = peft_targets(a.targets),
       drop_last = a.drop_last or false,
+      validation = a.validation,
+      output = a.output,
+      init_adapter = a.init_adapter,
+      schedule = a.schedule or "cosine",
+      warmup = a.warmup or train_default("warmup"),
+      beta1 = a.betas and a.betas[1] or 0.9,
+      beta2 = a.betas and a.betas[2] or 0.999,
+      eps = a.eps or train_default("eps"),
+      weight_decay = a.weight_decay or train_default("weight_decay"),
+      grad_clip = a.grad_clip or train_default("grad_clip"),
+      epochs = a.epochs or train_default("epochs"),
+      steps = a.steps or 0,
+      seed = a.seed or train_default("seed"),
       line = loc:line_of({ "adapters", i }),
       dataset_line = loc:line_of({ "adapters", i, "dataset" }),
       batch_line = loc:line_of({ "adapters", i, "global_batch" }),

@@ -249,7 +249,7 @@ end
 -- Schema nodes:
 --   { type = "integer"|"number"|"string"|"boolean"|"table"|"array", required = bool,
 --     min =, max =, min_excl =, max_excl =, enum = {...}, fields = {name = node}, items = node,
---     min_len =, check = function(value, path, errs) }
+--     min_len =, max_len =, check = function(value, path, errs) }
 local function copy_path(path, k)
   local p = {}
   for i, v in ipairs(path) do p[i] = v end
@@ -326,6 +326,9 @@ local function check_node(v, node, path, errs, parent, key)
   if t == "array" then
     if node.min_len and #v < node.min_len then
       errs:add(path, ("needs at least %d element(s), got %d"):format(node.min_len, #v))
+    end
+    if node.max_len and #v > node.max_len then
+      errs:add(path, ("takes at most %d element(s), got %d"):format(node.max_len, #v))
     end
     if node.items then
       for i, item in ipairs(v) do check_node(item, node.items, copy_path(path, i), errs, v, i) end

@@ -37,6 +37,21 @@ local schema = {
         num_hidden_layers = positive_int({ required = true }),
         vocab_size = positive_int(),
         attention_bias = { type = "boolean" },
+        -- what `loragen init-model` writes into config.json beside the dimensions (kernels ignore them)
+        family = { type = "string", enum = { "llama", "qwen2" } },
+        rope_theta = { type = "number", min_excl = 1 },
+        rms_norm_eps = { type = "number", min_excl = 0 },
+        tie_word_embeddings = { type = "boolean" },
+        rope_scaling = {
+          type = "table",
+          fields = {
+            rope_type = { type = "string", required = true, enum = { "llama3" } },
+            factor = { type = "number", required = true, min_excl = 0 },
+            low_freq_factor = { type = "number", required = true, min_excl = 0 },
+            high_freq_factor = { type = "number", required = true, min_excl = 0 },
+            original_max_position_embeddings = positive_int({ required = true }),
+          },
+        },
       },
     },
     linears = {
@@ -182,6 +197,27 @@ local function check_shapes(linears, from_model, s, errs)
   end
 end
 
+-- The decoder a `model` table describes, every default filled in as transformers assumes it for the family.
+function M.model_config(m)
+  local family = m.family or "llama"
+  local rs = m.rope_scaling
+  return {
+    family = family,
+    hidden_size = m.hidden_size, intermediate_size = m.intermediate_size,
+    num_attention_heads = m.num_attention_heads, num_key_value_heads = m.num_key_value_heads,
+    head_dim = m.head_dim or (m.hidden_size // m.num_attention_heads),
+    num_hidden_layers = m.num_hidden_layers, vocab_size = m.vocab_size or 32000,
+    attention_bias = m.attention_bias or false,
+    rope_theta = m.rope_theta or 10000.0,
+    rms_norm_eps = m.rms_norm_eps or (family == "qwen2" and 1e-6 or 1e-5),
+    tie_word_embeddings = m.tie_word_embeddings or false,
+    rope_llama3 = rs ~= nil,
+    rope_factor = rs and rs.factor or 0, rope_low_freq_factor = rs and rs.low_freq_factor or 0,
+    rope_high_freq_factor = rs and rs.high_freq_factor or 0,
+    rope_original_max_position = rs and rs.original_max_position_embeddings or 0,
+  }
+end
+
 -- Loads and validates spec text. Returns the normalised spec, or nil and the full error report.
 function M.load(text, path)
   local s, err = sandbox.eval(text, path)
@@ -206,6 +242,7 @@ function M.load(text, path)
     rank = s.lora.rank, alpha = s.lora.alpha, dropout = s.lora.dropout or 0,
     tokens = s.tokens or 8192,
     layers = s.model and s.model.num_hidden_layers or 1,
+    model = s.model and M.model_config(s.model) or nil,
     linears = {},
   }
   for _, l in ipairs(linears) do

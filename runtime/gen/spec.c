@@ -64,6 +64,42 @@ static void read_archs(lua_State *L, int idx, struct lg_spec *s)
     lua_pop(L, 1);
 }
 
+static int bool_field(lua_State *L, int idx, const char *key)
+{
+    lua_getfield(L, idx, key);
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void read_model(lua_State *L, int idx, struct lg_spec_model *m)
+{
+    if (lua_getfield(L, idx, "model") == LUA_TTABLE) {
+        int t = lua_gettop(L);
+        char *fam = dup_field(L, t, "family");
+        m->present = 1;
+        m->qwen2 = fam && !strcmp(fam, "qwen2");
+        free(fam);
+        m->hidden_size = (int)num_field(L, t, "hidden_size");
+        m->intermediate_size = (int)num_field(L, t, "intermediate_size");
+        m->num_attention_heads = (int)num_field(L, t, "num_attention_heads");
+        m->num_key_value_heads = (int)num_field(L, t, "num_key_value_heads");
+        m->head_dim = (int)num_field(L, t, "head_dim");
+        m->num_hidden_layers = (int)num_field(L, t, "num_hidden_layers");
+        m->vocab_size = (int)num_field(L, t, "vocab_size");
+        m->attention_bias = bool_field(L, t, "attention_bias");
+        m->tie_word_embeddings = bool_field(L, t, "tie_word_embeddings");
+        m->rope_theta = num_field(L, t, "rope_theta");
+        m->rms_norm_eps = num_field(L, t, "rms_norm_eps");
+        m->rope_llama3 = bool_field(L, t, "rope_llama3");
+        m->rope_factor = num_field(L, t, "rope_factor");
+        m->rope_low_freq_factor = num_field(L, t, "rope_low_freq_factor");
+        m->rope_high_freq_factor = num_field(L, t, "rope_high_freq_factor");
+        m->rope_original_max_position = (int)num_field(L, t, "rope_original_max_position");
+    }
+    lua_pop(L, 1);
+}
+
 static enum lg_status convert(lua_State *L, int idx, struct lg_spec *s)
 {
     s->name = dup_field(L, idx, "name");
@@ -79,6 +115,7 @@ static enum lg_status convert(lua_State *L, int idx, struct lg_spec *s)
     s->tokens = (int)num_field(L, idx, "tokens");
     s->layers = (int)num_field(L, idx, "layers");
     read_archs(L, idx, s);
+    read_model(L, idx, &s->model);
     return read_linears(L, idx, s);
 }
 

@@ -37,6 +37,19 @@ struct lg_linear {
     int bias;
 };
 
+/* A spec's decoder (its `model` table), defaults filled in as transformers assumes them for the family. */
+struct lg_spec_model {
+    int present; /* 0 when the spec gives explicit `linears` instead */
+    int qwen2;   /* family "qwen2" (q/k/v biases); else "llama" */
+    int hidden_size, intermediate_size, num_attention_heads, num_key_value_heads, head_dim;
+    int num_hidden_layers, vocab_size;
+    int attention_bias, tie_word_embeddings;
+    double rope_theta, rms_norm_eps;
+    int rope_llama3;
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_position;
+};
+
 struct lg_spec {
     char *name;
     char *path;
@@ -49,6 +62,7 @@ struct lg_spec {
     int narchs;
     struct lg_linear *linears; /* the targeted linear layers, in spec order */
     int nlinears;
+    struct lg_spec_model model;
 };
 
 LG_API enum lg_status lg_spec_load(const char *path, struct lg_spec **out);

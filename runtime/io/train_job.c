@@ -1,0 +1,208 @@
+/* train_job.c: the training settings of a job file (lg_trainjob.h). generator/job.lua validates the whole
+ * file and fills every default (its TRAIN_DEFAULTS table is the one place they live); this side reads the
+ * normalised table, resolves paths against the job file's directory, and names the job file and line in every
+ * error it adds (a module name only the model can refuse, a missing model directory). */
+#include "lg_trainjob.h"
+#include "lg_base.h"
+#include "lg_hf.h"
+#include "lg_lua.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static double num(lua_State *L, int t, const char *k, double dflt)
+{
+    double v = dflt;
+    if (lua_getfield(L, t, k) == LUA_TNUMBER)
+        v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* A field as a malloc'd string (NULL when absent); resolved against the job's directory when `rel`. */
+static char *str(lua_State *L, int t, const char *k, const char *job_path, int rel)
+{
+    lua_getfield(L, t, k);
+    const char *s = lua_tostring(L, -1);
+    char *out = NULL;
+    if (s && rel && s[0] != '/') {
+        const char *slash = strrchr(job_path, '/');
+        size_t dir = slash ? (size_t)(slash - job_path) + 1 : 0;
+        out = malloc(dir + strlen(s) + 1);
+        if (out) {
+            memcpy(out, job_path, dir);
+            strcpy(out + dir, s);
+        }
+    } else if (s) {
+        out = strdup(s);
+    }
+    lua_pop(L, 1);
+    return out;
+}
+
+static enum lg_status read_adapter(lua_State *L, int t, const struct lg_train_config *tc,
+                                   struct lg_train_adapter *a)
+{
+    const char *p = tc->path;
+    a->line = (int)num(L, t, "line", 1);
+    a->name = str(L, t, "name", p, 0);
+    a->dataset = str(L, t, "dataset", p, 1);
+    a->validation = str(L, t, "validation", p, 1);
+    a->init_adapter = str(L, t, "init_adapter", p, 1);
+    a->output_dir = str(L, t, "output", p, 1);
+    if (!a->output_dir && a->name) {
+        size_t n = strlen(tc->output_dir) + strlen(a->name) + 2;
+        if ((a->output_dir = malloc(n)))
+            snprintf(a->output_dir, n, "%s/%s", tc->output_dir, a->name);
+    }
+    a->rank = (int)num(L, t, "rank", 16);
+    a->alpha = num(L, t, "alpha", 32);
+    a->dropout = num(L, t, "dropout", 0);
+    a->lr = num(L, t, "lr", 2e-4);
+    a->warmup = num(L, t, "warmup", 0);
+    a->beta1 = num(L, t, "beta1", 0.9);
+    a->beta2 = num(L, t, "beta2", 0.999);
+    a->eps = num(L, t, "eps", 1e-8);
+    a->weight_decay = num(L, t, "weight_decay", 0);
+    a->grad_clip = num(L, t, "grad_clip", 0);
+    a->global_batch = (int)num(L, t, "global_batch", 1);
+    a->epochs = (int)num(L, t, "epochs", 1);
+    a->steps = (int64_t)num(L, t, "steps", 0);
+    a->seed = (uint64_t)num(L, t, "seed", 0);
+    char *sched = str(L, t, "schedule", p, 0);
+    a->schedule = !sched || !strcmp(sched, "cosine") ? LG_LR_COSINE
+                  : !strcmp(sched, "linear")         ? LG_LR_LINEAR
+                                                     : LG_LR_CONSTANT;
+    free(sched);
+    a->targets = 0;
+    if (lua_getfield(L, t, "targets") == LUA_TTABLE) {
+        int tt = lua_gettop(L);
+        for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, tt); i++) {
+            lua_rawgeti(L, tt, i);
+            int m = lg_peft_module_parse(lua_tostring(L, -1));
+            lua_pop(L, 1);
+            if (m < 0) {
+                lua_pop(L, 1);
+                return lg_fail(LG_ERR_SPEC, "%s:%d: error: adapters.targets: unknown module", p, a->line);
+            }
+            a->targets |= 1u << m;
+        }
+    }
+    lua_pop(L, 1);
+    if (!a->name || !a->dataset || !a->output_dir)
+        return lg_fail(LG_ERR_OOM, "job: out of memory");
+    return LG_OK;
+}
+
+static enum lg_status read_config(lua_State *L, int top, struct lg_train_config *tc)
+{
+    const char *p = tc->path;
+    tc->name = str(L, top, "name", p, 0);
+    if (lua_getfield(L, top, "model") == LUA_TTABLE)
+        tc->model_dir = str(L, lua_gettop(L), "path", p, 1);
+    lua_pop(L, 1);
+    if (!tc->model_dir)
+        return lg_fail(LG_ERR_SPEC, "%s: error: model.path: a training job names its Hugging Face model directory "
+                       "(model = { path = \"...\" })", p);
+    struct stat st;
+    if (stat(tc->model_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return lg_fail(LG_ERR_SPEC, "%s: error: model.path: %s is not a directory (write a tiny one with "
+                       "`loragen init-model specs/tiny.lua DIR`)", p, tc->model_dir);
+    lua_getfield(L, top, "training");
+    int tt = lua_gettop(L);
+    tc->backend = str(L, tt, "backend", p, 0);
+    tc->checkpoint_every = (int)num(L, tt, "checkpoint_every", 0);
+    tc->checkpoint_layers = (int)num(L, tt, "checkpoint_layers", 0);
+    tc->eval_every = (int)num(L, tt, "eval_every", 0);
+    tc->log_every = (int)num(L, tt, "log_every", 10);
+    tc->output_dir = str(L, tt, "output", p, 1);
+    lua_pop(L, 1);
+    if (!tc->output_dir && tc->name) {
+        size_t n = strlen(tc->name) + 8;
+        if ((tc->output_dir = malloc(n)))
+            snprintf(tc->output_dir, n, "out/%s", tc->name);
+    }
+    if (!tc->name || !tc->output_dir || !tc->backend)
+        return lg_fail(LG_ERR_OOM, "job: out of memory");
+    lua_getfield(L, top, "adapters");
+    int ads = lua_gettop(L);
+    tc->nadapters = (int)lua_rawlen(L, ads);
+    tc->adapters = calloc((size_t)tc->nadapters + 1, sizeof *tc->adapters);
+    enum lg_status s = tc->adapters ? LG_OK : lg_fail(LG_ERR_OOM, "job: out of memory");
+    for (int i = 0; s == LG_OK && i < tc->nadapters; i++) {
+        lua_rawgeti(L, ads, i + 1);
+        s = read_adapter(L, lua_gettop(L), tc, &tc->adapters[i]);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return s;
+}
+
+enum lg_status lg_train_config_load(const char *path, struct lg_train_config *out)
+{
+    if (!path || !out)
+        return lg_fail(LG_ERR_INVALID, "lg_train_config_load: null argument");
+    memset(out, 0, sizeof *out);
+    char *text;
+    size_t size;
+    enum lg_status s = lg_file_read(path, LG_FILE_LIMIT_TEXT, &text, &size);
+    if (s != LG_OK)
+        return s;
+    lua_State *L;
+    if ((s = lg_lua_open(&L)) != LG_OK) {
+        free(text);
+        return s;
+    }
+    lua_pushlstring(L, text, size);
+    lua_pushstring(L, path);
+    free(text);
+    s = lg_lua_pcall_module(L, "generator.job", "load", 2, 1, LG_ERR_SPEC);
+    if (s == LG_OK && !(out->path = strdup(path)))
+        s = lg_fail(LG_ERR_OOM, "job: out of memory");
+    if (s == LG_OK)
+        s = read_config(L, lua_gettop(L), out);
+    lua_close(L);
+    if (s != LG_OK)
+        lg_train_config_free(out);
+    return s;
+}
+
+void lg_train_config_free(struct lg_train_config *tc)
+{
+    if (!tc)
+        return;
+    for (int i = 0; tc->adapters && i < tc->nadapters; i++) {
+        struct lg_train_adapter *a = &tc->adapters[i];
+        free(a->name);
+        free(a->dataset);
+        free(a->validation);
+        free(a->output_dir);
+        free(a->init_adapter);
+    }
+    free(tc->adapters);
+    free(tc->path);
+    free(tc->name);
+    free(tc->model_dir);
+    free(tc->output_dir);
+    free(tc->backend);
+    memset(tc, 0, sizeof *tc);
+}
+
+const char *lg_train_config_defaults(void)
+{
+    static char text[4096];
+    if (text[0])
+        return text;
+    lua_State *L;
+    if (lg_lua_open(&L) != LG_OK)
+        return "(the defaults could not be read: the job schema failed to load)\n";
+    if (lg_lua_pcall_module(L, "generator.job", "defaults_text", 0, 1, LG_ERR_SPEC) == LG_OK)
+        snprintf(text, sizeof text, "%s", lua_tostring(L, -1));
+    else
+        snprintf(text, sizeof text, "(the defaults could not be read: %s)\n", lg_last_error());
+    lua_close(L);
+    return text;
+}

@@ -1,0 +1,231 @@
+/* backend_cpu.c: the CPU backend of the op interface (lg_backend.h): fp32 everywhere, every op one call into
+ * the reference (runtime/ref), addresses are host pointers. It is the backend CI trains tiny models with and
+ * the one the CUDA backend's training runs are compared against, so it favours obviously-right over fast. The
+ * LoRA linear layers live in backend_cpu_linear.c. */
+#include "backend_cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define P(a) ((void *)(uintptr_t)(a))
+#define F(a) ((float *)(uintptr_t)(a))
+#define CF(a) ((const float *)(uintptr_t)(a))
+#define I32(a) ((const int32_t *)(uintptr_t)(a))
+
+static void cpu_destroy(lg_backend_t *be) { free(be); }
+
+static enum lg_status cpu_alloc(lg_backend_t *be, size_t bytes, lg_addr *out)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+        return lg_fail(LG_ERR_OOM, "cpu backend: out of memory allocating %.1f MiB", (double)bytes / (1u << 20));
+    *out = (lg_addr)(uintptr_t)p;
+    return LG_OK;
+}
+
+static void cpu_release(lg_backend_t *be, lg_addr p) { free(P(p)); }
+
+static enum lg_status cpu_upload(lg_backend_t *be, lg_addr dst, const void *src, size_t n)
+{
+    memcpy(P(dst), src, n);
+    return LG_OK;
+}
+
+static enum lg_status cpu_download(lg_backend_t *be, void *dst, lg_addr src, size_t n)
+{
+    memcpy(dst, P(src), n);
+    return LG_OK;
+}
+
+static enum lg_status cpu_zero(lg_backend_t *be, lg_addr p, size_t n)
+{
+    memset(P(p), 0, n);
+    return LG_OK;
+}
+
+static enum lg_status cpu_copy(lg_backend_t *be, lg_addr dst, lg_addr src, size_t n)
+{
+    memmove(P(dst), P(src), n);
+    return LG_OK;
+}
+
+static enum lg_status cpu_sync(lg_backend_t *be) { return LG_OK; }
+
+static enum lg_status cpu_upload_weight(lg_backend_t *be, lg_addr dst, const float *src, int64_t count)
+{
+    memcpy(P(dst), src, (size_t)count * sizeof(float));
+    return LG_OK;
+}
+
+static size_t cpu_weight_size(const lg_backend_t *be, int64_t count) { return (size_t)count * sizeof(float); }
+
+static enum lg_status cpu_embed(lg_backend_t *be, int64_t n, int64_t d, lg_addr ids, lg_addr table, int64_t vocab,
+                                lg_addr out)
+{
+    return lg_ref_embed(n, vocab, d, I32(ids), CF(table), F(out));
+}
+
+static enum lg_status cpu_add(lg_backend_t *be, int64_t count, lg_addr y, lg_addr x)
+{
+    float *a = F(y);
+    const float *b = CF(x);
+    for (int64_t i = 0; i < count; i++)
+        a[i] += b[i];
+    return LG_OK;
+}
+
+static enum lg_status cpu_rmsnorm_fwd(lg_backend_t *be, int64_t n, int64_t d, lg_addr x, lg_addr w, float eps,
+                                      lg_addr y, lg_addr rstd)
+{
+    struct lg_ref_rmsnorm p = {.H = d, .eps = eps, .w = CF(w)};
+    lg_ref_rmsnorm_forward(&p, n, CF(x), F(y), F(rstd));
+    return LG_OK;
+}
+
+static enum lg_status cpu_rmsnorm_bwd(lg_backend_t *be, int64_t n, int64_t d, lg_addr x, lg_addr w, lg_addr rstd,
+                                      lg_addr dy, lg_addr dx, int accumulate)
+{
+    struct lg_ref_rmsnorm p = {.H = d, .w = CF(w)};
+    if (!accumulate) {
+        lg_ref_rmsnorm_backward(&p, n, CF(x), CF(rstd), CF(dy), F(dx));
+        return LG_OK;
+    }
+    float *t = malloc((size_t)(n * d) * sizeof *t);
+    if (!t)
+        return lg_fail(LG_ERR_OOM, "cpu backend: out of memory");
+    lg_ref_rmsnorm_backward(&p, n, CF(x), CF(rstd), CF(dy), t);
+    float *o = F(dx);
+    for (int64_t i = 0; i < n * d; i++)
+        o[i] += t[i];
+    free(t);
+    return LG_OK;
+}
+
+static struct lg_ref_seqs seqs_of(const struct lg_mb *mb)
+{
+    return (struct lg_ref_seqs){.n = mb->n, .nseq = mb->nseq, .cu = mb->cu};
+}
+
+static enum lg_status cpu_rope(lg_backend_t *be, const struct lg_mb *mb, const struct lg_ref_rope *r, lg_addr x,
+                               int heads, int dir)
+{
+    struct lg_ref_seqs s = seqs_of(mb);
+    return dir > 0 ? lg_ref_rope_forward(r, &s, heads, CF(x), F(x)) : lg_ref_rope_backward(r, &s, heads, CF(x), F(x));
+}
+
+static enum lg_status cpu_attn_fwd(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
+                                   lg_addr k, lg_addr v, lg_addr o, lg_addr lse)
+{
+    struct lg_ref_attn a = {.seq = seqs_of(mb), .hq = hq, .hkv = hkv, .d = d, .q = CF(q), .k = CF(k), .v = CF(v)};
+    return lg_ref_attn_forward(&a, F(o), F(lse));
+}
+
+static enum lg_status cpu_attn_bwd(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
+                                   lg_addr k, lg_addr v, lg_addr o, lg_addr lse, lg_addr dout, lg_addr dq,
+                                   lg_addr dk, lg_addr dv)
+{
+    struct lg_ref_attn a = {.seq = seqs_of(mb), .hq = hq, .hkv = hkv, .d = d, .q = CF(q), .k = CF(k), .v = CF(v)};
+    return lg_ref_attn_backward(&a, CF(o), CF(lse), CF(dout), F(dq), F(dk), F(dv));
+}
+
+static enum lg_status cpu_swiglu_fwd(lg_backend_t *be, int64_t count, lg_addr g, lg_addr u, lg_addr a)
+{
+    lg_ref_swiglu_forward(count, CF(g), CF(u), F(a));
+    return LG_OK;
+}
+
+static enum lg_status cpu_swiglu_bwd(lg_backend_t *be, int64_t count, lg_addr g, lg_addr u, lg_addr da, lg_addr dg,
+                                     lg_addr du)
+{
+    lg_ref_swiglu_backward(count, CF(g), CF(u), CF(da), F(dg), F(du));
+    return LG_OK;
+}
+
+/* One row at a time: each row carries its own weight (its batch's 1/loss-tokens) and its own loss. */
+static enum lg_status cpu_xent(lg_backend_t *be, int64_t n, int64_t h, int64_t vocab, lg_addr x, lg_addr head,
+                               lg_addr target, lg_addr weight, lg_addr loss, lg_addr dx)
+{
+    const int32_t *tg = I32(target);
+    const float *w = CF(weight);
+    float *lo = F(loss), *g = dx ? F(dx) : NULL;
+    for (int64_t t = 0; t < n; t++) {
+        struct lg_ref_lm_head p = {.n = 1, .H = h, .V = vocab, .x = CF(x) + t * h, .w = CF(head),
+                                   .labels = tg + t, .scale = w[t]};
+        double l = 0;
+        enum lg_status s = lg_ref_lm_head_loss(&p, &l, g ? g + t * h : NULL, NULL);
+        if (s != LG_OK)
+            return lg_fail_wrap(s, "cross-entropy at token %lld: ", (long long)t);
+        lo[t] = (float)l;
+    }
+    return LG_OK;
+}
+
+static enum lg_status cpu_adamw(lg_backend_t *be, const struct lg_adamw_tensor *t, int count,
+                                const struct lg_adamw_step *st, int *skipped, double *norm)
+{
+    float **p = malloc(4 * (size_t)(count ? count : 1) * sizeof *p);
+    int64_t *n = malloc((size_t)(count ? count : 1) * sizeof *n);
+    if (!p || !n) {
+        free(p);
+        free(n);
+        return lg_fail(LG_ERR_OOM, "cpu backend: out of memory");
+    }
+    for (int i = 0; i < count; i++) {
+        p[i] = F(t[i].p);
+        p[count + i] = F(t[i].g);
+        p[2 * count + i] = F(t[i].m);
+        p[3 * count + i] = F(t[i].v);
+        n[i] = t[i].n;
+    }
+    struct lg_ref_params l = {.n = count, .p = p, .g = p + count, .m = p + 2 * count, .v = p + 3 * count, .count = n};
+    struct lg_ref_adamw o = {.lr = st->lr, .beta1 = st->beta1, .beta2 = st->beta2, .eps = st->eps,
+                             .weight_decay = st->weight_decay, .max_grad_norm = st->max_norm};
+    enum lg_status s = lg_ref_adamw_step(&o, &l, st->step, norm, skipped);
+    free(p);
+    free(n);
+    return s;
+}
+
+static const struct lg_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .zero = cpu_zero,
+    .copy = cpu_copy,
+    .sync = cpu_sync,
+    .upload_weight = cpu_upload_weight,
+    .weight_size = cpu_weight_size,
+    .embed = cpu_embed,
+    .add = cpu_add,
+    .rmsnorm_fwd = cpu_rmsnorm_fwd,
+    .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .rope = cpu_rope,
+    .attn_fwd = cpu_attn_fwd,
+    .attn_bwd = cpu_attn_bwd,
+    .swiglu_fwd = cpu_swiglu_fwd,
+    .swiglu_bwd = cpu_swiglu_bwd,
+    .xent = cpu_xent,
+    .linear_init = lg_cpu_linear_init,
+    .linear_free = lg_cpu_linear_free,
+    .linear_params = lg_cpu_linear_params,
+    .linear_fwd = lg_cpu_linear_fwd,
+    .linear_bwd = lg_cpu_linear_bwd,
+    .linear_sync = lg_cpu_linear_sync,
+    .adamw = cpu_adamw,
+};
+
+enum lg_status lg_backend_cpu_init(lg_backend_t **out)
+{
+    lg_backend_t *be = calloc(1, sizeof *be);
+    if (!be)
+        return lg_fail(LG_ERR_OOM, "cpu backend: out of memory");
+    be->ops = &cpu_ops;
+    be->act = LG_FP32;
+    be->weight = LG_FP32;
+    snprintf(be->desc, sizeof be->desc, "cpu (fp32 reference ops)");
+    *out = be;
+    return LG_OK;
+}

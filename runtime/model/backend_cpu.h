@@ -1,0 +1,22 @@
+/* backend_cpu.h: what the CPU backend's two files share (backend_cpu.c: the op table and the row ops;
+ * backend_cpu_linear.c: LoRA linear layers). Private to the model part. */
+#ifndef LG_BACKEND_CPU_H
+#define LG_BACKEND_CPU_H
+
+#include "lg_backend.h"
+#include "lg_ref_ops.h"
+
+#include <stdio.h>
+
+enum lg_status lg_cpu_linear_init(lg_backend_t *be, const struct lg_linear_desc *d, const float *const *w,
+                                  const float *const *bias, lg_linear_t **out);
+void lg_cpu_linear_free(lg_backend_t *be, lg_linear_t *l);
+enum lg_status lg_cpu_linear_params(lg_backend_t *be, lg_linear_t *l, int adapter, int out,
+                                    struct lg_lora_params *p);
+enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_linear_t *l, const struct lg_mb *mb, lg_addr x,
+                                 const lg_addr *y);
+enum lg_status lg_cpu_linear_bwd(lg_backend_t *be, lg_linear_t *l, const struct lg_mb *mb, lg_addr x,
+                                 const lg_addr *dy, lg_addr dx);
+enum lg_status lg_cpu_linear_sync(lg_backend_t *be, lg_linear_t *l, int adapter);
+
+#endif

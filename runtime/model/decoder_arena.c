@@ -1,0 +1,131 @@
+/* decoder_arena.c: the activation arena. One backend allocation, sized before the first step from the largest
+ * microbatch (tokens T, samples S), carved into the buffers of struct lg_arena_map. With checkpointing every N
+ * layers the window holds N layers' saved activations plus the inputs of layers 0, N, 2N, ...; without, the
+ * window holds every layer. The same walk computes the size (base 0) and the addresses (base = the arena). */
+#include "decoder_internal.h"
+
+#include <stdlib.h>
+
+#define LG_ARENA_ALIGN 256
+
+struct carve {
+    lg_addr next;
+};
+
+static lg_addr take(struct carve *c, size_t bytes)
+{
+    lg_addr p = c->next;
+    c->next += (bytes + LG_ARENA_ALIGN - 1) / LG_ARENA_ALIGN * LG_ARENA_ALIGN;
+    return p;
+}
+
+struct dims {
+    size_t T, S, H, F, Q, KV, hq, act;
+    int layers, nwin, nckpt;
+};
+
+static struct dims dims_of(const lg_backend_t *be, const struct lg_decoder_params *p)
+{
+    const struct lg_model_config *c = p->cfg;
+    struct dims d = {
+        .T = (size_t)p->max_tokens,
+        .S = (size_t)p->max_seqs,
+        .H = (size_t)c->hidden_size,
+        .F = (size_t)c->intermediate_size,
+        .Q = (size_t)c->num_attention_heads * (size_t)c->head_dim,
+        .KV = (size_t)c->num_key_value_heads * (size_t)c->head_dim,
+        .hq = (size_t)c->num_attention_heads,
+        .act = lg_backend_act_size(be),
+        .layers = c->num_hidden_layers,
+    };
+    int N = p->ckpt_every;
+    if (N <= 0 || N >= d.layers) {
+        d.nwin = d.layers;
+        d.nckpt = 0;
+    } else {
+        d.nwin = N;
+        d.nckpt = (d.layers + N - 1) / N;
+    }
+    return d;
+}
+
+/* Walks the layout; fills m when it is not NULL. Returns the bytes used from base. */
+static size_t walk(const struct dims *d, lg_addr base, struct lg_arena_map *m)
+{
+    struct carve c = {base};
+    struct lg_arena_map tmp = {0}, *o = m ? m : &tmp;
+    size_t T = d->T, a = d->act, f32 = sizeof(float);
+    o->ids = take(&c, T * 4);
+    o->target = take(&c, T * 4);
+    o->weight = take(&c, T * f32);
+    o->loss = take(&c, T * f32);
+    o->cu = take(&c, (d->S + 1) * 4);
+    o->pos = take(&c, T * 4);
+    o->h = take(&c, T * d->H * a);
+    o->tmp = take(&c, T * d->H * a);
+    for (int i = 0; i < d->nckpt; i++) {
+        lg_addr p = take(&c, T * d->H * a);
+        if (m)
+            m->ckpt[i] = p;
+    }
+    for (int i = 0; i < d->nwin; i++) {
+        struct lg_saved s;
+        s.x_in = take(&c, T * d->H * a);
+        s.x1 = take(&c, T * d->H * a);
+        s.rstd1 = take(&c, T * f32);
+        s.q = take(&c, T * d->Q * a);
+        s.k = take(&c, T * d->KV * a);
+        s.v = take(&c, T * d->KV * a);
+        s.o = take(&c, T * d->Q * a);
+        s.lse = take(&c, T * d->hq * f32);
+        s.h_mid = take(&c, T * d->H * a);
+        s.x2 = take(&c, T * d->H * a);
+        s.rstd2 = take(&c, T * f32);
+        s.g = take(&c, T * d->F * a);
+        s.u = take(&c, T * d->F * a);
+        s.m = take(&c, T * d->F * a);
+        if (m)
+            m->win[i] = s;
+    }
+    o->hf = take(&c, T * d->H * a);
+    o->xf = take(&c, T * d->H * a);
+    o->rstdf = take(&c, T * f32);
+    o->dh = take(&c, T * d->H * a);
+    o->dx = take(&c, T * d->H * a);
+    o->dq = take(&c, T * d->Q * a);
+    o->dk = take(&c, T * d->KV * a);
+    o->dv = take(&c, T * d->KV * a);
+    o->dout = take(&c, T * d->Q * a);
+    o->dm = take(&c, T * d->F * a);
+    o->dg = take(&c, T * d->F * a);
+    o->du = take(&c, T * d->F * a);
+    return (size_t)(c.next - base);
+}
+
+size_t lg_decoder_arena_bytes(const lg_backend_t *be, const struct lg_decoder_params *p)
+{
+    struct dims d = dims_of(be, p);
+    return walk(&d, 0, NULL);
+}
+
+enum lg_status lg_decoder_arena_init(lg_decoder_t *dec)
+{
+    struct lg_decoder_params p = {.cfg = dec->cfg, .ckpt_every = dec->ckpt_every, .max_tokens = dec->max_tokens,
+                                  .max_seqs = dec->max_seqs};
+    struct dims d = dims_of(dec->be, &p);
+    struct lg_arena_map *m = &dec->map;
+    m->nckpt = d.nckpt;
+    m->nwin = d.nwin;
+    m->ckpt = calloc((size_t)d.nckpt + 1, sizeof *m->ckpt);
+    m->win = calloc((size_t)d.nwin, sizeof *m->win);
+    if (!m->ckpt || !m->win)
+        return lg_fail(LG_ERR_OOM, "decoder: out of memory");
+    size_t bytes = walk(&d, 0, NULL);
+    enum lg_status s = dec->be->ops->alloc(dec->be, bytes, &dec->arena);
+    if (s != LG_OK)
+        return lg_fail_wrap(s, "activation arena of %.2f GiB for %zu-token microbatches%s: lower the capacity "
+                               "or checkpoint more layers (checkpoint_layers in the job file): ",
+                            (double)bytes / (1u << 30), d.T, d.nckpt ? "" : " without checkpointing");
+    m->bytes = walk(&d, dec->arena, m);
+    return LG_OK;
+}

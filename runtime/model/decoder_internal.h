@@ -1,0 +1,58 @@
+/* decoder_internal.h: the decoder's object layout and the arena map, shared by decoder.c (weights, layers),
+ * decoder_arena.c (the activation arena) and decoder_step.c (forward and backward). Private to the part. */
+#ifndef LG_DECODER_INTERNAL_H
+#define LG_DECODER_INTERNAL_H
+
+#include "lg_decoder.h"
+#include "lg_ref_ops.h"
+
+#define LG_GROUPS 4 /* q/k/v, o, gate/up, down */
+enum { LG_G_QKV = 0, LG_G_O, LG_G_GATEUP, LG_G_DOWN };
+
+struct lg_group_def {
+    int n;
+    enum lg_peft_module mod[LG_LINEAR_MAX_OUT];
+};
+extern const struct lg_group_def lg_groups[LG_GROUPS];
+
+struct lg_layer {
+    lg_addr ln1, ln2;
+    lg_linear_t *lin[LG_GROUPS];
+};
+
+/* What one layer keeps for its backward (one window slot). */
+struct lg_saved {
+    lg_addr x_in, x1, rstd1, q, k, v, o, lse, h_mid, x2, rstd2, g, u, m;
+};
+
+struct lg_arena_map {
+    lg_addr ids, target, weight, loss, cu, pos; /* microbatch inputs */
+    lg_addr h, tmp;                             /* residual stream; a [T,H] scratch */
+    lg_addr *ckpt;                              /* [nckpt] inputs of layers 0, N, 2N, ... (checkpointing on) */
+    int nckpt;
+    struct lg_saved *win;                       /* [nwin] slots */
+    int nwin;
+    lg_addr hf, xf, rstdf;                      /* final norm input, output, rstd */
+    lg_addr dh, dx, dq, dk, dv, dout, dm, dg, du; /* gradients */
+    size_t bytes;
+};
+
+struct lg_decoder {
+    lg_backend_t *be;
+    const struct lg_model_config *cfg;
+    int nadapters;
+    const struct lg_decoder_adapter *adapters;
+    int ckpt_every;
+    int64_t max_tokens;
+    int max_seqs;
+    lg_addr embed, head, norm;
+    struct lg_ref_rope rope;
+    struct lg_layer *layers;
+    lg_addr arena;
+    struct lg_arena_map map;
+};
+
+/* decoder_arena.c: lays out and allocates the arena (one backend allocation) */
+enum lg_status lg_decoder_arena_init(lg_decoder_t *d);
+
+#endif

@@ -1,0 +1,185 @@
+/* decoder_step.c: one microbatch through the decoder: upload the inputs, the forward (saving what the backward
+ * needs in the arena window), the loss, and the backward in reverse, recomputing each checkpointed segment
+ * of layers before its backward. The op order is the math of lg_decoder.h, step by step. */
+#include "decoder_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define OPS (d->be->ops)
+#define TRY(x)                                                                                                 \
+    do {                                                                                                       \
+        enum lg_status s_ = (x);                                                                               \
+        if (s_ != LG_OK)                                                                                       \
+            return s_;                                                                                         \
+    } while (0)
+
+static size_t act_bytes(const lg_decoder_t *d, int64_t n, int64_t cols)
+{
+    return (size_t)n * (size_t)cols * lg_backend_act_size(d->be);
+}
+
+/* Positions restart at 0 at each packed sample. */
+static enum lg_status upload_inputs(lg_decoder_t *d, const struct lg_decoder_batch *b, struct lg_mb *mb)
+{
+    const struct lg_arena_map *m = &d->map;
+    int64_t n = mb->n;
+    int32_t *pos = malloc((size_t)n * sizeof *pos);
+    if (!pos)
+        return lg_fail(LG_ERR_OOM, "decoder: out of memory");
+    for (int s = 0; s < mb->nseq; s++)
+        for (int32_t t = mb->cu[s]; t < mb->cu[s + 1]; t++)
+            pos[t] = t - mb->cu[s];
+    enum lg_status s = OPS->upload(d->be, m->pos, pos, (size_t)n * 4);
+    free(pos);
+    if (s == LG_OK)
+        s = OPS->upload(d->be, m->ids, b->ids, (size_t)n * 4);
+    if (s == LG_OK)
+        s = OPS->upload(d->be, m->cu, mb->cu, (size_t)(mb->nseq + 1) * 4);
+    if (s == LG_OK && b->target)
+        s = OPS->upload(d->be, m->target, b->target, (size_t)n * 4);
+    if (s == LG_OK && b->weight)
+        s = OPS->upload(d->be, m->weight, b->weight, (size_t)n * sizeof(float));
+    mb->cu_dev = m->cu;
+    mb->pos_dev = m->pos;
+    return s;
+}
+
+/* Layer l forward on the residual stream m->h, saving into slot sv. */
+static enum lg_status layer_fwd(lg_decoder_t *d, const struct lg_mb *mb, int l, const struct lg_saved *sv)
+{
+    const struct lg_model_config *c = d->cfg;
+    const struct lg_arena_map *m = &d->map;
+    const struct lg_layer *L = &d->layers[l];
+    int64_t n = mb->n, H = c->hidden_size;
+    int hq = c->num_attention_heads, hkv = c->num_key_value_heads, hd = c->head_dim;
+    TRY(OPS->copy(d->be, sv->x_in, m->h, act_bytes(d, n, H)));
+    TRY(OPS->rmsnorm_fwd(d->be, n, H, m->h, L->ln1, (float)c->rms_norm_eps, sv->x1, sv->rstd1));
+    lg_addr qkv[3] = {sv->q, sv->k, sv->v};
+    TRY(OPS->linear_fwd(d->be, L->lin[LG_G_QKV], mb, sv->x1, qkv));
+    TRY(OPS->rope(d->be, mb, &d->rope, sv->q, hq, +1));
+    TRY(OPS->rope(d->be, mb, &d->rope, sv->k, hkv, +1));
+    TRY(OPS->attn_fwd(d->be, mb, hq, hkv, hd, sv->q, sv->k, sv->v, sv->o, sv->lse));
+    TRY(OPS->linear_fwd(d->be, L->lin[LG_G_O], mb, sv->o, &m->tmp));
+    TRY(OPS->add(d->be, n * H, m->h, m->tmp));
+    TRY(OPS->copy(d->be, sv->h_mid, m->h, act_bytes(d, n, H)));
+    TRY(OPS->rmsnorm_fwd(d->be, n, H, m->h, L->ln2, (float)c->rms_norm_eps, sv->x2, sv->rstd2));
+    lg_addr gu[2] = {sv->g, sv->u};
+    TRY(OPS->linear_fwd(d->be, L->lin[LG_G_GATEUP], mb, sv->x2, gu));
+    TRY(OPS->swiglu_fwd(d->be, n * c->intermediate_size, sv->g, sv->u, sv->m));
+    TRY(OPS->linear_fwd(d->be, L->lin[LG_G_DOWN], mb, sv->m, &m->tmp));
+    return OPS->add(d->be, n * H, m->h, m->tmp);
+}
+
+/* Layer l backward: m->dh holds dLoss/d(output of layer l) and becomes dLoss/d(input of layer l); layer 0
+ * stops after the LoRA gradients of q/k/v (nothing below needs dX). */
+static enum lg_status layer_bwd(lg_decoder_t *d, const struct lg_mb *mb, int l, const struct lg_saved *sv)
+{
+    const struct lg_model_config *c = d->cfg;
+    const struct lg_arena_map *m = &d->map;
+    const struct lg_layer *L = &d->layers[l];
+    int64_t n = mb->n, H = c->hidden_size, F = c->intermediate_size;
+    int hq = c->num_attention_heads, hkv = c->num_key_value_heads, hd = c->head_dim;
+    TRY(OPS->linear_bwd(d->be, L->lin[LG_G_DOWN], mb, sv->m, &m->dh, m->dm));
+    TRY(OPS->swiglu_bwd(d->be, n * F, sv->g, sv->u, m->dm, m->dg, m->du));
+    lg_addr dgu[2] = {m->dg, m->du};
+    TRY(OPS->linear_bwd(d->be, L->lin[LG_G_GATEUP], mb, sv->x2, dgu, m->dx));
+    TRY(OPS->rmsnorm_bwd(d->be, n, H, sv->h_mid, L->ln2, sv->rstd2, m->dx, m->dh, 1));
+    TRY(OPS->linear_bwd(d->be, L->lin[LG_G_O], mb, sv->o, &m->dh, m->dout));
+    TRY(OPS->attn_bwd(d->be, mb, hq, hkv, hd, sv->q, sv->k, sv->v, sv->o, sv->lse, m->dout, m->dq, m->dk,
+                      m->dv));
+    TRY(OPS->rope(d->be, mb, &d->rope, m->dq, hq, -1));
+    TRY(OPS->rope(d->be, mb, &d->rope, m->dk, hkv, -1));
+    lg_addr dqkv[3] = {m->dq, m->dk, m->dv};
+    if (l == 0)
+        return OPS->linear_bwd(d->be, L->lin[LG_G_QKV], mb, sv->x1, dqkv, 0);
+    TRY(OPS->linear_bwd(d->be, L->lin[LG_G_QKV], mb, sv->x1, dqkv, m->dx));
+    return OPS->rmsnorm_bwd(d->be, n, H, sv->x_in, L->ln1, sv->rstd1, m->dx, m->dh, 1);
+}
+
+static const struct lg_saved *slot(const lg_decoder_t *d, int l) { return &d->map.win[l % d->map.nwin]; }
+
+static int seg_len(const lg_decoder_t *d) { return d->map.nckpt ? d->ckpt_every : d->cfg->num_hidden_layers; }
+
+/* Runs layers [from, to) forward from the residual stream, keeping checkpoint inputs at segment starts. */
+static enum lg_status forward_layers(lg_decoder_t *d, const struct lg_mb *mb, int from, int to, int keep_ckpt)
+{
+    int N = seg_len(d);
+    for (int l = from; l < to; l++) {
+        if (keep_ckpt && d->map.nckpt && l % N == 0)
+            TRY(OPS->copy(d->be, d->map.ckpt[l / N], d->map.h, act_bytes(d, mb->n, d->cfg->hidden_size)));
+        TRY(layer_fwd(d, mb, l, slot(d, l)));
+    }
+    return LG_OK;
+}
+
+static enum lg_status head_fwd_bwd(lg_decoder_t *d, const struct lg_mb *mb, int backward)
+{
+    const struct lg_model_config *c = d->cfg;
+    const struct lg_arena_map *m = &d->map;
+    int64_t n = mb->n, H = c->hidden_size;
+    TRY(OPS->copy(d->be, m->hf, m->h, act_bytes(d, n, H)));
+    TRY(OPS->rmsnorm_fwd(d->be, n, H, m->hf, d->norm, (float)c->rms_norm_eps, m->xf, m->rstdf));
+    TRY(OPS->xent(d->be, n, H, c->vocab_size, m->xf, d->head, m->target, m->weight, m->loss,
+                  backward ? m->dx : 0));
+    if (!backward)
+        return LG_OK;
+    return OPS->rmsnorm_bwd(d->be, n, H, m->hf, d->norm, m->rstdf, m->dx, m->dh, 0);
+}
+
+static enum lg_status check_batch(const lg_decoder_t *d, const struct lg_decoder_batch *b)
+{
+    const struct lg_mb *mb = b ? b->mb : NULL;
+    if (!mb || !b->ids || !b->target || !b->weight || !mb->cu || (mb->nseg && !mb->seg))
+        return lg_fail(LG_ERR_INVALID, "lg_decoder_step: null argument");
+    if (mb->n < 1 || mb->n > d->max_tokens)
+        return lg_fail(LG_ERR_INVALID, "lg_decoder_step: %lld tokens, the arena holds 1..%lld", (long long)mb->n,
+                       (long long)d->max_tokens);
+    if (mb->nseq < 1 || mb->nseq > d->max_seqs || mb->cu[0] != 0 || mb->cu[mb->nseq] != mb->n)
+        return lg_fail(LG_ERR_INVALID, "lg_decoder_step: sample offsets must run from 0 to n = %lld over "
+                                       "1..%d samples", (long long)mb->n, d->max_seqs);
+    for (int s = 0; s < mb->nseq; s++)
+        if (mb->cu[s + 1] <= mb->cu[s] || mb->cu[s + 1] - mb->cu[s] > mb->max_len)
+            return lg_fail(LG_ERR_INVALID, "lg_decoder_step: sample %d is empty or longer than max_len %d", s,
+                           mb->max_len);
+    int64_t at = 0;
+    for (int i = 0; i < mb->nseg; i++) {
+        const struct lg_seg *g = &mb->seg[i];
+        if (g->start != at || g->len < 0 || g->adapter < -1 || g->adapter >= d->nadapters)
+            return lg_fail(LG_ERR_INVALID, "lg_decoder_step: segment %d (adapter %d, tokens %lld+%lld) does not "
+                                           "continue the segments before it or names no adapter", i, g->adapter,
+                           (long long)g->start, (long long)g->len);
+        at += g->len;
+    }
+    if (at != mb->n)
+        return lg_fail(LG_ERR_INVALID, "lg_decoder_step: segments cover %lld of %lld tokens", (long long)at,
+                       (long long)mb->n);
+    return LG_OK;
+}
+
+enum lg_status lg_decoder_step(lg_decoder_t *d, const struct lg_decoder_batch *b, int backward)
+{
+    TRY(check_batch(d, b));
+    struct lg_mb mb = *b->mb;
+    const struct lg_model_config *c = d->cfg;
+    const struct lg_arena_map *m = &d->map;
+    int L = c->num_hidden_layers, N = seg_len(d);
+    TRY(upload_inputs(d, b, &mb));
+    TRY(OPS->embed(d->be, mb.n, c->hidden_size, m->ids, d->embed, c->vocab_size, m->h));
+    TRY(forward_layers(d, &mb, 0, L, backward));
+    TRY(head_fwd_bwd(d, &mb, backward));
+    if (backward) {
+        int last = (L - 1) / N; /* the last segment's activations are still in the window */
+        for (int sgm = last; sgm >= 0; sgm--) {
+            int from = sgm * N, to = from + N < L ? from + N : L;
+            if (sgm != last) {
+                TRY(OPS->copy(d->be, m->h, m->ckpt[sgm], act_bytes(d, mb.n, c->hidden_size)));
+                TRY(forward_layers(d, &mb, from, to, 0));
+            }
+            for (int l = to - 1; l >= from; l--)
+                TRY(layer_bwd(d, &mb, l, slot(d, l)));
+        }
+    }
+    TRY(OPS->download(d->be, b->loss, m->loss, (size_t)mb.n * sizeof(float)));
+    return OPS->sync(d->be);
+}

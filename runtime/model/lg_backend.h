@@ -1,0 +1,167 @@
+/* lg_backend.h (model's face): the op interface the decoder is written against, once, for every backend.
+ *
+ * A backend is a table of function pointers (as ggml's backends are) plus its state: the CPU backend runs the
+ * fp32 reference ops of runtime/ref/ (the test oracle; CI trains tiny models with it), the CUDA backend runs
+ * the generated kernels and cuBLASLt. The decoder (decoder.c) never looks inside a buffer: it allocates
+ * backend memory, uploads weights, and calls ops on addresses (`lg_addr`: a host pointer on the CPU backend,
+ * a CUdeviceptr on the CUDA one). Activations and gradients are in the backend's activation dtype
+ * (lg_backend.act: fp32 on the CPU); frozen weights in its weight dtype; LoRA masters, their gradients and the
+ * optimizer moments always fp32.
+ *
+ * Adapters are a list from the start: a microbatch is a list of segments, each a run of tokens that belongs to
+ * one adapter (or to none), and a LoRA linear layer holds slots for every adapter of the job. One adapter on
+ * one device is the N = 1 case.
+ *
+ * Ops are enqueued in order; a backend may run them asynchronously until lg_backend_ops.sync (the CPU backend
+ * runs each at once). Every op returns LG_OK or a status with lg_fail detail.
+ */
+#ifndef LG_BACKEND_H
+#define LG_BACKEND_H
+
+#include "lg_base.h"
+
+#include <stdint.h>
+
+typedef uint64_t lg_addr; /* an address in the backend's memory; 0 is "none" */
+
+struct lg_ref_rope; /* lg_ref_ops.h: the RoPE parameters, one definition of the frequencies for every backend */
+
+typedef struct lg_backend lg_backend_t;
+typedef struct lg_linear lg_linear_t; /* a frozen linear layer (or several sharing one input) + LoRA slots */
+
+/* A run of tokens [start, start + len) that goes through adapter `adapter` (-1: the base model alone). */
+struct lg_seg {
+    int adapter;
+    int64_t start, len;
+};
+
+/* One microbatch as the ops see it: packed samples and adapter segments, host copies and backend copies. */
+struct lg_mb {
+    int64_t n;            /* tokens */
+    int nseq;             /* packed samples */
+    const int32_t *cu;    /* [nseq + 1] sample start offsets (host); cu[0] = 0, cu[nseq] = n */
+    lg_addr cu_dev;       /* the same in backend memory */
+    lg_addr pos_dev;      /* [n] int32 position of each token inside its sample */
+    int32_t max_len;      /* longest sample */
+    int nseg;
+    const struct lg_seg *seg; /* [nseg] in token order, covering [0, n) */
+    uint64_t seed;        /* dropout seed of this microbatch; the backward passes the same */
+    int train;            /* 0: evaluation (no dropout) */
+};
+
+/* One LoRA slot of one output of a linear layer: rank 0 means the adapter does not adapt this module. */
+struct lg_lora_slot {
+    int rank;
+    float alpha, dropout;
+};
+
+#define LG_LINEAR_MAX_OUT 3
+
+/* A linear layer with up to three outputs that read the same input (q/k/v; gate/up), each out_i x in. */
+struct lg_linear_desc {
+    int64_t in;
+    int nout;
+    int64_t out[LG_LINEAR_MAX_OUT];
+    int has_bias;
+    int nadapters;
+    const struct lg_lora_slot *slots; /* [nadapters * nout]: slot of adapter a, output i at a * nout + i */
+    uint32_t layer_id;                /* dropout counter of output i is layer_id + i: masks differ per module */
+};
+
+/* The fp32 tensors of one adapter on one output: masters and gradients (backend memory). */
+struct lg_lora_params {
+    int rank;
+    int64_t in, out;
+    lg_addr a, b;   /* A [rank, in], B [out, rank] */
+    lg_addr da, db; /* their gradients, accumulated by linear_backward */
+};
+
+/* One tensor of an AdamW update: fp32 param, grad, and moments, n elements. */
+struct lg_adamw_tensor {
+    lg_addr p, g, m, v;
+    int64_t n;
+};
+
+struct lg_adamw_step {
+    float lr, beta1, beta2, eps, weight_decay;
+    int64_t step;     /* 1-based, for the bias corrections */
+    float max_norm;   /* global-norm clip over the list; 0: off */
+};
+
+struct lg_backend_ops {
+    const char *name;
+    void (*destroy)(lg_backend_t *be);
+
+    /* memory */
+    enum lg_status (*alloc)(lg_backend_t *be, size_t bytes, lg_addr *out);
+    void (*release)(lg_backend_t *be, lg_addr p);
+    enum lg_status (*upload)(lg_backend_t *be, lg_addr dst, const void *src, size_t bytes);
+    enum lg_status (*download)(lg_backend_t *be, void *dst, lg_addr src, size_t bytes);
+    enum lg_status (*zero)(lg_backend_t *be, lg_addr p, size_t bytes);
+    enum lg_status (*copy)(lg_backend_t *be, lg_addr dst, lg_addr src, size_t bytes);
+    enum lg_status (*sync)(lg_backend_t *be);
+    /* Uploads host fp32 weights as the backend's weight dtype (rows x cols). */
+    enum lg_status (*upload_weight)(lg_backend_t *be, lg_addr dst, const float *src, int64_t count);
+    size_t (*weight_size)(const lg_backend_t *be, int64_t count);
+
+    /* elementwise and row ops; n rows of d features, activations in the act dtype */
+    enum lg_status (*embed)(lg_backend_t *be, int64_t n, int64_t d, lg_addr ids /* int32 [n] */, lg_addr table,
+                            int64_t vocab, lg_addr out);
+    enum lg_status (*add)(lg_backend_t *be, int64_t count, lg_addr y, lg_addr x); /* y += x */
+    enum lg_status (*rmsnorm_fwd)(lg_backend_t *be, int64_t n, int64_t d, lg_addr x, lg_addr w, float eps,
+                                  lg_addr y, lg_addr rstd);
+    /* dx = d(rmsnorm)/dx · dy; accumulate = 1 adds into dx */
+    enum lg_status (*rmsnorm_bwd)(lg_backend_t *be, int64_t n, int64_t d, lg_addr x, lg_addr w, lg_addr rstd,
+                                  lg_addr dy, lg_addr dx, int accumulate);
+    /* in place on x [n, heads, head_dim]; dir = +1 forward, -1 backward (the inverse rotation). The
+     * frequencies are lg_ref_rope_inv_freq's for every backend (one implementation). */
+    enum lg_status (*rope)(lg_backend_t *be, const struct lg_mb *mb, const struct lg_ref_rope *r, lg_addr x,
+                           int heads, int dir);
+    enum lg_status (*attn_fwd)(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
+                               lg_addr k, lg_addr v, lg_addr o, lg_addr lse);
+    enum lg_status (*attn_bwd)(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
+                               lg_addr k, lg_addr v, lg_addr o, lg_addr lse, lg_addr dout, lg_addr dq, lg_addr dk,
+                               lg_addr dv);
+    enum lg_status (*swiglu_fwd)(lg_backend_t *be, int64_t count, lg_addr g, lg_addr u, lg_addr a);
+    enum lg_status (*swiglu_bwd)(lg_backend_t *be, int64_t count, lg_addr g, lg_addr u, lg_addr da, lg_addr dg,
+                                 lg_addr du);
+    /* LM head + cross-entropy over n rows: target int32 [n] (-100 ignored; already shifted), weight fp32 [n]
+     * (1 / the loss tokens of the row's global batch); loss fp32 [n] each row's weighted loss; dx (may be 0:
+     * no backward) the gradient. Never materialises [n x vocab]. */
+    enum lg_status (*xent)(lg_backend_t *be, int64_t n, int64_t h, int64_t vocab, lg_addr x, lg_addr head,
+                           lg_addr target, lg_addr weight, lg_addr loss, lg_addr dx);
+
+    /* linear layers with LoRA slots */
+    enum lg_status (*linear_init)(lg_backend_t *be, const struct lg_linear_desc *d, const float *const *w,
+                                  const float *const *bias, lg_linear_t **out);
+    void (*linear_free)(lg_backend_t *be, lg_linear_t *l);
+    enum lg_status (*linear_params)(lg_backend_t *be, lg_linear_t *l, int adapter, int out,
+                                    struct lg_lora_params *p);
+    /* y[i] [n, out_i] = x·W_iᵀ (+ b_i) + the LoRA term of each segment's adapter */
+    enum lg_status (*linear_fwd)(lg_backend_t *be, lg_linear_t *l, const struct lg_mb *mb, lg_addr x,
+                                 const lg_addr *y);
+    /* dx [n, in] = Σ_i dy[i]·W_i + LoRA terms (dx = 0: skipped); dA, dB of every adapter present accumulate */
+    enum lg_status (*linear_bwd)(lg_backend_t *be, lg_linear_t *l, const struct lg_mb *mb, lg_addr x,
+                                 const lg_addr *dy, lg_addr dx);
+    /* after an optimizer step changed the masters: refresh any copies the layer keeps (half copies on GPU) */
+    enum lg_status (*linear_sync)(lg_backend_t *be, lg_linear_t *l, int adapter);
+
+    /* optimizer over one adapter's tensors; *skipped = 1 (nothing changed) when a gradient is not finite;
+     * *norm = the global gradient norm before clipping */
+    enum lg_status (*adamw)(lg_backend_t *be, const struct lg_adamw_tensor *t, int count,
+                            const struct lg_adamw_step *s, int *skipped, double *norm);
+};
+
+struct lg_backend {
+    const struct lg_backend_ops *ops;
+    enum lg_dtype act;    /* activations and their gradients */
+    enum lg_dtype weight; /* frozen weights */
+    char desc[128];       /* "cpu (fp32 reference)", "cuda: NVIDIA H200" */
+};
+
+/* The CPU backend (backend_cpu.c). */
+enum lg_status lg_backend_cpu_init(lg_backend_t **out);
+
+static inline size_t lg_backend_act_size(const lg_backend_t *be) { return lg_dtype_size(be->act); }
+
+#endif

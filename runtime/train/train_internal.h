@@ -1,0 +1,124 @@
+/* train_internal.h: the trainer's state, shared by the files of runtime/train/ and nothing else:
+ *   train_setup.c    loading the job, the model, the datasets; the backend and the decoder
+ *   train_adapter.c  each adapter's tensors, moments, initialisation, optimizer step, PEFT output
+ *   train_loop.c     executing the plan: microbatches, global batches, steps, the run as a whole
+ *   train_ckpt.c     checkpoints: write (temp dir, fsync, rename, checksummed manifest), verify, resume
+ *   train_report.c   metrics.jsonl, loss.svg and the progress events
+ *   train_eval.c     validation losses and lg_eval_run
+ */
+#ifndef LG_TRAIN_INTERNAL_H
+#define LG_TRAIN_INTERNAL_H
+
+#include "lg_decoder.h"
+#include "lg_hf.h"
+#include "lg_io.h"
+#include "lg_sched.h"
+#include "lg_tokens.h"
+#include "lg_train.h"
+#include "lg_trainjob.h"
+
+#include <stdio.h>
+
+/* One trainable tensor pair of an adapter: A and B of one (layer, module), with their moments. */
+struct lg_ad_tensor {
+    int layer;
+    enum lg_peft_module mod;
+    struct lg_lora_params p;
+    lg_addr ma, va, mb, vb; /* AdamW moments of A and B */
+};
+
+struct lg_point {
+    int64_t step;
+    double loss, lr, grad_norm;
+};
+
+struct lg_ad_state {
+    int index;
+    const struct lg_train_adapter *cfg;
+    lg_tokens_t *train, *val;
+    struct lg_ad_tensor *t;
+    int nt;
+    struct lg_adamw_tensor *opt; /* [2 nt]: A then B of each tensor */
+    int64_t step;                /* optimizer steps done (skipped ones excluded) */
+    int64_t steps;               /* in all */
+    int64_t skipped_in_a_row;
+    int done;
+    /* the global batch in progress */
+    double batch_loss;
+    /* per epoch: the plan's global batches of this adapter */
+    size_t nbatches;
+    int64_t *batch_left;     /* [nbatches] samples not yet run */
+    double *batch_weight;    /* [nbatches] 1 / loss tokens of the batch */
+    int64_t stepped_batches; /* batches of this epoch whose step is done: batch g may run once g == this */
+    /* history, for metrics.jsonl and loss.svg */
+    struct lg_point *hist;
+    size_t nhist, caphist;
+    struct lg_point *vhist; /* loss = validation loss */
+    size_t nvhist, capvhist;
+    char out_dir[1024];
+};
+
+struct lg_trainer {
+    const struct lg_train_opts *opts;
+    struct lg_train_config tc;
+    lg_job_t *job;
+    struct lg_model_config mc;
+    lg_st_t *st;
+    lg_backend_t *be;
+    lg_decoder_t *dec;
+    struct lg_decoder_adapter *dad;
+    struct lg_ad_state *ad;
+    int nad;
+    uint32_t capacity;
+    char out_root[1024];
+    /* position */
+    int epoch;
+    size_t mb_index; /* microbatches of this epoch done */
+    lg_plan_t *plan;
+    /* microbatch buffers (host) */
+    int32_t *ids, *target, *cu;
+    float *weight, *loss;
+    struct lg_seg *seg;
+    int maxseg;
+    /* progress */
+    int64_t tokens;
+    double t0, elapsed_before; /* wall clock at start of this process; seconds of earlier runs */
+    double rate_tokens, rate_t; /* for tokens/s */
+    int64_t ckpt_steps;         /* summed steps at the last checkpoint */
+};
+
+/* train_setup.c */
+enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts *o, int for_eval);
+void lg_train_teardown(struct lg_trainer *tr);
+double lg_train_now(void);
+
+/* train_adapter.c */
+enum lg_status lg_ad_init(struct lg_trainer *tr, struct lg_ad_state *a);
+void lg_ad_free(struct lg_trainer *tr, struct lg_ad_state *a);
+enum lg_status lg_ad_init_weights(struct lg_trainer *tr, struct lg_ad_state *a);
+enum lg_status lg_ad_load_peft(struct lg_trainer *tr, struct lg_ad_state *a, const char *dir);
+enum lg_status lg_ad_zero_grads(struct lg_trainer *tr, struct lg_ad_state *a);
+double lg_ad_lr(const struct lg_ad_state *a, int64_t step);
+/* One optimizer step; *skipped set when a gradient was not finite. */
+enum lg_status lg_ad_step(struct lg_trainer *tr, struct lg_ad_state *a, double *lr, double *norm, int *skipped);
+enum lg_status lg_ad_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, const char *dir);
+
+/* train_loop.c */
+enum lg_status lg_train_plan_epoch(struct lg_trainer *tr);
+enum lg_status lg_train_fill_mb(struct lg_trainer *tr, size_t i, struct lg_mb *mb, int *empty);
+
+/* train_ckpt.c */
+enum lg_status lg_ckpt_write(struct lg_trainer *tr);
+enum lg_status lg_ckpt_resume(struct lg_trainer *tr);
+
+/* train_report.c */
+void lg_report(struct lg_trainer *tr, const struct lg_train_progress *p);
+void lg_report_info(struct lg_trainer *tr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+enum lg_status lg_report_point(struct lg_trainer *tr, struct lg_ad_state *a, const struct lg_point *p, int val);
+enum lg_status lg_report_write(struct lg_trainer *tr, struct lg_ad_state *a);
+
+/* train_eval.c */
+enum lg_status lg_eval_tokens(struct lg_trainer *tr, int adapter, const lg_tokens_t *tk, double *loss,
+                              int64_t *tokens);
+
+#endif

@@ -1,0 +1,126 @@
+/* train_loop.c: executing the scheduler's plan. Per epoch the plan is built once; each microbatch gathers its
+ * segments' samples (ids, shifted targets, and each position's share of its global batch's loss), runs
+ * forward and backward, and adds each adapter's loss; when the last sample of an adapter's global batch has
+ * run, that adapter's optimizer steps. The optimizer dependency is enforced here, whatever the plan says: a
+ * segment of batch g + 1 never runs before batch g's step (sequential execution makes such a plan a deadlock,
+ * reported before anything runs). */
+#include "train_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+/* Loss tokens of sample i of adapter a once truncated to the scheduler's length (targets at t >= 1). */
+static int64_t loss_tokens(const struct lg_trainer *tr, const struct lg_ad_state *a, size_t i)
+{
+    const int32_t *lb;
+    int64_t n;
+    lg_tokens_sample(a->train, i, NULL, &lb, &n);
+    int64_t len = lg_job_sample_length(tr->job, a->index, i), c = 0;
+    for (int64_t t = 1; t < len && t < n; t++)
+        c += lb[t] != -100;
+    return c;
+}
+
+/* The epoch's plan, and per adapter its batches' sample counts and loss weights. */
+enum lg_status lg_train_plan_epoch(struct lg_trainer *tr)
+{
+    lg_plan_free(tr->plan);
+    tr->plan = NULL;
+    struct lg_plan_params pp = lg_plan_params_default();
+    enum lg_status s = lg_plan_build(tr->job, &pp, &tr->plan);
+    if (s == LG_OK)
+        s = lg_plan_verify(tr->job, tr->plan);
+    if (s != LG_OK)
+        return lg_fail_wrap(s, "planning epoch %d: ", tr->epoch + 1);
+    for (int k = 0; k < tr->nad; k++) {
+        struct lg_ad_state *a = &tr->ad[k];
+        struct lg_adapter_info info;
+        if ((s = lg_job_adapter(tr->job, k, &info)) != LG_OK)
+            return s;
+        free(a->batch_left);
+        free(a->batch_weight);
+        a->nbatches = info.batches;
+        a->batch_left = calloc(info.batches + 1, sizeof *a->batch_left);
+        a->batch_weight = calloc(info.batches + 1, sizeof *a->batch_weight);
+        int64_t *tok = calloc(info.batches + 1, sizeof *tok);
+        if (!a->batch_left || !a->batch_weight || !tok) {
+            free(tok);
+            return lg_fail(LG_ERR_OOM, "trainer: out of memory");
+        }
+        for (size_t i = 0; i < lg_job_dataset_size(tr->job, k); i++) {
+            long g = lg_job_sample_batch(tr->job, k, i);
+            if (g < 0)
+                continue;
+            a->batch_left[g]++;
+            tok[g] += loss_tokens(tr, a, i);
+        }
+        for (size_t g = 0; g < info.batches; g++)
+            a->batch_weight[g] = tok[g] ? 1.0 / (double)tok[g] : 0.0;
+        free(tok);
+        a->stepped_batches = 0;
+        a->batch_loss = 0;
+    }
+    return LG_OK;
+}
+
+/* Gathers microbatch i of the plan into the host buffers; *empty when every adapter in it is done. */
+enum lg_status lg_train_fill_mb(struct lg_trainer *tr, size_t i, struct lg_mb *mb, int *empty)
+{
+    struct lg_mb_view v;
+    enum lg_status s = lg_plan_mb(tr->plan, i, &v);
+    if (s != LG_OK)
+        return s;
+    int64_t n = 0;
+    int nseq = 0, nseg = 0;
+    int32_t maxlen = 0;
+    for (size_t j = 0; j < v.nseg; j++) {
+        struct lg_seg_view sv;
+        if ((s = lg_plan_seg(tr->plan, i, j, &sv)) != LG_OK)
+            return s;
+        struct lg_ad_state *a = &tr->ad[sv.adapter];
+        if (a->done)
+            continue;
+        if ((int64_t)sv.batch != a->stepped_batches)
+            return lg_fail(LG_ERR_INVALID, "plan: microbatch %zu runs batch %zu of adapter '%s' before batch %lld's "
+                           "optimizer step: executed in order this plan would deadlock", i, sv.batch,
+                           a->cfg->name, (long long)a->stepped_batches);
+        if (nseg == tr->maxseg)
+            return lg_fail(LG_ERR_INTERNAL, "plan: microbatch %zu has more segments than adapters", i);
+        int64_t start = n;
+        double w = a->batch_weight[sv.batch];
+        for (size_t k = 0; k < sv.nsamples; k++) {
+            const int32_t *ids, *lb;
+            int64_t sn;
+            lg_tokens_sample(a->train, sv.samples[k], &ids, &lb, &sn);
+            int64_t len = lg_job_sample_length(tr->job, sv.adapter, sv.samples[k]);
+            if (n + len > (int64_t)tr->capacity)
+                return lg_fail(LG_ERR_INTERNAL, "plan: microbatch %zu exceeds the capacity", i);
+            tr->cu[nseq++] = (int32_t)n;
+            for (int64_t t = 0; t < len; t++) {
+                tr->ids[n + t] = ids[t];
+                tr->target[n + t] = t + 1 < len ? lb[t + 1] : -100;
+                tr->weight[n + t] = tr->target[n + t] != -100 ? (float)w : 0.0f;
+            }
+            n += len;
+            if (len > maxlen)
+                maxlen = (int32_t)len;
+        }
+        tr->seg[nseg++] = (struct lg_seg){.adapter = sv.adapter, .start = start, .len = n - start};
+    }
+    tr->cu[nseq] = (int32_t)n;
+    *empty = n == 0;
+    uint64_t seed = mix64(tr->ad[0].cfg->seed ^ mix64(((uint64_t)tr->epoch << 32) ^ (uint64_t)i));
+    *mb = (struct lg_mb){.n = n, .nseq = nseq, .cu = tr->cu, .max_len = maxlen, .nseg = nseg, .seg = tr->seg,
+                         .seed = seed, .train = 1};
+    return LG_OK;
+}

@@ -1,0 +1,199 @@
+/* train_run.c: lg_train_run, the run as a whole: set up, initialise or resume the adapters, then epochs of
+ * microbatches until every adapter has its steps, with the optimizer steps, validation, checkpoints and the
+ * final PEFT outputs at their points. */
+#include "train_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t total_steps(const struct lg_trainer *tr)
+{
+    int64_t s = 0;
+    for (int i = 0; i < tr->nad; i++)
+        s += tr->ad[i].step;
+    return s;
+}
+
+/* Each adapter's step count: steps, or epochs × its global batches per epoch; capped by --max-steps. */
+static enum lg_status count_steps(struct lg_trainer *tr)
+{
+    for (int k = 0; k < tr->nad; k++) {
+        struct lg_ad_state *a = &tr->ad[k];
+        struct lg_adapter_info info;
+        enum lg_status s = lg_job_adapter(tr->job, k, &info);
+        if (s != LG_OK)
+            return s;
+        a->steps = a->cfg->steps > 0 ? a->cfg->steps : (int64_t)a->cfg->epochs * (int64_t)info.batches;
+        if (tr->opts->max_steps > 0 && a->steps > tr->opts->max_steps)
+            a->steps = tr->opts->max_steps;
+        if (a->steps < 1)
+            return lg_fail(LG_ERR_INVALID, "%s:%d: adapter '%s' has no optimizer step to run", tr->tc.path,
+                           a->cfg->line, a->cfg->name);
+    }
+    return LG_OK;
+}
+
+static enum lg_status validate(struct lg_trainer *tr, struct lg_ad_state *a)
+{
+    if (!a->val)
+        return LG_OK;
+    double loss;
+    int64_t tokens;
+    enum lg_status s = lg_eval_tokens(tr, a->index, a->val, &loss, &tokens);
+    if (s != LG_OK)
+        return lg_fail_wrap(s, "validation of adapter '%s': ", a->cfg->name);
+    struct lg_point p = {.step = a->step, .loss = loss};
+    return lg_report_point(tr, a, &p, 1);
+}
+
+/* The optimizer step of adapter a after its global batch completed, and what follows it. */
+static enum lg_status after_batch(struct lg_trainer *tr, struct lg_ad_state *a)
+{
+    double lr, norm;
+    int skipped;
+    enum lg_status s = lg_ad_step(tr, a, &lr, &norm, &skipped);
+    if (s != LG_OK)
+        return s;
+    a->stepped_batches++;
+    double loss = a->batch_loss;
+    a->batch_loss = 0;
+    if (skipped) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "adapter '%s': step %lld skipped: a gradient is not finite (loss %g)",
+                 a->cfg->name, (long long)a->step + 1, loss);
+        struct lg_train_progress p = {.event = LG_EV_SKIP, .adapter = a->index, .name = a->cfg->name,
+                                      .step = a->step, .steps = a->steps, .loss = loss, .message = msg};
+        lg_report(tr, &p);
+        if (++a->skipped_in_a_row >= 8)
+            return lg_fail(LG_ERR_INVALID, "adapter '%s': 8 steps in a row had non-finite gradients (the last "
+                           "at step %lld, epoch %d, microbatch %zu); lower lr or check the data", a->cfg->name,
+                           (long long)a->step + 1, tr->epoch + 1, tr->mb_index);
+        return LG_OK;
+    }
+    a->skipped_in_a_row = 0;
+    a->step++;
+    struct lg_point pt = {.step = a->step, .loss = loss, .lr = lr, .grad_norm = norm};
+    if ((s = lg_report_point(tr, a, &pt, 0)) != LG_OK)
+        return s;
+    if (a->step >= a->steps)
+        a->done = 1;
+    if (tr->tc.eval_every > 0 && a->step % tr->tc.eval_every == 0 && !a->done && (s = validate(tr, a)) != LG_OK)
+        return s;
+    int64_t every = (int64_t)tr->tc.checkpoint_every * tr->nad;
+    if (every > 0 && total_steps(tr) - tr->ckpt_steps >= every)
+        s = lg_ckpt_write(tr);
+    return s;
+}
+
+/* Microbatch i: gather, forward + backward, losses, and the steps of the batches it completes. */
+static enum lg_status run_mb(struct lg_trainer *tr, size_t i)
+{
+    struct lg_mb mb;
+    int empty;
+    enum lg_status s = lg_train_fill_mb(tr, i, &mb, &empty);
+    if (s != LG_OK || empty)
+        return s;
+    struct lg_decoder_batch b = {.mb = &mb, .ids = tr->ids, .target = tr->target, .weight = tr->weight,
+                                 .loss = tr->loss};
+    if ((s = lg_decoder_step(tr->dec, &b, 1)) != LG_OK)
+        return lg_fail_wrap(s, "epoch %d, microbatch %zu: ", tr->epoch + 1, i);
+    tr->tokens += mb.n;
+    struct lg_mb_view v;
+    lg_plan_mb(tr->plan, i, &v);
+    for (size_t j = 0; j < v.nseg && s == LG_OK; j++) {
+        struct lg_seg_view sv;
+        lg_plan_seg(tr->plan, i, j, &sv);
+        struct lg_ad_state *a = &tr->ad[sv.adapter];
+        if (a->done)
+            continue;
+        for (int k = 0; k < mb.nseg; k++)
+            if (mb.seg[k].adapter == sv.adapter)
+                for (int64_t t = mb.seg[k].start; t < mb.seg[k].start + mb.seg[k].len; t++)
+                    a->batch_loss += tr->loss[t];
+        a->batch_left[sv.batch] -= (int64_t)sv.nsamples;
+        if (a->batch_left[sv.batch] == 0)
+            s = after_batch(tr, a);
+    }
+    return s;
+}
+
+static int all_done(const struct lg_trainer *tr)
+{
+    for (int i = 0; i < tr->nad; i++)
+        if (!tr->ad[i].done)
+            return 0;
+    return 1;
+}
+
+static enum lg_status finish(struct lg_trainer *tr, struct lg_train_result *r)
+{
+    enum lg_status s = LG_OK;
+    for (int i = 0; s == LG_OK && i < tr->nad; i++) {
+        struct lg_ad_state *a = &tr->ad[i];
+        if ((s = validate(tr, a)) == LG_OK && (s = lg_ad_write_peft(tr, a, a->out_dir)) == LG_OK)
+            s = lg_report_write(tr, a);
+        struct lg_train_progress p = {.event = LG_EV_DONE, .adapter = i, .name = a->cfg->name, .step = a->step,
+                                      .steps = a->steps, .message = a->out_dir};
+        if (s == LG_OK)
+            lg_report(tr, &p);
+    }
+    if (s == LG_OK)
+        s = lg_ckpt_write(tr);
+    struct lg_ad_state *a0 = &tr->ad[0];
+    r->first_loss = a0->nhist ? a0->hist[0].loss : NAN;
+    r->last_loss = a0->nhist ? a0->hist[a0->nhist - 1].loss : NAN;
+    r->val_loss = a0->nvhist ? a0->vhist[a0->nvhist - 1].loss : NAN;
+    return s;
+}
+
+static enum lg_status run(struct lg_trainer *tr, struct lg_train_result *r)
+{
+    enum lg_status s = count_steps(tr);
+    for (int i = 0; s == LG_OK && i < tr->nad; i++) {
+        struct lg_ad_state *a = &tr->ad[i];
+        s = a->cfg->init_adapter ? lg_ad_load_peft(tr, a, a->cfg->init_adapter) : lg_ad_init_weights(tr, a);
+    }
+    int resumed = 0;
+    if (s == LG_OK && tr->opts->resume) {
+        s = lg_ckpt_resume(tr);
+        resumed = 1;
+    }
+    while (s == LG_OK && !all_done(tr)) {
+        if (!resumed)
+            s = lg_train_plan_epoch(tr);
+        resumed = 0;
+        size_t nmb = s == LG_OK ? lg_plan_mb_count(tr->plan) : 0;
+        for (; s == LG_OK && tr->mb_index < nmb && !all_done(tr); tr->mb_index++) {
+            if (tr->opts->stop && *tr->opts->stop) {
+                r->interrupted = 1;
+                return lg_ckpt_write(tr);
+            }
+            s = run_mb(tr, tr->mb_index);
+        }
+        if (s == LG_OK && !all_done(tr)) {
+            tr->epoch++;
+            tr->mb_index = 0;
+        }
+    }
+    return s == LG_OK ? finish(tr, r) : s;
+}
+
+enum lg_status lg_train_run(const struct lg_train_opts *o, struct lg_train_result *r)
+{
+    struct lg_train_result tmp;
+    if (!r)
+        r = &tmp;
+    memset(r, 0, sizeof *r);
+    if (!o || !o->job)
+        return lg_fail(LG_ERR_INVALID, "lg_train_run: no job file");
+    struct lg_trainer tr;
+    memset(&tr, 0, sizeof tr);
+    enum lg_status s = lg_train_setup(&tr, o, 0);
+    if (s == LG_OK)
+        s = run(&tr, r);
+    r->tokens = tr.tokens;
+    r->seconds = tr.elapsed_before + (lg_train_now() - tr.t0);
+    lg_train_teardown(&tr);
+    return s;
+}

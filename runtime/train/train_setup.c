@@ -1,0 +1,162 @@
+/* train_setup.c: everything a run needs before its first step, in order: the job's training settings and its
+ * scheduler job, the model's config and weights (checked against each other), each adapter's token datasets
+ * (checked against the vocabulary and against the scheduler's view of the same files), the backend, the
+ * decoder with its arena for the largest microbatch, and each adapter's tensors. Each failure names the file
+ * and what to change. */
+#include "train_internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+double lg_train_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static enum lg_status pick_backend(struct lg_trainer *tr, const char *want)
+{
+    if (!want || !*want)
+        want = tr->tc.backend ? tr->tc.backend : "auto";
+    if (!strcmp(want, "cuda"))
+        return lg_fail(LG_ERR_UNSUPPORTED, "backend \"cuda\": the CUDA training backend is not built yet; use "
+                                           "backend = \"cpu\" (tiny models) or \"auto\"");
+    if (strcmp(want, "cpu") && strcmp(want, "auto"))
+        return lg_fail(LG_ERR_INVALID, "backend \"%s\": expected \"auto\", \"cpu\" or \"cuda\"", want);
+    return lg_backend_cpu_init(&tr->be);
+}
+
+/* The token dataset of an adapter must be the same samples the scheduler planned. */
+static enum lg_status load_tokens(struct lg_trainer *tr, struct lg_ad_state *a)
+{
+    const struct lg_train_adapter *c = a->cfg;
+    enum lg_status s = lg_tokens_load(c->dataset, tr->mc.vocab_size, &a->train);
+    if (s != LG_OK)
+        return lg_fail_wrap(s, "%s:%d: adapter '%s': ", tr->tc.path, c->line, c->name);
+    size_t want = lg_job_dataset_size(tr->job, a->index);
+    if (lg_tokens_count(a->train) != want)
+        return lg_fail(LG_ERR_INTERNAL, "%s: %zu samples, but the scheduler read %zu", c->dataset,
+                       lg_tokens_count(a->train), want);
+    for (size_t i = 0; i < want; i++) {
+        int64_t n;
+        lg_tokens_sample(a->train, i, NULL, NULL, &n);
+        if (lg_job_sample_length(tr->job, a->index, i) > (uint32_t)n)
+            return lg_fail(LG_ERR_INTERNAL, "%s:%zu: the scheduler's length exceeds the sample's", c->dataset,
+                           lg_tokens_line(a->train, i));
+    }
+    if (c->validation && (s = lg_tokens_load(c->validation, tr->mc.vocab_size, &a->val)) != LG_OK)
+        return lg_fail_wrap(s, "%s:%d: adapter '%s': validation: ", tr->tc.path, c->line, c->name);
+    return LG_OK;
+}
+
+static enum lg_status load_model(struct lg_trainer *tr)
+{
+    const char *dir = tr->tc.model_dir;
+    enum lg_status s = lg_model_config_read(dir, &tr->mc);
+    if (s == LG_OK)
+        s = lg_st_open_model(dir, &tr->st);
+    if (s == LG_OK)
+        s = lg_model_config_check_weights(&tr->mc, tr->st);
+    if (s != LG_OK)
+        return lg_fail_wrap(s, "model %s: ", dir);
+    if (tr->mc.warnings[0])
+        lg_report_info(tr, "warning: %s/config.json: %s", dir, tr->mc.warnings);
+    return LG_OK;
+}
+
+static enum lg_status init_decoder(struct lg_trainer *tr)
+{
+    tr->dad = calloc((size_t)tr->nad, sizeof *tr->dad);
+    if (!tr->dad)
+        return lg_fail(LG_ERR_OOM, "trainer: out of memory");
+    for (int i = 0; i < tr->nad; i++) {
+        const struct lg_train_adapter *c = &tr->tc.adapters[i];
+        tr->dad[i] = (struct lg_decoder_adapter){c->rank, (float)c->alpha, (float)c->dropout, c->targets};
+    }
+    struct lg_decoder_params dp = {.cfg = &tr->mc, .nadapters = tr->nad, .adapters = tr->dad,
+                                   .ckpt_every = tr->tc.checkpoint_layers, .max_tokens = tr->capacity,
+                                   .max_seqs = (int)tr->capacity};
+    enum lg_status s = lg_decoder_init(tr->be, &dp, tr->st, &tr->dec);
+    if (s != LG_OK)
+        return s;
+    lg_report_info(tr, "model %s: %d layers, hidden %d, vocab %d; %s; arena %.1f MiB for %u-token microbatches",
+                   tr->tc.model_dir, tr->mc.num_hidden_layers, tr->mc.hidden_size, tr->mc.vocab_size, tr->be->desc,
+                   (double)lg_decoder_arena_bytes(tr->be, &dp) / (1u << 20), tr->capacity);
+    return LG_OK;
+}
+
+static enum lg_status alloc_buffers(struct lg_trainer *tr)
+{
+    size_t T = tr->capacity;
+    tr->maxseg = 2 * tr->nad + 2;
+    tr->ids = malloc(T * sizeof *tr->ids);
+    tr->target = malloc(T * sizeof *tr->target);
+    tr->cu = malloc((T + 1) * sizeof *tr->cu);
+    tr->weight = malloc(T * sizeof *tr->weight);
+    tr->loss = malloc(T * sizeof *tr->loss);
+    tr->seg = malloc((size_t)tr->maxseg * sizeof *tr->seg);
+    if (!tr->ids || !tr->target || !tr->cu || !tr->weight || !tr->loss || !tr->seg)
+        return lg_fail(LG_ERR_OOM, "trainer: out of memory");
+    return LG_OK;
+}
+
+enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts *o, int for_eval)
+{
+    tr->opts = o;
+    tr->t0 = lg_train_now();
+    enum lg_status s = lg_train_config_load(o->job, &tr->tc);
+    if (s != LG_OK)
+        return s;
+    tr->nad = tr->tc.nadapters;
+    snprintf(tr->out_root, sizeof tr->out_root, "%s", tr->tc.output_dir);
+    if ((s = load_model(tr)) != LG_OK)
+        return s;
+    if ((s = lg_job_load(o->job, &tr->job)) != LG_OK)
+        return s;
+    tr->capacity = lg_job_capacity_limit(tr->job);
+    tr->ad = calloc((size_t)tr->nad, sizeof *tr->ad);
+    if (!tr->ad)
+        return lg_fail(LG_ERR_OOM, "trainer: out of memory");
+    for (int i = 0; i < tr->nad; i++) {
+        struct lg_ad_state *a = &tr->ad[i];
+        a->index = i;
+        a->cfg = &tr->tc.adapters[i];
+        snprintf(a->out_dir, sizeof a->out_dir, "%s", a->cfg->output_dir);
+        if ((s = load_tokens(tr, a)) != LG_OK)
+            return s;
+    }
+    if ((s = pick_backend(tr, o->backend)) != LG_OK || (s = init_decoder(tr)) != LG_OK ||
+        (s = alloc_buffers(tr)) != LG_OK)
+        return s;
+    for (int i = 0; i < tr->nad; i++)
+        if ((s = lg_ad_init(tr, &tr->ad[i])) != LG_OK)
+            return s;
+    (void)for_eval;
+    return LG_OK;
+}
+
+void lg_train_teardown(struct lg_trainer *tr)
+{
+    for (int i = 0; tr->ad && i < tr->nad; i++)
+        lg_ad_free(tr, &tr->ad[i]);
+    free(tr->ad);
+    lg_decoder_free(tr->dec);
+    if (tr->be)
+        tr->be->ops->destroy(tr->be);
+    lg_plan_free(tr->plan);
+    lg_job_free(tr->job);
+    lg_st_close(tr->st);
+    lg_train_config_free(&tr->tc);
+    free(tr->dad);
+    free(tr->ids);
+    free(tr->target);
+    free(tr->cu);
+    free(tr->weight);
+    free(tr->loss);
+    free(tr->seg);
+    memset(tr, 0, sizeof *tr);
+}
