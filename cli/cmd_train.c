@@ -38,7 +38,7 @@ static void usage(FILE *f)
 }
 
 struct view {
-    int tty, quiet, log_every;
+    int tty, quiet;
     int line_open;
 };
 
@@ -63,7 +63,8 @@ static void progress(const struct lg_train_progress *p, void *user)
     fmt_time(p->eta_s, eta, sizeof eta);
     fmt_time(p->elapsed_s, el, sizeof el);
     if (p->event == LG_EV_STEP) {
-        int show = v->tty || p->step == 1 || p->step == p->steps || (v->log_every > 0 && p->step % v->log_every == 0);
+        int every = p->log_every > 0 ? p->log_every : 10;
+        int show = v->tty || p->step == 1 || p->step == p->steps || p->step % every == 0;
         if (!show)
             return;
         fprintf(stdout, "%s%s step %lld/%lld  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  %.0f MiB  %s elapsed, ETA %s%s",
@@ -93,7 +94,7 @@ static void progress(const struct lg_train_progress *p, void *user)
 int lg_cmd_train(int argc, char **argv)
 {
     struct lg_train_opts o = {0};
-    struct view v = {.tty = isatty(STDOUT_FILENO), .log_every = 10};
+    struct view v = {.tty = isatty(STDOUT_FILENO)};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {

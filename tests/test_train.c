@@ -1,9 +1,10 @@
 /* test_train.c: `loragen train` end to end on the CPU backend, as CI runs it: a tiny random Llama written by the
  * test (lg_model_write_random), a synthetic task (each token's successor is a fixed function of it), and a job
- * file. The training loss must fall by a stated margin and the validation loss be reported; the PEFT output
- * has PEFT's names, shapes, dtypes and config; init_adapter and `eval` read it back to the same loss; `merge`
- * gives a model whose plain loss equals base + adapter; an interrupted run resumed from its checkpoint ends
- * bit-identical to an uninterrupted one; a damaged checkpoint is refused with a clear message. */
+ * file; 30 steps of 8 samples are two epochs of the 120 samples (the second reshuffled). The training loss must
+ * fall by a stated margin and the validation loss be reported; the PEFT output has PEFT's names, shapes, dtypes
+ * and config; init_adapter and `eval` read it back to the same loss; `merge` gives a model whose plain loss
+ * equals base + adapter; an interrupted run resumed from its checkpoint ends bit-identical to an uninterrupted
+ * one; a damaged checkpoint is refused with a clear message. */
 #include "lg_ckpt.h"
 #include "lg_hf.h"
 #include "lg_test.h"
@@ -61,7 +62,7 @@ static void write_job(const char *rel, const char *out, const char *extra_traini
              "return {\n  name = \"toy\",\n  model = { path = \"model\" },\n  batching = { capacity = 256 },\n"
              "  training = { backend = \"cpu\", output = \"%s\", eval_every = 10%s },\n"
              "  adapters = {\n    { name = \"map\", dataset = \"train.jsonl\", validation = \"val.jsonl\",\n"
-             "      global_batch = 4, rank = 8, alpha = 16, lr = 1e-2, steps = 30, seed = 5%s },\n  },\n}\n",
+             "      global_batch = 8, rank = 8, alpha = 16, lr = 1e-2, steps = 30, seed = 5%s },\n  },\n}\n",
              out, extra_training, extra_adapter);
     write_text(rel, text);
 }

@@ -44,7 +44,8 @@ struct lg_train_progress {
     double lr, grad_norm;
     double tokens_per_s;      /* over the whole job, recent */
     double elapsed_s, eta_s;
-    size_t mem_bytes;         /* the backend's working memory (weights, arena, adapters) */
+    size_t mem_bytes;         /* peak memory of the process so far (host; the GPU's on the CUDA backend) */
+    int log_every;            /* the job's training.log_every: how often a non-terminal view prints a step */
     const char *message;
 };
 typedef void (*lg_train_progress_fn)(const struct lg_train_progress *p, void *user);

@@ -70,6 +70,7 @@ struct lg_trainer {
     struct lg_ad_state *ad;
     int nad;
     uint32_t capacity;
+    uint64_t shuffle_base; /* the job's shuffle seed: epoch 0's order; later epochs reshuffle from it */
     char out_root[1024];
     /* position */
     int epoch;

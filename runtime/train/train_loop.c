@@ -36,8 +36,14 @@ enum lg_status lg_train_plan_epoch(struct lg_trainer *tr)
 {
     lg_plan_free(tr->plan);
     tr->plan = NULL;
+    /* epoch 0 keeps the job's order (batching.seed; 0 = dataset order), every later epoch a fresh shuffle */
+    uint64_t seed = tr->epoch == 0 ? tr->shuffle_base
+                                   : mix64(tr->shuffle_base ^ (0x9e3779b97f4a7c15ull * (uint64_t)tr->epoch)) | 1u;
+    enum lg_status s = lg_job_reshuffle(tr->job, seed);
+    if (s != LG_OK)
+        return s;
     struct lg_plan_params pp = lg_plan_params_default();
-    enum lg_status s = lg_plan_build(tr->job, &pp, &tr->plan);
+    s = lg_plan_build(tr->job, &pp, &tr->plan);
     if (s == LG_OK)
         s = lg_plan_verify(tr->job, tr->plan);
     if (s != LG_OK)

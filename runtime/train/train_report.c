@@ -32,6 +32,7 @@ void lg_report(struct lg_trainer *tr, const struct lg_train_progress *p)
     q.eta_s = done > 0 && all > done ? (lg_train_now() - tr->t0) * (double)(all - done) / (double)done : 0;
     q.mem_bytes = peak_rss();
     q.epoch = tr->epoch + 1;
+    q.log_every = tr->tc.log_every;
     tr->opts->progress(&q, tr->opts->user);
 }
 

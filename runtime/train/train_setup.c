@@ -118,6 +118,7 @@ enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts 
     if ((s = lg_job_load(o->job, &tr->job)) != LG_OK)
         return s;
     tr->capacity = lg_job_capacity_limit(tr->job);
+    tr->shuffle_base = lg_job_get_params(tr->job)->shuffle_seed;
     tr->ad = calloc((size_t)tr->nad, sizeof *tr->ad);
     if (!tr->ad)
         return lg_fail(LG_ERR_OOM, "trainer: out of memory");
