@@ -39,6 +39,9 @@ LG_API void lg_ckpt_abort(lg_ckpt_writer_t *w);
 /* The directory `latest` names under root, after checking every file of its manifest (sizes and hashes).
  * LG_ERR_IO with the reason when there is none or it does not verify. */
 LG_API enum lg_status lg_ckpt_latest(const char *root, char *dir, size_t n);
+/* Removes every checkpoint and the `latest` pointer under root (a fresh run replacing an earlier one's);
+ * *removed is how many checkpoints there were. A missing root is fine. */
+LG_API enum lg_status lg_ckpt_clear(const char *root, int *removed);
 /* Checks one checkpoint directory against its manifest. */
 LG_API enum lg_status lg_ckpt_verify(const char *dir);
 

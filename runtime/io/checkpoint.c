@@ -258,3 +258,19 @@ enum lg_status lg_ckpt_latest(const char *root, char *dir, size_t n)
     free(text);
     return s == LG_OK ? lg_ckpt_verify(dir) : s;
 }
+
+enum lg_status lg_ckpt_clear(const char *root, int *removed)
+{
+    int nums[4096];
+    int n = list_ckpts(root, nums, 4096);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/latest", root);
+    unlink(path); /* first, so no reader follows it into a half-removed directory */
+    for (int i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/ckpt-%06d", root, nums[i]);
+        remove_tree(path);
+    }
+    if (removed)
+        *removed = n;
+    return LG_OK;
+}

@@ -22,6 +22,34 @@ static double num(lua_State *L, int t, const char *k, double dflt)
     return v;
 }
 
+/* Drops "." components and folds "dir/.." pairs, lexically (specs/jobs/../../out -> out), in place. */
+static void tidy_path(char *p)
+{
+    char *seg[512];
+    int n = 0, abs = p[0] == '/';
+    char *save, *copy = strdup(p);
+    if (!copy)
+        return;
+    for (char *t = strtok_r(copy, "/", &save); t && n < 512; t = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(t, "."))
+            continue;
+        if (!strcmp(t, "..") && n > 0 && strcmp(seg[n - 1], ".."))
+            n--;
+        else if (!(abs && !strcmp(t, "..") && n == 0))
+            seg[n++] = t;
+    }
+    char *o = p;
+    if (abs)
+        *o++ = '/';
+    for (int i = 0; i < n; i++)
+        o += sprintf(o, "%s%s", i ? "/" : "", seg[i]);
+    if (o == p)
+        strcpy(p, ".");
+    else
+        *o = '\0';
+    free(copy);
+}
+
 /* A field as a malloc'd string (NULL when absent); resolved against the job's directory when `rel`. */
 static char *str(lua_State *L, int t, const char *k, const char *job_path, int rel)
 {
@@ -35,6 +63,7 @@ static char *str(lua_State *L, int t, const char *k, const char *job_path, int r
         if (out) {
             memcpy(out, job_path, dir);
             strcpy(out + dir, s);
+            tidy_path(out);
         }
     } else if (s) {
         out = strdup(s);

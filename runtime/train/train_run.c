@@ -1,7 +1,10 @@
 /* train_run.c: lg_train_run, the run as a whole: set up, initialise or resume the adapters, then epochs of
  * microbatches until every adapter has its steps, with the optimizer steps, validation, checkpoints and the
  * final PEFT outputs at their points. */
+#include "lg_ckpt.h"
 #include "train_internal.h"
+
+#include <unistd.h>
 
 #include <math.h>
 #include <stdlib.h>
@@ -147,6 +150,24 @@ static enum lg_status finish(struct lg_trainer *tr, struct lg_train_result *r)
     return s;
 }
 
+/* A run without --resume replaces an earlier run's checkpoints and metrics in the same output directories. */
+static enum lg_status start_afresh(struct lg_trainer *tr)
+{
+    char root[1100];
+    snprintf(root, sizeof root, "%s/checkpoints", tr->out_root);
+    int removed = 0;
+    enum lg_status s = lg_ckpt_clear(root, &removed);
+    if (s == LG_OK && removed)
+        lg_report_info(tr, "%s: removed %d checkpoint(s) of an earlier run (--resume continues one instead)", root,
+                       removed);
+    for (int i = 0; i < tr->nad; i++) {
+        char m[1100];
+        snprintf(m, sizeof m, "%s/metrics.jsonl", tr->ad[i].out_dir);
+        unlink(m);
+    }
+    return s;
+}
+
 static enum lg_status run(struct lg_trainer *tr, struct lg_train_result *r)
 {
     enum lg_status s = count_steps(tr);
@@ -158,6 +179,8 @@ static enum lg_status run(struct lg_trainer *tr, struct lg_train_result *r)
     if (s == LG_OK && tr->opts->resume) {
         s = lg_ckpt_resume(tr);
         resumed = 1;
+    } else if (s == LG_OK) {
+        s = start_afresh(tr);
     }
     while (s == LG_OK && !all_done(tr)) {
         if (!resumed)
