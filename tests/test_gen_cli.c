@@ -22,38 +22,15 @@
 
 /* ---- helpers ---- */
 
-/* Runs the built `loragen` (next to this test binary) with args; stdout/stderr go to files under dir. */
+/* Runs `loragen gen args...`; stdout/stderr go to files under dir. */
 static int run_cli(const char *dir, const char *const *args, char **out, char **err)
 {
-    char self[1024], exe[1100], fout[1100], ferr[1100];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    ck_assert_int_gt(n, 0);
-    self[n] = '\0';
-    snprintf(exe, sizeof exe, "%s/loragen", dirname(self));
-    ck_assert_msg(access(exe, X_OK) == 0, "%s: %s", exe, strerror(errno));
-    snprintf(fout, sizeof fout, "%s/stdout.txt", dir);
-    snprintf(ferr, sizeof ferr, "%s/stderr.txt", dir);
-    const char *argv[16] = {exe, "gen"};
-    int argc = 2;
+    const char *argv[16] = {"gen"};
+    int argc = 1;
     for (; *args && argc < 15; args++)
         argv[argc++] = *args;
     argv[argc] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        int o = open(fout, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(ferr, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(o, 1);
-        dup2(e, 2);
-        execv(exe, (char *const *)argv);
-        _exit(127);
-    }
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status), "loragen did not exit normally");
-    *out = lg_test_slurp(fout, NULL);
-    *err = lg_test_slurp(ferr, NULL);
-    return WEXITSTATUS(status);
+    return lg_test_loragen_run(dir, argv, out, err);
 }
 
 /* Checks the manifest in dir lists files that exist; returns how many kernels it lists. */

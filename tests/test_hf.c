@@ -26,15 +26,8 @@ static const char *at(const char *name)
     return buf[k];
 }
 
-static void put_file(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_msg(f != NULL, "open %s", path);
-    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
-
-static void put_text(const char *path, const char *text) { put_file(path, text, strlen(text)); }
+static void put_file(const char *path, const void *data, size_t n) { lg_test_write_file(path, data, n); }
+static void put_text(const char *path, const char *text) { lg_test_write_text(path, text); }
 
 /* A safetensors file from a header text and `data` zero bytes; hlen overrides the length field when != 0. */
 static void put_st(const char *path, const char *header, size_t data, uint64_t hlen)

@@ -24,15 +24,7 @@ static const char *at(const char *name)
     return buf[k];
 }
 
-static void put_file(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_msg(f != NULL, "open %s", path);
-    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
-
-static void put_text(const char *path, const char *text) { put_file(path, text, strlen(text)); }
+static void put_text(const char *path, const char *text) { lg_test_write_text(path, text); }
 
 /* The call must fail with `want` and the message hold every fragment (NULL-terminated). */
 static void expect_fail(enum lg_status got, enum lg_status want, ...)

@@ -4,73 +4,18 @@
 #include "lg_test.h"
 
 #include <check.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 static char *tmp;
-static char exe[1100];
 
-static void find_exe(void)
-{
-    char self[1024];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    ck_assert_int_gt(n, 0);
-    self[n] = '\0';
-    snprintf(exe, sizeof exe, "%s/loragen", dirname(self));
-    ck_assert_msg(access(exe, X_OK) == 0, "%s: %s", exe, strerror(errno));
-}
+static pid_t start(const char *const *args) { return lg_test_spawn(tmp, args); }
+static int finish(pid_t pid, char **out, char **err) { return lg_test_wait(tmp, pid, out, err); }
+static int run(const char *const *args, char **out, char **err) { return lg_test_loragen_run(tmp, args, out, err); }
 
-/* Starts `loragen args...` with stdout/stderr into tmp/out.txt, tmp/err.txt. */
-static pid_t start(const char *const *args)
-{
-    const char *argv[24] = {exe};
-    int argc = 1;
-    for (; *args && argc < 23; args++)
-        argv[argc++] = *args;
-    argv[argc] = NULL;
-    char fo[1200], fe[1200];
-    snprintf(fo, sizeof fo, "%s/out.txt", tmp);
-    snprintf(fe, sizeof fe, "%s/err.txt", tmp);
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        int o = open(fo, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(fe, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(o, 1);
-        dup2(e, 2);
-        execv(exe, (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int finish(pid_t pid, char **out, char **err)
-{
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status), "loragen did not exit normally");
-    char fo[1200], fe[1200];
-    snprintf(fo, sizeof fo, "%s/out.txt", tmp);
-    snprintf(fe, sizeof fe, "%s/err.txt", tmp);
-    *out = lg_test_slurp(fo, NULL);
-    *err = lg_test_slurp(fe, NULL);
-    return WEXITSTATUS(status);
-}
-
-static int run(const char *const *args, char **out, char **err) { return finish(start(args), out, err); }
-
-static char *in_tmp(const char *rel)
-{
-    char *p = malloc(strlen(tmp) + strlen(rel) + 2);
-    sprintf(p, "%s/%s", tmp, rel);
-    return p;
-}
+static char *in_tmp(const char *rel) { return lg_test_path(tmp, rel); }
 
 /* A job on the tiny model and the shipped toy data, writing under tmp. */
 static char *write_job(int steps, const char *outdir)
@@ -95,7 +40,6 @@ static void setup_once(void)
 {
     if (tmp)
         return;
-    find_exe();
     tmp = lg_test_tmpdir("lg_train_cli");
     char *model = in_tmp("model"), *out, *err;
     int rc = run((const char *[]){"init-model", "specs/tiny.lua", model, "--dtype", "fp32", NULL}, &out, &err);
@@ -111,8 +55,7 @@ START_TEST(sigterm_checkpoints_and_resume_continues)
     setup_once();
     char *job = write_job(200, "out"), *out, *err;
     pid_t pid = start((const char *[]){"train", job, NULL});
-    char fo[1200];
-    snprintf(fo, sizeof fo, "%s/out.txt", tmp);
+    char *fo = in_tmp("stdout.txt");
     for (;;) { /* wait for the second step's line (no time limit: the run itself ends if this ever misses) */
         size_t n;
         char *text = lg_test_slurp(fo, &n);
@@ -122,6 +65,7 @@ START_TEST(sigterm_checkpoints_and_resume_continues)
             break;
         usleep(20000);
     }
+    free(fo);
     kill(pid, SIGTERM);
     int rc = finish(pid, &out, &err);
     ck_assert_msg(rc == 130, "exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);

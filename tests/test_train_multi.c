@@ -14,20 +14,12 @@
 
 static char *root;
 
-static char *path_in(const char *rel)
-{
-    char *p = malloc(strlen(root) + strlen(rel) + 2);
-    sprintf(p, "%s/%s", root, rel);
-    return p;
-}
+static char *path_in(const char *rel) { return lg_test_path(root, rel); }
 
 static void write_text(const char *rel, const char *text)
 {
     char *p = path_in(rel);
-    FILE *f = fopen(p, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
+    lg_test_write_text(p, text);
     free(p);
 }
 

@@ -1,6 +1,11 @@
 /* lg_test.c: see lg_test.h. */
 #include "lg_test.h"
 
+#include <fcntl.h>
+#include <libgen.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <errno.h>
 #include <ftw.h>
 #include <math.h>
@@ -120,4 +125,77 @@ int lg_test_count_substr(const char *s, const char *needle)
     for (const char *p = strstr(s, needle); p; p = strstr(p + l, needle))
         n++;
     return n;
+}
+
+char *lg_test_path(const char *dir, const char *rel)
+{
+    char *p = malloc(strlen(dir) + strlen(rel) + 2);
+    ck_assert_ptr_nonnull(p);
+    sprintf(p, "%s/%s", dir, rel);
+    return p;
+}
+
+void lg_test_write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot create %s: %s", path, strerror(errno));
+    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+void lg_test_write_text(const char *path, const char *text) { lg_test_write_file(path, text, strlen(text)); }
+
+const char *lg_test_loragen(void)
+{
+    static char exe[1100];
+    if (!exe[0]) {
+        char self[1024];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        ck_assert_int_gt(n, 0);
+        self[n] = '\0';
+        snprintf(exe, sizeof exe, "%s/loragen", dirname(self));
+        ck_assert_msg(access(exe, X_OK) == 0, "%s: %s", exe, strerror(errno));
+    }
+    return exe;
+}
+
+pid_t lg_test_spawn(const char *dir, const char *const *args)
+{
+    const char *argv[32] = {lg_test_loragen()};
+    int argc = 1;
+    for (; *args && argc < 31; args++)
+        argv[argc++] = *args;
+    argv[argc] = NULL;
+    char *fo = lg_test_path(dir, "stdout.txt"), *fe = lg_test_path(dir, "stderr.txt");
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int o = open(fo, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(fe, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(o, 1);
+        dup2(e, 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    free(fo);
+    free(fe);
+    return pid;
+}
+
+int lg_test_wait(const char *dir, pid_t pid, char **out, char **err)
+{
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status), "loragen did not exit normally");
+    char *fo = lg_test_path(dir, "stdout.txt"), *fe = lg_test_path(dir, "stderr.txt");
+    *out = lg_test_slurp(fo, NULL);
+    *err = lg_test_slurp(fe, NULL);
+    free(fo);
+    free(fe);
+    return WEXITSTATUS(status);
+}
+
+int lg_test_loragen_run(const char *dir, const char *const *args, char **out, char **err)
+{
+    return lg_test_wait(dir, lg_test_spawn(dir, args), out, err);
 }

@@ -12,6 +12,7 @@
 #include "lg_gpu.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
 
 #define CHECK(stmt)                                                                                        \
     do {                                                                                                   \
@@ -56,6 +57,17 @@ char *lg_test_tmpdir(const char *prefix);            /* fresh directory under /t
 void lg_test_rm_rf(const char *dir);                  /* removes a directory tree */
 char *lg_test_slurp(const char *path, size_t *n);     /* whole file, NUL-terminated; free() it */
 int lg_test_count_substr(const char *s, const char *needle);
+char *lg_test_path(const char *dir, const char *rel);             /* dir/rel, malloc'd */
+void lg_test_write_file(const char *path, const void *data, size_t n);
+void lg_test_write_text(const char *path, const char *text);
+
+/* The built `loragen` beside the test binary; running it with args (NULL-terminated), stdout and stderr
+ * going to dir/stdout.txt and dir/stderr.txt. run = spawn + wait; wait returns the exit status and the two
+ * outputs (free() them). */
+const char *lg_test_loragen(void);
+pid_t lg_test_spawn(const char *dir, const char *const *args);
+int lg_test_wait(const char *dir, pid_t pid, char **out, char **err);
+int lg_test_loragen_run(const char *dir, const char *const *args, char **out, char **err);
 
 /* Relative L2 error ||a-b|| / ||b||; +inf if any element of a is NaN or inf. */
 double lg_test_rel_err(const float *a, const double *b, size_t n);
