@@ -154,6 +154,8 @@ function M.emit(cfg, origin)
   }
   local files = {}
   for _, f in ipairs(M.COMMON) do files[#files + 1] = f end
+  -- op.headers: the family's own shared headers (argument layouts, helpers), emitted before the op's template
+  for _, f in ipairs(op.headers or {}) do files[#files + 1] = f end
   files[#files + 1] = op.template
   for _, f in ipairs(files) do
     local text = source_of(f)
