@@ -315,8 +315,8 @@ static enum lg_status load_file(lg_st_t *st, const char *path)
             break;
     }
     json_decref(h);
-    if (s == LG_OK)
-        s = check_tiling(path, st->t + first, st->n - first, dsize);
+    if (s == LG_OK) /* no tensors: st->t may be NULL, and NULL + 0 is undefined */
+        s = check_tiling(path, st->n > first ? st->t + first : NULL, st->n - first, dsize);
     return s;
 }
 
@@ -328,7 +328,8 @@ static int by_name(const void *a, const void *b)
 /* Sorts the merged table by name; a name in two files is an error. */
 static enum lg_status finish(lg_st_t *st)
 {
-    qsort(st->t, st->n, sizeof *st->t, by_name);
+    if (st->n > 1)
+        qsort(st->t, st->n, sizeof *st->t, by_name);
     for (size_t i = 1; i < st->n; i++)
         if (strcmp(st->t[i].name, st->t[i - 1].name) == 0)
             return lg_fail(LG_ERR_IO, "%s: tensor '%s' is in both %s and %s", st->path, st->t[i].name,

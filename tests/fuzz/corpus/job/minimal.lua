@@ -1,0 +1,1 @@
+return { adapters = { { name = "x", dataset = "lens.trace", global_batch = 1 } } }
