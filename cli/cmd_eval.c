@@ -64,7 +64,7 @@ int lg_cmd_eval(int argc, char **argv)
             lg_cli_error("eval", "%s", lg_last_error());
             return 1;
         }
-        printf("adapter %d: loss %.4f, perplexity %.3f over %lld tokens of %lld samples%s\n", k, r.loss,
+        printf("adapter %d: loss %.6f, perplexity %.4f over %lld tokens of %lld samples%s\n", k, r.loss,
                r.perplexity, (long long)r.tokens, (long long)r.samples, o.base_only ? " (base model)" : "");
         if (o.adapter >= 0 || o.base_only || o.adapter_dir || ++k >= r.adapters)
             return 0;
