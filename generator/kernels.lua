@@ -12,7 +12,7 @@ local limits = require("generator.limits")
 local M = {}
 
 -- The op families, in the order C's enum lg_kernel_op lists their ops (runtime/include/lg_gen.h).
-M.FAMILIES = { "lora", "peft" }
+M.FAMILIES = { "lora", "peft", "mlora" }
 
 M.COMMON = { "templates/common/lg_philox.h", "templates/common/lg_args.h", "templates/common/lg_device.cuh" }
 
@@ -58,7 +58,8 @@ function M.normalize(cfg)
     error(("rank %s is not supported (multiple of %d, %d..%d)"):format(tostring(cfg.rank), limits.RANK_MULTIPLE,
       limits.RANK_MIN, limits.RANK_MAX), 0)
   end
-  local rank_defaults = (op.default_for and c.rank) and op.default_for(c) or {}
+  -- default_for also sees the request, so a default may follow another parameter (mlora: nmod)
+  local rank_defaults = (op.default_for and c.rank) and op.default_for(c, cfg) or {}
   for k, allowed in pairs(op.params) do
     local v = cfg[k]
     if v == nil then v = rank_defaults[k] end

@@ -9,6 +9,12 @@ local M = {}
 M.RANK_MIN = 8
 M.RANK_MAX = 128
 M.RANK_MULTIPLE = 8
+-- FusedMultiLoRA (generator/ops/mlora.lua, lg_mlora.h): each (adapter, module) slot's rank is any multiple of 4
+-- in 4..128, padded to 8 columns in the kernels (zero A rows and B columns), whose own `rank` parameter is the
+-- layer's largest padded rank and follows the rule above.
+M.MLORA_RANK_MIN = 4
+M.MLORA_RANK_MAX = 128
+M.MLORA_RANK_MULTIPLE = 4
 -- In and out features: 64-wide tiles over both.
 M.FEATURE_MULTIPLE = 64
 -- The 16-bit types the kernels are written for.
@@ -59,6 +65,8 @@ function M.published()
   return {
     rank_min = M.RANK_MIN, rank_max = M.RANK_MAX, rank_multiple = M.RANK_MULTIPLE,
     feature_multiple = M.FEATURE_MULTIPLE, dtypes = M.DTYPES,
+    mlora_rank_min = M.MLORA_RANK_MIN, mlora_rank_max = M.MLORA_RANK_MAX,
+    mlora_rank_multiple = M.MLORA_RANK_MULTIPLE,
   }
 end
 

@@ -202,6 +202,8 @@ END_TEST
 /* The op's family: the templates/<family>/ folder and its <family>.inst. */
 static const char *family(enum lg_kernel_op op)
 {
+    if (!strncmp(lg_kernel_op_name(op), "mlora_", 6))
+        return "mlora";
     return strncmp(lg_kernel_op_name(op), "peft_", 5) ? "lora" : "peft";
 }
 
@@ -388,6 +390,17 @@ static void check_name(const struct lg_kernel_src *k)
         snprintf(tag, sizeof tag, "_%s_b%d%s", c->fuse ? "fuse" : "nofuse", c->minb, c->drop ? "_drop" : "");
         break;
     case LG_OP_REDUCE: snprintf(tag, sizeof tag, "_%s", c->out_half ? "half" : "f32"); break;
+    case LG_OP_MLORA_DOWN:
+        snprintf(tag, sizeof tag, "_n%dw%dx%dm%du%db%d%s", c->nmod, c->wm, c->wk, c->mt, c->u, c->minb,
+                 c->drop ? "_drop" : "");
+        break;
+    case LG_OP_MLORA_DY: snprintf(tag, sizeof tag, "_c%ds%db%d", c->nct, c->st, c->minb); break;
+    case LG_OP_MLORA_DA:
+        snprintf(tag, sizeof tag, "_n%d_%s_b%d%s", c->nmod, c->fuse ? "fuse" : "nofuse", c->minb,
+                 c->drop ? "_drop" : "");
+        break;
+    case LG_OP_MLORA_EXPAND: snprintf(tag, sizeof tag, "_c%d", c->nct); break;
+    case LG_OP_MLORA_REDUCE: snprintf(tag, sizeof tag, "_%s", c->out_half ? "half" : "f32"); break;
     default: { /* peft_*: no variants, the name is op and dtype */
         char want[LG_NAME_MAX];
         snprintf(want, sizeof want, "lg_%s_%s", lg_kernel_op_name(c->op), lg_dtype_name(c->dtype));
@@ -397,7 +410,8 @@ static void check_name(const struct lg_kernel_src *k)
     }
     ck_assert_msg(strstr(k->name, tag) != NULL, "%s does not name its tiles (%s)", k->name, tag);
     ck_assert_ptr_nonnull(strstr(k->name, lg_dtype_name(c->dtype)));
-    if (c->op == LG_OP_DOWN || c->op == LG_OP_DY || c->op == LG_OP_DA) {
+    if (c->op == LG_OP_DOWN || c->op == LG_OP_DY || c->op == LG_OP_DA || c->op == LG_OP_MLORA_DOWN ||
+        c->op == LG_OP_MLORA_DY || c->op == LG_OP_MLORA_DA || c->op == LG_OP_MLORA_EXPAND) {
         char r[16];
         snprintf(r, sizeof r, "_r%d_", c->rank);
         ck_assert_msg(strstr(k->name, r) != NULL, "%s does not name rank %d", k->name, c->rank);

@@ -19,7 +19,9 @@ struct lg_gen {
 };
 
 static const char *op_names[LG_OP_COUNT] = {"down",         "dy",               "da",        "reduce",
-                                            "peft_dropout", "peft_dropout_bwd", "peft_axpy", "peft_scale"};
+                                            "peft_dropout", "peft_dropout_bwd", "peft_axpy", "peft_scale",
+                                            "mlora_down",   "mlora_dy",         "mlora_da",  "mlora_expand",
+                                            "mlora_reduce"};
 static const char *slot_names[LG_SLOT_COUNT] = {"down",       "dy",    "reduce_da", "reduce_ds_db",
                                                 "da_dx_tail", "da_dx", "da_no_dx"};
 

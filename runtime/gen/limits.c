@@ -19,6 +19,9 @@ static const struct {
     {"rank_max", offsetof(struct lg_gen_limits, rank_max)},
     {"rank_multiple", offsetof(struct lg_gen_limits, rank_multiple)},
     {"feature_multiple", offsetof(struct lg_gen_limits, feature_multiple)},
+    {"mlora_rank_min", offsetof(struct lg_gen_limits, mlora_rank_min)},
+    {"mlora_rank_max", offsetof(struct lg_gen_limits, mlora_rank_max)},
+    {"mlora_rank_multiple", offsetof(struct lg_gen_limits, mlora_rank_multiple)},
 };
 #define NLIMITS ((int)(sizeof limit_fields / sizeof limit_fields[0]))
 

@@ -79,6 +79,11 @@ enum lg_kernel_op {
     LG_OP_PEFT_DROPOUT_BWD,
     LG_OP_PEFT_AXPY,
     LG_OP_PEFT_SCALE,
+    LG_OP_MLORA_DOWN,       /* mlora: down-projection of every adapter and merged module (lg_mlora.h) */
+    LG_OP_MLORA_DY,         /* mlora: pass over dY (partial dS, dB per segment) */
+    LG_OP_MLORA_DA,         /* mlora: pass over X (partial dA per segment and module, masked dX) */
+    LG_OP_MLORA_EXPAND,     /* mlora: strategy (b)'s segmented Y += S·Bᵀ */
+    LG_OP_MLORA_REDUCE,     /* mlora: second stage of the per-slot reductions */
     LG_OP_COUNT
 };
 LG_API const char *lg_kernel_op_name(enum lg_kernel_op op);
@@ -99,7 +104,8 @@ LG_API const char *lg_kernel_op_name(enum lg_kernel_op op);
     X(u)        /* DOWN: K-loop unroll */                                                                      \
     X(nct)      /* DY: 64-column tiles per block */                                                            \
     X(st)       /* DY: cp.async pipeline stages */                                                             \
-    X(minb)     /* DOWN, DY, DA: blocks per SM the register allocation must allow (1: no bound) */
+    X(minb)     /* DOWN, DY, DA: blocks per SM the register allocation must allow (1: no bound) */          \
+    X(nmod)     /* MLORA_DOWN, MLORA_DA: modules (merged projections) sharing one input */
 
 /* A kernel configuration. Fields the op does not take are ignored; zero tile and switch fields take the
  * generator's defaults (rank has none). */
@@ -137,6 +143,7 @@ struct lg_gen_limits {
     int rank_min, rank_max, rank_multiple; /* rank: a multiple of rank_multiple in rank_min..rank_max */
     int feature_multiple;                  /* in_features and out_features: multiples of this */
     unsigned dtypes;                       /* bit (1u << enum lg_dtype): the dtypes the kernels take */
+    int mlora_rank_min, mlora_rank_max, mlora_rank_multiple; /* a FusedMultiLoRA slot's rank (lg_mlora.h) */
 };
 LG_API enum lg_status lg_gen_limits_get(struct lg_gen_limits *out);
 /* 1 when rank satisfies the rule in l. */
