@@ -91,7 +91,6 @@ struct lg_trainer {
 /* train_setup.c */
 enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts *o, int for_eval);
 void lg_train_teardown(struct lg_trainer *tr);
-double lg_train_now(void);
 
 /* train_adapter.c */
 enum lg_status lg_ad_init(struct lg_trainer *tr, struct lg_ad_state *a);
@@ -113,6 +112,7 @@ enum lg_status lg_ckpt_write(struct lg_trainer *tr);
 enum lg_status lg_ckpt_resume(struct lg_trainer *tr);
 
 /* train_report.c */
+double lg_train_now(void); /* monotonic seconds */
 void lg_report(struct lg_trainer *tr, const struct lg_train_progress *p);
 void lg_report_info(struct lg_trainer *tr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 enum lg_status lg_report_point(struct lg_trainer *tr, struct lg_ad_state *a, const struct lg_point *p, int val);
