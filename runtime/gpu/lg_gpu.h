@@ -61,6 +61,9 @@ CUresult CUDAAPI lg_cuGetErrorString(CUresult error, const char **str);
 #define cuEventRecord lg_cuEventRecord
 #define cuEventSynchronize lg_cuEventSynchronize
 #define cuEventElapsedTime_v2 lg_cuEventElapsedTime_v2
+#define cuMemAllocHost_v2 lg_cuMemAllocHost_v2
+#define cuMemFreeHost lg_cuMemFreeHost
+#define cuMemcpyHtoDAsync_v2 lg_cuMemcpyHtoDAsync_v2
 #define cuGetErrorName lg_cuGetErrorName
 #define cuGetErrorString lg_cuGetErrorString
 

@@ -130,11 +130,13 @@ struct lg_mlora_expand_args {
  *   blockIdx.y >= nmod: dB of slot (segment (y - nmod) / nmod, module (y - nmod) % nmod):
  *       db[c, j] = beta·db[c, j] + Σ_{groups gr of the segment} db_part[gr][moff + c][j]
  * OUT_HALF = 0: dA of slot (segment y / nmod, module y % nmod): da[j, k] = beta·da + Σ_gr da_part[gr][m][j][k].
- * R is the partial buffers' rank stride; cb0[m]..cb0[m+1] are module m's column blocks. */
+ * r is the partial buffers' rank stride (the kernels' R); cb0[m]..cb0[m+1] are module m's column blocks of the
+ * dY pass; gi the group height of the pass that wrote the gradient partials. */
 struct lg_mlora_reduce_args {
     struct lg_mlora_layer L;
     struct lg_mlora_segs g;
-    const float *part;
+    const float *part;    /* OUT_HALF = 1: the dS partials; 0: the dA partials */
+    const float *part_db; /* OUT_HALF = 1: the dB partials */
     void *ds;
     lg_i64 ldds;
     int ext;

@@ -60,7 +60,7 @@ static __device__ __forceinline__ void lg_mlora_reduce(const struct lg_mlora_red
             return;
         const lg_i64 c = i / r, j = i % r;
         const lg_i64 stride = (lg_i64)p.m_total * p.r; /* [M_total][R] */
-        const float *src = p.part + (lg_i64)first * stride + (moff + c) * p.r + j;
+        const float *src = p.part_db + (lg_i64)first * stride + (moff + c) * p.r + j;
 #pragma unroll 4
         for (int q = 0; q < parts; q++) {
             const float4 v = *(const float4 *)(src + q * stride);

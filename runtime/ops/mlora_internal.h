@@ -1,0 +1,51 @@
+/* mlora_internal.h (ops, private): what the FusedMultiLoRA files share: the segment table object (mlora_seg.c
+ * builds it) and the layer object (mlora.c builds it, mlora_run.c launches with both). */
+#ifndef LG_MLORA_INTERNAL_H
+#define LG_MLORA_INTERNAL_H
+
+#include "lg_mlora.h"
+#include "common/lg_args.h"
+#include "common/lg_mlora_args.h"
+
+struct lg_mlora_segments {
+    int max;                          /* capacity in segments */
+    int nseg;                         /* non-empty segments of the current table */
+    int64_t n;                        /* tokens */
+    int nadapters;                    /* the id range it was checked against */
+    struct lg_mlora_segrec *h;        /* pinned: max records, then LG_MLORA_NG x (nseg + 1) prefix counts */
+    CUdeviceptr d;                    /* the same layout on the device */
+    size_t bytes;
+    CUevent uploaded;                 /* the last upload has run: the pinned copy may be rewritten */
+    int pending;
+    int total[LG_MLORA_NG];           /* groups of height 16 << gi over all segments */
+    unsigned char *present;           /* [nadapters]: 1 when the adapter has tokens */
+    int present_cap;
+};
+
+#define LG_MLORA_KCACHE 32 /* kernels a layer resolves (per configuration, once) */
+
+struct lg_mlora {
+    lg_ctx_t *ctx;
+    enum lg_dtype dtype;
+    int nmod, nad, R, rmax, ext_cols, wmax, has_bias;
+    int64_t K, M[LG_MLORA_MAX_MODULES], moff[LG_MLORA_MAX_MODULES], MT, Mmax, ldw;
+    uint32_t layer_id;
+    struct lg_mlora_slot *hs;   /* host copy of the training slot table [nad * nmod] */
+    CUdeviceptr w, bias, grads; /* weights [[W|B…],[A…|0]], bias [MT], fp32 gradients of every slot */
+    CUdeviceptr slots;          /* device slot tables: training, then evaluation (no dropout) */
+    CUdeviceptr ws;
+    size_t ws_size;
+    CUdeviceptr ds_buf;
+    int64_t ds_ld;
+    struct lg_mlora_tiles tiles;
+    struct {
+        struct lg_kernel_cfg c;
+        const struct lg_kernel *k;
+    } kc[LG_MLORA_KCACHE];
+    int nkc;
+};
+
+/* The device view of the current table. */
+struct lg_mlora_segs lg_mlora_segs_view(const struct lg_mlora_segments *s);
+
+#endif
