@@ -14,7 +14,7 @@ export LORAGEN_CACHE_DIR=/tmp/loragen-jit-cache
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$O/gpu.txt"
 summary=""
 if [ "$MODE" != "--bench-only" ]; then
-  for t in ${TESTS:-test_lora_gpu test_blas test_jit}; do
+  for t in ${TESTS:-test_lora_gpu test_blas test_jit test_mlora_gpu}; do
     [ -x "$B/$t" ] || continue
     "$B/$t" >"$O/$t.log" 2>&1; rc=$?
     tail -3 "$O/$t.log"
