@@ -11,9 +11,22 @@
  * gives dA. Without the room, S (caller's buffer) and dS (layer workspace) live apart and extra GEMMs or the
  * fused correction do the same math. Reductions over tokens are two-stage and deterministic.
  *
- * Ownership: lg_lora_t owns its weight buffer and workspace (device memory), and borrows the lg_ctx_t.
- * Calls on one layer must be ordered on one stream at a time (the workspace is shared by its calls).
- * Gradients dA [r,K] and dB [M,r] are fp32 device buffers of the caller; with grad_beta = 1 they accumulate.
+ * Borrowed base (params.base = LG_LORA_BASE_BORROWED): W [M,K] (and the bias) stay in the caller's memory, e.g. a
+ * PyTorch model's own weight, given by lg_lora_set_base as a device pointer and a leading dimension; the layer
+ * owns only A and B (packed [r,K] and [M,r]). There is no [W|B] to extend K with, so the layer takes the
+ * separate-buffer paths: Y = X·Wᵀ (+ bias), then Y += S·Bᵀ; dX = dY·W, then the dA pass adds the (masked)
+ * dS·A. S may still sit in X's tail and dS in dY's tail. lg_lora_set_adapter_device refreshes A and B from
+ * device memory on a stream (fp32 sources are converted on the device), so a framework's own parameters
+ * need no trip through the host.
+ *
+ * Ownership: lg_lora_t owns its weight buffer (or, borrowed, its A/B buffer) and its workspace (device
+ * memory), and borrows the lg_ctx_t and, in the borrowed mode, W and the bias (which must outlive the calls
+ * that use them). Calls on one layer must be ordered on one stream at a time (the workspace is shared by its
+ * calls); a caller running many layers on one stream may give each backward its own workspace instead
+ * (lg_lora_bwd.ws, sized by lg_lora_backward_workspace), e.g. one buffer for all layers. Calls may come from
+ * any thread: each makes the context that was current at lg_lora_init (the lg_ctx_t's primary context)
+ * current first. Gradients dA [r,K] and dB [M,r] are fp32 device buffers of the caller; with grad_beta = 1
+ * they accumulate.
  *
  *   struct lg_lora_params lp = { .in_features = 4096, .out_features = 4096, .rank = 16, .alpha = 32,
  *                                .dropout = 0.1f, .dtype = LG_BF16, .layer_id = 7 };
@@ -25,6 +38,13 @@
  *                            .lddx = 4096, .da = da, .db = db, .seed = step };
  *   lg_lora_backward(q, &b, stream);
  *   lg_lora_free(q);
+ *
+ *   // borrowed base: W is a framework's tensor [M, K] with row stride ldw; A, B come as fp32 device arrays
+ *   lp.base = LG_LORA_BASE_BORROWED;  lg_lora_init(ctx, &lp, &q);
+ *   lg_lora_set_base(q, w_dev, ldw, 0);
+ *   struct lg_lora_adapter_src src = { .dtype = LG_FP32, .a = a_f32, .lda = 4096, .b = b_f32, .ldb = 16 };
+ *   lg_lora_set_adapter_device(q, &src, stream);
+ *   // forward/backward as above, with S in its own buffer when X has no room (f.s, f.lds = 16)
  */
 #ifndef LG_LORA_H
 #define LG_LORA_H
@@ -37,6 +57,12 @@ extern "C" {
 
 typedef struct lg_lora lg_lora_t;
 
+/* Where the frozen weight W (and the bias) lives. */
+enum lg_lora_base {
+    LG_LORA_BASE_OWNED = 0,    /* the layer's [[W,B],[A,0]] buffer, filled by lg_lora_set_weights */
+    LG_LORA_BASE_BORROWED = 1, /* the caller's W [M,K] (lg_lora_set_base); the layer owns only A and B */
+};
+
 struct lg_lora_params {
     int64_t in_features;  /* K, multiple of 64 */
     int64_t out_features; /* M, multiple of 64 */
@@ -44,21 +70,47 @@ struct lg_lora_params {
     float alpha;          /* s = alpha / r */
     float dropout;        /* p in [0, 1) */
     enum lg_dtype dtype;  /* LG_BF16 or LG_FP16 */
-    int has_bias;
+    int has_bias;      /* owned: the layer holds a bias (lg_lora_set_weights); borrowed: lg_lora_set_base gives one */
     uint32_t layer_id; /* dropout counter: distinct per layer so masks differ */
+    enum lg_lora_base base; /* where W lives; zero (owned) keeps the extended-K buffer */
 };
 
 LG_API enum lg_status lg_lora_init(lg_ctx_t *ctx, const struct lg_lora_params *p, lg_lora_t **out);
 LG_API void lg_lora_free(lg_lora_t *l);
 
-/* Host arrays of dtype bits: w [M,K], a [r,K], b [M,r], bias [M] (NULL when the layer has none). */
+/* Host arrays of dtype bits: w [M,K], a [r,K], b [M,r], bias [M] (NULL when the layer has none). A borrowed
+ * layer takes only a and b (w and bias are the caller's: lg_lora_set_base). */
 LG_API enum lg_status lg_lora_set_weights(lg_lora_t *l, const uint16_t *w, const uint16_t *a, const uint16_t *b,
                                    const uint16_t *bias);
 /* Copies the current adapter back to the host (dtype bits). */
 LG_API enum lg_status lg_lora_get_adapter(lg_lora_t *l, uint16_t *a, uint16_t *b);
 
-/* The [[W,B],[A,0]] buffer (ld = K+r), e.g. for an optimizer that updates A and B in place. */
+/* The [[W,B],[A,0]] buffer (ld = K+r), e.g. for an optimizer that updates A and B in place; 0 for a borrowed
+ * layer (it has no such buffer). */
 LG_API CUdeviceptr lg_lora_weights(const lg_lora_t *l);
+
+/* Borrowed layers only: the caller's W [M,K] with row stride ldw (elements; >= K, a multiple of 8, 16-byte
+ * aligned) and bias [M] (given exactly when the layer has has_bias; 0 otherwise). No device work and no copy:
+ * call it again whenever the caller's buffer moves. */
+LG_API enum lg_status lg_lora_set_base(lg_lora_t *l, CUdeviceptr w, int64_t ldw, CUdeviceptr bias);
+
+/* The W the GEMMs read, and its row stride: the layer's own buffer, or the borrowed one (0 before
+ * lg_lora_set_base). For callers that check nothing was copied. */
+LG_API CUdeviceptr lg_lora_base_weight(const lg_lora_t *l, int64_t *ldw);
+
+/* A [r,K] and B [M,r] from device memory. dtype LG_FP32: packed rows (lda = K, ldb = r), 16-byte aligned,
+ * converted to the layer's dtype by a kernel (round to nearest even). dtype equal to the layer's: any
+ * leading dimension (a multiple of 8), copied. a or b may be 0 to leave that matrix as it is. */
+struct lg_lora_adapter_src {
+    enum lg_dtype dtype;
+    CUdeviceptr a;
+    int64_t lda;
+    CUdeviceptr b;
+    int64_t ldb;
+};
+/* Asynchronous on `stream`: the sources must stay valid until the stream reaches the copy. */
+LG_API enum lg_status lg_lora_set_adapter_device(lg_lora_t *l, const struct lg_lora_adapter_src *src,
+                                                 CUstream stream);
 
 struct lg_lora_fwd {
     int64_t n;      /* tokens; any count >= 1 */
@@ -86,10 +138,17 @@ struct lg_lora_bwd {
     CUdeviceptr db;  /* fp32 [M,r] */
     float grad_beta; /* 0: overwrite dA/dB; 1: accumulate */
     uint64_t seed;
+    CUdeviceptr ws;  /* the caller's workspace, 256-byte aligned, for this call only; 0: the layer's own */
+    size_t ws_size;  /* bytes at ws: at least lg_lora_backward_workspace's answer */
 };
 LG_API enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstream stream);
 
-/* Device address of dS after backward when dY had no room for it ([n,r], ld r); for tests. */
+/* Bytes of workspace lg_lora_backward needs for this call (its n, dx and lddy matter). Resolves the
+ * backward's kernels (the first call per layer configuration generates and compiles them). */
+LG_API enum lg_status lg_lora_backward_workspace(lg_lora_t *l, const struct lg_lora_bwd *b, size_t *bytes);
+
+/* Device address of dS after backward when dY had no room for it ([n,r], ld r), inside the workspace that
+ * backward used (the layer's or the caller's); for tests. */
 LG_API CUdeviceptr lg_lora_ds_buffer(const lg_lora_t *l);
 
 /* Kernel tile choices and cuBLASLt algorithm picks (the tuner sets these; zero fields keep the defaults). */
