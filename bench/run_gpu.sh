@@ -24,6 +24,8 @@ fi
 if [ "$MODE" != "--tests-only" ]; then
   "$B/bench_lora" --breakdown --csv "$O/bench_lora.csv" >"$O/bench_lora.log" 2>&1; rc=$?
   summary+="bench_lora: rc=$rc\n"
+  "$B/bench_mlora" --breakdown >"$O/bench_mlora.log" 2>&1; rc=$?
+  summary+="bench_mlora: rc=$rc\n"
   if [ "${NCU:-1}" != 0 ] && command -v ncu >/dev/null; then
     for L in q_proj k_proj; do
       ncu --clock-control none --metrics gpu__time_duration.sum --csv \
@@ -43,4 +45,6 @@ printf "%b" "$summary"
 [ -f "$O/ncu_detail.txt" ] && grep -E "^  lg_|Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Issue Slots Busy|No Eligible|Warp Cycles Per Issued" "$O/ncu_detail.txt"
 [ -f "$O/bench_lora.log" ] && grep -E "breakdown|tuned|MISMATCH" "$O/bench_lora.log"
 [ -f "$O/bench_lora.log" ] && tail -22 "$O/bench_lora.log"
+[ -f "$O/bench_mlora.log" ] && grep -E "MISMATCH|breakdown" "$O/bench_mlora.log"
+[ -f "$O/bench_mlora.log" ] && sed -n '/^mix /,$p' "$O/bench_mlora.log"
 exit 0
