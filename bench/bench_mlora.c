@@ -170,9 +170,11 @@ static void run_gemms_forced(void *arg)
 {
     struct bench *B = arg;
     const int ext = B->force == LG_MLORA_EXT_K;
-    gemm(B, B->n, B->MT, B->K + (ext ? lg_mlora_ext_cols(B->ml) : 0), 0, 1, B->xm, B->ldxm, B->w, B->K, B->ym,
-         B->MT, 1.f, 0.f);
-    gemm(B, B->n, B->K, B->MT, 0, 0, B->dym, B->lddym, B->w, B->K, B->dxm, B->K, 1.f, 0.f);
+    int64_t ldw;
+    CUdeviceptr w = lg_mlora_weights(B->ml, &ldw);
+    gemm(B, B->n, B->MT, B->K + (ext ? lg_mlora_ext_cols(B->ml) : 0), 0, 1, B->xm, B->ldxm, w, ldw, B->ym, B->MT,
+         1.f, 0.f);
+    gemm(B, B->n, B->K, B->MT, 0, 0, B->dym, B->lddym, w, ldw, B->dxm, B->K, 1.f, 0.f);
 }
 
 /* ---- setup ---- */

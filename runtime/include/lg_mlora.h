@@ -20,7 +20,7 @@
  *       up to 8; adapter a's columns non-zero only on its segment, zeros written elsewhere) and one cuBLASLt
  *       GEMM computes Y = [X | S_ext]·[W | B_1 … B_n]ᵀ. Its k spans the present adapters' columns only.
  *   (b) LG_MLORA_EXPAND: the frozen GEMM, then a segmented expand kernel adds S_{a,m}·B_{a,m}ᵀ per segment.
- *   Heuristic (docs/fusedlora.md): (a) when X has room for the layer's Σ rp columns, Σ rp <= 256 and
+ *   Heuristic (docs/fusedmultilora.md): (a) when X has room for the layer's Σ rp columns, Σ rp <= 256 and
  *   Σ rp <= K/8 (the extra GEMM work Σ rp/K stays below what (b)'s extra read and write of Y costs), else (b).
  * Forward and backward must be given the same strategy (AUTO resolves identically for the same inputs).
  *
@@ -163,6 +163,10 @@ LG_API enum lg_status lg_mlora_backward(lg_mlora_t *l, const struct lg_mlora_bwd
 LG_API CUdeviceptr lg_mlora_ds_buffer(const lg_mlora_t *l, int64_t *ld);
 /* Column of slot (a, m) in the compact layout (S/dS of strategy (b)) and in the extended-K layout. */
 LG_API int lg_mlora_slot_col(const lg_mlora_t *l, int adapter, int module, int ext);
+
+/* The weight buffer [[W_0; …; W_{nmod-1} | B blocks], [A stack | 0]] and its row stride, e.g. for an optimizer
+ * or a benchmark that times the layer's own GEMMs. */
+LG_API CUdeviceptr lg_mlora_weights(const lg_mlora_t *l, int64_t *ldw);
 
 /* Kernel tiles (zero fields keep the generator's defaults). */
 struct lg_mlora_tiles {

@@ -244,6 +244,12 @@ int lg_mlora_slot_col(const lg_mlora_t *l, int adapter, int module, int ext)
     const struct lg_mlora_slot *s = slot(l, adapter, module);
     return ext ? s->col : s->off;
 }
+CUdeviceptr lg_mlora_weights(const lg_mlora_t *l, int64_t *ldw)
+{
+    if (ldw)
+        *ldw = l->ldw;
+    return l->w;
+}
 CUdeviceptr lg_mlora_ds_buffer(const lg_mlora_t *l, int64_t *ld)
 {
     if (ld)
