@@ -65,20 +65,18 @@ static enum lg_status cpu_embed(lg_backend_t *be, int64_t n, int64_t d, lg_addr 
     return lg_ref_embed(n, vocab, d, I32(ids), CF(table), F(out));
 }
 
-static enum lg_status cpu_add(lg_backend_t *be, int64_t count, lg_addr y, lg_addr x)
+static enum lg_status cpu_rmsnorm_fwd(lg_backend_t *be, int64_t n, int64_t d, lg_addr res, lg_addr x, lg_addr h,
+                                      lg_addr w, float eps, lg_addr y, lg_addr rstd)
 {
-    float *a = F(y);
-    const float *b = CF(x);
-    for (int64_t i = 0; i < count; i++)
-        a[i] += b[i];
-    return LG_OK;
-}
-
-static enum lg_status cpu_rmsnorm_fwd(lg_backend_t *be, int64_t n, int64_t d, lg_addr x, lg_addr w, float eps,
-                                      lg_addr y, lg_addr rstd)
-{
+    float *ho = F(h);
+    const float *r = CF(res), *dx = x ? CF(x) : NULL;
+    if (dx)
+        for (int64_t i = 0; i < n * d; i++)
+            ho[i] = r[i] + dx[i];
+    else if (h != res)
+        memcpy(ho, r, (size_t)(n * d) * sizeof *ho);
     struct lg_ref_rmsnorm p = {.H = d, .eps = eps, .w = CF(w)};
-    lg_ref_rmsnorm_forward(&p, n, CF(x), F(y), F(rstd));
+    lg_ref_rmsnorm_forward(&p, n, ho, F(y), F(rstd));
     return LG_OK;
 }
 
@@ -106,11 +104,16 @@ static struct lg_ref_seqs seqs_of(const struct lg_mb *mb)
     return (struct lg_ref_seqs){.n = mb->n, .nseq = mb->nseq, .cu = mb->cu};
 }
 
-static enum lg_status cpu_rope(lg_backend_t *be, const struct lg_mb *mb, const struct lg_ref_rope *r, lg_addr x,
-                               int heads, int dir)
+static enum lg_status cpu_rope(lg_backend_t *be, const struct lg_mb *mb, const struct lg_ref_rope *r, lg_addr q,
+                               int hq, lg_addr k, int hkv, int dir)
 {
     struct lg_ref_seqs s = seqs_of(mb);
-    return dir > 0 ? lg_ref_rope_forward(r, &s, heads, CF(x), F(x)) : lg_ref_rope_backward(r, &s, heads, CF(x), F(x));
+    if (dir > 0) {
+        enum lg_status st = lg_ref_rope_forward(r, &s, hq, CF(q), F(q));
+        return st == LG_OK ? lg_ref_rope_forward(r, &s, hkv, CF(k), F(k)) : st;
+    }
+    enum lg_status st = lg_ref_rope_backward(r, &s, hq, CF(q), F(q));
+    return st == LG_OK ? lg_ref_rope_backward(r, &s, hkv, CF(k), F(k)) : st;
 }
 
 static enum lg_status cpu_attn_fwd(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
@@ -128,16 +131,16 @@ static enum lg_status cpu_attn_bwd(lg_backend_t *be, const struct lg_mb *mb, int
     return lg_ref_attn_backward(&a, CF(o), CF(lse), CF(dout), F(dq), F(dk), F(dv));
 }
 
-static enum lg_status cpu_swiglu_fwd(lg_backend_t *be, int64_t count, lg_addr g, lg_addr u, lg_addr a)
+static enum lg_status cpu_swiglu_fwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr a)
 {
-    lg_ref_swiglu_forward(count, CF(g), CF(u), F(a));
+    lg_ref_swiglu_forward(n * f, CF(g), CF(u), F(a));
     return LG_OK;
 }
 
-static enum lg_status cpu_swiglu_bwd(lg_backend_t *be, int64_t count, lg_addr g, lg_addr u, lg_addr da, lg_addr dg,
-                                     lg_addr du)
+static enum lg_status cpu_swiglu_bwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr da,
+                                     lg_addr dg, lg_addr du)
 {
-    lg_ref_swiglu_backward(count, CF(g), CF(u), CF(da), F(dg), F(du));
+    lg_ref_swiglu_backward(n * f, CF(g), CF(u), CF(da), F(dg), F(du));
     return LG_OK;
 }
 
@@ -160,8 +163,8 @@ static enum lg_status cpu_xent(lg_backend_t *be, int64_t n, int64_t h, int64_t v
     return LG_OK;
 }
 
-static enum lg_status cpu_adamw(lg_backend_t *be, const struct lg_adamw_tensor *t, int count,
-                                const struct lg_adamw_step *st, int *skipped, double *norm)
+static enum lg_status cpu_adamw(lg_backend_t *be, const struct lg_opt_tensor *t, int count,
+                                const struct lg_opt_step *st, int *skipped, double *norm)
 {
     float **p = malloc(4 * (size_t)(count ? count : 1) * sizeof *p);
     int64_t *n = malloc((size_t)(count ? count : 1) * sizeof *n);
@@ -199,7 +202,6 @@ static const struct lg_backend_ops cpu_ops = {
     .upload_weight = cpu_upload_weight,
     .weight_size = cpu_weight_size,
     .embed = cpu_embed,
-    .add = cpu_add,
     .rmsnorm_fwd = cpu_rmsnorm_fwd,
     .rmsnorm_bwd = cpu_rmsnorm_bwd,
     .rope = cpu_rope,

@@ -77,12 +77,12 @@ struct lg_lora_params {
 };
 
 /* One tensor of an AdamW update: fp32 param, grad, and moments, n elements. */
-struct lg_adamw_tensor {
+struct lg_opt_tensor {
     lg_addr p, g, m, v;
     int64_t n;
 };
 
-struct lg_adamw_step {
+struct lg_opt_step {
     float lr, beta1, beta2, eps, weight_decay;
     int64_t step;     /* 1-based, for the bias corrections */
     float max_norm;   /* global-norm clip over the list; 0: off */
@@ -107,24 +107,26 @@ struct lg_backend_ops {
     /* elementwise and row ops; n rows of d features, activations in the act dtype */
     enum lg_status (*embed)(lg_backend_t *be, int64_t n, int64_t d, lg_addr ids /* int32 [n] */, lg_addr table,
                             int64_t vocab, lg_addr out);
-    enum lg_status (*add)(lg_backend_t *be, int64_t count, lg_addr y, lg_addr x); /* y += x */
-    enum lg_status (*rmsnorm_fwd)(lg_backend_t *be, int64_t n, int64_t d, lg_addr x, lg_addr w, float eps,
-                                  lg_addr y, lg_addr rstd);
-    /* dx = d(rmsnorm)/dx · dy; accumulate = 1 adds into dx */
+    /* The residual add fused with the norm: h = res + x (x = 0: h = res; h may be res), y = rmsnorm(h)·w,
+     * rstd [n] fp32 saved for the backward. */
+    enum lg_status (*rmsnorm_fwd)(lg_backend_t *be, int64_t n, int64_t d, lg_addr res, lg_addr x, lg_addr h,
+                                  lg_addr w, float eps, lg_addr y, lg_addr rstd);
+    /* dx = d(rmsnorm)/dh · dy at the forward's h; accumulate = 1 adds into dx (the residual's gradient) */
     enum lg_status (*rmsnorm_bwd)(lg_backend_t *be, int64_t n, int64_t d, lg_addr x, lg_addr w, lg_addr rstd,
                                   lg_addr dy, lg_addr dx, int accumulate);
-    /* in place on x [n, heads, head_dim]; dir = +1 forward, -1 backward (the inverse rotation). The
-     * frequencies are lg_ref_rope_inv_freq's for every backend (one implementation). */
-    enum lg_status (*rope)(lg_backend_t *be, const struct lg_mb *mb, const struct lg_ref_rope *r, lg_addr x,
-                           int heads, int dir);
+    /* in place on q [n, hq, head_dim] and k [n, hkv, head_dim]; dir = +1 forward, -1 backward (the inverse
+     * rotation). The frequencies are lg_ref_rope_inv_freq's for every backend (one implementation). */
+    enum lg_status (*rope)(lg_backend_t *be, const struct lg_mb *mb, const struct lg_ref_rope *r, lg_addr q,
+                           int hq, lg_addr k, int hkv, int dir);
     enum lg_status (*attn_fwd)(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
                                lg_addr k, lg_addr v, lg_addr o, lg_addr lse);
     enum lg_status (*attn_bwd)(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
                                lg_addr k, lg_addr v, lg_addr o, lg_addr lse, lg_addr dout, lg_addr dq, lg_addr dk,
                                lg_addr dv);
-    enum lg_status (*swiglu_fwd)(lg_backend_t *be, int64_t count, lg_addr g, lg_addr u, lg_addr a);
-    enum lg_status (*swiglu_bwd)(lg_backend_t *be, int64_t count, lg_addr g, lg_addr u, lg_addr da, lg_addr dg,
-                                 lg_addr du);
+    /* a = silu(g)·u over n rows of f features; backward dg, du from da */
+    enum lg_status (*swiglu_fwd)(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr a);
+    enum lg_status (*swiglu_bwd)(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr da,
+                                 lg_addr dg, lg_addr du);
     /* LM head + cross-entropy over n rows: target int32 [n] (-100 ignored; already shifted), weight fp32 [n]
      * (1 / the loss tokens of the row's global batch); loss fp32 [n] each row's weighted loss; dx (may be 0:
      * no backward) the gradient. Never materialises [n x vocab]. */
@@ -148,8 +150,8 @@ struct lg_backend_ops {
 
     /* optimizer over one adapter's tensors; *skipped = 1 (nothing changed) when a gradient is not finite;
      * *norm = the global gradient norm before clipping */
-    enum lg_status (*adamw)(lg_backend_t *be, const struct lg_adamw_tensor *t, int count,
-                            const struct lg_adamw_step *s, int *skipped, double *norm);
+    enum lg_status (*adamw)(lg_backend_t *be, const struct lg_opt_tensor *t, int count, const struct lg_opt_step *s,
+                            int *skipped, double *norm);
 };
 
 struct lg_backend {

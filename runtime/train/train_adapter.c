@@ -55,8 +55,8 @@ enum lg_status lg_ad_init(struct lg_trainer *tr, struct lg_ad_state *a)
             if (s == LG_OK)
                 s = BE->ops->zero(BE, t->vb, nb);
             int k = 2 * (a->nt - 1);
-            a->opt[k] = (struct lg_adamw_tensor){p.a, p.da, t->ma, t->va, (int64_t)p.rank * p.in};
-            a->opt[k + 1] = (struct lg_adamw_tensor){p.b, p.db, t->mb, t->vb, (int64_t)p.rank * p.out};
+            a->opt[k] = (struct lg_opt_tensor){p.a, p.da, t->ma, t->va, (int64_t)p.rank * p.in};
+            a->opt[k + 1] = (struct lg_opt_tensor){p.b, p.db, t->mb, t->vb, (int64_t)p.rank * p.out};
         }
     if (s == LG_OK && a->nt == 0)
         return lg_fail(LG_ERR_INVALID, "%s:%d: adapter '%s' targets no module of this model", tr->tc.path,
@@ -138,7 +138,7 @@ enum lg_status lg_ad_step(struct lg_trainer *tr, struct lg_ad_state *a, double *
 {
     const struct lg_train_adapter *c = a->cfg;
     *lr = lg_ad_lr(a, a->step);
-    struct lg_adamw_step st = {.lr = (float)*lr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2,
+    struct lg_opt_step st = {.lr = (float)*lr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2,
                                .eps = (float)c->eps, .weight_decay = (float)c->weight_decay, .step = a->step + 1,
                                .max_norm = (float)c->grad_clip};
     enum lg_status s = BE->ops->adamw(BE, a->opt, 2 * a->nt, &st, skipped, norm);

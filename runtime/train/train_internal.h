@@ -38,7 +38,7 @@ struct lg_ad_state {
     lg_tokens_t *train, *val;
     struct lg_ad_tensor *t;
     int nt;
-    struct lg_adamw_tensor *opt; /* [2 nt]: A then B of each tensor */
+    struct lg_opt_tensor *opt; /* [2 nt]: A then B of each tensor */
     int64_t step;                /* optimizer steps done (skipped ones excluded) */
     int64_t steps;               /* in all */
     int64_t skipped_in_a_row;
