@@ -20,12 +20,18 @@ if [ "$MODE" != "--bench-only" ]; then
     tail -3 "$O/$t.log"
     summary+="$t: rc=$rc ($(grep -E '^[0-9]+%: Checks' "$O/$t.log" | tail -1))\n"
   done
+  # the Python binding inside PEFT models (tests/python; 77 = skipped: no torch/peft or no GPU)
+  bash tests/python/run.sh "$B" --gpu >"$O/test_python.log" 2>&1; rc=$?
+  tail -3 "$O/test_python.log"
+  summary+="tests/python: rc=$rc ($(grep -E '[0-9]+ (passed|failed)' "$O/test_python.log" | tail -1))\n"
 fi
 if [ "$MODE" != "--tests-only" ]; then
   "$B/bench_lora" --breakdown --csv "$O/bench_lora.csv" >"$O/bench_lora.log" 2>&1; rc=$?
   summary+="bench_lora: rc=$rc\n"
   "$B/bench_mlora" --breakdown >"$O/bench_mlora.log" 2>&1; rc=$?
   summary+="bench_mlora: rc=$rc\n"
+  LORAGEN_LIBRARY="$(cd "$B" && pwd)/libloragen.so" python3 bench/bench_peft_patch.py >"$O/bench_peft_patch.log" 2>&1; rc=$?
+  summary+="bench_peft_patch: rc=$rc\n"
   if [ "${NCU:-1}" != 0 ] && command -v ncu >/dev/null; then
     for L in q_proj k_proj; do
       ncu --clock-control none --metrics gpu__time_duration.sum --csv \
@@ -47,4 +53,5 @@ printf "%b" "$summary"
 [ -f "$O/bench_lora.log" ] && tail -22 "$O/bench_lora.log"
 [ -f "$O/bench_mlora.log" ] && grep -E "MISMATCH|breakdown" "$O/bench_mlora.log"
 [ -f "$O/bench_mlora.log" ] && sed -n '/^mix /,$p' "$O/bench_mlora.log"
+[ -f "$O/bench_peft_patch.log" ] && grep -E "^(model|patched|validate|MISMATCH|A/B)|tokens/s|speedup|Error|error" "$O/bench_peft_patch.log"
 exit 0

@@ -13,7 +13,7 @@ from ._lib import LibraryNotFound, LoragenError, library_path, limits, load_libr
 
 __version__ = "0.1.0"
 
-_PEFT_NAMES = ("patch_peft", "unpatch_peft", "fused_layers", "set_backend", "get_backend", "LoragenWarning",
+_PEFT_NAMES = ("patch_peft", "unpatch_peft", "set_fused", "fused_layers", "set_backend", "get_backend", "LoragenWarning",
                "FusedLoraLinear", "PatchReport")
 _LAYER_NAMES = ("FusedLoRAFunction", "FusedLayer", "LayerSpec", "CudaBackend")
 

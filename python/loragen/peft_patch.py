@@ -134,6 +134,7 @@ def module_reason(m):
 class _ModuleState:
     def __init__(self, layer_id, refresh):
         self.layer_id, self.refresh = layer_id, refresh
+        self.enabled = True
         self.layers = {}
         self.reasons = {}  # adapter name -> adapter_reason (adapters are checked once)
 
@@ -156,7 +157,7 @@ def _is_compiling():
 
 def _plan(m, st, x):
     """The fused call for this forward, or None to leave it to PEFT (warning once when that is a surprise)."""
-    if m.disable_adapters or m.merged or _is_compiling():
+    if not st.enabled or m.disable_adapters or m.merged or _is_compiling():
         return None
     active = _active(m)
     if not active:
@@ -269,6 +270,18 @@ def unpatch_peft(model):
         if type(m) is FusedLoraLinear:
             m.__class__ = LoraLinear
             _STATES.pop(m, None)
+            n += 1
+    return n
+
+
+def set_fused(model, enabled):
+    """Turns the fused path of every patched layer of `model` off (PEFT's own forward runs) or back on,
+    keeping the fused layers built so far (e.g. to compare the two in one process). Returns how many."""
+    n = 0
+    for m in model.modules():
+        st = _STATES.get(m)
+        if st is not None:
+            st.enabled = bool(enabled)
             n += 1
     return n
 
