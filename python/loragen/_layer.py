@@ -10,8 +10,10 @@ so optimizers, gradient accumulation, DDP hooks and gradient checkpointing see o
 
 The kernels read bf16/fp16 copies of A and B that the layer keeps (inside the lg_lora_t). They are refreshed
 from the parameters when the parameters change: each forward compares the parameters' data pointers and
-version counters (every in-place update, an optimizer step included, bumps the counter) with those of the
-last refresh (refresh="version", the default), or refreshes every forward (refresh="always")."""
+version counters (every in-place update bumps the counter) and the count of optimizer steps taken in the
+process (a global torch.optim step hook, in case a fused optimizer kernel bumps no counter) with those of the
+last refresh (refresh="version", the default), or refreshes every forward (refresh="always"). A write through
+`param.data` is seen by neither: use refresh="always" for code that updates parameters that way."""
 
 import ctypes
 
@@ -20,6 +22,21 @@ import torch
 from . import _lib
 
 _DTYPES = {torch.bfloat16: _lib.LG_BF16, torch.float16: _lib.LG_FP16, torch.float32: _lib.LG_FP32}
+
+
+_optimizer_steps = [0]
+
+
+def _count_step(*_args, **_kwargs):
+    _optimizer_steps[0] += 1
+
+
+try:
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+except ImportError:  # torch < 2.0: version counters alone
+    register_optimizer_step_post_hook = None
+if register_optimizer_step_post_hook is not None:
+    register_optimizer_step_post_hook(_count_step)
 
 
 def _ptr(t):
@@ -149,7 +166,7 @@ class FusedLayer:
 
     def refresh(self, a, b, force=False):
         """Copies A and B in when they changed since the last refresh (or always, with refresh="always")."""
-        key = (a.data_ptr(), a._version, a.dtype, b.data_ptr(), b._version, b.dtype)
+        key = (a.data_ptr(), a._version, a.dtype, b.data_ptr(), b._version, b.dtype, _optimizer_steps[0])
         if not force and self.refresh_mode == "version" and key == self._adapter_key:
             return
         self.backend.set_adapter(self.handle, self.spec, _adapter_src(a, self.spec.dtype),
