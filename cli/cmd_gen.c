@@ -79,19 +79,34 @@ static int add_arch(struct gen_opts *o, int arch)
     return 0;
 }
 
-/* Takes "sm_80" or "sm_80,sm_90". Returns 0, or prints why and returns -1. */
+/* Takes "sm_80" or "sm_80,sm_90". Every item must be an arch: an empty one ("--arch ,", "sm_80,") is an error,
+ * not a silent fall back to the spec's archs. Returns 0, or prints why and returns -1. */
 static int parse_arch_list(struct gen_opts *o, const char *list)
 {
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", list);
-    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (const char *p = list;; p++) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char tok[32];
+        if (n == 0) {
+            lg_cli_error("gen", "empty arch in --arch '%s' (expected sm_80, sm_86, sm_89 or sm_90, comma-separated)",
+                         list);
+            return -1;
+        }
+        if (n >= sizeof tok) {
+            lg_cli_error("gen", "unsupported arch '%.16s...' (expected sm_80, sm_86, sm_89 or sm_90)", p);
+            return -1;
+        }
+        memcpy(tok, p, n);
+        tok[n] = '\0';
         int arch = parse_arch(tok);
         if (!arch || add_arch(o, arch) < 0) {
             lg_cli_error("gen", "unsupported arch '%s' (expected sm_80, sm_86, sm_89 or sm_90)", tok);
             return -1;
         }
+        if (!end)
+            return 0;
+        p = end;
     }
-    return 0;
 }
 
 /* An option's value: "--opt=VALUE" or the next argument. NULL (after a message) when it is missing. */
@@ -196,12 +211,47 @@ static json_t *linears_json(const struct lg_spec *s)
     return a;
 }
 
+/* A file name as a JSON string. The spec's own strings are UTF-8 (the schema checks), but a path on the
+ * command line may be any bytes, and json_string refuses invalid UTF-8 by returning NULL, which would drop the
+ * field silently: invalid bytes become U+FFFD. */
+static json_t *path_json(const char *path)
+{
+    json_t *j = json_string(path);
+    if (j)
+        return j;
+    size_t n = strlen(path);
+    char *buf = malloc(3 * n + 1), *o = buf;
+    if (!buf)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)path; *p;) {
+        int len = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
+        int ok = len > 0;
+        for (int k = 1; ok && k < len; k++)
+            ok = (p[k] & 0xc0) == 0x80;
+        json_t *one = ok ? json_stringn((const char *)p, (size_t)len) : NULL; /* overlong forms, surrogates */
+        if (one) {
+            memcpy(o, p, (size_t)len);
+            o += len;
+            p += len;
+            json_decref(one);
+        } else {
+            memcpy(o, "\xef\xbf\xbd", 3);
+            o += 3;
+            p++;
+        }
+    }
+    *o = '\0';
+    j = json_string(buf);
+    free(buf);
+    return j;
+}
+
 static json_t *manifest_new(const struct lg_spec *s, const struct gen_opts *o)
 {
     json_t *m = json_object();
     json_object_set_new(m, "generator", json_string(GEN_VERSION));
     json_object_set_new(m, "format", json_integer(MANIFEST_FORMAT));
-    json_object_set_new(m, "spec", json_pack("{s:s, s:s}", "path", o->spec_path, "name", s->name));
+    json_object_set_new(m, "spec", json_pack("{s:o, s:s}", "path", path_json(o->spec_path), "name", s->name));
     json_object_set_new(m, "dtype", json_string(lg_dtype_name(s->dtype)));
     json_object_set_new(m, "rank", json_integer(s->rank));
     json_object_set_new(m, "alpha", json_real(s->alpha));

@@ -13,6 +13,7 @@ local sandbox = require "generator.sandbox"
 local limits = require "generator.limits"
 
 local M = {}
+local B, F = limits.BOUNDS, limits.FEATURES_MAX
 
 -- The training fields with their defaults, in the order `loragen train --help` lists them. `where` is
 -- "training" (job-wide) or "adapter" (per adapter); nil defaults are optional fields with no value.
@@ -78,54 +79,54 @@ local function schema_for(job)
         fields = {
           stages = { type = "integer", required = true, min = 1, max = 64 },
           data_parallel = { type = "integer", min = 1, max = 4096 },
-          p2p_us = { type = "number", min = 0 },
-          optimizer_us = { type = "number", min = 0 },
+          p2p_us = { type = "number", min = 0, max = 1e9 },
+          optimizer_us = { type = "number", min = 0, max = 1e9 },
         },
       },
       batching = {
         type = "table",
         fields = {
           capacity = capacity_node(batching.capacity),
-          memory_budget_gb = { type = "number", min_excl = 0 },
+          memory_budget_gb = { type = "number", min_excl = 0, max = 1e6 },
           pad_multiple = { type = "integer", min = 1, max = 4096 },
           oversize = { type = "string", enum = { "error", "truncate", "skip" } },
-          seed = { type = "integer", min = 0 },
-          target = { type = "integer", min = 1 },
+          seed = { type = "integer", min = 0, max = B.seed },
+          target = { type = "integer", min = 1, max = B.tokens },
         },
       },
       model = {
         type = "table",
         fields = {
           path = { type = "string" },
-          hidden = { type = "integer", min = 1 },
-          ffn = { type = "integer", min = 1 },
-          layers = { type = "integer", min = 1 },
-          heads = { type = "integer", min = 1 },
-          kv_heads = { type = "integer", min = 1 },
-          tflops = { type = "number", min_excl = 0 },
-          attention_tflops = { type = "number", min_excl = 0 },
-          layer_us = { type = "number", min = 0 },
+          hidden = { type = "integer", min = 1, max = F },
+          ffn = { type = "integer", min = 1, max = F },
+          layers = { type = "integer", min = 1, max = B.layers },
+          heads = { type = "integer", min = 1, max = B.heads },
+          kv_heads = { type = "integer", min = 1, max = B.heads },
+          tflops = { type = "number", min_excl = 0, max = 1e6 },
+          attention_tflops = { type = "number", min_excl = 0, max = 1e6 },
+          layer_us = { type = "number", min = 0, max = 1e9 },
         },
       },
       cost = {
         type = "table",
         fields = {
-          layer_us = { type = "number", min = 0 },
-          token_us = { type = "number", min = 0 },
-          token_rank_us = { type = "number", min = 0 },
-          attention_us = { type = "number", min = 0 },
-          backward_linear = { type = "number", min_excl = 0 },
-          backward_attention = { type = "number", min_excl = 0 },
-          act_bytes_per_token = { type = "number", min_excl = 0 },
+          layer_us = { type = "number", min = 0, max = 1e9 },
+          token_us = { type = "number", min = 0, max = 1e6 },
+          token_rank_us = { type = "number", min = 0, max = 1e6 },
+          attention_us = { type = "number", min = 0, max = 1e6 },
+          backward_linear = { type = "number", min_excl = 0, max = 1e3 },
+          backward_attention = { type = "number", min_excl = 0, max = 1e3 },
+          act_bytes_per_token = { type = "number", min_excl = 0, max = 1e12 },
           calibration = {
-            type = "array", min_len = 4,
+            type = "array", min_len = 4, max_len = 4096,
             items = {
               type = "table",
               fields = {
-                tokens = { type = "number", required = true, min = 0 },
-                sum_len2 = { type = "number", required = true, min = 0 },
-                rank_tokens = { type = "number", min = 0 },
-                us = { type = "number", required = true, min_excl = 0 },
+                tokens = { type = "number", required = true, min = 0, max = 1e12 },
+                sum_len2 = { type = "number", required = true, min = 0, max = 1e24 },
+                rank_tokens = { type = "number", min = 0, max = 1e15 },
+                us = { type = "number", required = true, min_excl = 0, max = 1e12 },
               },
             },
           },
@@ -136,10 +137,10 @@ local function schema_for(job)
         fields = {
           backend = { type = "string", enum = { "auto", "cpu", "cuda" } },
           output = { type = "string" },
-          checkpoint_every = { type = "integer", min = 0 },
-          checkpoint_layers = { type = "integer", min = 0 },
-          eval_every = { type = "integer", min = 0 },
-          log_every = { type = "integer", min = 1 },
+          checkpoint_every = { type = "integer", min = 0, max = B.steps },
+          checkpoint_layers = { type = "integer", min = 0, max = B.layers },
+          eval_every = { type = "integer", min = 0, max = B.steps },
+          log_every = { type = "integer", min = 1, max = B.steps },
         },
       },
       adapters = {
@@ -150,25 +151,26 @@ local function schema_for(job)
             name = { type = "string", required = true },
             dataset = { type = "string", required = true },
             format = { type = "string", enum = { "jsonl", "trace" } },
-            global_batch = { type = "integer", required = true, min = 1 },
+            global_batch = { type = "integer", required = true, min = 1, max = B.batch },
             rank = { type = "integer", min = 1, max = limits.JOB_RANK_MAX },
-            alpha = { type = "number", min_excl = 0 },
+            alpha = { type = "number", min_excl = 0, max = 1e6 },
             dropout = { type = "number", min = 0, max_excl = 1 },
-            lr = { type = "number", min_excl = 0 },
-            targets = { type = "array", min_len = 1, items = { type = "string", enum = limits.target_names() } },
+            lr = { type = "number", min_excl = 0, max = 1e3 },
+            targets = { type = "array", min_len = 1, max_len = #limits.target_names(),
+                        items = { type = "string", enum = limits.target_names() } },
             drop_last = { type = "boolean" },
             validation = { type = "string" },
             output = { type = "string" },
             init_adapter = { type = "string" },
             schedule = { type = "string", enum = { "constant", "cosine", "linear" } },
-            warmup = { type = "number", min = 0 },
+            warmup = { type = "number", min = 0, max = B.steps },
             betas = { type = "array", min_len = 2, max_len = 2, items = { type = "number", min = 0, max_excl = 1 } },
-            eps = { type = "number", min_excl = 0 },
-            weight_decay = { type = "number", min = 0 },
-            grad_clip = { type = "number", min = 0 },
+            eps = { type = "number", min_excl = 0, max = 1 },
+            weight_decay = { type = "number", min = 0, max = 1e3 },
+            grad_clip = { type = "number", min = 0, max = 1e12 },
             epochs = { type = "integer", min = 1, max = 1000000 },
-            steps = { type = "integer", min = 1 },
-            seed = { type = "integer", min = 0 },
+            steps = { type = "integer", min = 1, max = B.steps },
+            seed = { type = "integer", min = 0, max = B.seed },
           },
         },
       },
@@ -198,7 +200,8 @@ local function cross_checks(job, errs)
       if type(a) == "table" and type(a.name) == "string" then
         if a.name == "" then errs:add({ "adapters", i, "name" }, "must not be empty") end
         if seen[a.name] then
-          errs:add({ "adapters", i, "name" }, ("'%s' is already the name of adapters[%d]"):format(a.name, seen[a.name]))
+          errs:add({ "adapters", i, "name" }, ("'%s' is already the name of adapters[%d]")
+            :format(sandbox.quote(a.name), seen[a.name]))
         end
         seen[a.name] = seen[a.name] or i
       end
@@ -297,8 +300,7 @@ local function normalise(job, loc)
   return out
 end
 
--- Evaluates and validates a job file. Returns the normalised table; raises "file:line: error: ..." lines.
-function M.load(text, path)
+local function load(text, path)
   local job, err = sandbox.eval(text, path)
   if not job then error(err, 0) end
   local errs = sandbox.errors(path, text)
@@ -306,6 +308,11 @@ function M.load(text, path)
   cross_checks(job, errs)
   if errs:count() > 0 then error(errs:report(), 0) end
   return normalise(job, sandbox.locator(text))
+end
+
+-- Evaluates and validates a job file. Returns the normalised table; raises "file:line: error: ..." lines.
+function M.load(text, path)
+  return sandbox.protect(path, load, text, path)
 end
 
 return M

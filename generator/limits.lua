@@ -17,6 +17,33 @@ M.MLORA_RANK_MAX = 128
 M.MLORA_RANK_MULTIPLE = 4
 -- In and out features: 64-wide tiles over both.
 M.FEATURE_MULTIPLE = 64
+-- The largest in or out features of a layer: the kernels take the token count and features as 32-bit ints
+-- and index rows in 64 bits; 2^17 is 2.5x the widest projection of any Llama-family model (405B's 53248).
+M.FEATURES_MAX = 1 << 17
+
+-- Bounds on every other integer a spec or job file gives, so that each fits the C int it is read into and
+-- every product the C side forms from them (heads x head_dim, tokens x features, vocab x hidden, steps x
+-- global batch) stays inside 64 bits. Sizes derived from them (q_proj's heads x head_dim) must also stay
+-- within FEATURES_MAX; generator/spec.lua checks that.
+M.BOUNDS = {
+  layers = 1024,            -- decoder layers (the dropout stream keys a layer by 32 bits)
+  heads = 1024,             -- attention heads, query or key/value
+  head_dim = 1024,
+  vocab = 1 << 24,          -- token ids are int32
+  tokens = 1 << 24,         -- tokens per microbatch or benchmark call (the kernels' 32-bit n)
+  positions = 1 << 24,      -- RoPE positions
+  batch = 1 << 24,          -- samples per global batch
+  steps = (1 << 31) - 1,    -- optimizer steps, checkpoint and evaluation intervals (C int)
+  int = (1 << 31) - 1,      -- any other count read into a C int
+  seed = (1 << 53) - 1,     -- seeds: exact in a double and in every JSON reader
+}
+
+-- Strings a data file gives are names and paths read into C strings: at most this many bytes, valid UTF-8 and
+-- without NUL bytes (which C would take for the end of the string).
+M.STRING_MAX = 4096
+-- The name of an explicit linear layer is kept in a 32-byte C array (struct lg_linear).
+M.LINEAR_NAME_MAX = 31
+
 -- The 16-bit types the kernels are written for.
 M.DTYPES = { "bf16", "fp16" }
 -- The archs a spec may target (and targets when it names none).

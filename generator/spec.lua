@@ -10,11 +10,13 @@ local limits = require("generator.limits")
 
 local M = {}
 
-local function positive_int(extra)
-  local n = { type = "integer", min = 1 }
+-- An integer in 1..max (every integer the C side reads has a bound it can hold: limits.BOUNDS).
+local function positive_int(max, extra)
+  local n = { type = "integer", min = 1, max = max }
   for k, v in pairs(extra or {}) do n[k] = v end
   return n
 end
+local B, F = limits.BOUNDS, limits.FEATURES_MAX
 
 local schema = {
   type = "table",
@@ -22,46 +24,47 @@ local schema = {
     name = { type = "string", required = true, check = function(v, path, errs)
       -- it names the output directory (out/<name>), so it must be one plain path component
       if not v:match("^[%w_][%w._%-]*$") then
-        errs:add(path, ("'%s' must be letters, digits, '.', '_' or '-', not starting with '.' or '-'"):format(v))
+        errs:add(path, ("'%s' must be letters, digits, '.', '_' or '-', not starting with '.' or '-'")
+          :format(sandbox.quote(v)))
       end
     end },
     description = { type = "string" },
     model = {
       type = "table",
       fields = {
-        hidden_size = positive_int({ required = true }),
-        intermediate_size = positive_int({ required = true }),
-        num_attention_heads = positive_int({ required = true }),
-        num_key_value_heads = positive_int({ required = true }),
-        head_dim = positive_int(),
-        num_hidden_layers = positive_int({ required = true }),
-        vocab_size = positive_int(),
+        hidden_size = positive_int(F, { required = true }),
+        intermediate_size = positive_int(F, { required = true }),
+        num_attention_heads = positive_int(B.heads, { required = true }),
+        num_key_value_heads = positive_int(B.heads, { required = true }),
+        head_dim = positive_int(B.head_dim),
+        num_hidden_layers = positive_int(B.layers, { required = true }),
+        vocab_size = positive_int(B.vocab),
         attention_bias = { type = "boolean" },
         -- what `loragen init-model` writes into config.json beside the dimensions (kernels ignore them)
         family = { type = "string", enum = { "llama", "qwen2" } },
-        rope_theta = { type = "number", min_excl = 1 },
-        rms_norm_eps = { type = "number", min_excl = 0 },
+        rope_theta = { type = "number", min_excl = 1, max = 1e12 },
+        rms_norm_eps = { type = "number", min_excl = 0, max = 1 },
         tie_word_embeddings = { type = "boolean" },
         rope_scaling = {
           type = "table",
           fields = {
             rope_type = { type = "string", required = true, enum = { "llama3" } },
-            factor = { type = "number", required = true, min_excl = 0 },
-            low_freq_factor = { type = "number", required = true, min_excl = 0 },
-            high_freq_factor = { type = "number", required = true, min_excl = 0 },
-            original_max_position_embeddings = positive_int({ required = true }),
+            factor = { type = "number", required = true, min_excl = 0, max = 1e6 },
+            low_freq_factor = { type = "number", required = true, min_excl = 0, max = 1e6 },
+            high_freq_factor = { type = "number", required = true, min_excl = 0, max = 1e6 },
+            original_max_position_embeddings = positive_int(B.positions, { required = true }),
           },
         },
       },
     },
     linears = {
-      type = "array", min_len = 1,
+      type = "array", min_len = 1, max_len = 1024,
       items = {
         type = "table",
         fields = {
-          name = { type = "string", required = true },
-          in_features = positive_int({ required = true }),
-          out_features = positive_int({ required = true }),
+          name = { type = "string", required = true, min_len = 1, max_len = limits.LINEAR_NAME_MAX },
+          in_features = positive_int(F, { required = true }),
+          out_features = positive_int(F, { required = true }),
           bias = { type = "boolean" },
         },
       },
@@ -69,15 +72,15 @@ local schema = {
     lora = {
       type = "table", required = true,
       fields = {
-        rank = positive_int({ required = true }),
-        alpha = { type = "number", required = true, min_excl = 0 },
+        rank = positive_int(B.int, { required = true }), -- the kernels' rule is checked below, with its own message
+        alpha = { type = "number", required = true, min_excl = 0, max = 1e6 },
         dropout = { type = "number", min = 0, max_excl = 1 },
-        target_modules = { type = "array", min_len = 1, items = { type = "string" } },
+        target_modules = { type = "array", min_len = 1, max_len = 1024, items = { type = "string" } },
       },
     },
     dtype = { type = "string", enum = limits.DTYPES },
-    archs = { type = "array", min_len = 1, items = { type = "string", enum = limits.ARCHS } },
-    tokens = positive_int(),
+    archs = { type = "array", min_len = 1, max_len = #limits.ARCHS, items = { type = "string", enum = limits.ARCHS } },
+    tokens = positive_int(B.tokens),
   },
 }
 
@@ -139,9 +142,16 @@ local function check_semantics(s, errs)
     local seen = {}
     for i, t in ipairs(lora.target_modules) do
       if type(t) == "string" then
-        if seen[t] then errs:add({ "lora", "target_modules", i }, "'" .. t .. "' is listed twice") end
+        if seen[t] then errs:add({ "lora", "target_modules", i }, "'" .. sandbox.quote(t) .. "' is listed twice") end
         seen[t] = true
       end
+    end
+  end
+  if type(s.archs) == "table" then
+    local seen = {}
+    for i, a in ipairs(s.archs) do
+      if type(a) == "string" and seen[a] then errs:add({ "archs", i }, "'" .. sandbox.quote(a) .. "' is listed twice") end
+      if type(a) == "string" then seen[a] = true end
     end
   end
 end
@@ -154,7 +164,14 @@ local function check_model_shapes(linears, errs)
   for _, l in ipairs(linears) do
     for j, f in ipairs(FEATURES) do
       local v = l[f]
-      if math.type(v) == "integer" and v % limits.FEATURE_MULTIPLE ~= 0 then
+      if math.type(v) == "integer" and v > limits.FEATURES_MAX then
+        local id = l.src[j] .. ">" .. v
+        if not bad[id] then
+          bad[id] = { key = l.src[j], value = v, uses = {}, big = true }
+          order[#order + 1] = id
+        end
+        table.insert(bad[id].uses, l.name .. "." .. f)
+      elseif math.type(v) == "integer" and v % limits.FEATURE_MULTIPLE ~= 0 then
         local id = l.src[j] .. "=" .. v
         if not bad[id] then
           bad[id] = { key = l.src[j], value = v, uses = {} }
@@ -166,15 +183,20 @@ local function check_model_shapes(linears, errs)
   end
   for _, id in ipairs(order) do
     local b = bad[id]
-    errs:add({ "model", b.key }, ("%s = %d is not a multiple of %d, which the fused kernels need")
-      :format(table.concat(b.uses, ", "), b.value, limits.FEATURE_MULTIPLE))
+    if b.big then
+      errs:add({ "model", b.key }, ("%s = %d is more than the %d features the kernels take")
+        :format(table.concat(b.uses, ", "), b.value, limits.FEATURES_MAX))
+    else
+      errs:add({ "model", b.key }, ("%s = %d is not a multiple of %d, which the fused kernels need")
+        :format(table.concat(b.uses, ", "), b.value, limits.FEATURE_MULTIPLE))
+    end
   end
 end
 
 local function check_shapes(linears, from_model, s, errs)
   local names = {}
   for i, l in ipairs(linears) do
-    if names[l.name] then errs:add({ "linears", i, "name" }, "duplicate linear name '" .. l.name .. "'") end
+    if names[l.name] then errs:add({ "linears", i, "name" }, "duplicate linear name '" .. sandbox.quote(l.name) .. "'") end
     names[l.name] = true
     for _, f in ipairs(from_model and {} or FEATURES) do
       local v = l[f]
@@ -191,7 +213,7 @@ local function check_shapes(linears, from_model, s, errs)
         local known = {}
         for _, l in ipairs(linears) do known[#known + 1] = l.name end
         errs:add({ "lora", "target_modules", i }, ("'%s' is not a linear layer of this spec (have: %s)")
-          :format(t, table.concat(known, ", ")))
+          :format(sandbox.quote(t), sandbox.quote(table.concat(known, ", "))))
       end
     end
   end
@@ -218,8 +240,7 @@ function M.model_config(m)
   }
 end
 
--- Loads and validates spec text. Returns the normalised spec, or nil and the full error report.
-function M.load(text, path)
+local function load(text, path)
   local s, err = sandbox.eval(text, path)
   if not s then return nil, err end
   local errs = sandbox.errors(path, text)
@@ -252,6 +273,13 @@ function M.load(text, path)
     end
   end
   return out
+end
+
+-- Loads and validates spec text. Returns the normalised spec, or nil and the full error report.
+function M.load(text, path)
+  local ok, s, err = pcall(sandbox.protect, path, load, text, path)
+  if not ok then return nil, s end
+  return s, err
 end
 
 return M

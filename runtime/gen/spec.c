@@ -1,11 +1,15 @@
 /* spec.c: loads a spec file through the sandboxed Lua validator (generator/spec.lua) and converts the
  * normalised table into struct lg_spec. All validation lives in Lua so `loragen gen` and the library report
- * the same errors. */
+ * the same errors; the schema bounds every integer by what the C fields hold (generator/limits.lua), and this
+ * side still reads each one as an integer in the range of its field, never through a float-to-int cast, so a
+ * bound missing from the schema is an error here rather than undefined behaviour. */
 #include "lg_gen.h"
 #include "lg_base.h"
 #include "lg_lua.h"
 
 #include <lauxlib.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,15 +22,38 @@ static char *dup_field(lua_State *L, int idx, const char *key)
     return r;
 }
 
-static double num_field(lua_State *L, int idx, const char *key)
+/* The conversion's state: the first field out of range is kept for the message. */
+struct conv {
+    const char *bad;
+};
+
+/* A finite number (0 when absent). */
+static double num_field(lua_State *L, int idx, const char *key, struct conv *cv)
 {
     lua_getfield(L, idx, key);
     double v = lua_tonumber(L, -1);
     lua_pop(L, 1);
-    return v;
+    if (!isfinite(v) && !cv->bad)
+        cv->bad = key;
+    return isfinite(v) ? v : 0;
 }
 
-static enum lg_status read_linears(lua_State *L, int idx, struct lg_spec *s)
+/* An integer in [0, max] (0 when absent). */
+static int64_t int_field(lua_State *L, int idx, const char *key, int64_t max, struct conv *cv)
+{
+    lua_getfield(L, idx, key);
+    int ok = lua_isnil(L, -1);
+    lua_Integer v = ok ? 0 : lua_tointegerx(L, -1, &ok);
+    lua_pop(L, 1);
+    if (!ok || v < 0 || v > max) {
+        if (!cv->bad)
+            cv->bad = key;
+        return 0;
+    }
+    return (int64_t)v;
+}
+
+static enum lg_status read_linears(lua_State *L, int idx, struct lg_spec *s, struct conv *cv)
 {
     lua_getfield(L, idx, "linears");
     int n = (int)luaL_len(L, -1);
@@ -37,10 +64,14 @@ static enum lg_status read_linears(lua_State *L, int idx, struct lg_spec *s)
         lua_geti(L, -1, i + 1);
         int t = lua_gettop(L);
         lua_getfield(L, t, "name");
-        snprintf(s->linears[i].name, sizeof s->linears[i].name, "%s", lua_tostring(L, -1));
+        size_t len = 0;
+        const char *name = lua_tolstring(L, -1, &len);
+        if (!name || len >= sizeof s->linears[i].name)
+            cv->bad = "linears.name";
+        snprintf(s->linears[i].name, sizeof s->linears[i].name, "%s", name ? name : "");
         lua_pop(L, 1);
-        s->linears[i].in_features = (int64_t)num_field(L, t, "in_features");
-        s->linears[i].out_features = (int64_t)num_field(L, t, "out_features");
+        s->linears[i].in_features = int_field(L, t, "in_features", INT32_MAX, cv);
+        s->linears[i].out_features = int_field(L, t, "out_features", INT32_MAX, cv);
         lua_getfield(L, t, "bias");
         s->linears[i].bias = lua_toboolean(L, -1);
         lua_pop(L, 2);
@@ -72,7 +103,7 @@ static int bool_field(lua_State *L, int idx, const char *key)
     return v;
 }
 
-static void read_model(lua_State *L, int idx, struct lg_spec_model *m)
+static void read_model(lua_State *L, int idx, struct lg_spec_model *m, struct conv *cv)
 {
     if (lua_getfield(L, idx, "model") == LUA_TTABLE) {
         int t = lua_gettop(L);
@@ -80,22 +111,25 @@ static void read_model(lua_State *L, int idx, struct lg_spec_model *m)
         m->present = 1;
         m->qwen2 = fam && !strcmp(fam, "qwen2");
         free(fam);
-        m->hidden_size = (int)num_field(L, t, "hidden_size");
-        m->intermediate_size = (int)num_field(L, t, "intermediate_size");
-        m->num_attention_heads = (int)num_field(L, t, "num_attention_heads");
-        m->num_key_value_heads = (int)num_field(L, t, "num_key_value_heads");
-        m->head_dim = (int)num_field(L, t, "head_dim");
-        m->num_hidden_layers = (int)num_field(L, t, "num_hidden_layers");
-        m->vocab_size = (int)num_field(L, t, "vocab_size");
+        m->hidden_size = (int)int_field(L, t, "hidden_size", INT32_MAX, cv);
+        m->intermediate_size = (int)int_field(L, t, "intermediate_size", INT32_MAX, cv);
+        m->num_attention_heads = (int)int_field(L, t, "num_attention_heads", INT32_MAX, cv);
+        m->num_key_value_heads = (int)int_field(L, t, "num_key_value_heads", INT32_MAX, cv);
+        m->head_dim = (int)int_field(L, t, "head_dim", INT32_MAX, cv);
+        m->num_hidden_layers = (int)int_field(L, t, "num_hidden_layers", INT32_MAX, cv);
+        m->vocab_size = (int)int_field(L, t, "vocab_size", INT32_MAX, cv);
         m->attention_bias = bool_field(L, t, "attention_bias");
         m->tie_word_embeddings = bool_field(L, t, "tie_word_embeddings");
-        m->rope_theta = num_field(L, t, "rope_theta");
-        m->rms_norm_eps = num_field(L, t, "rms_norm_eps");
+        m->rope_theta = num_field(L, t, "rope_theta", cv);
+        m->rms_norm_eps = num_field(L, t, "rms_norm_eps", cv);
         m->rope_llama3 = bool_field(L, t, "rope_llama3");
-        m->rope_factor = num_field(L, t, "rope_factor");
-        m->rope_low_freq_factor = num_field(L, t, "rope_low_freq_factor");
-        m->rope_high_freq_factor = num_field(L, t, "rope_high_freq_factor");
-        m->rope_original_max_position = (int)num_field(L, t, "rope_original_max_position");
+        m->rope_factor = num_field(L, t, "rope_factor", cv);
+        m->rope_low_freq_factor = num_field(L, t, "rope_low_freq_factor", cv);
+        m->rope_high_freq_factor = num_field(L, t, "rope_high_freq_factor", cv);
+        m->rope_original_max_position = (int)int_field(L, t, "rope_original_max_position", INT32_MAX, cv);
+        /* q_proj's width in 64 bits: the schema bounds it by the kernels' features, checked again here */
+        if ((int64_t)m->num_attention_heads * m->head_dim > INT32_MAX && !cv->bad)
+            cv->bad = "num_attention_heads * head_dim";
     }
     lua_pop(L, 1);
 }
@@ -109,14 +143,20 @@ static enum lg_status convert(lua_State *L, int idx, struct lg_spec *s)
     free(dt);
     if (st != LG_OK)
         return st;
-    s->rank = (int)num_field(L, idx, "rank");
-    s->alpha = num_field(L, idx, "alpha");
-    s->dropout = num_field(L, idx, "dropout");
-    s->tokens = (int)num_field(L, idx, "tokens");
-    s->layers = (int)num_field(L, idx, "layers");
+    struct conv cv = {NULL};
+    s->rank = (int)int_field(L, idx, "rank", INT32_MAX, &cv);
+    s->alpha = num_field(L, idx, "alpha", &cv);
+    s->dropout = num_field(L, idx, "dropout", &cv);
+    s->tokens = (int)int_field(L, idx, "tokens", INT32_MAX, &cv);
+    s->layers = (int)int_field(L, idx, "layers", INT32_MAX, &cv);
     read_archs(L, idx, s);
-    read_model(L, idx, &s->model);
-    return read_linears(L, idx, s);
+    read_model(L, idx, &s->model, &cv);
+    if ((st = read_linears(L, idx, s, &cv)) != LG_OK)
+        return st;
+    if (cv.bad)
+        return lg_fail(LG_ERR_INTERNAL, "%s: generator/spec.lua passed %s out of the range of its C field (a bound "
+                       "missing from the schema)", s->path ? s->path : "spec", cv.bad);
+    return LG_OK;
 }
 
 enum lg_status lg_spec_load(const char *path, struct lg_spec **out)

@@ -8,16 +8,40 @@
 #include "lg_lua.h"
 
 #include <lauxlib.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-static double num(lua_State *L, int t, const char *k, double dflt)
+/* Numbers as the schema (generator/job.lua) bounds them: finite, and integers read as integers within the
+ * range of their C field, never through a float-to-int cast. A value outside is a bound missing from the
+ * schema: *bad names the first such field. */
+static double num(lua_State *L, int t, const char *k, double dflt, const char **bad)
 {
     double v = dflt;
     if (lua_getfield(L, t, k) == LUA_TNUMBER)
         v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!isfinite(v)) {
+        *bad = *bad ? *bad : k;
+        return dflt;
+    }
+    return v;
+}
+
+static int64_t inum(lua_State *L, int t, const char *k, int64_t dflt, int64_t max, const char **bad)
+{
+    int64_t v = dflt;
+    if (lua_getfield(L, t, k) != LUA_TNIL) {
+        int ok;
+        lua_Integer x = lua_tointegerx(L, -1, &ok);
+        if (ok && x >= 0 && x <= max)
+            v = (int64_t)x;
+        else
+            *bad = *bad ? *bad : k;
+    }
     lua_pop(L, 1);
     return v;
 }
@@ -72,11 +96,29 @@ static char *str(lua_State *L, int t, const char *k, const char *job_path, int r
     return out;
 }
 
+/* Every path of an adapter, resolved against the job's directory, must leave room for the names the trainer
+ * appends (checkpoints/ckpt-NNNNNN/adapter-N.safetensors, adapter_model.safetensors), which go into fixed
+ * buffers: a longer one would be cut short, not refused. */
+#define LG_TRAIN_PATH_MAX 900
+
+static enum lg_status path_lengths(const char *p, int line, const struct lg_train_adapter *a)
+{
+    const struct {
+        const char *key, *v;
+    } paths[] = {{"dataset", a->dataset}, {"validation", a->validation}, {"init_adapter", a->init_adapter},
+                 {"output", a->output_dir}};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (paths[i].v && strlen(paths[i].v) > LG_TRAIN_PATH_MAX)
+            return lg_fail(LG_ERR_SPEC, "%s:%d: error: adapters.%s: the path is %zu bytes, longer than the %d the "
+                           "trainer takes", p, line, paths[i].key, strlen(paths[i].v), LG_TRAIN_PATH_MAX);
+    return LG_OK;
+}
+
 static enum lg_status read_adapter(lua_State *L, int t, const struct lg_train_config *tc,
                                    struct lg_train_adapter *a)
 {
-    const char *p = tc->path;
-    a->line = (int)num(L, t, "line", 1);
+    const char *p = tc->path, *bad = NULL;
+    a->line = (int)inum(L, t, "line", 1, INT32_MAX, &bad);
     a->name = str(L, t, "name", p, 0);
     a->dataset = str(L, t, "dataset", p, 1);
     a->validation = str(L, t, "validation", p, 1);
@@ -87,20 +129,20 @@ static enum lg_status read_adapter(lua_State *L, int t, const struct lg_train_co
         if ((a->output_dir = malloc(n)))
             snprintf(a->output_dir, n, "%s/%s", tc->output_dir, a->name);
     }
-    a->rank = (int)num(L, t, "rank", 16);
-    a->alpha = num(L, t, "alpha", 32);
-    a->dropout = num(L, t, "dropout", 0);
-    a->lr = num(L, t, "lr", 2e-4);
-    a->warmup = num(L, t, "warmup", 0);
-    a->beta1 = num(L, t, "beta1", 0.9);
-    a->beta2 = num(L, t, "beta2", 0.999);
-    a->eps = num(L, t, "eps", 1e-8);
-    a->weight_decay = num(L, t, "weight_decay", 0);
-    a->grad_clip = num(L, t, "grad_clip", 0);
-    a->global_batch = (int)num(L, t, "global_batch", 1);
-    a->epochs = (int)num(L, t, "epochs", 1);
-    a->steps = (int64_t)num(L, t, "steps", 0);
-    a->seed = (uint64_t)num(L, t, "seed", 0);
+    a->rank = (int)inum(L, t, "rank", 16, INT32_MAX, &bad);
+    a->alpha = num(L, t, "alpha", 32, &bad);
+    a->dropout = num(L, t, "dropout", 0, &bad);
+    a->lr = num(L, t, "lr", 2e-4, &bad);
+    a->warmup = num(L, t, "warmup", 0, &bad);
+    a->beta1 = num(L, t, "beta1", 0.9, &bad);
+    a->beta2 = num(L, t, "beta2", 0.999, &bad);
+    a->eps = num(L, t, "eps", 1e-8, &bad);
+    a->weight_decay = num(L, t, "weight_decay", 0, &bad);
+    a->grad_clip = num(L, t, "grad_clip", 0, &bad);
+    a->global_batch = (int)inum(L, t, "global_batch", 1, INT32_MAX, &bad);
+    a->epochs = (int)inum(L, t, "epochs", 1, INT32_MAX, &bad);
+    a->steps = inum(L, t, "steps", 0, INT32_MAX, &bad);
+    a->seed = (uint64_t)inum(L, t, "seed", 0, INT64_MAX, &bad);
     char *sched = str(L, t, "schedule", p, 0);
     a->schedule = !sched || !strcmp(sched, "cosine") ? LG_LR_COSINE
                   : !strcmp(sched, "linear")         ? LG_LR_LINEAR
@@ -123,7 +165,10 @@ static enum lg_status read_adapter(lua_State *L, int t, const struct lg_train_co
     lua_pop(L, 1);
     if (!a->name || !a->dataset || !a->output_dir)
         return lg_fail(LG_ERR_OOM, "job: out of memory");
-    return LG_OK;
+    if (bad)
+        return lg_fail(LG_ERR_INTERNAL, "%s:%d: adapters.%s: generator/job.lua passed a value out of the range of "
+                       "its C field (a bound missing from the schema)", p, a->line, bad);
+    return path_lengths(p, a->line, a);
 }
 
 static enum lg_status read_config(lua_State *L, int top, struct lg_train_config *tc)
@@ -142,11 +187,12 @@ static enum lg_status read_config(lua_State *L, int top, struct lg_train_config 
                        "`loragen init-model specs/tiny.lua DIR`)", p, tc->model_dir);
     lua_getfield(L, top, "training");
     int tt = lua_gettop(L);
+    const char *bad = NULL;
     tc->backend = str(L, tt, "backend", p, 0);
-    tc->checkpoint_every = (int)num(L, tt, "checkpoint_every", 0);
-    tc->checkpoint_layers = (int)num(L, tt, "checkpoint_layers", 0);
-    tc->eval_every = (int)num(L, tt, "eval_every", 0);
-    tc->log_every = (int)num(L, tt, "log_every", 10);
+    tc->checkpoint_every = (int)inum(L, tt, "checkpoint_every", 0, INT32_MAX, &bad);
+    tc->checkpoint_layers = (int)inum(L, tt, "checkpoint_layers", 0, INT32_MAX, &bad);
+    tc->eval_every = (int)inum(L, tt, "eval_every", 0, INT32_MAX, &bad);
+    tc->log_every = (int)inum(L, tt, "log_every", 10, INT32_MAX, &bad);
     tc->output_dir = str(L, tt, "output", p, 1);
     lua_pop(L, 1);
     if (!tc->output_dir && tc->name) {
@@ -156,6 +202,12 @@ static enum lg_status read_config(lua_State *L, int top, struct lg_train_config 
     }
     if (!tc->name || !tc->output_dir || !tc->backend)
         return lg_fail(LG_ERR_OOM, "job: out of memory");
+    if (bad)
+        return lg_fail(LG_ERR_INTERNAL, "%s: training.%s: generator/job.lua passed a value out of the range of its "
+                       "C field (a bound missing from the schema)", p, bad);
+    if (strlen(tc->output_dir) > LG_TRAIN_PATH_MAX)
+        return lg_fail(LG_ERR_SPEC, "%s: error: training.output: the directory's path is %zu bytes, longer than "
+                       "the %d the trainer's checkpoint paths take", p, strlen(tc->output_dir), LG_TRAIN_PATH_MAX);
     lua_getfield(L, top, "adapters");
     int ads = lua_gettop(L);
     tc->nadapters = (int)lua_rawlen(L, ads);

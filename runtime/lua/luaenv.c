@@ -2,6 +2,7 @@
  * generator modules and templates embedded at build time (cmake/embed.cmake). */
 #include "lg_lua.h"
 #include "lg_base.h"
+#include "lua_sandbox.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -58,31 +59,6 @@ static int l_source(lua_State *L)
     return 1;
 }
 
-/* lg_run_limited(f, budget): calls f() and fails once it has run about `budget` VM instructions, so a data
- * file with an endless loop cannot hang the tool. Returns true, value or false, message. */
-static void budget_hook(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
-    /* Level 0 inside a hook is the interrupted function, so the message names the line of the loop. */
-    luaL_where(L, 0);
-    lua_pushstring(L, "instruction budget exceeded (endless loop?)");
-    lua_concat(L, 2);
-    lua_error(L);
-}
-
-static int l_run_limited(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    lua_Integer budget = luaL_checkinteger(L, 2);
-    lua_settop(L, 1);
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, (int)(budget > 0x7fffffff ? 0x7fffffff : budget));
-    int rc = lua_pcall(L, 0, 1, 0);
-    lua_sethook(L, NULL, 0, 0);
-    lua_pushboolean(L, rc == LUA_OK);
-    lua_insert(L, -2);
-    return 2;
-}
-
 /* require("generator.x"): loads generator/x.lua once and caches its value in the registry. */
 static int l_require(lua_State *L)
 {
@@ -119,18 +95,13 @@ static int l_require(lua_State *L)
     return 1;
 }
 
-/* Memory cap: a spec or job file is data, but Lua can still be asked for string.rep("x", 2^33). The state
- * refuses allocations past LG_LUA_MEM_CAP, which Lua reports as "not enough memory" like any other error. */
-#define LG_LUA_MEM_CAP ((size_t)256 << 20)
-
-struct lua_mem {
-    size_t used;
-    void *main_block; /* the state's own block: freeing it is the last thing lua_close does */
-};
-
+/* Memory cap: a spec or job file is data, but Lua can still be asked for string.rep("x", 2^33). Every state
+ * refuses allocations past LG_LUA_MEM_CAP live bytes, which Lua reports as "not enough memory". While a data
+ * file runs (lua_sandbox.h), growing allocations also count toward the run's total, and a large one checks
+ * the run's deadline: refusing it ends the run with a memory error that sandbox.c words by ctx->stop. */
 static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
-    struct lua_mem *m = ud;
+    struct lg_lua_ctx *m = ud;
     size_t old = ptr ? osize : 0;
     if (nsize == 0) {
         free(ptr);
@@ -139,8 +110,24 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
             free(m);
         return NULL;
     }
-    if (nsize > old && m->used - old + nsize > LG_LUA_MEM_CAP)
-        return NULL;
+    if (nsize > old) {
+        if (m->used - old + nsize > LG_LUA_MEM_CAP) {
+            if (m->limited && !m->stop)
+                m->stop = LG_STOP_MEMORY;
+            return NULL;
+        }
+        if (m->limited) {
+            m->alloc_total += nsize - old;
+            if (m->alloc_total > LG_SANDBOX_ALLOC_TOTAL) {
+                m->stop = LG_STOP_ALLOC_TOTAL;
+                return NULL;
+            }
+            if (nsize - old >= (64 << 10) && lg_lua_now() > m->deadline) {
+                m->stop = LG_STOP_DEADLINE;
+                return NULL;
+            }
+        }
+    }
     void *np = realloc(ptr, nsize);
     if (!np)
         return NULL;
@@ -148,6 +135,13 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (!m->main_block)
         m->main_block = np;
     return np;
+}
+
+struct lg_lua_ctx *lg_lua_ctx(lua_State *L)
+{
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ud;
 }
 
 static int l_panic(lua_State *L)
@@ -158,7 +152,7 @@ static int l_panic(lua_State *L)
 
 enum lg_status lg_lua_open(lua_State **out)
 {
-    struct lua_mem *m = calloc(1, sizeof *m);
+    struct lg_lua_ctx *m = calloc(1, sizeof *m);
     lua_State *L = m ? lua_newstate(capped_alloc, m) : NULL;
     if (m && !L)
         free(m);
@@ -183,9 +177,38 @@ enum lg_status lg_lua_open(lua_State **out)
     lua_setfield(L, LUA_REGISTRYINDEX, "lg_loaded");
     lua_register(L, "require", l_require);
     lua_register(L, "lg_source", l_source);
-    lua_register(L, "lg_run_limited", l_run_limited);
+    lg_lua_sandbox_open(L);
     *out = L;
     return LG_OK;
+}
+
+/* The error object on top of the stack as a message: a NUL byte would cut a C string short (a name with
+ * "\0" in it would end the report there), so NULs are shown as \0; a bare memory error says whose cap it
+ * hit. */
+static enum lg_status fail_with_message(lua_State *L, enum lg_status s, const char *prefix)
+{
+    size_t n;
+    const char *msg = lua_tolstring(L, -1, &n);
+    if (!msg)
+        return lg_fail(s, "%s(error object is not a string)", prefix);
+    if (!strcmp(msg, "not enough memory"))
+        return lg_fail(s, "%snot enough memory (a Lua state may use %zu MiB)", prefix, LG_LUA_MEM_CAP >> 20);
+    char *text = malloc(2 * n + 1);
+    if (!text)
+        return lg_fail(s, "%s%s", prefix, msg);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (msg[i] == '\0') {
+            text[k++] = '\\';
+            text[k++] = '0';
+        } else {
+            text[k++] = msg[i];
+        }
+    }
+    text[k] = '\0';
+    enum lg_status r = lg_fail(s, "%s%s", prefix, text);
+    free(text);
+    return r;
 }
 
 enum lg_status lg_lua_pcall_module(lua_State *L, const char *module, const char *fn, int nargs, int nres,
@@ -195,8 +218,7 @@ enum lg_status lg_lua_pcall_module(lua_State *L, const char *module, const char 
     lua_getglobal(L, "require");
     lua_pushstring(L, module);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        const char *msg = lua_tostring(L, -1);
-        enum lg_status r = lg_fail(LG_ERR_INTERNAL, "generator: %s", msg ? msg : "?");
+        enum lg_status r = fail_with_message(L, LG_ERR_INTERNAL, "generator: ");
         lua_settop(L, base);
         return r;
     }
@@ -204,8 +226,7 @@ enum lg_status lg_lua_pcall_module(lua_State *L, const char *module, const char 
     lua_remove(L, -2);
     lua_insert(L, base + 1);
     if (lua_pcall(L, nargs, nres, 0) != LUA_OK) {
-        const char *msg = lua_tostring(L, -1);
-        enum lg_status r = lg_fail(s, "%s", msg ? msg : "(error object is not a string)");
+        enum lg_status r = fail_with_message(L, s, "");
         lua_settop(L, base);
         return r;
     }
