@@ -202,6 +202,8 @@ END_TEST
 /* The op's family: the templates/<family>/ folder and its <family>.inst. */
 static const char *family(enum lg_kernel_op op)
 {
+    if (op >= LG_OP_NORM_FWD && op <= LG_OP_ADAMW_UPD)
+        return "decoder";
     if (!strncmp(lg_kernel_op_name(op), "mlora_", 6))
         return "mlora";
     return strncmp(lg_kernel_op_name(op), "peft_", 5) ? "lora" : "peft";
@@ -401,6 +403,15 @@ static void check_name(const struct lg_kernel_src *k)
         break;
     case LG_OP_MLORA_EXPAND: snprintf(tag, sizeof tag, "_c%d", c->nct); break;
     case LG_OP_MLORA_REDUCE: snprintf(tag, sizeof tag, "_%s", c->out_half ? "half" : "f32"); break;
+    case LG_OP_NORM_FWD:
+    case LG_OP_NORM_BWD: snprintf(tag, sizeof tag, "_v%d", c->vpt); break;
+    case LG_OP_NORM_LORA_FWD:
+        snprintf(tag, sizeof tag, "_r%d_n%dw%d%s", c->rank, c->nlora, c->rank <= 64 ? 8 : 4, c->drop ? "_drop" : "");
+        break;
+    case LG_OP_NORM_LORA_BWD: snprintf(tag, sizeof tag, "_r%d_n%d%s", c->rank, c->nlora, c->drop ? "_drop" : ""); break;
+    case LG_OP_SWIGLU_LORA_FWD:
+        snprintf(tag, sizeof tag, "_r%d_w%d%s", c->rank, c->rank <= 64 ? 8 : 4, c->drop ? "_drop" : "");
+        break;
     default: { /* peft_*: no variants, the name is op and dtype */
         char want[LG_NAME_MAX];
         snprintf(want, sizeof want, "lg_%s_%s", lg_kernel_op_name(c->op), lg_dtype_name(c->dtype));

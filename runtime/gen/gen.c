@@ -21,7 +21,11 @@ struct lg_gen {
 static const char *op_names[LG_OP_COUNT] = {"down",         "dy",               "da",        "reduce",
                                             "peft_dropout", "peft_dropout_bwd", "peft_axpy", "peft_scale",
                                             "mlora_down",   "mlora_dy",         "mlora_da",  "mlora_expand",
-                                            "mlora_reduce"};
+                                            "mlora_reduce",
+                                            "norm_fwd",     "norm_bwd",         "norm_lora_fwd", "norm_lora_bwd",
+                                            "rope",         "swiglu_fwd",       "swiglu_bwd", "swiglu_lora_fwd",
+                                            "embed",        "xent",             "adamw_sq",  "adamw_fin",
+                                            "adamw_upd"};
 static const char *slot_names[LG_SLOT_COUNT] = {"down",       "dy",    "reduce_da", "reduce_ds_db",
                                                 "da_dx_tail", "da_dx", "da_no_dx"};
 
@@ -340,4 +344,29 @@ enum lg_status lg_gen_variants(lg_gen_t *g, enum lg_kernel_op op, enum lg_dtype 
     *out = arr;
     *count = n;
     return LG_OK;
+}
+
+enum lg_status lg_gen_dx_correction(lg_gen_t *g, double dropout, int ds_in_tail, int norm_follows,
+                                    enum lg_dx_placement *out)
+{
+    lua_State *L = g->L;
+    int top = lua_gettop(L);
+    lua_pushnumber(L, dropout);
+    lua_pushboolean(L, ds_in_tail);
+    lua_pushboolean(L, norm_follows);
+    enum lg_status st = lg_lua_pcall_module(L, "generator.ops.decoder", "dx_correction", 3, 1, LG_ERR_INTERNAL);
+    if (st != LG_OK)
+        return st;
+    const char *where = lua_tostring(L, -1);
+    static const char *names[] = {"gemm", "norm", "da"};
+    int found = -1;
+    for (int i = 0; i < 3; i++)
+        if (where && !strcmp(where, names[i]))
+            found = i;
+    if (found < 0)
+        st = lg_fail(LG_ERR_INTERNAL, "generator: dx_correction returned '%s'", where ? where : "?");
+    else
+        *out = (enum lg_dx_placement)found;
+    lua_settop(L, top);
+    return st;
 }

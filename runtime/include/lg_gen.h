@@ -84,6 +84,19 @@ enum lg_kernel_op {
     LG_OP_MLORA_DA,         /* mlora: pass over X (partial dA per segment and module, masked dX) */
     LG_OP_MLORA_EXPAND,     /* mlora: strategy (b)'s segmented Y += S·Bᵀ */
     LG_OP_MLORA_REDUCE,     /* mlora: second stage of the per-slot reductions */
+    LG_OP_NORM_FWD,         /* decoder: fused residual add + RMSNorm, row in registers (lg_decoder_ops.h) */
+    LG_OP_NORM_BWD,         /* decoder: its backward (+ residual gradient) */
+    LG_OP_NORM_LORA_FWD,    /* decoder: the norm forward with S of the projections reading y (16-row tiles) */
+    LG_OP_NORM_LORA_BWD,    /* decoder: the norm backward with their masked dX correction folded in */
+    LG_OP_ROPE,             /* decoder: rotary embedding in place, forward and backward */
+    LG_OP_SWIGLU_FWD,       /* decoder: silu(g)·u */
+    LG_OP_SWIGLU_BWD,       /* decoder: dg, du */
+    LG_OP_SWIGLU_LORA_FWD,  /* decoder: silu(g)·u with down_proj's S */
+    LG_OP_EMBED,            /* decoder: embedding gather */
+    LG_OP_XENT,             /* decoder: softmax + loss + dlogits of an LM-head chunk, in place */
+    LG_OP_ADAMW_SQ,         /* decoder: AdamW, per-chunk sums of g² */
+    LG_OP_ADAMW_FIN,        /* decoder: AdamW, global norm, clip, step, skip flag */
+    LG_OP_ADAMW_UPD,        /* decoder: AdamW, the update of every tensor (and its half copy) */
     LG_OP_COUNT
 };
 LG_API const char *lg_kernel_op_name(enum lg_kernel_op op);
@@ -105,7 +118,9 @@ LG_API const char *lg_kernel_op_name(enum lg_kernel_op op);
     X(nct)      /* DY: 64-column tiles per block */                                                            \
     X(st)       /* DY: cp.async pipeline stages */                                                             \
     X(minb)     /* DOWN, DY, DA: blocks per SM the register allocation must allow (1: no bound) */          \
-    X(nmod)     /* MLORA_DOWN, MLORA_DA: modules (merged projections) sharing one input */
+    X(nmod)     /* MLORA_DOWN, MLORA_DA: modules (merged projections) sharing one input */                 \
+    X(vpt)      /* NORM_FWD, NORM_BWD: 8-value vectors per thread (row length <= 1024 vpt) */                 \
+    X(nlora)    /* NORM_LORA_*: adapted projections reading the norm's output (1..3) */
 
 /* A kernel configuration. Fields the op does not take are ignored; zero tile and switch fields take the
  * generator's defaults (rank has none). */
@@ -189,6 +204,14 @@ LG_API enum lg_status lg_gen_variants(lg_gen_t *gen, enum lg_kernel_op op, enum 
 /* The text of a shipped source file ("templates/common/lg_philox.h"), from the copy embedded at build time; NULL if
  * there is none. For benchmarks and tools that build kernels of their own on the same helpers. */
 LG_API const char *lg_gen_template_source(const char *path);
+
+/* Where the masked LoRA dX correction keep·mask ⊙ (dS·A) of a projection goes (generator/ops/decoder.lua,
+ * dx_correction): in the extended-K dX GEMM (no dropout, dS in dY's tail), folded into the norm backward that
+ * reads dX next (lg_norm_backward's correct = 1), or in FusedLoRA's dA pass. dropout: the effective rate (0
+ * when it rounds to no mask). */
+enum lg_dx_placement { LG_DX_IN_GEMM = 0, LG_DX_IN_NORM = 1, LG_DX_IN_DA = 2 };
+LG_API enum lg_status lg_gen_dx_correction(lg_gen_t *gen, double dropout, int ds_in_tail, int norm_follows,
+                                           enum lg_dx_placement *out);
 
 #ifdef __cplusplus
 }
