@@ -14,7 +14,7 @@ export LORAGEN_CACHE_DIR=/tmp/loragen-jit-cache
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$O/gpu.txt"
 summary=""
 if [ "$MODE" != "--bench-only" ]; then
-  for t in ${TESTS:-test_lora_gpu test_blas test_jit test_mlora_gpu}; do
+  for t in ${TESTS:-test_lora_gpu test_blas test_jit test_mlora_gpu test_decoder_ops_gpu}; do
     [ -x "$B/$t" ] || continue
     "$B/$t" >"$O/$t.log" 2>&1; rc=$?
     tail -3 "$O/$t.log"
@@ -30,6 +30,8 @@ if [ "$MODE" != "--tests-only" ]; then
   summary+="bench_lora: rc=$rc\n"
   "$B/bench_mlora" --breakdown >"$O/bench_mlora.log" 2>&1; rc=$?
   summary+="bench_mlora: rc=$rc\n"
+  "$B/bench_decoder_ops" >"$O/bench_decoder_ops.log" 2>&1; rc=$?
+  summary+="bench_decoder_ops: rc=$rc\n"
   LORAGEN_LIBRARY="$(cd "$B" && pwd)/libloragen.so" python3 bench/bench_peft_patch.py >"$O/bench_peft_patch.log" 2>&1; rc=$?
   summary+="bench_peft_patch: rc=$rc\n"
   if [ "${NCU:-1}" != 0 ] && command -v ncu >/dev/null; then
@@ -54,4 +56,7 @@ printf "%b" "$summary"
 [ -f "$O/bench_mlora.log" ] && grep -E "MISMATCH|breakdown" "$O/bench_mlora.log"
 [ -f "$O/bench_mlora.log" ] && sed -n '/^mix /,$p' "$O/bench_mlora.log"
 [ -f "$O/bench_peft_patch.log" ] && grep -E "^(model|patched|validate|MISMATCH|A/B)|tokens/s|speedup|Error|error" "$O/bench_peft_patch.log"
+[ -f "$O/test_decoder_ops_gpu.log" ] && grep -E "^(FAIL|  FAIL)" "$O/test_decoder_ops_gpu.log" | head -20
+[ -f "$O/bench_decoder_ops.log" ] && grep -E "MISMATCH|FAILED" "$O/bench_decoder_ops.log"
+[ -f "$O/bench_decoder_ops.log" ] && sed -n '/^copy bandwidth\|^device-to-device/p; /^op (8B shapes)/,$p' "$O/bench_decoder_ops.log"
 exit 0
