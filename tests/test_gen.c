@@ -147,7 +147,7 @@ static const struct bad_spec {
     {"runtime_error", 3, "arithmetic on a nil value"},
     {"not_a_table", 4, "must return a table (it returned string)"},
     {"endless_loop", 4, "instruction budget exceeded"},
-    {"memory_hog", 1, "not enough memory: evaluating the file took more than"},
+    {"memory_hog", 4, "not enough memory: evaluating the file took more than"},
     {"uses_io", 2, "global 'io'"},
     {"uses_os", 2, "global 'os'"},
     {"uses_require", 3, "global 'require'"},

@@ -51,7 +51,8 @@ struct lg_lua_ctx {
     uint64_t alloc_total;       /* allocated in this run */
     double deadline;            /* lg_lua_now() seconds */
     enum lg_sandbox_stop stop;  /* the limit that ended the run */
-    int line;                   /* the data file's line the hook saw last */
+    int line;                   /* the data file's line the hook (or a refused allocation) saw last */
+    lua_State *L;               /* the state, while a run is limited (for the line of a refused allocation) */
 };
 
 struct lg_lua_ctx *lg_lua_ctx(lua_State *L);
@@ -66,6 +67,10 @@ int lg_lua_str_find(lua_State *L);
 int lg_lua_str_match(lua_State *L);
 int lg_lua_str_gmatch(lua_State *L);
 int lg_lua_str_gsub(lua_State *L);
+
+/* Records in ctx->line the data file's line now running (the allocator calls it when it refuses, since Lua
+ * raises memory errors without calling the message handler). Reads the call stack only. */
+void lg_lua_note_line(struct lg_lua_ctx *c);
 
 /* Registers lg_run_limited and lg_sandbox_lib (sandbox.c) in a new state. */
 void lg_lua_sandbox_open(lua_State *L);

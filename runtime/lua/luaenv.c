@@ -111,21 +111,19 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         return NULL;
     }
     if (nsize > old) {
-        if (m->used - old + nsize > LG_LUA_MEM_CAP) {
-            if (m->limited && !m->stop)
-                m->stop = LG_STOP_MEMORY;
+        enum lg_sandbox_stop why = LG_STOP_NONE;
+        if (m->used - old + nsize > LG_LUA_MEM_CAP)
+            why = LG_STOP_MEMORY;
+        else if (m->limited && (m->alloc_total += nsize - old) > LG_SANDBOX_ALLOC_TOTAL)
+            why = LG_STOP_ALLOC_TOTAL;
+        else if (m->limited && nsize - old >= (64 << 10) && lg_lua_now() > m->deadline)
+            why = LG_STOP_DEADLINE;
+        if (why != LG_STOP_NONE) {
+            if (m->limited && !m->stop) {
+                m->stop = why;
+                lg_lua_note_line(m);
+            }
             return NULL;
-        }
-        if (m->limited) {
-            m->alloc_total += nsize - old;
-            if (m->alloc_total > LG_SANDBOX_ALLOC_TOTAL) {
-                m->stop = LG_STOP_ALLOC_TOTAL;
-                return NULL;
-            }
-            if (nsize - old >= (64 << 10) && lg_lua_now() > m->deadline) {
-                m->stop = LG_STOP_DEADLINE;
-                return NULL;
-            }
         }
     }
     void *np = realloc(ptr, nsize);

@@ -113,6 +113,13 @@ static int data_line(lua_State *L, int level)
     return 0;
 }
 
+void lg_lua_note_line(struct lg_lua_ctx *c)
+{
+    int line = c->L ? data_line(c->L, 0) : 0;
+    if (line > 0)
+        c->line = line;
+}
+
 static int message_handler(lua_State *L)
 {
     int t = lua_type(L, 1);
@@ -164,11 +171,12 @@ static int l_run_limited(lua_State *L)
     lua_insert(L, 1); /* old __index, handler, chunk */
     *c = (struct lg_lua_ctx){.used = c->used, .main_block = c->main_block, .limited = 1,
                              .instructions = LG_SANDBOX_INSTRUCTIONS, .work = LG_SANDBOX_WORK,
-                             .deadline = lg_lua_now() + run_seconds()};
+                             .deadline = lg_lua_now() + run_seconds(), .L = L};
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, LG_SANDBOX_HOOK_EVERY);
     int rc = lua_pcall(L, 0, 1, 2);
     lua_sethook(L, NULL, 0, 0);
     c->limited = 0;
+    c->L = NULL;
     enum lg_sandbox_stop why = c->stop;
     lua_pushvalue(L, 1);
     swap_string_index(L);
