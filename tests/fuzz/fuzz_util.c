@@ -1,7 +1,9 @@
 /* fuzz_util.c: the scratch directory and file helpers of fuzz_util.h. */
 #include "fuzz_util.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,14 +27,35 @@ static void cleanup(void)
         remove_tree(dir);
 }
 
+/* A crash (the point of fuzzing) skips atexit: scratch directories of processes that are gone are removed by
+ * the next one. They are named lg-fuzz-<pid>. */
+static void remove_stale(const char *base)
+{
+    DIR *d = opendir(base);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        int pid;
+        char path[600];
+        if (sscanf(e->d_name, "lg-fuzz-%d", &pid) == 1 && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
+            snprintf(path, sizeof path, "%s/%s", base, e->d_name);
+            remove_tree(path);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
 const char *lg_fuzz_dir(void)
 {
     if (dir[0])
         return dir;
     const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/lg-fuzz-XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(dir)) {
-        fprintf(stderr, "fuzz: mkdtemp %s: %s\n", dir, strerror(errno));
+    base = base && *base ? base : "/tmp";
+    remove_stale(base);
+    snprintf(dir, sizeof dir, "%s/lg-fuzz-%ld", base, (long)getpid());
+    remove_tree(dir);
+    if (mkdir(dir, 0700) != 0) {
+        fprintf(stderr, "fuzz: mkdir %s: %s\n", dir, strerror(errno));
         abort();
     }
     atexit(cleanup);
