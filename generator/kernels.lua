@@ -12,7 +12,7 @@ local limits = require("generator.limits")
 local M = {}
 
 -- The op families, in the order C's enum lg_kernel_op lists their ops (runtime/include/lg_gen.h).
-M.FAMILIES = { "lora", "peft", "mlora", "decoder" }
+M.FAMILIES = { "lora", "peft", "mlora", "attn", "decoder" }
 
 M.COMMON = { "templates/common/lg_philox.h", "templates/common/lg_args.h", "templates/common/lg_device.cuh" }
 

@@ -206,6 +206,8 @@ static const char *family(enum lg_kernel_op op)
         return "decoder";
     if (!strncmp(lg_kernel_op_name(op), "mlora_", 6))
         return "mlora";
+    if (!strncmp(lg_kernel_op_name(op), "attn_", 5))
+        return "attn";
     return strncmp(lg_kernel_op_name(op), "peft_", 5) ? "lora" : "peft";
 }
 
@@ -412,6 +414,16 @@ static void check_name(const struct lg_kernel_src *k)
     case LG_OP_SWIGLU_LORA_FWD:
         snprintf(tag, sizeof tag, "_r%d_w%d%s", c->rank, c->rank <= 64 ? 8 : 4, c->drop ? "_drop" : "");
         break;
+    case LG_OP_ATTN_FWD:
+    case LG_OP_ATTN_BWD_DQ:
+        snprintf(tag, sizeof tag, "_d%d_m%dn%dw%ds%d", c->hd, c->bm, c->bn, c->nw, c->st);
+        break;
+    case LG_OP_ATTN_BWD_DKV:
+        snprintf(tag, sizeof tag, "_d%d_m%dn%dw%ds%d_%s", c->hd, c->bm, 16 * c->nw, c->nw, c->st,
+                 c->atomic ? "atomic" : "det");
+        break;
+    case LG_OP_ATTN_BWD_PRE:
+    case LG_OP_ATTN_DQ_CVT: snprintf(tag, sizeof tag, "_d%d", c->hd); break;
     default: { /* peft_*: no variants, the name is op and dtype */
         char want[LG_NAME_MAX];
         snprintf(want, sizeof want, "lg_%s_%s", lg_kernel_op_name(c->op), lg_dtype_name(c->dtype));

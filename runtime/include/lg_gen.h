@@ -84,6 +84,12 @@ enum lg_kernel_op {
     LG_OP_MLORA_DA,         /* mlora: pass over X (partial dA per segment and module, masked dX) */
     LG_OP_MLORA_EXPAND,     /* mlora: strategy (b)'s segmented Y += S·Bᵀ */
     LG_OP_MLORA_REDUCE,     /* mlora: second stage of the per-slot reductions */
+    LG_OP_ATTN_SCHED,       /* attn: block table (sample, block), longest work first (lg_attention.h) */
+    LG_OP_ATTN_FWD,         /* attn: flash-attention forward, O and LSE */
+    LG_OP_ATTN_BWD_PRE,     /* attn: D = rowsum(dO ∘ O) */
+    LG_OP_ATTN_BWD_DKV,     /* attn: dK, dV per key block (atomic: also dQ) */
+    LG_OP_ATTN_BWD_DQ,      /* attn: deterministic dQ per query block */
+    LG_OP_ATTN_DQ_CVT,      /* attn: dQ from the atomic pass's fp32 sums */
     LG_OP_NORM_FWD,         /* decoder: fused residual add + RMSNorm, row in registers (lg_decoder_ops.h) */
     LG_OP_NORM_BWD,         /* decoder: its backward (+ residual gradient) */
     LG_OP_NORM_LORA_FWD,    /* decoder: the norm forward with S of the projections reading y (16-row tiles) */
@@ -119,6 +125,11 @@ LG_API const char *lg_kernel_op_name(enum lg_kernel_op op);
     X(st)       /* DY: cp.async pipeline stages */                                                             \
     X(minb)     /* DOWN, DY, DA: blocks per SM the register allocation must allow (1: no bound) */          \
     X(nmod)     /* MLORA_DOWN, MLORA_DA: modules (merged projections) sharing one input */                 \
+    X(hd)       /* ATTN_*: head dim (the tiled ATTN ops also take st) */                                       \
+    X(bm)       /* ATTN_FWD, ATTN_BWD_DKV, ATTN_BWD_DQ: query rows per block */                                \
+    X(bn)       /* ATTN_FWD, ATTN_BWD_DQ: keys per block (ATTN_BWD_DKV: 16 per warp) */                        \
+    X(nw)       /* ATTN_FWD, ATTN_BWD_DKV, ATTN_BWD_DQ: warps per block */                                     \
+    X(atomic)   /* ATTN_BWD_DKV: also accumulate dQ with fp32 atomics (fast, not bitwise reproducible) */ \
     X(vpt)      /* NORM_FWD, NORM_BWD: 8-value vectors per thread (row length <= 1024 vpt) */                 \
     X(nlora)    /* NORM_LORA_*: adapted projections reading the norm's output (1..3) */
 
