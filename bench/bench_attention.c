@@ -8,8 +8,9 @@
  * inputs, and sampled rows of dK and dV against the reference sums built on the GPU's (validated) O and LSE;
  * the fast and deterministic backwards must agree. A failure prints MISMATCH and the bench exits 1.
  *
- * usage: bench_attention [--reps N] [--only SHAPE] [--csv FILE] [--torch-csv FILE] [--no-sweep]
+ * usage: bench_attention [--reps N] [--only SHAPE] [--csv FILE] [--torch-csv FILE] [--no-sweep] [--print-lens]
  *   --torch-csv: bench/attention_torch.py's CSV (same shapes), printed beside ours as ratios
+ *   --print-lens: prints the lognormal pack's lengths (comma-separated, for attention_torch.py --mix) and exits
  *   the sweep times a few tile sets of each kernel on 4 x 2048 (compiling each costs seconds) and keeps
  *   the fastest for the table; --no-sweep keeps the defaults. */
 #include "lg_attention.h"
@@ -352,7 +353,7 @@ static int read_torch(const char *path, struct torch_row *rows, int max)
 
 int main(int argc, char **argv)
 {
-    int reps = 20, do_sweep = 1;
+    int reps = 20, do_sweep = 1, print_lens = 0;
     const char *only = NULL, *csv_path = NULL, *torch_csv = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc)
@@ -365,11 +366,21 @@ int main(int argc, char **argv)
             torch_csv = argv[++i];
         else if (!strcmp(argv[i], "--no-sweep"))
             do_sweep = 0;
+        else if (!strcmp(argv[i], "--print-lens"))
+            print_lens = 1;
         else {
-            fprintf(stderr, "usage: %s [--reps N] [--only SHAPE] [--csv FILE] [--torch-csv FILE] [--no-sweep]\n",
-                    argv[0]);
+            fprintf(stderr, "usage: %s [--reps N] [--only SHAPE] [--csv FILE] [--torch-csv FILE] [--no-sweep] "
+                            "[--print-lens]\n", argv[0]);
             return 2;
         }
+    }
+    struct shape mix;
+    lognormal_shape(&mix);
+    if (print_lens) {
+        for (int i = 0; i < mix.nseq; i++)
+            printf("%s%d", i ? "," : "", mix.cu[i + 1] - mix.cu[i]);
+        printf("\n");
+        return 0;
     }
     lg_test_require_gpu();
     lg_ctx_t *ctx;
@@ -381,7 +392,7 @@ int main(int argc, char **argv)
     const int four[4] = {2048, 2048, 2048, 2048}, one[1] = {8192};
     shape_from_lens(&shapes[0], "4x2048", four, 4);
     shape_from_lens(&shapes[1], "1x8192", one, 1);
-    lognormal_shape(&shapes[2]);
+    shapes[2] = mix;
     printf("lognormal-8192 lengths:");
     for (int i = 0; i < shapes[2].nseq; i++)
         printf(" %d", shapes[2].cu[i + 1] - shapes[2].cu[i]);

@@ -14,7 +14,7 @@ export LORAGEN_CACHE_DIR=/tmp/loragen-jit-cache
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$O/gpu.txt"
 summary=""
 if [ "$MODE" != "--bench-only" ]; then
-  for t in ${TESTS:-test_lora_gpu test_blas test_jit test_mlora_gpu test_decoder_ops_gpu}; do
+  for t in ${TESTS:-test_lora_gpu test_blas test_jit test_mlora_gpu test_decoder_ops_gpu test_attention_gpu}; do
     [ -x "$B/$t" ] || continue
     "$B/$t" >"$O/$t.log" 2>&1; rc=$?
     tail -3 "$O/$t.log"
@@ -32,6 +32,12 @@ if [ "$MODE" != "--tests-only" ]; then
   summary+="bench_mlora: rc=$rc\n"
   "$B/bench_decoder_ops" >"$O/bench_decoder_ops.log" 2>&1; rc=$?
   summary+="bench_decoder_ops: rc=$rc\n"
+  # attention: torch SDPA (flash, cuDNN) on the same shapes first, then ours with its numbers beside
+  python3 bench/attention_torch.py --mix "$("$B/bench_attention" --print-lens)" --csv "$O/attention_torch.csv" \
+    >"$O/attention_torch.log" 2>&1; rc=$?
+  summary+="attention_torch: rc=$rc\n"
+  "$B/bench_attention" --torch-csv "$O/attention_torch.csv" --csv "$O/bench_attention.csv" >"$O/bench_attention.log" 2>&1; rc=$?
+  summary+="bench_attention: rc=$rc\n"
   LORAGEN_LIBRARY="$(cd "$B" && pwd)/libloragen.so" python3 bench/bench_peft_patch.py >"$O/bench_peft_patch.log" 2>&1; rc=$?
   summary+="bench_peft_patch: rc=$rc\n"
   if [ "${NCU:-1}" != 0 ] && command -v ncu >/dev/null; then
@@ -59,4 +65,8 @@ printf "%b" "$summary"
 [ -f "$O/test_decoder_ops_gpu.log" ] && grep -E "^(FAIL|  FAIL)" "$O/test_decoder_ops_gpu.log" | head -20
 [ -f "$O/bench_decoder_ops.log" ] && grep -E "MISMATCH|FAILED" "$O/bench_decoder_ops.log"
 [ -f "$O/bench_decoder_ops.log" ] && sed -n '/^copy bandwidth\|^device-to-device/p; /^op (8B shapes)/,$p' "$O/bench_decoder_ops.log"
+[ -f "$O/test_attention_gpu.log" ] && grep -E "^device|^  case |\| (PASS|FAIL)$|first bad|kernels:|skipped|isolation|reproducib|cuDNN backend|Checks|:F:|:E:" "$O/test_attention_gpu.log" | head -60
+[ -f "$O/attention_torch.log" ] && cat "$O/attention_torch.log"
+[ -f "$O/bench_attention.log" ] && grep -E "MISMATCH|validation|picked|^kernels" "$O/bench_attention.log"
+[ -f "$O/bench_attention.log" ] && sed -n '/^shape (8192 tok)/,$p' "$O/bench_attention.log"
 exit 0
