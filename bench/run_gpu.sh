@@ -51,6 +51,11 @@ if [ "$MODE" != "--tests-only" ]; then
     ncu --clock-control none --section SpeedOfLight --section Occupancy --section SchedulerStats \
       --section WarpStateStats -k regex:'lg_(down|dy|da)' --launch-count 3 \
       "$B/bench_lora" --only q_proj --dropout 0.1 --reps 1 --no-tune >"$O/ncu_detail.txt" 2>&1
+    # where the attention kernels' time goes: forward, fast dK/dV, deterministic dK/dV and dQ (validation's
+    # first launches of each, 4 x 2048, default tiles)
+    ncu --clock-control none --section SpeedOfLight --section Occupancy --section SchedulerStats \
+      --section WarpStateStats --section LaunchStats -k regex:'lg_attn_(fwd|bwd_dkv|bwd_dq)' --launch-count 4 \
+      "$B/bench_attention" --only 4x2048 --reps 1 --no-sweep >"$O/ncu_attention.txt" 2>&1
   fi
 fi
 echo "================ summary ================"
@@ -69,4 +74,5 @@ printf "%b" "$summary"
 [ -f "$O/attention_torch.log" ] && cat "$O/attention_torch.log"
 [ -f "$O/bench_attention.log" ] && grep -E "MISMATCH|validation|picked|^kernels" "$O/bench_attention.log"
 [ -f "$O/bench_attention.log" ] && sed -n '/^shape (8192 tok)/,$p' "$O/bench_attention.log"
+[ -f "$O/ncu_attention.txt" ] && grep -E "^  lg_attn|Duration|Compute \(SM\) Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Stall" "$O/ncu_attention.txt" | head -60
 exit 0
