@@ -131,8 +131,12 @@ enum lg_status lg_xent_apply(lg_xent_t *x, const struct lg_xent_run *r, CUstream
     lg_blas_t *blas = lg_ctx_blas(x->ctx);
     const int64_t H = x->p.hidden, V = x->p.vocab;
     const float gs = r->grad_scale > 0 ? r->grad_scale : 1.0f;
-    for (int64_t c0 = 0; c0 < r->n && st == LG_OK; c0 += x->chunk) {
-        const int64_t rows = r->n - c0 < x->chunk ? r->n - c0 : x->chunk;
+    /* as many chunks as the buffer needs, of equal size (whole 64-row tiles): no small last chunk */
+    const int64_t nch = lg_ops_dec_cdiv(r->n, x->chunk);
+    int64_t step = lg_ops_dec_cdiv(lg_ops_dec_cdiv(r->n, nch), 64) * 64;
+    step = step < x->chunk ? step : x->chunk;
+    for (int64_t c0 = 0; c0 < r->n && st == LG_OK; c0 += step) {
+        const int64_t rows = r->n - c0 < step ? r->n - c0 : step;
         struct lg_gemm lg = {.dtype = x->p.dtype, .m = rows, .n = V, .k = H, .trans_b = 1,
                              .a = (const void *)(r->x + (CUdeviceptr)((size_t)(c0 * r->ldx) * x->esz)),
                              .lda = r->ldx, .b = (const void *)r->w, .ldb = r->ldw, .c = (void *)x->buf, .ldc = V,

@@ -46,7 +46,7 @@ static __device__ __forceinline__ void lg_adamw_sq(const struct lg_adamw_args &p
 {
     __shared__ double scratch[32];
     const int c = blockIdx.x;
-    const struct lg_adamw_entry &T = p.table[lg_adamw_find(p, c)];
+    const struct lg_adamw_entry T = p.table[lg_adamw_find(p, c)]; /* by value: the stores cannot alias it */
     const lg_i64 e0 = (lg_i64)(c - T.chunk0) * p.chunk;
     const lg_i64 e1 = e0 + p.chunk < T.n ? e0 + p.chunk : T.n;
     double s = 0.0;
@@ -95,7 +95,7 @@ static __device__ __forceinline__ void lg_adamw_upd(const struct lg_adamw_args &
     if (st->skipped)
         return;
     const int c = blockIdx.x;
-    const struct lg_adamw_entry &T = p.table[lg_adamw_find(p, c)];
+    const struct lg_adamw_entry T = p.table[lg_adamw_find(p, c)]; /* by value: the stores cannot alias it */
     const lg_i64 e0 = (lg_i64)(c - T.chunk0) * p.chunk;
     const lg_i64 e1 = e0 + p.chunk < T.n ? e0 + p.chunk : T.n;
     const double clip = st->clip;
