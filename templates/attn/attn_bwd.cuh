@@ -228,10 +228,8 @@ static __device__ __forceinline__ void lg_attn_bwd_dkv(const struct lg_attn_bwd_
                     if (row < qrows) {
                         float *dst = p.dq_acc + ((lg_attn_i64)(b0 + q0 + row) * p.hq + h) * HD + wn * T::QNT * 8 + 2 * t;
 #pragma unroll
-                        for (int nt = 0; nt < T::QNT; nt++) {
-                            lg_attn_red_add(dst + nt * 8, dq[mt][nt][2 * hh]);
-                            lg_attn_red_add(dst + nt * 8 + 1, dq[mt][nt][2 * hh + 1]);
-                        }
+                        for (int nt = 0; nt < T::QNT; nt++)
+                            lg_attn_red_add2(dst + nt * 8, dq[mt][nt][2 * hh], dq[mt][nt][2 * hh + 1]);
                     }
                 }
         }

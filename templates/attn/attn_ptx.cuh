@@ -21,10 +21,16 @@ static __device__ __forceinline__ void lg_attn_cp_async4(void *smem, const void 
                  "r"(src_bytes));
 }
 
-/* *p += v without returning the old value (red.global.add.f32): the fast backward's dQ accumulation. */
-static __device__ __forceinline__ void lg_attn_red_add(float *p, float v)
+/* p[0] += a, p[1] += b without returning the old values: the fast backward's dQ accumulation. One vector
+ * reduction on sm_90 (red.global.add.v2.f32, p 8-byte aligned), two scalar ones before. */
+static __device__ __forceinline__ void lg_attn_red_add2(float *p, float a, float b)
 {
-    asm volatile("red.global.add.f32 [%0], %1;" ::"l"(p), "f"(v) : "memory");
+#if __CUDA_ARCH__ >= 900
+    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(p), "f"(a), "f"(b) : "memory");
+#else
+    asm volatile("red.global.add.f32 [%0], %1;" ::"l"(p), "f"(a) : "memory");
+    asm volatile("red.global.add.f32 [%0], %1;" ::"l"(p + 1), "f"(b) : "memory");
+#endif
 }
 
 /* Butterfly exchange inside a quad of lanes (row statistics of an mma tile live in 4 lanes). */

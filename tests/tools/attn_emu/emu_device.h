@@ -155,7 +155,12 @@ static inline void lg_st16(void *p, lg_v16 v)
 /* ---- attn_ptx.cuh ---- */
 static inline float lg_attn_exp2(float x) { return exp2f(x); }
 static inline void lg_attn_cp_async4(void *smem, const void *gmem, int src_bytes) { emu::cp_async(smem, gmem, 4, src_bytes); }
-static inline void lg_attn_red_add(float *p, float v) { *p += v; }
+static inline void lg_attn_red_add2(float *p, float a, float b)
+{
+    if ((uintptr_t)p % 8)
+        emu::fail("misaligned red.global.add.v2.f32");
+    p[0] += a, p[1] += b;
+}
 static inline float lg_attn_shfl_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
 
 #endif
