@@ -90,7 +90,8 @@ lg_part(ops DEPS gen jit gpu base EXT CUDA TEMPLATES PUBLIC lg_blas.h lg_ctx.h l
 lg_part(ref DEPS base EXT TEMPLATES PUBLIC lg_ref.h lg_ref_ops.h lg_ref_mlora.h)
 lg_part(sched DEPS base PUBLIC lg_sched.h FACE lg_sched_build.h)
 lg_part(io DEPS sched lua base EXT LUA JANSSON PUBLIC lg_io.h lg_hf.h lg_tokens.h lg_trainjob.h lg_ckpt.h)
-lg_part(model DEPS io ref base EXT TEMPLATES FACE lg_backend.h lg_decoder.h)
+# model sees gen and jit only because lg_ctx.h (ops) exposes their types
+lg_part(model DEPS ops gen jit gpu io ref base EXT CUDA TEMPLATES FACE lg_backend.h lg_decoder.h)
 lg_part(train DEPS model sched io base PUBLIC lg_train.h)
 
 # Every public header has exactly one owner.

@@ -53,3 +53,6 @@ LG_CU(cuEventElapsedTime_v2, (float *ms, CUevent start, CUevent end), (ms, start
 LG_CU(cuMemAllocHost_v2, (void **pp, size_t bytes), (pp, bytes))
 LG_CU(cuMemFreeHost, (void *p), (p))
 LG_CU(cuMemcpyHtoDAsync_v2, (CUdeviceptr dst, const void *src, size_t bytes, CUstream s), (dst, src, bytes, s))
+LG_CU(cuMemcpy2DAsync_v2, (const CUDA_MEMCPY2D *copy, CUstream s), (copy, s))
+LG_CU(cuMemsetD8Async, (CUdeviceptr dst, unsigned char v, size_t n, CUstream s), (dst, v, n, s))
+LG_CU(cuMemcpyDtoHAsync_v2, (void *dst, CUdeviceptr src, size_t bytes, CUstream s), (dst, src, bytes, s))

@@ -66,6 +66,9 @@ CUresult CUDAAPI lg_cuGetErrorString(CUresult error, const char **str);
 #define cuMemcpyHtoDAsync_v2 lg_cuMemcpyHtoDAsync_v2
 #define cuGetErrorName lg_cuGetErrorName
 #define cuGetErrorString lg_cuGetErrorString
+#define cuMemcpy2DAsync_v2 lg_cuMemcpy2DAsync_v2
+#define cuMemsetD8Async lg_cuMemsetD8Async
+#define cuMemcpyDtoHAsync_v2 lg_cuMemcpyDtoHAsync_v2
 
 /* Maps a CUresult to LG_ERR_CUDA (or LG_ERR_OOM) with the call named; LG_OK on success. */
 enum lg_status lg_cu_check(CUresult r, const char *what);

@@ -8,15 +8,15 @@
 
 #include <stdio.h>
 
-enum lg_status lg_cpu_linear_init(lg_backend_t *be, const struct lg_linear_desc *d, const float *const *w,
-                                  const float *const *bias, lg_linear_t **out);
-void lg_cpu_linear_free(lg_backend_t *be, lg_linear_t *l);
-enum lg_status lg_cpu_linear_params(lg_backend_t *be, lg_linear_t *l, int adapter, int out,
+enum lg_status lg_cpu_linear_init(lg_backend_t *be, const struct lg_lora_linear_desc *d, const float *const *w,
+                                  const float *const *bias, lg_lora_linear_t **out);
+void lg_cpu_linear_free(lg_backend_t *be, lg_lora_linear_t *l);
+enum lg_status lg_cpu_linear_params(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,
                                     struct lg_lora_params *p);
-enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_linear_t *l, const struct lg_mb *mb, lg_addr x,
+enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
                                  const lg_addr *y);
-enum lg_status lg_cpu_linear_bwd(lg_backend_t *be, lg_linear_t *l, const struct lg_mb *mb, lg_addr x,
+enum lg_status lg_cpu_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
                                  const lg_addr *dy, lg_addr dx);
-enum lg_status lg_cpu_linear_sync(lg_backend_t *be, lg_linear_t *l, int adapter);
+enum lg_status lg_cpu_linear_sync(lg_backend_t *be, lg_lora_linear_t *l, int adapter);
 
 #endif

@@ -21,13 +21,13 @@ struct cpu_lora {
     float *a, *b, *da, *db; /* A [r, in], B [out, r] and their gradients */
 };
 
-struct lg_linear {
-    struct lg_linear_desc d;
+struct lg_lora_linear {
+    struct lg_lora_linear_desc d;
     float *w[LG_LINEAR_MAX_OUT], *bias[LG_LINEAR_MAX_OUT];
     struct cpu_lora *lora; /* [nadapters * nout] */
 };
 
-void lg_cpu_linear_free(lg_backend_t *be, lg_linear_t *l)
+void lg_cpu_linear_free(lg_backend_t *be, lg_lora_linear_t *l)
 {
     if (!l)
         return;
@@ -53,13 +53,13 @@ static float *dup_floats(const float *src, int64_t n)
     return p;
 }
 
-enum lg_status lg_cpu_linear_init(lg_backend_t *be, const struct lg_linear_desc *d, const float *const *w,
-                                  const float *const *bias, lg_linear_t **out)
+enum lg_status lg_cpu_linear_init(lg_backend_t *be, const struct lg_lora_linear_desc *d, const float *const *w,
+                                  const float *const *bias, lg_lora_linear_t **out)
 {
     if (d->nout < 1 || d->nout > LG_LINEAR_MAX_OUT || d->in < 1 || d->nadapters < 0)
         return lg_fail(LG_ERR_INVALID, "cpu linear: bad description (%d outputs, %lld inputs)", d->nout,
                        (long long)d->in);
-    lg_linear_t *l = calloc(1, sizeof *l);
+    lg_lora_linear_t *l = calloc(1, sizeof *l);
     if (!l)
         return lg_fail(LG_ERR_OOM, "cpu linear: out of memory");
     l->d = *d;
@@ -95,7 +95,7 @@ enum lg_status lg_cpu_linear_init(lg_backend_t *be, const struct lg_linear_desc 
     return LG_OK;
 }
 
-enum lg_status lg_cpu_linear_params(lg_backend_t *be, lg_linear_t *l, int adapter, int out,
+enum lg_status lg_cpu_linear_params(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,
                                     struct lg_lora_params *p)
 {
     if (adapter < 0 || adapter >= l->d.nadapters || out < 0 || out >= l->d.nout)
@@ -107,7 +107,7 @@ enum lg_status lg_cpu_linear_params(lg_backend_t *be, lg_linear_t *l, int adapte
     return LG_OK;
 }
 
-enum lg_status lg_cpu_linear_sync(lg_backend_t *be, lg_linear_t *l, int adapter) { return LG_OK; }
+enum lg_status lg_cpu_linear_sync(lg_backend_t *be, lg_lora_linear_t *l, int adapter) { return LG_OK; }
 
 /* D(X) of one segment as doubles [len, K]: the kept inputs scaled by 1/keep-rate (or X itself at p = 0). */
 static double *dropped(const struct lg_mb *mb, const float *x, int64_t K, int64_t t0, int64_t len,
@@ -145,7 +145,7 @@ static void down(const double *dx, int64_t len, int64_t K, const struct cpu_lora
         }
 }
 
-static enum lg_status lora_fwd(const lg_linear_t *l, int i, const struct cpu_lora *c, const struct lg_mb *mb,
+static enum lg_status lora_fwd(const lg_lora_linear_t *l, int i, const struct cpu_lora *c, const struct lg_mb *mb,
                                const struct lg_seg *g, const float *x, float *y)
 {
     int64_t K = l->d.in, M = l->d.out[i], r = c->rank;
@@ -169,7 +169,7 @@ static enum lg_status lora_fwd(const lg_linear_t *l, int i, const struct cpu_lor
     return LG_OK;
 }
 
-enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_linear_t *l, const struct lg_mb *mb, lg_addr x,
+enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
                                  const lg_addr *y)
 {
     for (int i = 0; i < l->d.nout; i++) {
@@ -191,7 +191,7 @@ enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_linear_t *l, const struct 
 }
 
 /* The LoRA backward of one segment: dB, dA accumulate; dx (NULL: skipped) gets the masked correction. */
-static enum lg_status lora_bwd(const lg_linear_t *l, int i, struct cpu_lora *c, const struct lg_mb *mb,
+static enum lg_status lora_bwd(const lg_lora_linear_t *l, int i, struct cpu_lora *c, const struct lg_mb *mb,
                                const struct lg_seg *g, const float *x, const float *dy, float *dxo)
 {
     int64_t K = l->d.in, M = l->d.out[i], r = c->rank, t0 = g->start, len = g->len;
@@ -252,7 +252,7 @@ static enum lg_status lora_bwd(const lg_linear_t *l, int i, struct cpu_lora *c, 
     return LG_OK;
 }
 
-enum lg_status lg_cpu_linear_bwd(lg_backend_t *be, lg_linear_t *l, const struct lg_mb *mb, lg_addr x,
+enum lg_status lg_cpu_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
                                  const lg_addr *dy, lg_addr dx)
 {
     int64_t n = mb->n, K = l->d.in;

@@ -17,7 +17,7 @@ extern const struct lg_group_def lg_groups[LG_GROUPS];
 
 struct lg_layer {
     lg_addr ln1, ln2;
-    lg_linear_t *lin[LG_GROUPS];
+    lg_lora_linear_t *lin[LG_GROUPS];
 };
 
 /* What one layer keeps for its backward (one window slot). */

@@ -183,6 +183,8 @@ enum lg_status lg_decoder_step(lg_decoder_t *d, const struct lg_decoder_batch *b
     const struct lg_arena_map *m = &d->map;
     int L = c->num_hidden_layers, N = seg_len(d);
     TRY(upload_inputs(d, b, &mb));
+    if (OPS->begin)
+        TRY(OPS->begin(d->be, &mb));
     TRY(OPS->embed(d->be, mb.n, c->hidden_size, m->ids, d->embed, c->vocab_size, m->h));
     TRY(enter_layer(d, &mb, 0, m->h));
     TRY(forward_layers(d, &mb, 0, L, backward));

@@ -27,7 +27,7 @@ typedef uint64_t lg_addr; /* an address in the backend's memory; 0 is "none" */
 struct lg_ref_rope; /* lg_ref_ops.h: the RoPE parameters, one definition of the frequencies for every backend */
 
 typedef struct lg_backend lg_backend_t;
-typedef struct lg_linear lg_linear_t; /* a frozen linear layer (or several sharing one input) + LoRA slots */
+typedef struct lg_lora_linear lg_lora_linear_t; /* a frozen linear layer (or several sharing one input) + LoRA slots */
 
 /* A run of tokens [start, start + len) that goes through adapter `adapter` (-1: the base model alone). */
 struct lg_seg {
@@ -58,7 +58,7 @@ struct lg_lora_slot {
 #define LG_LINEAR_MAX_OUT 3
 
 /* A linear layer with up to three outputs that read the same input (q/k/v; gate/up), each out_i x in. */
-struct lg_linear_desc {
+struct lg_lora_linear_desc {
     int64_t in;
     int nout;
     int64_t out[LG_LINEAR_MAX_OUT];
@@ -74,12 +74,19 @@ struct lg_lora_params {
     int64_t in, out;
     lg_addr a, b;   /* A [rank, in], B [out, rank] */
     lg_addr da, db; /* their gradients, accumulated by linear_backward */
+    /* the layer's own copies of A and B in the activation dtype, when it keeps them (the CUDA backend: inside
+     * FusedMultiLoRA's weight buffer, row stride half_ld); the optimizer refreshes them in its launch; 0: none */
+    lg_addr a_half, b_half;
+    int64_t half_ld;
 };
 
-/* One tensor of an AdamW update: fp32 param, grad, and moments, n elements. */
+/* One tensor of an AdamW update: fp32 param, grad, and moments, n elements; optionally a copy in the
+ * activation dtype refreshed in the same launch (half, rows of half_cols elements at stride half_ld). */
 struct lg_opt_tensor {
     lg_addr p, g, m, v;
     int64_t n;
+    lg_addr half;
+    int64_t half_ld, half_cols;
 };
 
 struct lg_opt_step {
@@ -103,6 +110,10 @@ struct lg_backend_ops {
     /* Uploads host fp32 weights as the backend's weight dtype (rows x cols). */
     enum lg_status (*upload_weight)(lg_backend_t *be, lg_addr dst, const float *src, int64_t count);
     size_t (*weight_size)(const lg_backend_t *be, int64_t count);
+
+    /* a microbatch starts (its inputs are uploaded): per-microbatch state such as a device segment table is
+     * built here, once for every layer; NULL when the backend keeps none */
+    enum lg_status (*begin)(lg_backend_t *be, const struct lg_mb *mb);
 
     /* elementwise and row ops; n rows of d features, activations in the act dtype */
     enum lg_status (*embed)(lg_backend_t *be, int64_t n, int64_t d, lg_addr ids /* int32 [n] */, lg_addr table,
@@ -134,19 +145,19 @@ struct lg_backend_ops {
                            lg_addr target, lg_addr weight, lg_addr loss, lg_addr dx);
 
     /* linear layers with LoRA slots */
-    enum lg_status (*linear_init)(lg_backend_t *be, const struct lg_linear_desc *d, const float *const *w,
-                                  const float *const *bias, lg_linear_t **out);
-    void (*linear_free)(lg_backend_t *be, lg_linear_t *l);
-    enum lg_status (*linear_params)(lg_backend_t *be, lg_linear_t *l, int adapter, int out,
+    enum lg_status (*linear_init)(lg_backend_t *be, const struct lg_lora_linear_desc *d, const float *const *w,
+                                  const float *const *bias, lg_lora_linear_t **out);
+    void (*linear_free)(lg_backend_t *be, lg_lora_linear_t *l);
+    enum lg_status (*linear_params)(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,
                                     struct lg_lora_params *p);
     /* y[i] [n, out_i] = x·W_iᵀ (+ b_i) + the LoRA term of each segment's adapter */
-    enum lg_status (*linear_fwd)(lg_backend_t *be, lg_linear_t *l, const struct lg_mb *mb, lg_addr x,
+    enum lg_status (*linear_fwd)(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
                                  const lg_addr *y);
     /* dx [n, in] = Σ_i dy[i]·W_i + LoRA terms (dx = 0: skipped); dA, dB of every adapter present accumulate */
-    enum lg_status (*linear_bwd)(lg_backend_t *be, lg_linear_t *l, const struct lg_mb *mb, lg_addr x,
+    enum lg_status (*linear_bwd)(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
                                  const lg_addr *dy, lg_addr dx);
     /* after an optimizer step changed the masters: refresh any copies the layer keeps (half copies on GPU) */
-    enum lg_status (*linear_sync)(lg_backend_t *be, lg_linear_t *l, int adapter);
+    enum lg_status (*linear_sync)(lg_backend_t *be, lg_lora_linear_t *l, int adapter);
 
     /* optimizer over one adapter's tensors; *skipped = 1 (nothing changed) when a gradient is not finite;
      * *norm = the global gradient norm before clipping */
@@ -163,6 +174,16 @@ struct lg_backend {
 
 /* The CPU backend (backend_cpu.c). */
 enum lg_status lg_backend_cpu_init(lg_backend_t **out);
+
+/* The CUDA backend (backend_cuda.c): LG_ERR_NO_GPU without a usable GPU. */
+struct lg_backend_cuda_params {
+    int device;
+    enum lg_dtype dtype; /* activations and frozen weights: LG_BF16 (default) or LG_FP16 */
+    int deterministic;   /* attention's deterministic backward (bitwise-reproducible gradients) */
+    int64_t max_tokens;  /* the largest microbatch (sizes the layers' saved S buffers) */
+    int nadapters;       /* adapters of the job (the segment table's size) */
+};
+enum lg_status lg_backend_cuda_init(const struct lg_backend_cuda_params *p, lg_backend_t **out);
 
 static inline size_t lg_backend_act_size(const lg_backend_t *be) { return lg_dtype_size(be->act); }
 

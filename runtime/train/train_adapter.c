@@ -55,8 +55,10 @@ enum lg_status lg_ad_init(struct lg_trainer *tr, struct lg_ad_state *a)
             if (s == LG_OK)
                 s = BE->ops->zero(BE, t->vb, nb);
             int k = 2 * (a->nt - 1);
-            a->opt[k] = (struct lg_opt_tensor){p.a, p.da, t->ma, t->va, (int64_t)p.rank * p.in};
-            a->opt[k + 1] = (struct lg_opt_tensor){p.b, p.db, t->mb, t->vb, (int64_t)p.rank * p.out};
+            a->opt[k] = (struct lg_opt_tensor){p.a, p.da, t->ma, t->va, (int64_t)p.rank * p.in, p.a_half,
+                                               p.half_ld, p.in};
+            a->opt[k + 1] = (struct lg_opt_tensor){p.b, p.db, t->mb, t->vb, (int64_t)p.rank * p.out, p.b_half,
+                                                   p.half_ld, p.rank};
         }
     if (s == LG_OK && a->nt == 0)
         return lg_fail(LG_ERR_INVALID, "%s:%d: adapter '%s' targets no module of this model", tr->tc.path,
@@ -142,7 +144,8 @@ enum lg_status lg_ad_step(struct lg_trainer *tr, struct lg_ad_state *a, double *
                                .eps = (float)c->eps, .weight_decay = (float)c->weight_decay, .step = a->step + 1,
                                .max_norm = (float)c->grad_clip};
     enum lg_status s = BE->ops->adamw(BE, a->opt, 2 * a->nt, &st, skipped, norm);
-    if (s == LG_OK && !*skipped)
+    /* a backend whose layers keep copies the optimizer does not refresh in its launch is told to refresh them */
+    if (s == LG_OK && !*skipped && !a->opt[0].half)
         s = lg_decoder_lora_sync(tr->dec, a->index);
     if (s == LG_OK)
         s = lg_ad_zero_grads(tr, a);

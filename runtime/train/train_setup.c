@@ -10,15 +10,45 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Why the CUDA backend cannot run this model ("" when it can): the generated kernels' shape rules. */
+static const char *cuda_unfit(const struct lg_trainer *tr)
+{
+    const struct lg_model_config *c = &tr->mc;
+    if (c->head_dim != 64 && c->head_dim != 128)
+        return "attention kernels need head_dim 64 or 128";
+    if (c->hidden_size % 64 || c->intermediate_size % 64 || (c->num_attention_heads * c->head_dim) % 64 ||
+        (c->num_key_value_heads * c->head_dim) % 64)
+        return "the LoRA kernels need feature sizes that are multiples of 64";
+    for (int i = 0; i < tr->nad; i++)
+        if (tr->tc.adapters[i].rank % 4 || tr->tc.adapters[i].rank > 128)
+            return "the LoRA kernels need ranks that are multiples of 4 up to 128";
+    return "";
+}
+
+/* "cuda": the GPU or an error; "cpu": the CPU backend; "auto": the GPU when there is one and the model fits
+ * its kernels, else the CPU (saying why). */
 static enum lg_status pick_backend(struct lg_trainer *tr, const char *want)
 {
     if (!want || !*want)
         want = tr->tc.backend ? tr->tc.backend : "auto";
-    if (!strcmp(want, "cuda"))
-        return lg_fail(LG_ERR_UNSUPPORTED, "backend \"cuda\": the CUDA training backend is not built yet; use "
-                                           "backend = \"cpu\" (tiny models) or \"auto\"");
-    if (strcmp(want, "cpu") && strcmp(want, "auto"))
+    if (strcmp(want, "cpu") && strcmp(want, "auto") && strcmp(want, "cuda"))
         return lg_fail(LG_ERR_INVALID, "backend \"%s\": expected \"auto\", \"cpu\" or \"cuda\"", want);
+    if (!strcmp(want, "cpu"))
+        return lg_backend_cpu_init(&tr->be);
+    const char *why = cuda_unfit(tr);
+    if (*why && !strcmp(want, "cuda"))
+        return lg_fail(LG_ERR_UNSUPPORTED, "backend \"cuda\": %s (model %s)", why, tr->tc.model_dir);
+    if (!*why) {
+        struct lg_backend_cuda_params p = {.device = 0, .dtype = tr->mc.has_dtype && tr->mc.dtype == LG_FP16 ? LG_FP16
+                                                                                                       : LG_BF16,
+                                           .deterministic = 1, .max_tokens = tr->capacity, .nadapters = tr->nad};
+        enum lg_status s = lg_backend_cuda_init(&p, &tr->be);
+        if (s == LG_OK || !strcmp(want, "cuda"))
+            return s;
+        lg_report_info(tr, "backend auto: no usable GPU (%s): training on the CPU backend", lg_last_error());
+    } else {
+        lg_report_info(tr, "backend auto: the CUDA backend cannot run this model (%s): training on the CPU", why);
+    }
     return lg_backend_cpu_init(&tr->be);
 }
 

@@ -1,0 +1,377 @@
+/* backend_cuda.c: the CUDA backend of the op interface (lg_backend.h): one GPU, one stream, bf16 (or fp16)
+ * activations and frozen weights, fp32 masters, gradients, moments and statistics. Every op is one of the
+ * generated kernels' launchers (lg_decoder_ops.h, lg_attention.h) or cuBLASLt; the LoRA linear layers are
+ * FusedMultiLoRA layers (backend_cuda_linear.c). Addresses are CUdeviceptr values.
+ *
+ * Per-shape op objects (norm, RoPE, SwiGLU, embedding, cross-entropy, attention) are made on first use and kept;
+ * AdamW objects per tensor list. What still synchronises (to be removed for the no-sync step): uploads of the
+ * microbatch inputs (synchronous copies from pageable memory), the loss read-back at the end of a step, and
+ * the AdamW status read after each optimizer step. */
+#include "backend_cuda.h"
+
+#include "lg_half.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define D(a) ((CUdeviceptr)(a))
+#define CU(call, what)                                                                                         \
+    do {                                                                                                       \
+        enum lg_status s_ = lg_cu_check((call), what);                                                         \
+        if (s_ != LG_OK)                                                                                       \
+            return s_;                                                                                         \
+    } while (0)
+
+static struct cuda_be *cb(lg_backend_t *be) { return (struct cuda_be *)be; }
+
+static void cuda_destroy(lg_backend_t *be)
+{
+    struct cuda_be *c = cb(be);
+    if (c->stream)
+        cuStreamSynchronize(c->stream);
+    for (int i = 0; i < c->nadamw; i++)
+        lg_adamw_free(c->adamw[i].obj);
+    free(c->adamw);
+    lg_norm_free(c->norm);
+    lg_rope_free(c->rope);
+    lg_swiglu_free(c->swiglu);
+    lg_embed_free(c->embed);
+    lg_xent_free(c->xent);
+    lg_attn_free(c->attn);
+    lg_cuda_linear_scratch_free(c);
+    if (c->stream)
+        cuStreamDestroy(c->stream);
+    lg_ctx_free(c->ctx);
+    free(c);
+}
+
+static enum lg_status cuda_alloc(lg_backend_t *be, size_t bytes, lg_addr *out)
+{
+    CUdeviceptr p = 0;
+    enum lg_status s = lg_cu_check(cuMemAlloc(&p, bytes ? bytes : 256), "cuMemAlloc");
+    if (s != LG_OK)
+        return lg_fail_wrap(s, "cuda backend: %.1f MiB: ", (double)bytes / (1u << 20));
+    *out = (lg_addr)p;
+    return LG_OK;
+}
+
+static void cuda_release(lg_backend_t *be, lg_addr p)
+{
+    if (p)
+        cuMemFree(D(p));
+}
+
+static enum lg_status cuda_upload(lg_backend_t *be, lg_addr dst, const void *src, size_t n)
+{
+    /* ordered after the stream's work: the destination may be in use by queued kernels */
+    CU(cuStreamSynchronize(cb(be)->stream), "cuStreamSynchronize");
+    CU(cuMemcpyHtoD(D(dst), src, n), "cuMemcpyHtoD");
+    return LG_OK;
+}
+
+static enum lg_status cuda_download(lg_backend_t *be, void *dst, lg_addr src, size_t n)
+{
+    CU(cuStreamSynchronize(cb(be)->stream), "cuStreamSynchronize");
+    CU(cuMemcpyDtoH(dst, D(src), n), "cuMemcpyDtoH");
+    return LG_OK;
+}
+
+static enum lg_status cuda_zero(lg_backend_t *be, lg_addr p, size_t n)
+{
+    CU(cuMemsetD8Async(D(p), 0, n, cb(be)->stream), "cuMemsetD8Async");
+    return LG_OK;
+}
+
+static enum lg_status cuda_copy(lg_backend_t *be, lg_addr dst, lg_addr src, size_t n)
+{
+    CU(cuMemcpyDtoDAsync(D(dst), D(src), n, cb(be)->stream), "cuMemcpyDtoDAsync");
+    return LG_OK;
+}
+
+static enum lg_status cuda_sync(lg_backend_t *be)
+{
+    CU(cuStreamSynchronize(cb(be)->stream), "cuStreamSynchronize");
+    return LG_OK;
+}
+
+static size_t cuda_weight_size(const lg_backend_t *be, int64_t count) { return (size_t)count * 2; }
+
+/* fp32 host -> the weight dtype on the device, a slice at a time. */
+static enum lg_status cuda_upload_weight(lg_backend_t *be, lg_addr dst, const float *src, int64_t count)
+{
+    const int64_t chunk = 1 << 22;
+    uint16_t *buf = malloc((size_t)(count < chunk ? count : chunk) * sizeof *buf);
+    if (!buf)
+        return lg_fail(LG_ERR_OOM, "cuda backend: out of memory converting weights");
+    enum lg_status s = lg_cu_check(cuStreamSynchronize(cb(be)->stream), "cuStreamSynchronize");
+    for (int64_t at = 0; s == LG_OK && at < count; at += chunk) {
+        int64_t n = count - at < chunk ? count - at : chunk;
+        for (int64_t i = 0; i < n; i++)
+            buf[i] = lg_f32_to_half(be->weight, src[at + i]);
+        s = lg_cu_check(cuMemcpyHtoD(D(dst) + (CUdeviceptr)(at * 2), buf, (size_t)n * 2), "cuMemcpyHtoD");
+    }
+    free(buf);
+    return s;
+}
+
+/* ---- row ops ---- */
+
+static enum lg_status cuda_embed(lg_backend_t *be, int64_t n, int64_t d, lg_addr ids, lg_addr table, int64_t vocab,
+                                 lg_addr out)
+{
+    struct cuda_be *c = cb(be);
+    if (!c->embed) {
+        struct lg_embed_params p = {.hidden = d, .vocab = vocab, .dtype = be->act};
+        enum lg_status s = lg_embed_init(c->ctx, &p, &c->embed);
+        if (s != LG_OK)
+            return s;
+    }
+    struct lg_embed_run r = {.n = n, .ids = D(ids), .table = D(table), .ldt = d, .out = D(out), .ldo = d};
+    return lg_embed_gather(c->embed, &r, c->stream);
+}
+
+static enum lg_status norm_obj(struct cuda_be *c, int64_t d, float eps)
+{
+    if (c->norm)
+        return LG_OK;
+    struct lg_norm_params p = {.hidden = d, .eps = eps, .dtype = c->base.act};
+    return lg_norm_init(c->ctx, &p, &c->norm);
+}
+
+static enum lg_status cuda_rmsnorm_fwd(lg_backend_t *be, int64_t n, int64_t d, lg_addr res, lg_addr x, lg_addr h,
+                                       lg_addr w, float eps, lg_addr y, lg_addr rstd)
+{
+    struct cuda_be *c = cb(be);
+    enum lg_status s = norm_obj(c, d, eps);
+    if (s != LG_OK)
+        return s;
+    if (!x && h != res) { /* the op writes no h without an x: the residual is copied where it is kept */
+        CU(cuMemcpyDtoDAsync(D(h), D(res), (size_t)(n * d) * 2, c->stream), "cuMemcpyDtoDAsync");
+        res = h;
+    }
+    struct lg_norm_fwd f = {.n = n, .x = D(x), .ldx = d, .res = D(res), .ldres = d, .h = D(h), .ldh = d,
+                            .gamma = D(w), .y = D(y), .ldy = d, .rstd = D(rstd)};
+    return lg_norm_forward(c->norm, &f, c->stream);
+}
+
+static enum lg_status cuda_rmsnorm_bwd(lg_backend_t *be, int64_t n, int64_t d, lg_addr x, lg_addr w, lg_addr rstd,
+                                       lg_addr dy, lg_addr dx, int accumulate)
+{
+    struct cuda_be *c = cb(be);
+    if (!c->norm)
+        return lg_fail(LG_ERR_INTERNAL, "cuda backend: norm backward before any forward");
+    struct lg_norm_bwd b = {.n = n, .dy = D(dy), .lddy = d, .h = D(x), .ldh = d, .rstd = D(rstd), .gamma = D(w),
+                            .dres = D(dx), .lddres = d, .accumulate = accumulate};
+    return lg_norm_backward(c->norm, &b, c->stream);
+}
+
+static enum lg_status cuda_rope(lg_backend_t *be, const struct lg_mb *mb, const struct lg_ref_rope *r, lg_addr q,
+                                int hq, lg_addr k, int hkv, int dir)
+{
+    struct cuda_be *c = cb(be);
+    if (!c->rope) {
+        float inv[1024];
+        enum lg_status s = r->d / 2 <= 1024 ? lg_ref_rope_inv_freq(r, inv)
+                                            : lg_fail(LG_ERR_UNSUPPORTED, "cuda backend: head_dim %lld", (long long)r->d);
+        struct lg_rope_params p = {.head_dim = r->d, .dtype = be->act, .inv_freq = inv};
+        if (s == LG_OK)
+            s = lg_rope_init(c->ctx, &p, &c->rope);
+        if (s != LG_OK)
+            return s;
+    }
+    struct lg_rope_run run = {.n = mb->n, .q = D(q), .ldq = (int64_t)hq * r->d, .hq = hq, .k = D(k),
+                              .ldk = (int64_t)hkv * r->d, .hk = hkv, .cu_seqlens = D(mb->cu_dev), .nseq = mb->nseq,
+                              .backward = dir < 0};
+    return lg_rope_apply(c->rope, &run, c->stream);
+}
+
+static enum lg_status attn_obj(struct cuda_be *c, int hq, int hkv, int d)
+{
+    if (c->attn)
+        return LG_OK;
+    struct lg_attn_params p = {.hq = hq, .hkv = hkv, .head_dim = d, .dtype = c->base.act,
+                               .backend = LG_ATTN_GENERATED, .flags = c->deterministic ? LG_ATTN_DETERMINISTIC : 0};
+    return lg_attn_init(c->ctx, &p, &c->attn);
+}
+
+static struct lg_attn_seqs seqs_of(const struct lg_mb *mb)
+{
+    return (struct lg_attn_seqs){.nseq = mb->nseq, .cu_host = mb->cu, .cu = D(mb->cu_dev), .tokens = mb->n,
+                                 .max_len = mb->max_len};
+}
+
+static enum lg_status cuda_attn_fwd(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
+                                    lg_addr k, lg_addr v, lg_addr o, lg_addr lse)
+{
+    struct cuda_be *c = cb(be);
+    enum lg_status s = attn_obj(c, hq, hkv, d);
+    if (s != LG_OK)
+        return s;
+    struct lg_attn_fwd f = {.seqs = seqs_of(mb), .q = D(q), .k = D(k), .v = D(v), .ldq = (int64_t)hq * d,
+                            .ldk = (int64_t)hkv * d, .ldv = (int64_t)hkv * d, .o = D(o), .ldo = (int64_t)hq * d,
+                            .lse = D(lse)};
+    return lg_attn_forward(c->attn, &f, c->stream);
+}
+
+static enum lg_status cuda_attn_bwd(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
+                                    lg_addr k, lg_addr v, lg_addr o, lg_addr lse, lg_addr dout, lg_addr dq,
+                                    lg_addr dk, lg_addr dv)
+{
+    struct cuda_be *c = cb(be);
+    enum lg_status s = attn_obj(c, hq, hkv, d);
+    if (s != LG_OK)
+        return s;
+    int64_t lq = (int64_t)hq * d, lk = (int64_t)hkv * d;
+    struct lg_attn_bwd b = {.seqs = seqs_of(mb), .q = D(q), .k = D(k), .v = D(v), .o = D(o), .dout = D(dout),
+                            .ldq = lq, .ldk = lk, .ldv = lk, .ldo = lq, .lddo = lq, .lse = D(lse), .dq = D(dq),
+                            .dk = D(dk), .dv = D(dv), .lddq = lq, .lddk = lk, .lddv = lk};
+    return lg_attn_backward(c->attn, &b, c->stream);
+}
+
+static enum lg_status swiglu_obj(struct cuda_be *c, int64_t f)
+{
+    if (c->swiglu)
+        return LG_OK;
+    struct lg_swiglu_params p = {.inter = f, .dtype = c->base.act};
+    return lg_swiglu_init(c->ctx, &p, &c->swiglu);
+}
+
+static enum lg_status cuda_swiglu_fwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr a)
+{
+    struct cuda_be *c = cb(be);
+    enum lg_status s = swiglu_obj(c, f);
+    if (s != LG_OK)
+        return s;
+    struct lg_swiglu_fwd r = {.n = n, .g = D(g), .ldg = f, .u = D(u), .ldu = f, .a = D(a), .lda = f};
+    return lg_swiglu_forward(c->swiglu, &r, c->stream);
+}
+
+static enum lg_status cuda_swiglu_bwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr da,
+                                      lg_addr dg, lg_addr du)
+{
+    struct cuda_be *c = cb(be);
+    enum lg_status s = swiglu_obj(c, f);
+    if (s != LG_OK)
+        return s;
+    struct lg_swiglu_bwd r = {.n = n, .g = D(g), .ldg = f, .u = D(u), .ldu = f, .da = D(da), .ldda = f,
+                              .dg = D(dg), .lddg = f, .du = D(du), .lddu = f};
+    return lg_swiglu_backward(c->swiglu, &r, c->stream);
+}
+
+static enum lg_status cuda_xent(lg_backend_t *be, int64_t n, int64_t h, int64_t vocab, lg_addr x, lg_addr head,
+                                lg_addr target, lg_addr weight, lg_addr loss, lg_addr dx)
+{
+    struct cuda_be *c = cb(be);
+    if (!c->xent) {
+        struct lg_xent_params p = {.hidden = h, .vocab = vocab, .dtype = be->act};
+        enum lg_status s = lg_xent_init(c->ctx, &p, &c->xent);
+        if (s != LG_OK)
+            return s;
+    }
+    struct lg_xent_run r = {.n = n, .x = D(x), .ldx = h, .w = D(head), .ldw = h, .labels = D(target),
+                            .weight = D(weight), .loss = D(loss), .dx = D(dx), .lddx = h, .dx_beta = 0,
+                            .grad_scale = 1};
+    return lg_xent_apply(c->xent, &r, c->stream);
+}
+
+/* One AdamW object per tensor list (an adapter's), made on its first step. */
+static enum lg_status cuda_adamw(lg_backend_t *be, const struct lg_opt_tensor *t, int count,
+                                 const struct lg_opt_step *st, int *skipped, double *norm)
+{
+    struct cuda_be *c = cb(be);
+    lg_adamw_t *obj = NULL;
+    for (int i = 0; i < c->nadamw && !obj; i++)
+        if (c->adamw[i].key == t && c->adamw[i].count == count)
+            obj = c->adamw[i].obj;
+    enum lg_status s = LG_OK;
+    if (!obj) {
+        struct lg_adamw_tensor *tt = calloc((size_t)count + 1, sizeof *tt);
+        void *grown = realloc(c->adamw, (size_t)(c->nadamw + 1) * sizeof *c->adamw);
+        if (!tt || !grown) {
+            free(tt);
+            free(grown == c->adamw ? NULL : grown);
+            return lg_fail(LG_ERR_OOM, "cuda backend: out of memory");
+        }
+        c->adamw = grown;
+        for (int i = 0; i < count; i++)
+            tt[i] = (struct lg_adamw_tensor){.p = D(t[i].p), .g = D(t[i].g), .m = D(t[i].m), .v = D(t[i].v),
+                                             .count = t[i].n, .half = D(t[i].half), .half_ld = t[i].half_ld,
+                                             .half_cols = t[i].half_cols};
+        struct lg_adamw_params p = {.dtype = be->act, .ntensors = count, .tensors = tt};
+        s = lg_adamw_init(c->ctx, &p, &obj);
+        free(tt);
+        if (s != LG_OK)
+            return s;
+        c->adamw[c->nadamw++] = (struct cuda_adamw){t, count, obj};
+    }
+    struct lg_adamw_hyper h = {.lr = st->lr, .beta1 = st->beta1, .beta2 = st->beta2, .eps = st->eps,
+                               .weight_decay = st->weight_decay, .max_grad_norm = st->max_norm};
+    s = lg_adamw_set_step(obj, st->step - 1, c->stream);
+    if (s == LG_OK)
+        s = lg_adamw_step(obj, &h, c->stream);
+    struct lg_adamw_status as;
+    if (s == LG_OK)
+        s = lg_adamw_read_status(obj, c->stream, &as);
+    if (s == LG_OK) {
+        *skipped = as.skipped;
+        *norm = as.norm;
+    }
+    return s;
+}
+
+static const struct lg_backend_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .release = cuda_release,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .zero = cuda_zero,
+    .copy = cuda_copy,
+    .sync = cuda_sync,
+    .upload_weight = cuda_upload_weight,
+    .begin = lg_cuda_begin,
+    .weight_size = cuda_weight_size,
+    .embed = cuda_embed,
+    .rmsnorm_fwd = cuda_rmsnorm_fwd,
+    .rmsnorm_bwd = cuda_rmsnorm_bwd,
+    .rope = cuda_rope,
+    .attn_fwd = cuda_attn_fwd,
+    .attn_bwd = cuda_attn_bwd,
+    .swiglu_fwd = cuda_swiglu_fwd,
+    .swiglu_bwd = cuda_swiglu_bwd,
+    .xent = cuda_xent,
+    .linear_init = lg_cuda_linear_init,
+    .linear_free = lg_cuda_linear_free,
+    .linear_params = lg_cuda_linear_params,
+    .linear_fwd = lg_cuda_linear_fwd,
+    .linear_bwd = lg_cuda_linear_bwd,
+    .linear_sync = lg_cuda_linear_sync,
+    .adamw = cuda_adamw,
+};
+
+enum lg_status lg_backend_cuda_init(const struct lg_backend_cuda_params *p, lg_backend_t **out)
+{
+    struct cuda_be *c = calloc(1, sizeof *c);
+    if (!c)
+        return lg_fail(LG_ERR_OOM, "cuda backend: out of memory");
+    struct lg_ctx_params cp = {.device = p ? p->device : 0};
+    enum lg_status s = lg_ctx_init(&cp, &c->ctx);
+    if (s == LG_OK)
+        s = lg_cu_check(cuStreamCreate(&c->stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    if (s != LG_OK) {
+        lg_ctx_free(c->ctx);
+        free(c);
+        return s;
+    }
+    c->base.ops = &cuda_ops;
+    c->base.act = c->base.weight = p && p->dtype == LG_FP16 ? LG_FP16 : LG_BF16;
+    c->deterministic = p ? p->deterministic : 1;
+    c->max_tokens = p ? p->max_tokens : 0;
+    c->nadapters = p && p->nadapters > 0 ? p->nadapters : 1;
+    snprintf(c->base.desc, sizeof c->base.desc, "cuda: %s (sm_%d), %s", lg_ctx_device_name(c->ctx),
+             lg_ctx_arch(c->ctx), lg_dtype_name(c->base.act));
+    *out = &c->base;
+    return LG_OK;
+}

@@ -1,0 +1,54 @@
+/* backend_cuda.h: what the CUDA backend's files share (backend_cuda.c: the op table, memory and row ops;
+ * backend_cuda_linear.c: LoRA linear layers on FusedMultiLoRA). Private to the model part. */
+#ifndef LG_BACKEND_CUDA_H
+#define LG_BACKEND_CUDA_H
+
+#include "lg_attention.h"
+#include "lg_backend.h"
+#include "lg_ctx.h"
+#include "lg_decoder_ops.h"
+#include "lg_gpu.h"
+#include "lg_mlora.h"
+#include "lg_ref_ops.h"
+
+struct cuda_adamw {
+    const void *key; /* the tensor list it was made for */
+    int count;
+    lg_adamw_t *obj;
+};
+
+struct cuda_be {
+    lg_backend_t base; /* first: the backend handle is this struct */
+    lg_ctx_t *ctx;
+    CUstream stream;
+    int deterministic;
+    int64_t max_tokens;
+    lg_norm_t *norm;
+    lg_rope_t *rope;
+    lg_swiglu_t *swiglu;
+    lg_embed_t *embed;
+    lg_xent_t *xent;
+    lg_attn_t *attn;
+    struct cuda_adamw *adamw;
+    int nadamw;
+    /* linear layers: one side-by-side output buffer for merged modules, the microbatch's segment table */
+    CUdeviceptr ybuf, dybuf;
+    size_t ybuf_bytes;
+    lg_mlora_segments_t *segs; /* the current microbatch's segment table */
+    int nadapters;
+};
+
+enum lg_status lg_cuda_linear_init(lg_backend_t *be, const struct lg_lora_linear_desc *d, const float *const *w,
+                                   const float *const *bias, lg_lora_linear_t **out);
+void lg_cuda_linear_free(lg_backend_t *be, lg_lora_linear_t *l);
+enum lg_status lg_cuda_linear_params(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,
+                                     struct lg_lora_params *p);
+enum lg_status lg_cuda_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
+                                  const lg_addr *y);
+enum lg_status lg_cuda_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
+                                  const lg_addr *dy, lg_addr dx);
+enum lg_status lg_cuda_linear_sync(lg_backend_t *be, lg_lora_linear_t *l, int adapter);
+void lg_cuda_linear_scratch_free(struct cuda_be *c);
+enum lg_status lg_cuda_begin(lg_backend_t *be, const struct lg_mb *mb);
+
+#endif
