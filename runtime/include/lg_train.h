@@ -28,7 +28,7 @@ enum lg_train_event {
     LG_EV_INFO = 0, /* a line of setup information (message) */
     LG_EV_STEP,     /* an optimizer step of one adapter finished */
     LG_EV_EVAL,     /* a validation loss of one adapter */
-    LG_EV_SKIP,     /* a step skipped: a gradient was not finite (message says where) */
+    LG_EV_SKIP,     /* a step skipped: the loss or a gradient was not finite (message says which, and where) */
     LG_EV_CKPT,     /* a checkpoint was written (message: its directory) */
     LG_EV_DONE,     /* an adapter finished and its PEFT output was written (message: the directory) */
 };

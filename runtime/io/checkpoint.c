@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,29 @@ static void remove_tree(const char *dir)
     rmdir(dir);
 }
 
+static int pid_gone(long pid) { return pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH; }
+
+/* What writers that were killed left in root: their temporary checkpoint directories (.tmp-ckpt-PID) and
+ * half-written `latest` pointers (latest.tmp-PID-N, lg_file_write_atomic's names). Never a committed checkpoint,
+ * and never what a live writer (another run in the same root) is writing. */
+static void remove_stale(const char *root)
+{
+    DIR *d = opendir(root);
+    struct dirent *e;
+    char path[1400];
+    long pid;
+    unsigned k;
+    while (d && (e = readdir(d))) {
+        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
+        if (sscanf(e->d_name, ".tmp-ckpt-%ld", &pid) == 1 && pid_gone(pid))
+            remove_tree(path);
+        else if (sscanf(e->d_name, "latest.tmp-%ld-%u", &pid, &k) == 2 && pid_gone(pid))
+            unlink(path);
+    }
+    if (d)
+        closedir(d);
+}
+
 enum lg_status lg_ckpt_begin(const char *root, lg_ckpt_writer_t **out)
 {
     enum lg_status s = lg_dir_create(root);
@@ -61,6 +85,7 @@ enum lg_status lg_ckpt_begin(const char *root, lg_ckpt_writer_t **out)
     snprintf(w->root, sizeof w->root, "%s", root);
     snprintf(w->tmp, sizeof w->tmp, "%s/.tmp-ckpt-%ld", root, (long)getpid());
     remove_tree(w->tmp); /* a leftover of a crashed writer with our pid */
+    remove_stale(root);
     if (mkdir(w->tmp, 0777) != 0) {
         s = lg_fail(LG_ERR_IO, "%s: cannot create: %s", w->tmp, strerror(errno));
         free(w);

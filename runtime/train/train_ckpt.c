@@ -10,9 +10,13 @@
 #include "lg_ckpt.h"
 #include "train_internal.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LG_TRAIN_CKPT_FORMAT 1.0
 #define NSTATE 6 /* step, steps, done, batch_loss, skipped_in_a_row, format */
@@ -131,8 +135,32 @@ static enum lg_status write_state(struct lg_trainer *tr, const char *dir)
     return s;
 }
 
+/* Removes from each adapter's output directory the temporary files of atomic writes (metrics.jsonl,
+ * loss.svg, the PEFT files: "<name>.tmp-PID-N") whose writer was killed before its rename. */
+static void remove_stale_outputs(const struct lg_trainer *tr)
+{
+    for (int i = 0; i < tr->nad; i++) {
+        DIR *d = opendir(tr->ad[i].out_dir);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            const char *t = strstr(e->d_name, ".tmp-");
+            long pid;
+            unsigned k;
+            char path[1400];
+            if (t && sscanf(t, ".tmp-%ld-%u", &pid, &k) == 2 && pid > 0 && kill((pid_t)pid, 0) != 0 &&
+                errno == ESRCH) {
+                snprintf(path, sizeof path, "%s/%s", tr->ad[i].out_dir, e->d_name);
+                unlink(path);
+            }
+        }
+        if (d)
+            closedir(d);
+    }
+}
+
 enum lg_status lg_ckpt_write(struct lg_trainer *tr)
 {
+    remove_stale_outputs(tr);
     char root[1100];
     ckpt_root(tr, root, sizeof root);
     lg_ckpt_writer_t *w;
@@ -255,6 +283,7 @@ enum lg_status lg_ckpt_resume(struct lg_trainer *tr)
     enum lg_status s = lg_ckpt_latest(root, dir, sizeof dir);
     if (s != LG_OK)
         return s;
+    remove_stale_outputs(tr);
     snprintf(path, sizeof path, "%s/state.safetensors", dir);
     lg_st_t *st;
     if ((s = lg_st_open(path, &st)) != LG_OK)

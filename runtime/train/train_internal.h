@@ -27,6 +27,9 @@ struct lg_ad_tensor {
     lg_addr ma, va, mb, vb; /* AdamW moments of A and B */
 };
 
+/* Global batches in a row with a non-finite loss or gradient after which an adapter's run stops. */
+#define LG_TRAIN_BAD_STEPS 8
+
 struct lg_point {
     int64_t step;
     double loss, lr, grad_norm;
@@ -86,6 +89,7 @@ struct lg_trainer {
     double t0, elapsed_before; /* wall clock at start of this process; seconds of earlier runs */
     double rate_tokens, rate_t; /* for tokens/s */
     int64_t ckpt_steps;         /* summed steps at the last checkpoint */
+    int ckpt_due;               /* a periodic checkpoint is due once the microbatch in flight is done */
 };
 
 /* train_setup.c */

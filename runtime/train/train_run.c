@@ -50,28 +50,45 @@ static enum lg_status validate(struct lg_trainer *tr, struct lg_ad_state *a)
     return lg_report_point(tr, a, &p, 1);
 }
 
-/* The optimizer step of adapter a after its global batch completed, and what follows it. */
+/* The optimizer step of adapter a after its global batch completed, and what follows it. A batch whose loss
+ * or gradient is not finite (NaN or inf) does not step: the adapter keeps its weights and moments, the batch's
+ * gradients are dropped, and the skip is reported; LG_TRAIN_BAD_STEPS such batches in a row stop the run
+ * with the adapter, step, epoch and microbatch. Each adapter is judged on its own batches. */
 static enum lg_status after_batch(struct lg_trainer *tr, struct lg_ad_state *a)
 {
-    double lr, norm;
-    int skipped;
-    enum lg_status s = lg_ad_step(tr, a, &lr, &norm, &skipped);
+    double lr = lg_ad_lr(a, a->step), norm = NAN, loss = a->batch_loss;
+    int skipped = 0;
+    const char *why;
+    enum lg_status s;
+    if (!isfinite(loss)) { /* its gradients are those of a NaN: no step on them */
+        skipped = 1;
+        why = "the loss is not finite";
+        s = lg_ad_zero_grads(tr, a);
+    } else {
+        why = "a gradient is not finite";
+        s = lg_ad_step(tr, a, &lr, &norm, &skipped);
+    }
     if (s != LG_OK)
         return s;
     a->stepped_batches++;
-    double loss = a->batch_loss;
     a->batch_loss = 0;
     if (skipped) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "adapter '%s': step %lld skipped: a gradient is not finite (loss %g)",
-                 a->cfg->name, (long long)a->step + 1, loss);
+        char msg[512];
+        char ls[32];
+        if (isnan(loss))
+            snprintf(ls, sizeof ls, "nan"); /* not the "-nan" printf may give */
+        else
+            snprintf(ls, sizeof ls, "%g", loss);
+        snprintf(msg, sizeof msg, "adapter '%s': step %lld skipped: %s (loss %s; epoch %d, microbatch %zu)",
+                 a->cfg->name, (long long)a->step + 1, why, ls, tr->epoch + 1, tr->mb_index + 1);
         struct lg_train_progress p = {.event = LG_EV_SKIP, .adapter = a->index, .name = a->cfg->name,
                                       .step = a->step, .steps = a->steps, .loss = loss, .message = msg};
         lg_report(tr, &p);
-        if (++a->skipped_in_a_row >= 8)
-            return lg_fail(LG_ERR_INVALID, "adapter '%s': 8 steps in a row had non-finite gradients (the last "
-                           "at step %lld, epoch %d, microbatch %zu); lower lr or check the data", a->cfg->name,
-                           (long long)a->step + 1, tr->epoch + 1, tr->mb_index);
+        if (++a->skipped_in_a_row >= LG_TRAIN_BAD_STEPS)
+            return lg_fail(LG_ERR_INVALID, "adapter '%s': %d steps in a row were skipped, the last (step %lld, "
+                           "epoch %d, microbatch %zu) because %s; lower lr, check the data and the model's "
+                           "weights", a->cfg->name, LG_TRAIN_BAD_STEPS, (long long)a->step + 1, tr->epoch + 1,
+                           tr->mb_index + 1, why);
         return LG_OK;
     }
     a->skipped_in_a_row = 0;
@@ -83,9 +100,12 @@ static enum lg_status after_batch(struct lg_trainer *tr, struct lg_ad_state *a)
         a->done = 1;
     if (tr->tc.eval_every > 0 && a->step % tr->tc.eval_every == 0 && !a->done && (s = validate(tr, a)) != LG_OK)
         return s;
+    /* Due, but written once the whole microbatch is done (run()): a checkpoint taken here would record this
+     * microbatch as not yet run although its gradients are in it, and miss the steps of other adapters' batches
+     * it completes after this one, so a resume would train on it twice. */
     int64_t every = (int64_t)tr->tc.checkpoint_every * tr->nad;
     if (every > 0 && total_steps(tr) - tr->ckpt_steps >= every)
-        s = lg_ckpt_write(tr);
+        tr->ckpt_due = 1;
     return s;
 }
 
@@ -187,12 +207,17 @@ static enum lg_status run(struct lg_trainer *tr, struct lg_train_result *r)
             s = lg_train_plan_epoch(tr);
         resumed = 0;
         size_t nmb = s == LG_OK ? lg_plan_mb_count(tr->plan) : 0;
-        for (; s == LG_OK && tr->mb_index < nmb && !all_done(tr); tr->mb_index++) {
+        while (s == LG_OK && tr->mb_index < nmb && !all_done(tr)) {
             if (tr->opts->stop && *tr->opts->stop) {
                 r->interrupted = 1;
                 return lg_ckpt_write(tr);
             }
             s = run_mb(tr, tr->mb_index);
+            tr->mb_index++; /* the position a checkpoint records: the next microbatch to run */
+            if (s == LG_OK && tr->ckpt_due) {
+                tr->ckpt_due = 0;
+                s = lg_ckpt_write(tr);
+            }
         }
         if (s == LG_OK && !all_done(tr)) {
             tr->epoch++;
