@@ -6,6 +6,7 @@
 #include "lg_io.h"
 #include "lg_trainjob.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -27,9 +28,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lg_job_free(job);
     struct lg_train_config tc;
     if (lg_train_config_load(path, &tc) == LG_OK) {
-        for (int i = 0; i < tc.nadapters; i++)
-            if (tc.adapters[i].rank <= 0 || tc.adapters[i].global_batch <= 0 || !(tc.adapters[i].lr > 0))
+        for (int i = 0; i < tc.nadapters; i++) {
+            const struct lg_train_adapter *a = &tc.adapters[i];
+            /* what the schema promises the trainer: bounded integers, finite numbers, C-string paths */
+            if (a->rank <= 0 || a->rank > 4096 || a->global_batch <= 0 || a->global_batch > (1 << 24) ||
+                a->steps < 0 || a->epochs < 1 || !(a->lr > 0) || !isfinite(a->lr) || !isfinite(a->alpha) ||
+                !isfinite(a->warmup) || !isfinite(a->eps) || !isfinite(a->grad_clip) ||
+                !isfinite(a->weight_decay) || !(a->beta1 >= 0 && a->beta1 < 1) || !(a->beta2 >= 0 && a->beta2 < 1))
                 abort();
+        }
         lg_train_config_free(&tc);
     }
     return 0;
