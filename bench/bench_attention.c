@@ -11,6 +11,8 @@
  * usage: bench_attention [--reps N] [--only SHAPE] [--csv FILE] [--torch-csv FILE] [--no-sweep] [--print-lens]
  *   --torch-csv: bench/attention_torch.py's CSV (same shapes), printed beside ours as ratios
  *   --print-lens: prints the lognormal pack's lengths (comma-separated, for attention_torch.py --mix) and exits
+ *   --tokens N: packs of N tokens instead of 8192 (4 x N/4, 1 x N, lognormal cut at N; small GPUs, and the
+ *   CPU emulator's fake driver, tests/tools/attn_emu/fake.sh) 
  *   the sweep times a few tile sets of each kernel on 4 x 2048 (compiling each costs seconds) and keeps
  *   the fastest for the table; --no-sweep keeps the defaults. */
 #include "lg_attention.h"
@@ -51,17 +53,19 @@ static void shape_from_lens(struct shape *s, const char *name, const int *lens, 
     s->T = s->cu[n];
 }
 
-/* The CNN trace's lengths in order until 8192 tokens; the last sample is cut to land on 8192 exactly. */
-static void lognormal_shape(struct shape *s)
+/* The CNN trace's lengths in order until `tokens`; the last sample is cut to land on it exactly. */
+static void lognormal_shape(struct shape *s, int tokens)
 {
     uint32_t len[MAXSEQ];
     CHECK(lg_trace_generate(LG_TRACE_CNN, MAXSEQ, 1, len));
     int lens[MAXSEQ], n = 0, total = 0;
-    while (total < 8192 && n < MAXSEQ) {
-        int l = (int)len[n] < 8192 - total ? (int)len[n] : 8192 - total;
+    while (total < tokens && n < MAXSEQ) {
+        int l = (int)len[n] < tokens - total ? (int)len[n] : tokens - total;
         lens[n++] = l, total += l;
     }
-    shape_from_lens(s, "lognormal-8192", lens, n);
+    char name[32];
+    snprintf(name, sizeof name, "lognormal-%d", tokens);
+    shape_from_lens(s, name, lens, n);
 }
 
 struct bufs {
@@ -289,7 +293,7 @@ static struct lg_attn_tiles sweep(lg_ctx_t *ctx, struct run *r, int reps)
          .dq_bm = 128, .dq_bn = 64, .dq_nw = 8, .dq_st = 2},
         {.fwd_bm = 128, .fwd_bn = 64, .fwd_nw = 8, .fwd_st = 2, .dkv_bm = 64, .dkv_nw = 8, .dkv_st = 1,
          .dq_bm = 64, .dq_bn = 128, .dq_nw = 4, .dq_st = 2},
-        {.fwd_bm = 64, .fwd_bn = 128, .fwd_nw = 4, .fwd_st = 2, .dkv_bm = 128, .dkv_nw = 8, .dkv_st = 1,
+        {.fwd_bm = 64, .fwd_bn = 128, .fwd_nw = 4, .fwd_st = 2, .dkv_bm = 64, .dkv_nw = 4, .dkv_st = 1,
          .dq_bm = 64, .dq_bn = 64, .dq_nw = 4, .dq_st = 1},
     };
     const int n = (int)(sizeof cand / sizeof cand[0]);
@@ -301,7 +305,12 @@ static struct lg_attn_tiles sweep(lg_ctx_t *ctx, struct run *r, int reps)
         r->fast = make(ctx, 0, &cand[i]), r->det = make(ctx, LG_ATTN_DETERMINISTIC, &cand[i]);
         struct lg_attn_fwd f = {.seqs = seqs(r), .q = r->b->q, .k = r->b->k, .v = r->b->v, .o = r->b->o,
                                 .lse = r->b->lse};
-        if (lg_attn_forward(r->fast, &f, 0) != LG_OK) {
+        const struct bufs *b = r->b;
+        struct lg_attn_bwd g = {.seqs = seqs(r), .q = b->q, .k = b->k, .v = b->v, .o = b->o, .dout = b->dout,
+                                .lse = b->lse, .dq = b->dq, .dk = b->dk, .dv = b->dv};
+        /* a candidate this device cannot run (shared memory) is skipped, not fatal */
+        if (lg_attn_forward(r->fast, &f, 0) != LG_OK || lg_attn_backward(r->fast, &g, 0) != LG_OK ||
+            lg_attn_backward(r->det, &g, 0) != LG_OK) {
             printf("  candidate %d: skipped (%s)\n", i, lg_last_error());
             lg_attn_free(r->fast), lg_attn_free(r->det);
             continue;
@@ -353,7 +362,7 @@ static int read_torch(const char *path, struct torch_row *rows, int max)
 
 int main(int argc, char **argv)
 {
-    int reps = 20, do_sweep = 1, print_lens = 0;
+    int reps = 20, do_sweep = 1, print_lens = 0, tokens = 8192;
     const char *only = NULL, *csv_path = NULL, *torch_csv = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc)
@@ -368,14 +377,16 @@ int main(int argc, char **argv)
             do_sweep = 0;
         else if (!strcmp(argv[i], "--print-lens"))
             print_lens = 1;
+        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc && atoi(argv[i + 1]) >= 16)
+            tokens = atoi(argv[++i]) / 16 * 16;
         else {
             fprintf(stderr, "usage: %s [--reps N] [--only SHAPE] [--csv FILE] [--torch-csv FILE] [--no-sweep] "
-                            "[--print-lens]\n", argv[0]);
+                            "[--print-lens] [--tokens N]\n", argv[0]);
             return 2;
         }
     }
     struct shape mix;
-    lognormal_shape(&mix);
+    lognormal_shape(&mix, tokens);
     if (print_lens) {
         for (int i = 0; i < mix.nseq; i++)
             printf("%s%d", i ? "," : "", mix.cu[i + 1] - mix.cu[i]);
@@ -389,11 +400,13 @@ int main(int argc, char **argv)
     printf("bench_attention: causal GQA %d/%d, d=%d, bf16, on %s (sm_%d, %d SMs), cuDNN %d\n", HQ, HKV, HD,
            lg_ctx_device_name(ctx), lg_ctx_arch(ctx), lg_ctx_sm_count(ctx), lg_attn_cudnn_version());
     struct shape shapes[3];
-    const int four[4] = {2048, 2048, 2048, 2048}, one[1] = {8192};
-    shape_from_lens(&shapes[0], "4x2048", four, 4);
-    shape_from_lens(&shapes[1], "1x8192", one, 1);
+    const int four[4] = {tokens / 4, tokens / 4, tokens / 4, tokens / 4}, one[1] = {tokens};
+    char n4[32], n1[32];
+    snprintf(n4, sizeof n4, "4x%d", tokens / 4), snprintf(n1, sizeof n1, "1x%d", tokens);
+    shape_from_lens(&shapes[0], n4, four, 4);
+    shape_from_lens(&shapes[1], n1, one, 1);
     shapes[2] = mix;
-    printf("lognormal-8192 lengths:");
+    printf("%s lengths:", mix.name);
     for (int i = 0; i < shapes[2].nseq; i++)
         printf(" %d", shapes[2].cu[i + 1] - shapes[2].cu[i]);
     printf("\n");
@@ -421,7 +434,7 @@ int main(int argc, char **argv)
     char table[8192] = "";
     size_t tl = 0;
     tl += (size_t)snprintf(table + tl, sizeof table - tl,
-                           "\n%-15s | %17s | %17s | %17s | %17s | det cost\n", "shape (8192 tok)", "fwd ms  TFLOP/s",
+                           "\n%-15s | %17s | %17s | %17s | %17s | det cost\n", "shape", "fwd ms  TFLOP/s",
                            "bwd ms  TFLOP/s", "fwd+bwd ms TF/s", "det f+b ms TF/s");
     for (int si = 0; si < 3; si++) {
         const struct shape *s = &shapes[si];

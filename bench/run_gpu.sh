@@ -73,6 +73,6 @@ printf "%b" "$summary"
 [ -f "$O/test_attention_gpu.log" ] && grep -E "^device|^  case |\| (PASS|FAIL)$|first bad|kernels:|skipped|isolation|reproducib|cuDNN backend|Checks|:F:|:E:" "$O/test_attention_gpu.log" | head -60
 [ -f "$O/attention_torch.log" ] && cat "$O/attention_torch.log"
 [ -f "$O/bench_attention.log" ] && grep -E "MISMATCH|validation|picked|^kernels" "$O/bench_attention.log"
-[ -f "$O/bench_attention.log" ] && sed -n '/^shape (8192 tok)/,$p' "$O/bench_attention.log"
+[ -f "$O/bench_attention.log" ] && sed -n '/^shape  /,$p' "$O/bench_attention.log"
 [ -f "$O/ncu_attention.txt" ] && grep -E "^  lg_attn|Duration|Compute \(SM\) Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Theoretical Occupancy|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Stall" "$O/ncu_attention.txt" | head -60
 exit 0
