@@ -5,6 +5,7 @@
  * the C field they are read into; names and paths with NUL bytes or invalid UTF-8; token datasets with ids
  * outside the vocabulary, duplicate keys and loss_mask values other than 0/1, also through `loragen train`;
  * `loragen gen --arch ,`. Also: the limited string functions give Lua's results. */
+#include "lg_ckpt.h"
 #include "lg_gen.h"
 #include "lg_io.h"
 #include "lg_lua.h"
@@ -19,6 +20,8 @@
 #include <unistd.h>
 
 #define DATA "tests/data/robust/"
+
+static char *tmp; /* a scratch directory the parent creates and removes */
 
 static void expect_msg(enum lg_status st, enum lg_status want, const char *where, const char *phrase)
 {
@@ -252,9 +255,32 @@ START_TEST(bad_tokens_are_refused_on_their_line)
 }
 END_TEST
 
-/* ---- the CLI ---- */
+/* ---- checkpoints ---- */
 
-static char *tmp;
+/* A checkpoint is trusted only as far as its manifest goes: a file added to it afterwards, or a manifest
+ * emptied of its entries, is refused naming the file. */
+START_TEST(checkpoint_files_outside_the_manifest_are_refused)
+{
+    char *root = lg_test_path(tmp, "ckpts"), dir[1200], path[1300];
+    lg_ckpt_writer_t *w;
+    CHECK(lg_ckpt_begin(root, &w));
+    snprintf(path, sizeof path, "%s/state.safetensors", lg_ckpt_dir(w));
+    lg_test_write_text(path, "state\n");
+    CHECK(lg_ckpt_commit(w, 2));
+    CHECK(lg_ckpt_latest(root, dir, sizeof dir));
+    snprintf(path, sizeof path, "%s/adapter-0.safetensors", dir);
+    lg_test_write_text(path, "planted\n");
+    expect_msg(lg_ckpt_verify(dir), LG_ERR_IO, "adapter-0.safetensors is not in its manifest", "altered");
+    unlink(path);
+    CHECK(lg_ckpt_verify(dir));
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    lg_test_write_text(path, "{\"format\": 1, \"files\": {}}\n");
+    expect_msg(lg_ckpt_latest(root, dir, sizeof dir), LG_ERR_IO, "state.safetensors is not in its manifest", dir);
+    free(root);
+}
+END_TEST
+
+/* ---- the CLI ---- */
 
 static void setup_once(void) {}
 
@@ -330,6 +356,7 @@ int main(void)
     tcase_add_test(tc, trusted_failures_name_the_file);
     tcase_add_test(tc, every_integer_field_has_a_max);
     tcase_add_loop_test(tc, bad_tokens_are_refused_on_their_line, 0, NBADTOK);
+    tcase_add_test(tc, checkpoint_files_outside_the_manifest_are_refused);
     tcase_add_test(tc, gen_refuses_an_empty_arch);
     tcase_add_test(tc, train_refuses_ids_outside_the_vocabulary);
     suite_add_tcase(s, tc);

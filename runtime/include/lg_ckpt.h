@@ -42,7 +42,8 @@ LG_API enum lg_status lg_ckpt_latest(const char *root, char *dir, size_t n);
 /* Removes every checkpoint and the `latest` pointer under root (a fresh run replacing an earlier one's);
  * *removed is how many checkpoints there were. A missing root is fine. */
 LG_API enum lg_status lg_ckpt_clear(const char *root, int *removed);
-/* Checks one checkpoint directory against its manifest. */
+/* Checks one checkpoint directory against its manifest: every file it lists (size and hash), and no regular file
+ * in the directory that it does not list. */
 LG_API enum lg_status lg_ckpt_verify(const char *dir);
 
 #ifdef __cplusplus

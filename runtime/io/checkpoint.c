@@ -261,6 +261,20 @@ enum lg_status lg_ckpt_verify(const char *dir)
             break;
         }
     }
+    /* and nothing in the directory is trusted without being in the manifest */
+    DIR *d = s == LG_OK ? opendir(dir) : NULL;
+    struct dirent *e;
+    while (d && s == LG_OK && (e = readdir(d))) {
+        struct stat st;
+        char fp[1400];
+        snprintf(fp, sizeof fp, "%s/%s", dir, e->d_name);
+        if (strcmp(e->d_name, "manifest.json") && stat(fp, &st) == 0 && S_ISREG(st.st_mode) &&
+            !json_object_get(files, e->d_name))
+            s = lg_fail(LG_ERR_IO, "checkpoint %s: %s is not in its manifest: the checkpoint was altered after it "
+                        "was written; resume from an older one or start afresh", dir, e->d_name);
+    }
+    if (d)
+        closedir(d);
     json_decref(m);
     return s;
 }
