@@ -20,12 +20,14 @@ def main():
     ap.add_argument("--samples", type=int, default=240)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--modulus", type=int, default=64, help="token ids used: 0..modulus-1")
+    ap.add_argument("--min-len", type=int, default=16)
+    ap.add_argument("--max-len", type=int, default=96)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     for _ in range(args.samples):
         t = rng.randrange(args.modulus)
         ids = []
-        for _ in range(rng.randint(16, 96)):
+        for _ in range(rng.randint(args.min_len, args.max_len)):
             ids.append(t)
             t = (5 * t + 3) % args.modulus
         sys.stdout.write(json.dumps({"input_ids": ids}) + "\n")

@@ -48,7 +48,8 @@ M.OPS = {
     tag = function(c) return ("c%ds%db%d"):format(c.nct, c.st, c.minb) end,
     inst = function(c) return { R = c.rank, NCT = c.nct, ST = c.st, MINB = minb_arg(c) } end,
     -- the dB accumulators (nct*rank/2 registers per thread) must fit beside everything else
-    default_for = function(c) return { nct = math.max(1, math.min(4, 128 // c.rank)) } end,
+    -- (the largest power of two up to 4 with nct * rank <= 128: 128 // rank alone gave 3 or 5, not allowed)
+    default_for = function(c) return { nct = c.rank <= 32 and 4 or c.rank <= 64 and 2 or 1 } end,
     check = function(c)
       if c.nct * c.rank > 128 then return "nct*rank > 128 would spill the dB accumulators" end
     end,

@@ -54,7 +54,8 @@ M.OPS = {
     headers = HEADERS,
     params = { nct = { 1, 2, 4 }, st = { 2, 3 }, minb = { 1, 4 } },
     defaults = { nct = 4, st = 3, minb = 1 },
-    default_for = function(c) return { nct = math.max(1, math.min(4, 128 // c.rank)) } end,
+    -- the largest allowed power of two with nct * rank <= 128 (dB accumulators in registers)
+    default_for = function(c) return { nct = c.rank <= 32 and 4 or c.rank <= 64 and 2 or 1 } end,
     threads = function() return 128 end,
     tag = function(c) return ("c%ds%db%d"):format(c.nct, c.st, c.minb) end,
     inst = function(c) return { R = c.rank, NCT = c.nct, ST = c.st, MINB = minb_arg(c) } end,

@@ -217,11 +217,21 @@ enum lg_status lg_cuda_begin(lg_backend_t *be, const struct lg_mb *mb)
     return s;
 }
 
+static void free_ybufs(struct cuda_be *c)
+{
+    if (c->ybuf)
+        cuMemFree(c->ybuf);
+    if (c->dybuf)
+        cuMemFree(c->dybuf);
+    c->ybuf = c->dybuf = 0;
+    c->ybuf_bytes = 0;
+}
+
 static enum lg_status scratch(struct cuda_be *c, size_t bytes)
 {
     if (c->ybuf_bytes >= bytes)
         return LG_OK;
-    lg_cuda_linear_scratch_free(c);
+    free_ybufs(c);
     enum lg_status s = lg_cu_check(cuMemAlloc(&c->ybuf, bytes), "cuMemAlloc");
     if (s == LG_OK)
         s = lg_cu_check(cuMemAlloc(&c->dybuf, bytes), "cuMemAlloc");
@@ -232,14 +242,9 @@ static enum lg_status scratch(struct cuda_be *c, size_t bytes)
 
 void lg_cuda_linear_scratch_free(struct cuda_be *c)
 {
-    if (c->ybuf)
-        cuMemFree(c->ybuf);
-    if (c->dybuf)
-        cuMemFree(c->dybuf);
+    free_ybufs(c);
     lg_mlora_segments_free(c->segs);
     c->segs = NULL;
-    c->ybuf = c->dybuf = 0;
-    c->ybuf_bytes = 0;
 }
 
 /* Copies columns [col, col + w) of rows of `src` (row stride lds elements) to or from a packed buffer. */
