@@ -2,7 +2,7 @@
  * heterogeneous set (a different trace per adapter), S in {1,2,4} and DP in {1,2}: plan with ours and both
  * baselines, verify every plan (and the timeline), simulate, and print bubble ratio and makespan side by side,
  * our microbatch count against the lower bound ceil(tokens / C), padding waste and planning time (median of
- * several runs). Then an ablation on the target configurations.
+ * several runs). Then an ablation on the target configurations. --quick runs only S=4, at DP=1 and DP=2.
  *
  *   bench_sched [--samples N] [--batch B] [--capacity C] [--reps R] [--quick]
  */
@@ -95,9 +95,9 @@ static struct result run(const lg_job_t *job, enum lg_plan_algo algo, unsigned f
 
 static void header(void)
 {
-    printf("%-2s %-8s %-2s %-2s | %5s %5s %6s %6s | %6s | %6s %6s %6s | %9s %9s %9s | %5s %5s | %7s %5s\n", "A",
-           "trace", "S", "DP", "mbs", "LBpad", "/LBpad", "/LBtok", "waste", "bub%", "meg%", "mlora%", "ours ms", "meg ms",
-           "mlora ms", "xMeg", "xmLo", "plan ms", "tgt");
+    printf("%-2s %-8s %-2s %-2s | %5s %5s %6s %6s | %6s | %6s %6s %6s | %9s %9s %9s | %5s %5s | %7s %5s | %5s\n",
+           "A", "trace", "S", "DP", "mbs", "LBpad", "/LBpad", "/LBtok", "waste", "bub%", "meg%", "mlora%", "ours ms",
+           "meg ms", "mlora ms", "xMeg", "xmLo", "plan ms", "tgt", "holds");
 }
 
 static void row(int A, int trace, int S, int D)
@@ -107,13 +107,13 @@ static void row(int A, int trace, int S, int D)
     struct result m = run(job, LG_PLAN_MEGATRON, 0, 1);
     struct result l = run(job, LG_PLAN_MLORA, 0, 1);
     printf("%-2d %-8s %-2d %-2d | %5zu %5zu %6.3f %6.3f | %5.2f%% | %6.2f %6.2f %6.2f | %9.1f %9.1f %9.1f | %5.2f %5.2f "
-           "| %7.2f %5u\n",
+           "| %7.2f %5u | %5zu\n",
            A, trace_name(trace), S, D, o.sum.microbatches, o.sum.padded_bound,
            (double)o.sum.microbatches / (double)o.sum.padded_bound,
            (double)o.sum.microbatches / (double)o.sum.lower_bound, 100 * o.sum.waste, 100 * o.st.bubble,
            100 * m.st.bubble, 100 * l.st.bubble, o.st.makespan_us / 1e3, m.st.makespan_us / 1e3,
            l.st.makespan_us / 1e3, m.st.makespan_us / o.st.makespan_us, l.st.makespan_us / o.st.makespan_us,
-           o.plan_ms, o.sum.target);
+           o.plan_ms, o.sum.target, o.st.waits);
     fflush(stdout);
     lg_job_free(job);
 }
@@ -134,11 +134,14 @@ static void ablation(void)
     printf("%-6s %-18s | %6s %6s %6s | %7s | %9s | %6s | %7s\n", "trace", "variant", "mbs", "/LBpad", "/LBtok", "bubble",
            "ms", "waste", "plan ms");
     int traces[2] = {LG_TRACE_MIX, HET};
-    for (int t = 0; t < 2; t++) {
-        lg_job_t *job = make_job(4, traces[t], 4, 1);
+    for (int t = 0; t < 4; t++) {
+        int D = 1 + t / 2;
+        if (t == 2)
+            printf("\nablation: 4 adapters, S=4, DP=2, capacity %u, global batch %d\n", g_cap, g_batch);
+        lg_job_t *job = make_job(4, traces[t % 2], 4, D);
         for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
             struct result r = run(job, LG_PLAN_PACKED, v[i].flags, g_reps);
-            printf("%-6s %-18s | %6zu %6.3f %6.3f | %6.2f%% | %9.1f | %5.2f%% | %7.2f\n", trace_name(traces[t]), v[i].name,
+            printf("%-6s %-18s | %6zu %6.3f %6.3f | %6.2f%% | %9.1f | %5.2f%% | %7.2f\n", trace_name(traces[t % 2]), v[i].name,
                    r.sum.microbatches, (double)r.sum.microbatches / (double)r.sum.padded_bound,
                    (double)r.sum.microbatches / (double)r.sum.lower_bound, 100 * r.st.bubble,
                    r.st.makespan_us / 1e3, 100 * r.sum.waste, r.plan_ms);
@@ -171,7 +174,8 @@ int main(int argc, char **argv)
     printf("scheduler: %zu samples per adapter, global batch %d, capacity %u, pad 16, Llama-8B-like cost model\n"
            "mbs: our microbatches (all ranks); LBpad = ceil(our padded tokens / C), /LBpad and /LBtok: mbs over that\n"
            "and over ceil(real tokens / C); bub%%/meg%%/mlora%%: simulated bubble of ours / Megatron-style / mLoRA-style;\n"
-           "xMeg, xmLo: their makespan over ours; plan ms: median wall time of lg_plan_build (ours), one thread\n\n",
+           "xMeg, xmLo: their makespan over ours; plan ms: median wall time of lg_plan_build (ours), one thread;\n"
+           "holds: forwards of ours held for an optimizer step (simulated)\n\n",
            g_samples, g_batch, g_cap);
     header();
     static const int Ss[3] = {1, 2, 4}, Ds[2] = {1, 2};
@@ -181,7 +185,7 @@ int main(int argc, char **argv)
                 continue; /* heterogeneous needs several adapters */
             for (int si = 0; si < 3; si++)
                 for (int di = 0; di < 2; di++) {
-                    if (quick && !(Ss[si] == 4 && Ds[di] == 1))
+                    if (quick && Ss[si] != 4) /* the target configurations, DP=1 and DP=2 */
                         continue;
                     row(A, t, Ss[si], Ds[di]);
                 }
