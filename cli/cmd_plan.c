@@ -173,7 +173,9 @@ static void print_plan(enum lg_plan_algo algo, const struct run *r)
            s->padded_bound, (double)s->microbatches / (double)s->padded_bound);
     printf("  tokens         %llu real, %llu padded: padding waste %.2f%%\n", (unsigned long long)s->tokens,
            (unsigned long long)s->padded, 100 * s->waste);
-    printf("  explicit waits %zu (forwards the runtime must hold for an optimizer step)\n", s->waits);
+    printf("  explicit waits %zu (forwards the runtime must hold for an optimizer step: by order, or as the\n"
+           "                 simulation predicts; %zu segments)\n",
+           s->wait_forwards, s->waits);
 }
 
 /* runs[] is indexed by enum lg_plan_algo; have[] says which ran. */
@@ -194,9 +196,10 @@ static void print_prediction(const lg_job_t *job, const struct run *runs, const 
             printf("%8.2fx", st->makespan_us / runs[LG_PLAN_PACKED].st.makespan_us);
         else
             printf("%9s", "-");
-        printf(" %12.0f %8zu\n", (double)runs[i].sum.tokens / (st->makespan_us / 1e6), runs[i].sum.waits);
+        printf(" %12.0f %8zu\n", (double)runs[i].sum.tokens / (st->makespan_us / 1e6), st->waits);
     }
-    printf("  (speedup: that plan's makespan over ours; step ms: makespan over the mean number of optimizer steps)\n");
+    printf("  (speedup: that plan's makespan over ours; step ms: makespan over the mean number of optimizer steps;\n"
+           "   waits: forwards held for an optimizer step, the plan's explicit waits)\n");
     int main_algo = have[LG_PLAN_PACKED] ? LG_PLAN_PACKED : have[LG_PLAN_MEGATRON] ? LG_PLAN_MEGATRON : LG_PLAN_MLORA;
     const struct lg_sim_stats *st = &runs[main_algo].st;
     printf("\nbalance (%s):\n  bubble per stage:", names[main_algo]);

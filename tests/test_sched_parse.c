@@ -188,6 +188,28 @@ START_TEST(job_oversize_policies)
 }
 END_TEST
 
+/* A plan capacity (`loragen plan --capacity`) below the longest kept sample names the job file's adapter and
+ * the dataset's file and line, as the job's own oversize error does. */
+START_TEST(plan_capacity_below_a_sample)
+{
+    lg_job_t *job;
+    CHECK(load_job("oversize_truncate.lua", &job)); /* long.trace's 5000 and 6000 are cut to 4096 */
+    struct lg_plan_params pp = lg_plan_params_default();
+    pp.capacity = 2048;
+    lg_plan_t *plan = NULL;
+    expect_fail(lg_plan_build(job, &pp, &plan), LG_ERR_INVALID,
+                (const char *[]){"4096-token", "capacity 2048", DATA "oversize_truncate.lua:5:", "adapters[1]",
+                                 DATA "long.trace:2: sample 1", NULL});
+    ck_assert_ptr_null(plan);
+    lg_job_free(job);
+    CHECK(load_job("good.lua", &job)); /* a trace behind a JSONL adapter: small.trace line 5 holds 4000 */
+    pp.capacity = 3200;
+    expect_fail(lg_plan_build(job, &pp, &plan), LG_ERR_INVALID,
+                (const char *[]){DATA "good.lua:9:", "adapters[2] ('sum')", DATA "small.trace:5: sample 2", NULL});
+    lg_job_free(job);
+}
+END_TEST
+
 START_TEST(job_no_adapters)
 {
     lg_job_t *job;
@@ -260,7 +282,8 @@ START_TEST(api_errors)
     lg_plan_t *plan;
     struct lg_plan_params pp = lg_plan_params_default();
     pp.capacity = 16; /* the 30-token sample no longer fits */
-    expect_fail(lg_plan_build(job, &pp, &plan), LG_ERR_INVALID, (const char *[]){"30-token", NULL});
+    expect_fail(lg_plan_build(job, &pp, &plan), LG_ERR_INVALID,
+                (const char *[]){"30-token", "line 3: sample 2", NULL});
     lg_job_free(job);
     CHECK(lg_job_init(&p, &job));
     expect_fail(lg_plan_build(job, &pp, &plan), LG_ERR_INVALID, (const char *[]){"no adapters", NULL});
@@ -282,6 +305,7 @@ int main(void)
     tcase_add_test(tc, job_empty_dataset);
     tcase_add_test(tc, job_malformed_jsonl);
     tcase_add_test(tc, job_oversize_policies);
+    tcase_add_test(tc, plan_capacity_below_a_sample);
     tcase_add_test(tc, job_no_adapters);
     tcase_add_test(tc, job_batch_too_big);
     tcase_add_test(tc, job_schema_every_error);

@@ -28,7 +28,9 @@
  *     that rank ran none of g), and the runtime must hold that forward, running its pending backwards
  *     meanwhile, until the step is done. With D > 1 ranks the step also needs the adapter's gradient
  *     all-reduce, so the runtime always checks it before g+1's first forward; `wait` marks where that check
- *     can block.
+ *     can block. lg_plan_build also marks every forward its simulation holds for a step (the step's own time,
+ *     or another rank still running batch g): those are where the check is predicted to block, and
+ *     lg_plan_summary.wait_forwards counts them.
  *
  * Usage (a job built in code; lg_io.h shows one loaded from a job file):
  *   uint32_t len[1000];
@@ -261,6 +263,8 @@ struct lg_plan_summary {
     uint32_t capacity;    /* the hard limit used */
     uint32_t target;      /* ours: the fill target chosen */
     size_t waits;         /* segments marked `wait` */
+    size_t wait_forwards; /* microbatches with a segment marked `wait`: the forwards the runtime holds for an
+                             optimizer step (lg_plan_build: equal to the simulation's lg_sim_stats.waits) */
     size_t candidates;    /* fill targets simulated to choose `target` */
     double plan_ms;       /* wall time of lg_plan_build */
 };
@@ -280,7 +284,8 @@ struct lg_seg_view {
     size_t batch;            /* global batch index */
     size_t nsamples;
     const uint32_t *samples; /* indices into the adapter's dataset */
-    int wait;                /* the runtime must wait for batch-1's optimizer step before this forward */
+    int wait;                /* the runtime must wait for batch-1's optimizer step before this forward: the
+                                order does not guarantee it, or (lg_plan_build) the simulated timeline holds it */
 };
 LG_API size_t lg_plan_mb_count(const lg_plan_t *plan);
 LG_API enum lg_status lg_plan_mb(const lg_plan_t *plan, size_t i, struct lg_mb_view *out);
@@ -308,8 +313,10 @@ struct lg_sim_stats {
     const double *stage_bubble; /* [stages]: averaged over ranks */
     const double *rank_busy_us; /* [ranks]: summed over stages */
     double dp_imbalance;        /* max over ranks of busy / mean busy - 1 */
-    size_t waits;               /* stage-0 forwards held by an optimizer-step dependency */
-    double wait_us;             /* summed time from when each was first held to its start */
+    size_t waits;               /* stage-0 forwards held for an optimizer step: the step was not done when stage
+                                   0 could have run them, or the plan marks them `wait` (the runtime holds those
+                                   until their step is done, even when it already is) */
+    double wait_us;             /* summed time from when each was first found held to its start */
     double work_us;             /* sum of all op durations */
 };
 

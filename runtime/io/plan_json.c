@@ -88,12 +88,13 @@ enum lg_status lg_plan_write_json(const lg_job_t *job, const lg_plan_t *plan, co
     lg_plan_get_summary(plan, &summ);
     const struct lg_plan_summary *sm = &summ;
     const struct lg_job_params *p = lg_job_get_params(job);
-    json_t *summary = json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:i, s:i, s:I, s:I, s:f}", "microbatches",
+    json_t *summary = json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:f}", "microbatches",
                                 (json_int_t)sm->microbatches, "slots", (json_int_t)sm->slots, "tokens",
                                 (json_int_t)sm->tokens, "padded", (json_int_t)sm->padded, "waste", sm->waste,
                                 "lower_bound", (json_int_t)sm->lower_bound, "padded_bound",
                                 (json_int_t)sm->padded_bound, "capacity", (int)sm->capacity, "target",
-                                (int)sm->target, "waits", (json_int_t)sm->waits, "candidates",
+                                (int)sm->target, "waits", (json_int_t)sm->waits, "wait_forwards",
+                                (json_int_t)sm->wait_forwards, "candidates",
                                 (json_int_t)sm->candidates, "plan_ms", sm->plan_ms);
     json_t *cost = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:i}", "layer_us", p->cost.layer_us, "token_us",
                              p->cost.token_us, "token_rank_us", p->cost.token_rank_us, "attention_us", p->cost.attn_us,

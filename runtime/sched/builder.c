@@ -144,7 +144,6 @@ static enum lg_status mark_waits(lg_plan_t *p, const lg_job_t *job)
         rstart[r + 1] += rstart[r];
     for (size_t i = 0; i < p->nmb; i++) /* stable: positions on a rank stay in build order */
         by_rank[rstart[p->mb[i].rank + 1]++] = i;
-    p->sum.waits = 0;
     for (int r = 0; r < p->ranks; r++) {
         for (size_t i = 0; i < base[job->nad]; i++)
             last[i] = -1;
@@ -154,7 +153,7 @@ static enum lg_status mark_waits(lg_plan_t *p, const lg_job_t *job)
                 struct lg_pseg *sg = &p->seg[m->seg_first + j];
                 size_t id = base[sg->adapter] + sg->batch;
                 sg->wait = sg->batch > 0 && (last[id - 1] < 0 || (long)m->pos - last[id - 1] < job->p.stages);
-                p->sum.waits += (size_t)sg->wait;
+                sg->head = last[id] < 0;
                 last[id] = (long)m->pos;
             }
         }
@@ -164,7 +163,22 @@ out:
     free(base);
     free(by_rank);
     free(rstart);
+    lg_sched_plan_count_waits(p);
     return s;
+}
+
+void lg_sched_plan_count_waits(lg_plan_t *p)
+{
+    p->sum.waits = p->sum.wait_forwards = 0;
+    for (size_t i = 0; i < p->nmb; i++) {
+        int any = 0;
+        for (uint32_t j = 0; j < p->mb[i].nseg; j++) {
+            const struct lg_pseg *sg = &p->seg[p->mb[i].seg_first + j];
+            p->sum.waits += (size_t)sg->wait;
+            any |= sg->wait && sg->head;
+        }
+        p->sum.wait_forwards += (size_t)any;
+    }
 }
 
 enum lg_status lg_sched_builder_finish(struct lg_sched_builder *b, uint32_t capacity, lg_plan_t **out)

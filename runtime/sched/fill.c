@@ -142,3 +142,58 @@ void lg_sched_pk_fill(struct lg_sched_pk *p, size_t bi, long t, int d, size_t *c
     close_gap(p, bi, t);
     lg_sched_pk_regroup(p, bi, t);
 }
+
+/* ---- data parallel: the bins of one slot run side by side on the D ranks ---- */
+
+/* One move or swap between the dearest and the cheapest bin that lowers the dearer of the two; 0 when none. */
+static int balance_step(struct lg_sched_pk *p, size_t first, const uint32_t *items, size_t n)
+{
+    size_t hi = first, lo = first;
+    for (size_t b = first; b < p->nbin; b++) {
+        if (p->bin[b].cost > p->bin[hi].cost)
+            hi = b;
+        if (p->bin[b].cost < p->bin[lo].cost)
+            lo = b;
+    }
+    const struct lg_sched_pk_bin *H = &p->bin[hi], *L = &p->bin[lo];
+    if (hi == lo || H->n < 1)
+        return 0;
+    uint32_t hx[64], lx[64]; /* the two bins' items */
+    size_t nh = 0, nl = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p->it[items[i]].bin == (int)hi && nh < 64)
+            hx[nh++] = items[i];
+        else if (p->it[items[i]].bin == (int)lo && nl < 64)
+            lx[nl++] = items[i];
+    }
+    double best = H->cost * (1 - 1e-9);
+    uint32_t bx = UINT32_MAX, by = UINT32_MAX;
+    for (size_t i = 0; i < nh; i++) {
+        const struct lg_sched_pk_item *x = &p->it[hx[i]];
+        if (H->n > 1 && (L->n == 0 || L->tokens + x->len <= p->tau)) {
+            double m = fmax(H->cost - x->cost, L->cost + x->cost);
+            if (m < best)
+                best = m, bx = hx[i], by = UINT32_MAX;
+        }
+        for (size_t j = 0; j < nl; j++) {
+            const struct lg_sched_pk_item *y = &p->it[lx[j]];
+            if (L->tokens - y->len + x->len > p->tau || H->tokens - x->len + y->len > p->tau)
+                continue;
+            double m = fmax(H->cost - x->cost + y->cost, L->cost - y->cost + x->cost);
+            if (m < best)
+                best = m, bx = hx[i], by = lx[j];
+        }
+    }
+    if (bx == UINT32_MAX)
+        return 0;
+    lg_sched_pk_move(p, bx, lo);
+    if (by != UINT32_MAX)
+        lg_sched_pk_move(p, by, hi);
+    return 1;
+}
+
+void lg_sched_pk_balance(struct lg_sched_pk *p, size_t first, const uint32_t *items, size_t n)
+{
+    for (int round = 0; round < 64 && balance_step(p, first, items, n); round++)
+        ;
+}

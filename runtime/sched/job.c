@@ -87,6 +87,7 @@ enum lg_status lg_job_init(const struct lg_job_params *p, lg_job_t **out)
 static void adapter_free(struct lg_adapter *a)
 {
     free(a->name);
+    free(a->where);
     lg_dataset_free(a->ds);
     free(a->len);
     free(a->batch_of);
@@ -263,10 +264,11 @@ enum lg_status lg_job_add_adapter(lg_job_t *job, const struct lg_adapter_params 
     a->ds = ds;
     a->p = *ap;
     a->name = strdup(ap->name);
+    a->where = strdup(where);
     a->len = malloc(ds->n * sizeof *a->len);
     a->batch_of = malloc(ds->n * sizeof *a->batch_of);
     a->order = malloc(ds->n * sizeof *a->order);
-    if (!a->name || !a->len || !a->batch_of || !a->order)
+    if (!a->name || !a->where || !a->len || !a->batch_of || !a->order)
         s = lg_fail(LG_ERR_OOM, "job: out of memory");
     if (s == LG_OK)
         s = apply_oversize(job, a, where);

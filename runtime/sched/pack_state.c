@@ -184,6 +184,19 @@ void lg_sched_pk_unplace(struct lg_sched_pk *p, size_t bi, uint32_t k)
         }
 }
 
+void lg_sched_pk_move(struct lg_sched_pk *p, uint32_t k, size_t bi)
+{
+    struct lg_sched_pk_item *it = &p->it[k];
+    struct lg_sched_pk_bin *from = &p->bin[it->bin], *to = &p->bin[bi];
+    from->tokens -= it->len;
+    from->cost -= it->cost;
+    from->n--;
+    to->tokens += it->len;
+    to->cost += it->cost;
+    to->n++;
+    it->bin = (int)bi;
+}
+
 int lg_sched_pk_eligible(const struct lg_sched_pk *p, int a, long t, int early, size_t *b)
 {
     if (p->open[a] >= 0) {

@@ -48,6 +48,20 @@ enum lg_status lg_plan_seg(const lg_plan_t *plan, size_t i, size_t j, struct lg_
     return LG_OK;
 }
 
+/* The adapter's longest kept sample is longer than the plan's capacity (a --capacity below the job's): it is
+ * named like the job's own oversize error, by the adapter's place in the job file and the dataset's file and
+ * line. */
+static enum lg_status too_long(const struct lg_adapter *ad, uint32_t cap)
+{
+    const lg_dataset_t *ds = ad->ds;
+    size_t i = 0;
+    while (i + 1 < ds->n && !(ad->len[i] == ad->info.max_len && ad->batch_of[i] >= 0))
+        i++;
+    return lg_fail(LG_ERR_INVALID, "plan: adapter '%s' has a %u-token sample, more than capacity %u: %s: %s%s%u: "
+                   "sample %zu", ad->name, ad->len[i], cap, ad->where, ds->path, *ds->path ? ":" : "line ",
+                   ds->line[i], i);
+}
+
 /* The capacity the planners get: the request's, or the job's limit. Every kept sample must fit it. */
 static enum lg_status check_request(const lg_job_t *job, const struct lg_plan_params *pp, uint32_t *cap_out)
 {
@@ -61,11 +75,28 @@ static enum lg_status check_request(const lg_job_t *job, const struct lg_plan_pa
                        job->p.pad_multiple);
     for (int a = 0; a < job->nad; a++)
         if (job->ad[a].info.max_len > cap)
-            return lg_fail(LG_ERR_INVALID, "plan: adapter '%s' has a %u-token sample, more than capacity %u",
-                           job->ad[a].name, job->ad[a].info.max_len, cap);
+            return too_long(&job->ad[a], cap);
     if (pp->algo == LG_PLAN_PACKED && pp->target && pp->target > cap)
         return lg_fail(LG_ERR_INVALID, "plan: target %u exceeds capacity %u", pp->target, cap);
     *cap_out = cap;
+    return LG_OK;
+}
+
+/* The plan marks by order alone where a forward must wait (builder.c); but whether the step is done in time
+ * also depends on time: the optimizer step's own duration, and with D > 1 the backwards of the other ranks,
+ * which run other microbatches. So the plan is simulated once more, and every forward the simulated timeline
+ * holds for a step gets its wait too: the marks are then the forwards the runtime is predicted to hold, and
+ * lg_sim_run counts exactly them. */
+static enum lg_status mark_held(const lg_job_t *job, lg_plan_t *plan)
+{
+    lg_sim_t *sim;
+    enum lg_status s = lg_sim_run(job, plan, NULL, &sim);
+    if (s != LG_OK)
+        return s;
+    for (size_t i = 0; i < plan->nseg; i++)
+        plan->seg[i].wait |= lg_sched_sim_held(sim, i);
+    lg_sim_free(sim);
+    lg_sched_plan_count_waits(plan);
     return LG_OK;
 }
 
@@ -94,6 +125,10 @@ enum lg_status lg_plan_build(const lg_job_t *job, const struct lg_plan_params *p
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     s = run_planner(job, pp, cap, out);
+    if (s == LG_OK && (s = mark_held(job, *out)) != LG_OK) {
+        lg_plan_free(*out);
+        *out = NULL;
+    }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (s == LG_OK)
         (*out)->sum.plan_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;

@@ -1,7 +1,5 @@
-/* refine.c: the window-wide passes over a packed plan: merge, then smoothing.
- *
- * Merge: the least-filled slots are emptied into bins with room anywhere within reach, then deleted, when
- * every adapter's dependency gap across the slot stays >= S (later slots move up by one).
+/* refine.c: the window-wide passes over a packed plan: merge (merge.c), then smoothing, and the state and
+ * moves both use (sched_refine.h).
  *
  * Smoothing: under 1F1B, stage s runs the forward of microbatch t + S-1-s next to the backward of t, so a
  * cost that jumps between neighbours leaves the other stages idle. The objective is Phi (see delta_win): the
@@ -11,8 +9,9 @@
  * per item, move an item to another bin, swap two items, or exchange two whole bins of a rank, within
  * `reach` slots, under the token limit, keeping every global batch S slots clear of its neighbours and alone
  * per bin for its adapter; a change is applied, checked, and undone when a rule breaks. Slots never change:
- * only which bin holds which items. */
-#include "sched_internal.h"
+ * only which bin holds which items. With D > 1 ranks the objective is Phi over slot costs, each the dearest
+ * of the slot's bins (phi.c), since the ranks wait for each other at the optimizer steps. */
+#include "sched_refine.h"
 #include "lg_base.h"
 
 #include <limits.h>
@@ -20,21 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct sm {
-    const struct lg_sched_refine_in *in;
-    double *c;          /* [nbin] cost */
-    uint32_t *tok;      /* [nbin] tokens */
-    uint32_t **items;   /* [nbin] item lists */
-    uint32_t *nit, *cap_it;
-    long *first, *last; /* [nbatch] slot extent */
-    size_t *pb, *nb;    /* [nbin] previous / next bin of the same rank, or SIZE_MAX */
-    long *slot;         /* [nbin] current slot (the merge pass deletes slots) */
-    size_t *slot_first; /* [slots + 1] */
-    long nslot;
-    uint8_t *dead;      /* [nbin] emptied and deleted */
-    size_t *lastr;      /* [D] scratch */
-    long *rpos;         /* [nbin] position in its rank's chain */
-};
+
 
 /* Under 1F1B with S stages, a cycle of the steady state runs the backward of microbatch t and, on the other
  * stages, the forwards of t+1 .. t+S-1, and the slowest stage sets its pace. The makespan therefore follows
@@ -45,7 +30,7 @@ struct sm {
 
 /* Phi over the windows that hold bin u or bin v (chain positions), with bins i and j at costs ci and cj,
  * minus the same at the current costs. */
-static double delta_win(const struct sm *m, size_t i, double ci, size_t j, double cj, int pair)
+static double delta_win(const struct lg_sched_sm *m, size_t i, double ci, size_t j, double cj, int pair)
 {
     const int W = m->in->S;
     if (W <= 1)
@@ -86,15 +71,17 @@ static double delta_win(const struct sm *m, size_t i, double ci, size_t j, doubl
 }
 
 /* The change of Phi when bins i and j take costs ci and cj. */
-static double delta2(const struct sm *m, size_t i, double ci, size_t j, double cj)
+static double delta2(const struct lg_sched_sm *m, size_t i, double ci, size_t j, double cj)
 {
     const struct lg_sched_refine_in *in = m->in;
+    if (m->dp)
+        return lg_sched_phi_delta(&m->ph, (const size_t[]){i, j}, (const double[]){ci, cj}, 2);
     if (in->rank[i] != in->rank[j] || labs(m->rpos[i] - m->rpos[j]) > 2L * (in->S - 1))
         return delta_win(m, i, ci, i, ci, 0) + delta_win(m, j, cj, j, cj, 0);
     return delta_win(m, i, ci, j, cj, 1);
 }
 
-static void extent(struct sm *m, size_t b)
+void lg_sched_sm_extent(struct lg_sched_sm *m, size_t b)
 {
     const struct lg_sched_refine_in *in = m->in;
     m->first[b] = LONG_MAX;
@@ -107,7 +94,7 @@ static void extent(struct sm *m, size_t b)
 }
 
 /* Batch b keeps S slots from its neighbours, and shares no bin with another batch of its adapter. */
-static int batch_ok(const struct sm *m, size_t b)
+static int batch_ok(const struct lg_sched_sm *m, size_t b)
 {
     const struct lg_sched_refine_in *in = m->in;
     if (in->prev[b] != SIZE_MAX && m->first[b] - m->last[in->prev[b]] < in->S)
@@ -117,7 +104,7 @@ static int batch_ok(const struct sm *m, size_t b)
     return 1;
 }
 
-static int bin_ok(const struct sm *m, size_t j)
+static int bin_ok(const struct lg_sched_sm *m, size_t j)
 {
     const struct lg_sched_refine_in *in = m->in;
     if (m->tok[j] > in->tau && m->nit[j] > 1)
@@ -131,7 +118,7 @@ static int bin_ok(const struct sm *m, size_t j)
     return 1;
 }
 
-static void take_out(struct sm *m, size_t i, uint32_t x)
+void lg_sched_sm_take_out(struct lg_sched_sm *m, size_t i, uint32_t x)
 {
     for (uint32_t k = 0; k < m->nit[i]; k++)
         if (m->items[i][k] == x) {
@@ -140,9 +127,11 @@ static void take_out(struct sm *m, size_t i, uint32_t x)
         }
     m->c[i] -= m->in->cost[x];
     m->tok[i] -= m->in->len[x];
+    if (m->dp)
+        lg_sched_phi_set(&m->ph, i, m->c[i]);
 }
 
-static int put_in(struct sm *m, size_t j, uint32_t x)
+int lg_sched_sm_put_in(struct lg_sched_sm *m, size_t j, uint32_t x)
 {
     if (m->nit[j] == m->cap_it[j]) {
         uint32_t nc = m->cap_it[j] ? 2 * m->cap_it[j] : 8;
@@ -156,23 +145,25 @@ static int put_in(struct sm *m, size_t j, uint32_t x)
     m->c[j] += m->in->cost[x];
     m->tok[j] += m->in->len[x];
     m->in->bin[x] = (uint32_t)j;
+    if (m->dp)
+        lg_sched_phi_set(&m->ph, j, m->c[j]);
     return 0;
 }
 
 /* Moves the listed items (from bin i to j and from j to i), then checks every rule they touch; undoes
  * the change and returns 0 when one breaks. -1 on OOM. */
-static int try_change(struct sm *m, size_t i, size_t j, const uint32_t *xi, int ni, const uint32_t *xj, int nj)
+int lg_sched_sm_try_change(struct lg_sched_sm *m, size_t i, size_t j, const uint32_t *xi, int ni, const uint32_t *xj, int nj)
 {
     const struct lg_sched_refine_in *in = m->in;
     for (int k = 0; k < ni; k++)
-        take_out(m, i, xi[k]);
+        lg_sched_sm_take_out(m, i, xi[k]);
     for (int k = 0; k < nj; k++)
-        take_out(m, j, xj[k]);
+        lg_sched_sm_take_out(m, j, xj[k]);
     int oom = 0;
     for (int k = 0; k < ni; k++)
-        oom |= put_in(m, j, xi[k]);
+        oom |= lg_sched_sm_put_in(m, j, xi[k]);
     for (int k = 0; k < nj; k++)
-        oom |= put_in(m, i, xj[k]);
+        oom |= lg_sched_sm_put_in(m, i, xj[k]);
     if (oom)
         return -1;
     int ok = bin_ok(m, i) && bin_ok(m, j);
@@ -180,28 +171,28 @@ static int try_change(struct sm *m, size_t i, size_t j, const uint32_t *xi, int 
         for (int k = 0; k < ni + nj; k++) {
             size_t b = in->batch[k < ni ? xi[k] : xj[k - ni]];
             if (pass == 0)
-                extent(m, b);
+                lg_sched_sm_extent(m, b);
             else
                 ok = ok && batch_ok(m, b);
         }
     if (ok)
         return 1;
     for (int k = 0; k < ni; k++)
-        take_out(m, j, xi[k]);
+        lg_sched_sm_take_out(m, j, xi[k]);
     for (int k = 0; k < nj; k++)
-        take_out(m, i, xj[k]);
+        lg_sched_sm_take_out(m, i, xj[k]);
     for (int k = 0; k < ni; k++)
-        put_in(m, i, xi[k]);
+        lg_sched_sm_put_in(m, i, xi[k]);
     for (int k = 0; k < nj; k++)
-        put_in(m, j, xj[k]);
+        lg_sched_sm_put_in(m, j, xj[k]);
     for (int k = 0; k < ni + nj; k++)
-        extent(m, in->batch[k < ni ? xi[k] : xj[k - ni]]);
+        lg_sched_sm_extent(m, in->batch[k < ni ? xi[k] : xj[k - ni]]);
     return 0;
 }
 
 /* Tries, for item x, every move to and swap with a bin within reach, and every exchange of whole bins of
  * the same rank; takes the first legal change that lowers the variation, best first. */
-static int improve(struct sm *m, uint32_t x)
+static int improve(struct lg_sched_sm *m, uint32_t x)
 {
     const struct lg_sched_refine_in *in = m->in;
     size_t i = in->bin[x];
@@ -244,7 +235,7 @@ static int improve(struct sm *m, uint32_t x)
         c[b] = c[--n];
         int r;
         if (ch.y == UINT32_MAX) {
-            r = try_change(m, i, ch.j, &x, 1, NULL, 0);
+            r = lg_sched_sm_try_change(m, i, ch.j, &x, 1, NULL, 0);
         } else if (ch.y == UINT32_MAX - 1) {
             uint32_t xi[64], xj[64];
             int ni = (int)m->nit[i], nj = (int)m->nit[ch.j];
@@ -252,9 +243,9 @@ static int improve(struct sm *m, uint32_t x)
                 continue;
             memcpy(xi, m->items[i], (size_t)ni * sizeof *xi);
             memcpy(xj, m->items[ch.j], (size_t)nj * sizeof *xj);
-            r = try_change(m, i, ch.j, xi, ni, xj, nj);
+            r = lg_sched_sm_try_change(m, i, ch.j, xi, ni, xj, nj);
         } else {
-            r = try_change(m, i, ch.j, &x, 1, &ch.y, 1);
+            r = lg_sched_sm_try_change(m, i, ch.j, &x, 1, &ch.y, 1);
         }
         if (r != 0)
             return r;
@@ -283,7 +274,7 @@ static double phi_span(const double *cost, int n, long p0, long a, long b, int W
 
 /* Rotates the contents of the chain bins ch[0..L): forward (ch[L-1]'s go to ch[0], the others one on) or
  * back. Only the containers move; the caller checks the rules. */
-static void rotate(struct sm *m, const size_t *ch, int L, int forward)
+static void rotate(struct lg_sched_sm *m, const size_t *ch, int L, int forward)
 {
     int from = forward ? L - 1 : 0, step = forward ? -1 : 1;
     uint32_t *it = m->items[ch[from]], nit = m->nit[ch[from]], cap = m->cap_it[ch[from]];
@@ -296,12 +287,15 @@ static void rotate(struct sm *m, const size_t *ch, int L, int forward)
     }
     size_t d = ch[forward ? 0 : L - 1];
     m->items[d] = it, m->nit[d] = nit, m->cap_it[d] = cap, m->c[d] = c, m->tok[d] = tok;
-    for (int k = 0; k < L; k++)
+    for (int k = 0; k < L; k++) {
         for (uint32_t q = 0; q < m->nit[ch[k]]; q++)
             m->in->bin[m->items[ch[k]][q]] = (uint32_t)ch[k];
+        if (m->dp)
+            lg_sched_phi_set(&m->ph, ch[k], m->c[ch[k]]);
+    }
 }
 
-static int rotation_ok(struct sm *m, const size_t *ch, int L)
+static int rotation_ok(struct lg_sched_sm *m, const size_t *ch, int L)
 {
     const struct lg_sched_refine_in *in = m->in;
     for (int pass = 0; pass < 2; pass++)
@@ -309,7 +303,7 @@ static int rotation_ok(struct sm *m, const size_t *ch, int L)
             for (uint32_t q = 0; q < m->nit[ch[k]]; q++) {
                 size_t b = in->batch[m->items[ch[k]][q]];
                 if (pass == 0)
-                    extent(m, b);
+                    lg_sched_sm_extent(m, b);
                 else if (!batch_ok(m, b))
                     return 0;
             }
@@ -317,7 +311,7 @@ static int rotation_ok(struct sm *m, const size_t *ch, int L)
 }
 
 /* For bin i, tries moving its contents to every chain position within `span`, best Phi gain first. */
-static int improve_rot(struct sm *m, size_t i, int span)
+static int improve_rot(struct lg_sched_sm *m, size_t i, int span)
 {
     const int W = m->in->S;
     size_t seg[MAXSEG];
@@ -350,7 +344,8 @@ static int improve_rot(struct sm *m, size_t i, int span)
                 alt[k] = cost[k + 1];
         }
         alt[to] = cost[at];
-        double d = phi_span(alt, n, p0, p0 + a, p0 + b, W) - phi_span(cost, n, p0, p0 + a, p0 + b, W);
+        double d = m->dp ? lg_sched_phi_delta(&m->ph, seg + a, alt + a, b - a + 1)
+                         : phi_span(alt, n, p0, p0 + a, p0 + b, W) - phi_span(cost, n, p0, p0 + a, p0 + b, W);
         if (d < -1e-9)
             c[nc++] = (typeof(c[0])){d, to};
     }
@@ -373,7 +368,7 @@ static int improve_rot(struct sm *m, size_t i, int span)
 }
 
 /* Bins by slot for the reach scans, and each rank's chain of live bins. */
-static void index_bins(struct sm *m)
+void lg_sched_sm_index_bins(struct lg_sched_sm *m)
 {
     const struct lg_sched_refine_in *in = m->in;
     size_t j = 0, *last = m->lastr;
@@ -397,128 +392,7 @@ static void index_bins(struct sm *m)
     }
 }
 
-/* May slot t go? Every adapter's gap across it must stay >= S once the later slots move up by one. */
-static int deletable(const struct sm *m, long t)
-{
-    const struct lg_sched_refine_in *in = m->in;
-    for (size_t b = 0; b < in->nbatch; b++) {
-        size_t nx = in->next[b];
-        if (m->first[b] <= t && m->last[b] >= t)
-            return 0; /* still holds items there */
-        if (nx != SIZE_MAX && m->last[b] < t && m->first[nx] > t && m->first[nx] - m->last[b] - 1 < in->S)
-            return 0;
-    }
-    return 1;
-}
-
-static void delete_slot(struct sm *m, long t)
-{
-    const struct lg_sched_refine_in *in = m->in;
-    for (size_t j = 0; j < in->nbin; j++) {
-        if (m->slot[j] == t)
-            m->dead[j] = 1;
-        if (m->slot[j] > t)
-            m->slot[j]--;
-    }
-    m->nslot--;
-    for (size_t b = 0; b < in->nbatch; b++)
-        extent(m, b);
-    index_bins(m);
-}
-
-/* Empties slot t into other bins within reach (best fit, longest items first), then deletes it; puts
- * everything back when an item finds no room or the slot may not go. Returns 1 when deleted, -1 on OOM. */
-static int merge_slot(struct sm *m, long t, uint32_t *moved, size_t *from)
-{
-    const struct lg_sched_refine_in *in = m->in;
-    size_t nmoved = 0;
-    int ok = 1;
-    for (size_t i = m->slot_first[t]; ok && i < in->nbin && m->slot[i] == t; i++) {
-        while (ok && m->nit[i] > 0) {
-            uint32_t x = m->items[i][0];
-            for (uint32_t k = 1; k < m->nit[i]; k++)
-                if (in->len[m->items[i][k]] > in->len[x])
-                    x = m->items[i][k];
-            long lo = t - in->reach < 0 ? 0 : t - in->reach, hi = t + in->reach;
-            size_t best = SIZE_MAX;
-            for (size_t j = m->slot_first[lo]; j < in->nbin && m->slot[j] <= hi; j++)
-                if (m->slot[j] != t && !m->dead[j] && m->nit[j] > 0 && m->tok[j] + in->len[x] <= in->tau &&
-                    (best == SIZE_MAX || m->tok[j] > m->tok[best])) {
-                    int r = try_change(m, i, j, &x, 1, NULL, 0);
-                    if (r < 0)
-                        return -1;
-                    if (r) { /* legal: undo, remember, keep looking for a tighter fit */
-                        take_out(m, j, x);
-                        put_in(m, i, x);
-                        extent(m, in->batch[x]);
-                        best = j;
-                    }
-                }
-            if (best == SIZE_MAX || try_change(m, i, best, &x, 1, NULL, 0) != 1) {
-                ok = 0;
-                break;
-            }
-            moved[nmoved] = x;
-            from[nmoved++] = i;
-        }
-    }
-    if (ok && deletable(m, t)) {
-        delete_slot(m, t);
-        return 1;
-    }
-    while (nmoved > 0) { /* undo, newest first: each step restores a state that was legal */
-        nmoved--;
-        uint32_t x = moved[nmoved];
-        take_out(m, in->bin[x], x);
-        put_in(m, from[nmoved], x);
-        extent(m, in->batch[x]);
-    }
-    return 0;
-}
-
-static int cmp_fill(const void *x, const void *y, void *ctx)
-{
-    const uint64_t *fill = ctx;
-    uint64_t a = fill[*(const long *)x], b = fill[*(const long *)y];
-    return (a > b) - (a < b);
-}
-
-/* The window-wide merge: repeatedly tries to empty one of the least-filled slots, up to `limit` deletions. */
-static int merge(struct sm *m, size_t limit)
-{
-    const struct lg_sched_refine_in *in = m->in;
-    uint32_t *moved = malloc((in->nitem + 1) * sizeof *moved);
-    size_t *from = malloc((in->nitem + 1) * sizeof *from);
-    long *order = malloc(((size_t)m->nslot + 1) * sizeof *order);
-    uint64_t *fill = calloc((size_t)m->nslot + 1, sizeof *fill);
-    int rc = moved && from && order && fill ? 0 : -1;
-    for (size_t deleted = 0; rc == 0 && deleted < limit;) {
-        long n = m->nslot;
-        memset(fill, 0, ((size_t)n + 1) * sizeof *fill);
-        for (size_t j = 0; j < in->nbin; j++)
-            if (!m->dead[j])
-                fill[m->slot[j]] += m->tok[j];
-        for (long t = 0; t < n; t++)
-            order[t] = t;
-        qsort_r(order, (size_t)n, sizeof *order, cmp_fill, fill);
-        int any = 0;
-        for (long k = 0; rc == 0 && k < n && k < 48 && !any; k++) {
-            int r = merge_slot(m, order[k], moved, from);
-            rc = r < 0 ? -1 : 0;
-            any = r > 0;
-        }
-        if (!any)
-            break;
-        deleted++;
-    }
-    free(moved);
-    free(from);
-    free(order);
-    free(fill);
-    return rc;
-}
-
-static void sm_free(struct sm *m, size_t nbin)
+static void sm_free(struct lg_sched_sm *m, size_t nbin)
 {
     for (size_t j = 0; m->items && j < nbin; j++)
         free(m->items[j]);
@@ -538,7 +412,7 @@ static void sm_free(struct sm *m, size_t nbin)
     free(m->rpos);
 }
 
-static enum lg_status sm_init(struct sm *m, const struct lg_sched_refine_in *in)
+static enum lg_status sm_init(struct lg_sched_sm *m, const struct lg_sched_refine_in *in)
 {
     size_t nb = in->nbin;
     m->in = in;
@@ -565,20 +439,34 @@ static enum lg_status sm_init(struct sm *m, const struct lg_sched_refine_in *in)
         m->slot[j] = in->slot[j];
     }
     for (size_t x = 0; x < in->nitem; x++)
-        if (put_in(m, in->bin[x], (uint32_t)x))
+        if (lg_sched_sm_put_in(m, in->bin[x], (uint32_t)x))
             return lg_fail(LG_ERR_OOM, "plan: out of memory");
     for (size_t b = 0; b < in->nbatch; b++)
-        extent(m, b);
-    index_bins(m);
+        lg_sched_sm_extent(m, b);
+    lg_sched_sm_index_bins(m);
+    return LG_OK;
+}
+
+/* From here on the smoothing optimises Phi over slot costs (phi.c). */
+static enum lg_status phi_start(struct lg_sched_sm *m)
+{
+    enum lg_status s = lg_sched_phi_init(&m->ph, m->in->nbin, m->nslot, m->in->S, m->slot, m->slot_first);
+    if (s != LG_OK)
+        return s;
+    m->dp = 1;
+    for (size_t j = 0; j < m->in->nbin; j++)
+        lg_sched_phi_set(&m->ph, j, m->dead[j] ? 0 : m->c[j]);
     return LG_OK;
 }
 
 enum lg_status lg_sched_refine(const struct lg_sched_refine_in *in, size_t merge_limit, int passes)
 {
-    struct sm m = {0};
+    struct lg_sched_sm m = {0};
     enum lg_status s = sm_init(&m, in);
-    if (s == LG_OK && merge_limit && merge(&m, merge_limit) < 0)
+    if (s == LG_OK && merge_limit && lg_sched_sm_merge(&m, merge_limit) < 0)
         s = lg_fail(LG_ERR_OOM, "plan: out of memory");
+    if (s == LG_OK && in->D > 1 && passes > 0)
+        s = phi_start(&m);
     for (int p = 0; s == LG_OK && p < passes; p++) {
         size_t changed = 0;
         for (size_t j = 0; j < in->nbin; j++) /* rotations first: they build the runs */
@@ -594,5 +482,6 @@ enum lg_status lg_sched_refine(const struct lg_sched_refine_in *in, size_t merge
             break;
     }
     sm_free(&m, in->nbin);
+    lg_sched_phi_free(&m.ph);
     return s;
 }

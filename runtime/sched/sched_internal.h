@@ -20,6 +20,7 @@ struct lg_dataset {
 struct lg_adapter {
     struct lg_adapter_params p; /* p.name points at `name` */
     char *name;
+    char *where;          /* prefix of its error messages: "job.lua:12: error: adapters[2] ('x')" */
     lg_dataset_t *ds;
     uint32_t *len;        /* [ds->n] effective length (0: skipped) */
     long *batch_of;       /* [ds->n] global batch, -1 when skipped or dropped */
@@ -43,6 +44,8 @@ struct lg_pseg {
     uint32_t batch;
     uint32_t first, n; /* samples plan->samp[first .. first+n) */
     int wait;
+    int head; /* the first segment of its global batch on its rank: where a wait can hold the forward (the
+                 later ones come after it in order, once the step is done) */
 };
 
 struct lg_pmb {
@@ -87,6 +90,9 @@ enum lg_status lg_sched_builder_end_mb(struct lg_sched_builder *b, int rank, uin
 /* Marks waits, fills the summary; the plan then belongs to the caller. */
 enum lg_status lg_sched_builder_finish(struct lg_sched_builder *b, uint32_t capacity, lg_plan_t **out);
 void lg_sched_builder_abort(struct lg_sched_builder *b);
+/* Recounts the summary's waits (segments marked) and wait_forwards (microbatches whose forward a mark can
+ * hold: with a marked head segment). */
+void lg_sched_plan_count_waits(lg_plan_t *p);
 
 /* The planners, called by lg_plan_build (plan.c): ours (pack.c) with a given fill target, and the two
  * baselines (baseline.c). */
@@ -115,6 +121,30 @@ struct lg_sched_refine_in {
 /* Empties and deletes up to merge_limit of the least-filled slots, then runs up to `passes` passes of
  * smoothing. Bins left empty are to be dropped by the caller. */
 enum lg_status lg_sched_refine(const struct lg_sched_refine_in *in, size_t merge_limit, int passes);
+
+/* phi.c: the makespan model of a data-parallel plan: Phi over the sequence of slot costs, a slot costing what
+ * its dearest bin costs (the ranks wait for each other at the optimizer steps). Bins are in slot order:
+ * slot t holds bins slot_first[t] .. slot_first[t+1]; slot and slot_first belong to the caller and may be
+ * rewritten in place as long as the slots' bins stay the same. Costs start at 0: set each bin's. */
+struct lg_sched_phi {
+    size_t nbin;
+    long nslot;
+    int S;
+    const long *slot;         /* [nbin] */
+    const size_t *slot_first; /* [nslot + 1] */
+    double *cost;             /* [nbin] */
+    double *smax;             /* [nslot] */
+};
+enum lg_status lg_sched_phi_init(struct lg_sched_phi *ph, size_t nbin, long nslot, int S, const long *slot,
+                                 const size_t *slot_first);
+void lg_sched_phi_free(struct lg_sched_phi *ph);
+void lg_sched_phi_set(struct lg_sched_phi *ph, size_t bin, double cost);
+/* The change of Phi if bins chg[0..n) took costs nc[0..n) (nothing is changed). */
+double lg_sched_phi_delta(const struct lg_sched_phi *ph, const size_t *chg, const double *nc, int n);
+
+/* sim.c: whether the simulated timeline held the forward of plan segment seg's microbatch on stage 0 for
+ * that segment's previous global batch (its optimizer step was not done when stage 0 could have run it). */
+int lg_sched_sim_held(const lg_sim_t *sim, size_t seg);
 
 /* pack.c: ours with the fill target chosen by simulating candidates. */
 enum lg_status lg_sched_plan_search(const lg_job_t *job, uint32_t capacity, unsigned flags, lg_plan_t **out);

@@ -67,12 +67,18 @@ size_t lg_sched_pk_batch_of(const struct lg_sched_pk *p, uint32_t k);
 void lg_sched_pk_place(struct lg_sched_pk *p, size_t bi, size_t b, uint32_t k);
 /* Takes item k back out of bin bi (the bin being filled). */
 void lg_sched_pk_unplace(struct lg_sched_pk *p, size_t bi, uint32_t k);
+/* Moves placed item k to bin bi of the same slot (its batch's counters do not change). */
+void lg_sched_pk_move(struct lg_sched_pk *p, uint32_t k, size_t bi);
 /* Batch b of adapter a may give items to slot t: it is open, or may start (on pace, or `early`). */
 int lg_sched_pk_eligible(const struct lg_sched_pk *p, int a, long t, int early, size_t *b);
 
 /* fill.c: fills bin bi, the d-th of slot t: urgent shares, best fit, trades that close the room, then the
  * regroup. cand is scratch for A entries. */
 void lg_sched_pk_fill(struct lg_sched_pk *p, size_t bi, long t, int d, size_t *cand);
+/* With D > 1: evens out the modelled costs of the slot's bins first .. nbin-1 (every rank waits for the
+ * slowest at the optimizer steps), giving an empty bin items first, so that each rank has a microbatch at
+ * every position. items[0..n) are the slot's items. */
+void lg_sched_pk_balance(struct lg_sched_pk *p, size_t first, const uint32_t *items, size_t n);
 
 /* regroup.c: re-chooses bin bi of slot t as a group knapsack over the batches that may run, none
  * giving fewer tokens than it gives now, to close the room no single sample fits. Bins with more room than

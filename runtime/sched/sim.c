@@ -20,6 +20,7 @@ struct lg_sim {
     double *stage_bubble, *rank_busy;
     struct lg_sim_event *ev;
     size_t nev;
+    uint8_t *held_seg; /* [plan segment]: its forward was held for this segment's previous step */
 };
 
 struct op {
@@ -115,6 +116,18 @@ static int step_deps(const struct sim *m, uint32_t mbi, double *when)
     return 1;
 }
 
+/* Marks the segments of mb whose previous batch's step was not done at `since`, when stage 0 first had to
+ * hold the forward. */
+static void blame(struct sim *m, uint32_t mbi, double since)
+{
+    const struct lg_pmb *mb = &m->plan->mb[mbi];
+    for (uint32_t j = 0; j < mb->nseg; j++) {
+        const struct lg_pseg *sg = &m->plan->seg[mb->seg_first + j];
+        if (sg->batch > 0 && m->step_ready[m->bbase[sg->adapter] + sg->batch - 1] > since)
+            m->out->held_seg[mb->seg_first + j] = 1;
+    }
+}
+
 static void start(struct sim *m, uint32_t r, uint32_t s, struct op o, double t)
 {
     size_t rs = (size_t)r * m->S + s;
@@ -170,7 +183,7 @@ static void try_start(struct sim *m, uint32_t r, uint32_t s)
                 m->held[r][f] = t;
             t = fmax(t, when);
             if (m->held[r][f] >= 0) {
-                m->out->st.waits++;
+                blame(m, m->mbs[r][f], m->held[r][f]);
                 m->out->st.wait_us += t - m->held[r][f];
             }
         }
@@ -365,6 +378,15 @@ static enum lg_status stats(struct sim *m, lg_sim_t *o)
     for (int s = 0; s < m->S; s++)
         o->stage_bubble[s] = span > 0 ? 1 - o->stage_bubble[s] / span : 0;
     st->dp_imbalance = mean > 0 ? mx / mean - 1 : 0;
+    const lg_plan_t *p = m->plan; /* the holds: forwards the timeline held, or that a mark holds */
+    for (size_t i = 0; i < p->nmb; i++) {
+        int h = 0;
+        for (uint32_t j = 0; j < p->mb[i].nseg; j++) {
+            const struct lg_pseg *sg = &p->seg[p->mb[i].seg_first + j];
+            h |= (sg->wait && sg->head) | o->held_seg[p->mb[i].seg_first + j];
+        }
+        st->waits += (size_t)h;
+    }
     st->stage_bubble = o->stage_bubble;
     st->rank_busy_us = o->rank_busy;
     return LG_OK;
@@ -402,7 +424,10 @@ enum lg_status lg_sim_run(const lg_job_t *job, const lg_plan_t *plan, const stru
     if (!o)
         return lg_fail(LG_ERR_OOM, "sim: out of memory");
     m.out = o;
-    enum lg_status s = m.D >= 1 ? setup(&m) : lg_fail(LG_ERR_INVALID, "sim: plan has no ranks");
+    o->held_seg = calloc(plan->nseg + 1, 1);
+    enum lg_status s = !o->held_seg ? lg_fail(LG_ERR_OOM, "sim: out of memory")
+                       : m.D >= 1 ? setup(&m)
+                                  : lg_fail(LG_ERR_INVALID, "sim: plan has no ranks");
     if (s == LG_OK && m.record) {
         o->ev = malloc((2 * (size_t)m.S * plan->nmb + 1) * sizeof *o->ev);
         if (!o->ev)
@@ -428,10 +453,12 @@ void lg_sim_free(lg_sim_t *sim)
     free(sim->stage_bubble);
     free(sim->rank_busy);
     free(sim->ev);
+    free(sim->held_seg);
     free(sim);
 }
 
 void lg_sim_get_stats(const lg_sim_t *sim, struct lg_sim_stats *out) { *out = sim->st; }
+int lg_sched_sim_held(const lg_sim_t *sim, size_t seg) { return sim->held_seg[seg]; }
 
 size_t lg_sim_events(const lg_sim_t *sim, const struct lg_sim_event **ev)
 {
