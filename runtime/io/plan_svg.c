@@ -1,7 +1,9 @@
 /* plan_svg.c: draws a simulated timeline as SVG. One row per (rank, stage); each forward and backward is a
  * box coloured by adapter (forwards light, backwards dark), a microbatch that mixes adapters is split into
  * horizontal stripes in proportion to each adapter's tokens, and idle time shows as the row's red-tinted
- * background, so bubbles are visible at a glance. Held forwards (optimizer-step waits) get a black outline. */
+ * background, so bubbles are visible at a glance. Held forwards (optimizer-step waits) get a black outline.
+ * Names come from job files, so they are written as XML text (escaped, and only valid UTF-8): markup in a
+ * job or adapter name shows as its characters and never becomes part of the drawing. */
 #include "lg_io.h"
 #include "lg_base.h"
 
@@ -13,6 +15,48 @@
 #define ROW_H 22
 #define LEFT 110
 #define TOP 46
+
+/* The length of the UTF-8 sequence at s (1-4), or 0 when it is not one (overlong forms, surrogates and code
+ * points past U+10FFFF included). */
+static int utf8_len(const unsigned char *s)
+{
+    int n = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3 : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
+    if (n == 0)
+        return 0;
+    unsigned cp = n == 1 ? s[0] : s[0] & (0x7f >> n);
+    for (int k = 1; k < n; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[k] & 0x3f);
+    }
+    static const unsigned least[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < least[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* Writes s as XML character data: & < > " ' as entities, control characters and bytes that are not UTF-8
+ * as U+FFFD. */
+static void put_text(FILE *f, const char *str)
+{
+    for (const unsigned char *s = (const unsigned char *)str; *s;) {
+        int n = utf8_len(s);
+        if (n == 0 || (n == 1 && *s < 0x20)) {
+            fputs("&#xfffd;", f);
+            s++;
+            continue;
+        }
+        switch (*s) {
+        case '&': fputs("&amp;", f); break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '"': fputs("&quot;", f); break;
+        case '\'': fputs("&apos;", f); break;
+        default: fwrite(s, 1, (size_t)n, f);
+        }
+        s += n;
+    }
+}
 
 /* A distinct hue per adapter (golden-angle steps), lightness by op kind. */
 static void colour(int adapter, char kind, char *out, size_t n)
@@ -32,7 +76,9 @@ static void legend(FILE *f, const lg_job_t *job, double width)
         fprintf(f, "<rect x='%.0f' y='24' width='12' height='12' fill='%s'/>", x, c);
         colour(a, 'B', c, sizeof c);
         fprintf(f, "<rect x='%.0f' y='24' width='12' height='12' fill='%s'/>", x + 13, c);
-        fprintf(f, "<text x='%.0f' y='34'>%s</text>\n", x + 30, in.name);
+        fprintf(f, "<text x='%.0f' y='34'>", x + 30);
+        put_text(f, in.name);
+        fprintf(f, "</text>\n");
         x += 40 + 8.0 * (double)strlen(in.name);
     }
 }
@@ -89,10 +135,11 @@ enum lg_status lg_sim_write_svg(const lg_job_t *job, const lg_plan_t *plan, cons
     fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' "
                "font-size='11'>\n<rect width='100%%' height='100%%' fill='#fff'/>\n",
             width, height);
-    fprintf(f, "<text x='8' y='16' font-size='13'>%s: %s plan, %zu microbatches, S=%d, DP=%d: makespan %.1f ms, "
-               "bubble %.2f%%, DP imbalance %.2f%%</text>\n",
-            lg_job_name(job), lg_plan_algo_name(lg_plan_get_algo(plan)), nmb, st.stages, st.ranks,
-            st.makespan_us / 1e3, 100 * st.bubble, 100 * st.dp_imbalance);
+    fprintf(f, "<text x='8' y='16' font-size='13'>");
+    put_text(f, lg_job_name(job));
+    fprintf(f, ": %s plan, %zu microbatches, S=%d, DP=%d: makespan %.1f ms, bubble %.2f%%, DP imbalance %.2f%%</text>\n",
+            lg_plan_algo_name(lg_plan_get_algo(plan)), nmb, st.stages, st.ranks, st.makespan_us / 1e3,
+            100 * st.bubble, 100 * st.dp_imbalance);
     legend(f, job, width);
     for (int r = 0; r < st.ranks; r++)
         for (int s = 0; s < st.stages; s++) {

@@ -41,9 +41,9 @@ static int cmp_deadline(const void *x, const void *y, void *ctx)
 static void fill_urgent(struct lg_sched_pk *p, size_t bi, long t, int k_in_slot, size_t *cand)
 {
     int n = 0;
-    for (int a = 0; a < p->A; a++) {
+    for (int i = 0; i < p->ncand; i++) {
         size_t b;
-        if (lg_sched_pk_eligible(p, a, t, 0, &b))
+        if (lg_sched_pk_eligible(p, p->cand[i], t, 0, &b))
             cand[n++] = b;
     }
     qsort_r(cand, (size_t)n, sizeof *cand, cmp_deadline, p);
@@ -67,9 +67,9 @@ static void fill_best(struct lg_sched_pk *p, size_t bi, long t)
         uint32_t best = UINT32_MAX;
         size_t bb = 0;
         for (int early = 0; early < 2 && best == UINT32_MAX; early++)
-            for (int a = 0; a < p->A; a++) {
+            for (int i = 0; i < p->ncand; i++) {
                 size_t b;
-                if (!lg_sched_pk_eligible(p, a, t, early, &b))
+                if (!lg_sched_pk_eligible(p, p->cand[i], t, early, &b))
                     continue;
                 uint32_t k = best_of(p, &p->bin[bi], b);
                 if (k == UINT32_MAX)
@@ -91,7 +91,7 @@ static void fill_best(struct lg_sched_pk *p, size_t bi, long t)
 static int tradeable(const struct lg_sched_pk *p, uint32_t k, long t)
 {
     size_t b = lg_sched_pk_batch_of(p, k);
-    return p->open_at_slot[p->bt[b].a] == (long)b && p->bt[b].deadline >= (double)t + 2;
+    return p->open[p->bt[b].a] == (long)b && p->bt[b].opened < t && p->bt[b].deadline >= (double)t + 2;
 }
 
 static void close_gap(struct lg_sched_pk *p, size_t bi, long t)
@@ -101,25 +101,27 @@ static void close_gap(struct lg_sched_pk *p, size_t bi, long t)
         uint32_t room = p->tau > bn->tokens ? p->tau - bn->tokens : 0;
         if (room == 0 || bn->n == 0)
             return;
-        uint32_t gain = 0, ky = UINT32_MAX, x1 = UINT32_MAX, x2 = UINT32_MAX;
-        for (int a = 0; a < p->A; a++) {
+        uint32_t gain = 0, ky = UINT32_MAX, x1 = UINT32_MAX, x2 = UINT32_MAX, *tr = p->trade;
+        size_t ntr = 0; /* the bin's items that may leave, in the bin's order, found once per round */
+        for (size_t i = 0; i < p->ncur; i++)
+            if (tradeable(p, p->cur[i], t))
+                tr[ntr++] = p->cur[i];
+        for (int c = 0; c < p->ncand && ntr > 0; c++) {
             size_t b;
-            if (!lg_sched_pk_eligible(p, a, t, 0, &b))
+            if (!lg_sched_pk_eligible(p, p->cand[c], t, 0, &b))
                 continue;
             const struct lg_sched_pk_batch *bt = &p->bt[b];
             for (uint32_t k = bt->first; k < bt->first + bt->n; k++) {
                 uint32_t ly = p->it[k].len;
                 if (p->it[k].bin >= 0)
                     continue;
-                for (size_t i = 0; i < p->ncur; i++) {
-                    uint32_t a1 = p->cur[i], l1 = p->it[a1].len;
-                    if (!tradeable(p, a1, t))
-                        continue;
+                for (size_t i = 0; i < ntr; i++) {
+                    uint32_t a1 = tr[i], l1 = p->it[a1].len;
                     if (ly > l1 && ly - l1 <= room && ly - l1 > gain)
                         gain = ly - l1, ky = k, x1 = a1, x2 = UINT32_MAX;
-                    for (size_t j = i + 1; j < p->ncur; j++) {
-                        uint32_t a2 = p->cur[j], l2 = l1 + p->it[a2].len;
-                        if (ly > l2 && ly - l2 <= room && ly - l2 > gain && tradeable(p, a2, t))
+                    for (size_t j = i + 1; j < ntr && ly > l1; j++) {
+                        uint32_t a2 = tr[j], l2 = l1 + p->it[a2].len;
+                        if (ly > l2 && ly - l2 <= room && ly - l2 > gain)
                             gain = ly - l2, ky = k, x1 = a1, x2 = a2;
                     }
                 }

@@ -103,8 +103,46 @@ void lg_job_free(lg_job_t *job)
     for (int i = 0; i < job->nad; i++)
         adapter_free(&job->ad[i]);
     free(job->ad);
+    free(job->names);
     free(job->name);
     free(job);
+}
+
+/* ---- the adapters by name: a job of 10,000 adapters checks each new name in O(1), not against all ---- */
+
+static size_t name_slot(const lg_job_t *job, const char *name)
+{
+    uint64_t h[2];
+    lg_hash128(name, strlen(name), 0, h);
+    size_t i = (size_t)h[0] & (job->cap_names - 1);
+    while (job->names[i] >= 0 && strcmp(job->ad[job->names[i]].name, name))
+        i = (i + 1) & (job->cap_names - 1);
+    return i;
+}
+
+static int name_used(const lg_job_t *job, const char *name)
+{
+    return job->cap_names && job->names[name_slot(job, name)] >= 0;
+}
+
+/* Indexes adapter a (already in job->ad) by its name, growing the table to keep it at most half full. */
+static enum lg_status name_add(lg_job_t *job, int a)
+{
+    if (2 * ((size_t)job->nad + 1) > job->cap_names) {
+        size_t nc = job->cap_names ? 2 * job->cap_names : 16;
+        int *nt = malloc(nc * sizeof *nt);
+        if (!nt)
+            return lg_fail(LG_ERR_OOM, "job: out of memory");
+        free(job->names);
+        job->names = nt;
+        job->cap_names = nc;
+        for (size_t i = 0; i < nc; i++)
+            nt[i] = -1;
+        for (int k = 0; k < job->nad; k++)
+            nt[name_slot(job, job->ad[k].name)] = k;
+    }
+    job->names[name_slot(job, job->ad[a].name)] = a;
+    return LG_OK;
 }
 
 static uint64_t mix64(uint64_t *s)
@@ -242,9 +280,8 @@ enum lg_status lg_job_add_adapter(lg_job_t *job, const struct lg_adapter_params 
         s = lg_fail(LG_ERR_INVALID, "%s: global_batch and rank must be >= 1", where);
     else if (ds->n == 0)
         s = lg_fail(LG_ERR_INVALID, "%s: dataset %s has no samples", where, ds->path);
-    for (int i = 0; s == LG_OK && i < job->nad; i++)
-        if (!strcmp(job->ad[i].name, ap->name))
-            s = lg_fail(LG_ERR_INVALID, "%s: adapter name '%s' is used twice", where, ap->name);
+    if (s == LG_OK && name_used(job, ap->name))
+        s = lg_fail(LG_ERR_INVALID, "%s: adapter name '%s' is used twice", where, ap->name);
     if (s == LG_OK && job->nad == job->cap_ad) {
         int nc = job->cap_ad ? 2 * job->cap_ad : 4;
         struct lg_adapter *na = realloc(job->ad, (size_t)nc * sizeof *na);
@@ -274,6 +311,8 @@ enum lg_status lg_job_add_adapter(lg_job_t *job, const struct lg_adapter_params 
         s = apply_oversize(job, a, where);
     if (s == LG_OK)
         s = make_batches(job, a, where);
+    if (s == LG_OK)
+        s = name_add(job, job->nad);
     if (s != LG_OK) {
         adapter_free(a);
         return s;

@@ -20,26 +20,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* When no batch may run in slot t, the earliest-ready one runs anyway: the plan will mark its wait. */
-static void force_one(struct lg_sched_pk *p, long t)
-{
-    int pick = -1;
-    for (int a = 0; a < p->A; a++) {
-        size_t b;
-        if (lg_sched_pk_eligible(p, a, t, 1, &b))
-            return;
-        if (p->open[a] < 0 && p->next[a] < p->bbase[a + 1] && (pick < 0 || p->ready[a] < p->ready[pick]))
-            pick = a;
-    }
-    if (pick >= 0)
-        p->ready[pick] = t;
-}
-
 static int cmp_bin_cost(const void *x, const void *y, void *ctx)
 {
     const struct lg_sched_pk *p = ctx;
     double a = p->bin[*(const size_t *)x].cost, b = p->bin[*(const size_t *)y].cost;
     return (a < b) - (a > b);
+}
+
+/* Ranks by cumulative cost, the lower index first among equals (a stable order, in O(D log D)). */
+static int cmp_rank_cost(const void *x, const void *y, void *ctx)
+{
+    const struct lg_sched_pk *p = ctx;
+    int a = *(const int *)x, b = *(const int *)y;
+    if (p->rank_cost[a] != p->rank_cost[b])
+        return p->rank_cost[a] < p->rank_cost[b] ? -1 : 1;
+    return (a > b) - (a < b);
 }
 
 /* The bins idx[0..n) of one slot, dearest first, go to the ranks with the least cumulative cost. */
@@ -48,12 +43,7 @@ static void assign_slot(struct lg_sched_pk *p, size_t *idx, size_t n, int *rk)
     qsort_r(idx, n, sizeof *idx, cmp_bin_cost, p);
     for (int r = 0; r < p->D; r++)
         rk[r] = r;
-    for (int i = 1; i < p->D; i++) /* ranks by cumulative cost, ascending */
-        for (int j = i; j > 0 && p->rank_cost[rk[j]] < p->rank_cost[rk[j - 1]]; j--) {
-            int x = rk[j];
-            rk[j] = rk[j - 1];
-            rk[j - 1] = x;
-        }
+    qsort_r(rk, (size_t)p->D, sizeof *rk, cmp_rank_cost, p); /* ranks by cumulative cost, ascending */
     for (size_t i = 0; i < n; i++) {
         p->bin[idx[i]].rank = rk[i];
         p->rank_cost[rk[i]] += p->bin[idx[i]].cost;
@@ -77,9 +67,8 @@ static enum lg_status run_slots(struct lg_sched_pk *p)
     uint32_t *si = malloc(SLOT_ITEMS * sizeof *si);
     enum lg_status s = cand && rk && si ? LG_OK : lg_fail(LG_ERR_OOM, "plan: out of memory");
     for (long t = 0; p->unplaced > 0 && s == LG_OK; t++) {
-        force_one(p, t);
+        lg_sched_pk_slot_begin(p, t);
         size_t first = p->nbin;
-        memcpy(p->open_at_slot, p->open, (size_t)p->A * sizeof *p->open);
         size_t nsi = 0;
         for (int d = 0; d < p->D && s == LG_OK; d++) {
             if ((s = lg_sched_pk_new_bin(p, t)) != LG_OK)
@@ -91,17 +80,15 @@ static enum lg_status run_slots(struct lg_sched_pk *p)
             } else if (p->bin[p->nbin - 1].n == 0) {
                 p->nbin--;
             }
+            if (p->nbin > first && p->bin[p->nbin - 1].n == 0)
+                break; /* nothing the slot may take is left, so the next bins would stay empty too */
         }
         if (p->D > 1 && s == LG_OK) {
             lg_sched_pk_balance(p, first, si, nsi);
             while (p->nbin > first && p->bin[p->nbin - 1].n == 0)
                 p->nbin--;
         }
-        for (int a = 0; a < p->A; a++)
-            if (p->open[a] >= 0 && p->bt[p->open[a]].left == 0) {
-                p->open[a] = -1;
-                p->ready[a] = t + p->S;
-            }
+        lg_sched_pk_slot_end(p, t);
         if (p->nbin > first)
             assign_ranks(p, first, cand, rk);
     }
@@ -296,6 +283,8 @@ enum lg_status lg_sched_plan_packed(const lg_job_t *job, uint32_t capacity, uint
                             .tau = target ? target : capacity};
     enum lg_status s = lg_sched_pk_init(&p);
     if (s == LG_OK)
+        s = lg_sched_pk_cand_init(&p);
+    if (s == LG_OK)
         s = lg_sched_pk_regroup_init(&p);
     if (s == LG_OK)
         s = run_slots(&p);
@@ -310,6 +299,7 @@ enum lg_status lg_sched_plan_packed(const lg_job_t *job, uint32_t capacity, uint
         (*out)->sum.candidates = 1;
     }
     lg_sched_pk_regroup_free(&p);
+    lg_sched_pk_cand_free(&p);
     lg_sched_pk_free(&p);
     return s;
 }
@@ -336,6 +326,26 @@ static size_t ladder(const lg_job_t *job, uint32_t cap, uint32_t *out)
             out[n++] = c;
     }
     return n;
+}
+
+/* The planner's work, in the units of LG_SCHED_WORK_LIMIT: every sample is looked at by each of the slot's
+ * candidates (fill.c), every optimizer step wakes every stage of every rank in the simulator, and the search
+ * over fill targets does both once per rung of the ladder and once more for the winner. Measured on one
+ * core: 10,000 adapters of 8 samples at DP=1, 10.6 M, plan in 3.4 s; at DP=64, 102 M, in 14 s; 4 adapters of
+ * 1,000 at DP=4096, 66 M, in 2 s. */
+double lg_sched_plan_work(const lg_job_t *job, uint32_t cap, int search)
+{
+    double items = 0, batches = 0;
+    for (int a = 0; a < job->nad; a++) {
+        items += (double)job->ad[a].info.samples;
+        batches += (double)job->ad[a].nbatches;
+    }
+    int D = job->p.data_parallel;
+    int kc = 2 * D < LG_SCHED_PK_CAND ? LG_SCHED_PK_CAND : 2 * D > LG_SCHED_PK_CAND_MAX ? LG_SCHED_PK_CAND_MAX : 2 * D;
+    double cand = job->nad < kc ? job->nad : kc;
+    uint32_t rungs[MAX_CANDIDATES];
+    double passes = search ? (double)ladder(job, cap, rungs) + 1 : 1;
+    return passes * (items * cand + batches * D * job->p.stages);
 }
 
 enum lg_status lg_sched_plan_search(const lg_job_t *job, uint32_t cap, unsigned flags, lg_plan_t **out)

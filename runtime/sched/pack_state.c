@@ -38,15 +38,14 @@ static enum lg_status pk_alloc(struct lg_sched_pk *p)
     size_t A = (size_t)p->A;
     p->it = malloc((p->nit + 1) * sizeof *p->it);
     p->cur = malloc((p->nit + 1) * sizeof *p->cur);
+    p->trade = malloc((p->nit + 1) * sizeof *p->trade);
     p->bt = malloc((p->nbt + 1) * sizeof *p->bt);
     p->bbase = malloc((A + 1) * sizeof *p->bbase);
     p->next = malloc(A * sizeof *p->next);
     p->ready = calloc(A, sizeof *p->ready);
     p->open = malloc(A * sizeof *p->open);
-    p->open_at_slot = malloc(A * sizeof *p->open_at_slot);
     p->rank_cost = calloc((size_t)p->D, sizeof *p->rank_cost);
-    if (!p->it || !p->cur || !p->bt || !p->bbase || !p->next || !p->ready || !p->open || !p->open_at_slot ||
-        !p->rank_cost)
+    if (!p->it || !p->cur || !p->trade || !p->bt || !p->bbase || !p->next || !p->ready || !p->open || !p->rank_cost)
         return lg_fail(LG_ERR_OOM, "plan: out of memory");
     return LG_OK;
 }
@@ -77,7 +76,7 @@ enum lg_status lg_sched_pk_init(struct lg_sched_pk *p)
             *bt = (struct lg_sched_pk_batch){.a = a, .g = (uint32_t)g, .first = (uint32_t)i};
             for (size_t k = ad->batch_start[g]; k < ad->batch_start[g + 1]; k++, i++) {
                 uint32_t smp = ad->order[k];
-                p->it[i] = (struct lg_sched_pk_item){.sample = smp, .len = ad->len[smp], .bin = -1,
+                p->it[i] = (struct lg_sched_pk_item){.sample = smp, .len = ad->len[smp], .b = (uint32_t)b, .bin = -1,
                                                      .cost = item_cost(p, ad->len[smp], ad->p.rank)};
                 bt->tok_left += ad->len[smp];
             }
@@ -123,28 +122,17 @@ void lg_sched_pk_free(struct lg_sched_pk *p)
 {
     free(p->it);
     free(p->cur);
+    free(p->trade);
     free(p->bt);
     free(p->bbase);
     free(p->next);
     free(p->ready);
     free(p->open);
-    free(p->open_at_slot);
     free(p->bin);
     free(p->rank_cost);
 }
 
-size_t lg_sched_pk_batch_of(const struct lg_sched_pk *p, uint32_t k)
-{
-    size_t lo = 0, hi = p->nbt; /* the batches' items are contiguous and in order */
-    while (hi - lo > 1) {
-        size_t mid = (lo + hi) / 2;
-        if (p->bt[mid].first <= k)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
-}
+size_t lg_sched_pk_batch_of(const struct lg_sched_pk *p, uint32_t k) { return p->it[k].b; }
 
 void lg_sched_pk_place(struct lg_sched_pk *p, size_t bi, size_t b, uint32_t k)
 {
@@ -162,6 +150,8 @@ void lg_sched_pk_place(struct lg_sched_pk *p, size_t bi, size_t b, uint32_t k)
     if (p->open[bt->a] < 0) {
         p->open[bt->a] = (long)b;
         p->next[bt->a] = b + 1;
+        bt->opened = p->t;
+        lg_sched_pk_opened(p, bt->a);
     }
 }
 

@@ -15,6 +15,7 @@
 #include "lg_base.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,10 +32,13 @@ enum lg_status lg_sched_phi_init(struct lg_sched_phi *ph, size_t nbin, long nslo
     ph->slot_first = slot_first;
     ph->cost = calloc(nbin + 1, sizeof *ph->cost);
     ph->smax = calloc((size_t)nslot + 1, sizeof *ph->smax);
-    if (!ph->cost || !ph->smax) {
+    ph->top = malloc(((size_t)nslot + 1) * sizeof *ph->top);
+    if (!ph->cost || !ph->smax || !ph->top) {
         lg_sched_phi_free(ph);
         return lg_fail(LG_ERR_OOM, "plan: out of memory");
     }
+    for (long t = 0; t < nslot; t++)
+        ph->top[t] = (struct lg_sched_phi_top){{0, 0, 0}, {SIZE_MAX, SIZE_MAX, SIZE_MAX}};
     return LG_OK;
 }
 
@@ -42,19 +46,28 @@ void lg_sched_phi_free(struct lg_sched_phi *ph)
 {
     free(ph->cost);
     free(ph->smax);
+    free(ph->top);
     memset(ph, 0, sizeof *ph);
 }
 
-/* The dearest bin of slot t, with bins chg[0..n) at costs nc[0..n). */
+/* The dearest bin of slot t, with bins chg[0..n) at costs nc[0..n). The slot's three dearest bins are kept,
+ * and a change touches at most two bins of a slot (a move or swap; a rotation moves along one rank, which has
+ * one bin per slot), so the dearest unchanged one is among them: no scan of the slot's D bins. */
 static double slot_max(const struct lg_sched_phi *ph, long t, const size_t *chg, const double *nc, int n)
 {
     double mx = 0;
-    for (size_t j = ph->slot_first[t]; j < ph->slot_first[t + 1]; j++) {
-        double c = ph->cost[j];
+    for (int k = 0; k < n; k++)
+        if (ph->slot[chg[k]] == t && nc[k] > mx)
+            mx = nc[k];
+    const struct lg_sched_phi_top *tp = &ph->top[t];
+    for (int q = 0; q < 3; q++) {
+        int changed = 0;
         for (int k = 0; k < n; k++)
-            if (chg[k] == j)
-                c = nc[k];
-        mx = c > mx ? c : mx;
+            changed |= chg[k] == tp->bin[q];
+        if (!changed) {
+            mx = tp->cost[q] > mx ? tp->cost[q] : mx;
+            break;
+        }
     }
     return mx;
 }
@@ -63,7 +76,23 @@ void lg_sched_phi_set(struct lg_sched_phi *ph, size_t bin, double cost)
 {
     ph->cost[bin] = cost;
     long t = ph->slot[bin];
-    ph->smax[t] = slot_max(ph, t, NULL, NULL, 0);
+    struct lg_sched_phi_top *tp = &ph->top[t];
+    *tp = (struct lg_sched_phi_top){{0, 0, 0}, {SIZE_MAX, SIZE_MAX, SIZE_MAX}};
+    for (size_t j = ph->slot_first[t]; j < ph->slot_first[t + 1]; j++) {
+        double c = ph->cost[j];
+        int q = 3;
+        while (q > 0 && (tp->bin[q - 1] == SIZE_MAX || c > tp->cost[q - 1]))
+            q--;
+        if (q == 3)
+            continue;
+        for (int r = 2; r > q; r--) {
+            tp->cost[r] = tp->cost[r - 1];
+            tp->bin[r] = tp->bin[r - 1];
+        }
+        tp->cost[q] = c;
+        tp->bin[q] = j;
+    }
+    ph->smax[t] = tp->bin[0] == SIZE_MAX ? 0 : tp->cost[0];
 }
 
 static int cmp_long(const void *x, const void *y)

@@ -78,6 +78,17 @@ static enum lg_status check_request(const lg_job_t *job, const struct lg_plan_pa
             return too_long(&job->ad[a], cap);
     if (pp->algo == LG_PLAN_PACKED && pp->target && pp->target > cap)
         return lg_fail(LG_ERR_INVALID, "plan: target %u exceeds capacity %u", pp->target, cap);
+    if (pp->algo == LG_PLAN_PACKED) {
+        double w = lg_sched_plan_work(job, cap, !pp->target);
+        if (w > LG_SCHED_WORK_LIMIT)
+            return lg_fail(LG_ERR_INVALID,
+                           "plan: the job is too large to plan in seconds: %d adapters, data_parallel %d, %d stages "
+                           "(estimated work %.0fM, limit %.0fM, about 10 s of one core). Split the adapters over "
+                           "several jobs or use fewer data-parallel ranks%s",
+                           job->nad, job->p.data_parallel, job->p.stages, w / 1e6, LG_SCHED_WORK_LIMIT / 1e6,
+                           pp->target ? "" : ", or give a fill target (--target), which skips the "
+                                             "search over targets");
+    }
     *cap_out = cap;
     return LG_OK;
 }

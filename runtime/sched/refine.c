@@ -190,6 +190,16 @@ int lg_sched_sm_try_change(struct lg_sched_sm *m, size_t i, size_t j, const uint
     return 0;
 }
 
+/* With many ranks, the bins within reach are (2S+5) x D: an item looks only at the bins of its own slot and of
+ * its own rank, so that a pass stays linear in the bins. Up to 8 ranks it looks at all of them. */
+#define WIDE_RANKS 8
+
+static int within(const struct lg_sched_sm *m, size_t i, size_t j)
+{
+    const struct lg_sched_refine_in *in = m->in;
+    return in->D <= WIDE_RANKS || m->slot[j] == m->slot[i] || in->rank[j] == in->rank[i];
+}
+
 /* Tries, for item x, every move to and swap with a bin within reach, and every exchange of whole bins of
  * the same rank; takes the first legal change that lowers the variation, best first. */
 static int improve(struct lg_sched_sm *m, uint32_t x)
@@ -205,7 +215,7 @@ static int improve(struct lg_sched_sm *m, uint32_t x)
     int n = 0;
     lo = lo < 0 ? 0 : lo > m->nslot ? m->nslot : lo;
     for (size_t j = m->slot_first[lo]; j < in->nbin && m->slot[j] <= hi && n < 250; j++) {
-        if (j == i || m->dead[j])
+        if (j == i || m->dead[j] || !within(m, i, j))
             continue;
         if (m->nit[i] > 1 && m->tok[j] + in->len[x] <= in->tau) {
             double d = delta2(m, i, m->c[i] - in->cost[x], j, m->c[j] + in->cost[x]);

@@ -41,9 +41,10 @@ enum lg_status lg_sched_pk_regroup_init(struct lg_sched_pk *p)
     p->rg = calloc(1, sizeof *p->rg);
     if (!p->rg)
         return lg_fail(LG_ERR_OOM, "plan: out of memory");
-    p->rg->g = malloc((size_t)p->A * sizeof *p->rg->g);
-    p->rg->reach = malloc(((size_t)p->A + 1) * sizeof *p->rg->reach);
-    p->rg->pick = malloc((size_t)p->A * sizeof *p->rg->pick);
+    size_t ng = (size_t)(p->A < p->kcand ? p->A : p->kcand); /* groups: the slot's candidates at most */
+    p->rg->g = malloc(ng * sizeof *p->rg->g);
+    p->rg->reach = malloc((ng + 1) * sizeof *p->rg->reach);
+    p->rg->pick = malloc(ng * sizeof *p->rg->pick);
     if (!p->rg->g || !p->rg->reach || !p->rg->pick)
         return lg_fail(LG_ERR_OOM, "plan: out of memory");
     return LG_OK;
@@ -152,9 +153,9 @@ void lg_sched_pk_regroup(struct lg_sched_pk *p, size_t bi, long t)
     struct lg_rg_group *g = p->rg->g;
     uint64_t(*reach)[RG_WORDS] = p->rg->reach;
     int ng = 0;
-    for (int a = 0; a < p->A; a++) {
+    for (int i = 0; i < p->ncand; i++) {
         size_t b;
-        if (lg_sched_pk_eligible(p, a, t, 1, &b) && group_of(p, b, room, &g[ng]))
+        if (lg_sched_pk_eligible(p, p->cand[i], t, 1, &b) && group_of(p, b, room, &g[ng]))
             options(p, &g[ng++], room);
     }
     memset(reach[0], 0, sizeof reach[0]);

@@ -36,6 +36,8 @@ struct lg_job {
     char *name;
     struct lg_adapter *ad;
     int nad, cap_ad;
+    int *names;       /* open-addressed index of the adapters by name: -1 empty, else an index into ad */
+    size_t cap_names; /* a power of two, at least twice nad */
     uint32_t cap_limit; /* fixed capacity or the memory-derived one */
 };
 
@@ -126,6 +128,10 @@ enum lg_status lg_sched_refine(const struct lg_sched_refine_in *in, size_t merge
  * its dearest bin costs (the ranks wait for each other at the optimizer steps). Bins are in slot order:
  * slot t holds bins slot_first[t] .. slot_first[t+1]; slot and slot_first belong to the caller and may be
  * rewritten in place as long as the slots' bins stay the same. Costs start at 0: set each bin's. */
+struct lg_sched_phi_top {
+    double cost[3]; /* a slot's three dearest bins, dearest first */
+    size_t bin[3];  /* SIZE_MAX where the slot has fewer */
+};
 struct lg_sched_phi {
     size_t nbin;
     long nslot;
@@ -134,6 +140,7 @@ struct lg_sched_phi {
     const size_t *slot_first; /* [nslot + 1] */
     double *cost;             /* [nbin] */
     double *smax;             /* [nslot] */
+    struct lg_sched_phi_top *top; /* [nslot] */
 };
 enum lg_status lg_sched_phi_init(struct lg_sched_phi *ph, size_t nbin, long nslot, int S, const long *slot,
                                  const size_t *slot_first);
@@ -148,6 +155,10 @@ int lg_sched_sim_held(const lg_sim_t *sim, size_t seg);
 
 /* pack.c: ours with the fill target chosen by simulating candidates. */
 enum lg_status lg_sched_plan_search(const lg_job_t *job, uint32_t capacity, unsigned flags, lg_plan_t **out);
+/* pack.c: an estimate of our planner's work on the job, with the target search (search) or a given target;
+ * lg_plan_build refuses jobs over LG_SCHED_WORK_LIMIT (about 10 s of one core) with a message saying so. */
+double lg_sched_plan_work(const lg_job_t *job, uint32_t capacity, int search);
+#define LG_SCHED_WORK_LIMIT 1e8
 
 static inline uint32_t lg_sched_pad_up(uint32_t x, uint32_t m) { return m > 1 ? (x + m - 1) / m * m : x; }
 
