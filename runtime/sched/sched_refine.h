@@ -1,6 +1,6 @@
 /* sched_refine.h (internal): the state of the window-wide passes over a packed plan, shared by the smoothing
- * (refine.c, which owns it and the moves on it) and the merge (merge.c). Calls go one way: refine.c calls
- * merge.c, which uses the moves declared here and calls nothing else. */
+ * (refine.c, which owns it), the merge (merge.c) and the moves on it (sm_moves.c). Calls go one way: refine.c
+ * calls merge.c and sm_moves.c, merge.c calls sm_moves.c. */
 #ifndef LG_SCHED_REFINE_H
 #define LG_SCHED_REFINE_H
 
@@ -24,8 +24,15 @@ struct lg_sched_sm {
     struct lg_sched_phi ph;
 };
 
-/* refine.c: the moves. Each keeps the bins' costs, tokens and item lists (and Phi's slot costs) in step. */
+/* The longest run of bins one change's Phi is computed over. */
+#define LG_SCHED_SM_MAXSEG (4 * LG_SCHED_MAX_STAGES)
+
+/* sm_moves.c: the moves. Each keeps the bins' costs, tokens and item lists (and Phi's slot costs) in step. */
 void lg_sched_sm_extent(struct lg_sched_sm *m, size_t b);
+/* Phi's change when bins i and j take costs ci and cj (sm_moves.c's delta_win over their windows). */
+double lg_sched_sm_delta2(const struct lg_sched_sm *m, size_t i, double ci, size_t j, double cj);
+/* Batch b keeps S slots clear of its adapter's neighbouring batches. */
+int lg_sched_sm_batch_ok(const struct lg_sched_sm *m, size_t b);
 void lg_sched_sm_index_bins(struct lg_sched_sm *m);
 void lg_sched_sm_take_out(struct lg_sched_sm *m, size_t i, uint32_t x);
 /* -1 on OOM. */
