@@ -7,6 +7,7 @@
  * `loragen gen --arch ,`. Also: the limited string functions give Lua's results. */
 #include "lg_ckpt.h"
 #include "lg_gen.h"
+#include "lg_hf.h"
 #include "lg_io.h"
 #include "lg_lua.h"
 #include "lg_test.h"
@@ -280,6 +281,18 @@ START_TEST(checkpoint_files_outside_the_manifest_are_refused)
 }
 END_TEST
 
+/* ---- fuzz findings worth a named case ---- */
+
+/* config.json without head_dim, hidden_size / heads above the reader's head_dim bound: it was accepted and
+ * written back as a config the reader refused (fuzz_config). */
+START_TEST(derived_head_dim_is_bounded_like_a_given_one)
+{
+    struct lg_model_config c;
+    const char *path = "tests/fuzz/corpus/config/regress-derived-head-dim";
+    expect_msg(lg_model_config_read(path, &c), LG_ERR_IO, path, "head_dim = 153028 is out of range [1, 65536]");
+}
+END_TEST
+
 /* ---- the CLI ---- */
 
 static void setup_once(void) {}
@@ -357,6 +370,7 @@ int main(void)
     tcase_add_test(tc, every_integer_field_has_a_max);
     tcase_add_loop_test(tc, bad_tokens_are_refused_on_their_line, 0, NBADTOK);
     tcase_add_test(tc, checkpoint_files_outside_the_manifest_are_refused);
+    tcase_add_test(tc, derived_head_dim_is_bounded_like_a_given_one);
     tcase_add_test(tc, gen_refuses_an_empty_arch);
     tcase_add_test(tc, train_refuses_ids_outside_the_vocabulary);
     suite_add_tcase(s, tc);

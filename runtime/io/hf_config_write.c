@@ -25,16 +25,22 @@ void lg_model_config_defaults(enum lg_model_family family, struct lg_model_confi
 
 static enum lg_status check_sizes(const struct lg_model_config *c)
 {
+    /* the reader's bounds (hf_config.c) for every size, also one it derives (head_dim = hidden / heads): what
+     * is read always validates, writes and reads back */
     const struct {
         const char *name;
-        int v;
-    } sz[] = {{"hidden_size", c->hidden_size},           {"intermediate_size", c->intermediate_size},
-              {"num_hidden_layers", c->num_hidden_layers}, {"num_attention_heads", c->num_attention_heads},
-              {"num_key_value_heads", c->num_key_value_heads}, {"head_dim", c->head_dim},
-              {"vocab_size", c->vocab_size},             {"max_position_embeddings", c->max_position_embeddings}};
+        int v, max;
+    } sz[] = {{"hidden_size", c->hidden_size, 1 << 30},
+              {"intermediate_size", c->intermediate_size, 1 << 30},
+              {"num_hidden_layers", c->num_hidden_layers, 1 << 16},
+              {"num_attention_heads", c->num_attention_heads, 1 << 16},
+              {"num_key_value_heads", c->num_key_value_heads, 1 << 16},
+              {"head_dim", c->head_dim, 1 << 16},
+              {"vocab_size", c->vocab_size, 1 << 30},
+              {"max_position_embeddings", c->max_position_embeddings, 1 << 30}};
     for (size_t i = 0; i < sizeof sz / sizeof *sz; i++)
-        if (sz[i].v < 1 || sz[i].v > (1 << 30))
-            return lg_fail(LG_ERR_INVALID, "%s = %d is out of range [1, 2^30]", sz[i].name, sz[i].v);
+        if (sz[i].v < 1 || sz[i].v > sz[i].max)
+            return lg_fail(LG_ERR_INVALID, "%s = %d is out of range [1, %d]", sz[i].name, sz[i].v, sz[i].max);
     if (c->num_attention_heads % c->num_key_value_heads != 0)
         return lg_fail(LG_ERR_INVALID, "num_attention_heads %d is not a multiple of num_key_value_heads %d",
                        c->num_attention_heads, c->num_key_value_heads);
