@@ -55,4 +55,16 @@ struct lg_decoder {
 /* decoder_arena.c: lays out and allocates the arena (one backend allocation) */
 enum lg_status lg_decoder_arena_init(lg_decoder_t *d);
 
+/* The slot of the arena window that holds layer l's saved activations. */
+static inline const struct lg_saved *lg_dec_slot(const lg_decoder_t *d, int l) { return &d->map.win[l % d->map.nwin]; }
+
+/* decoder_layer.c: layer l forward and backward. Forward: the layer's input residual x_in and first norm x1,
+ * rstd1 are already in its slot; `next` says where its output residual goes: layer l+1's slot (with that
+ * layer's first norm), the final norm (last layer), or nowhere (the last layer of a recomputed segment: nothing
+ * after it is needed again). Backward: map.dh holds dLoss/d(output residual of layer l) and becomes
+ * dLoss/d(input residual); layer 0 stops after the LoRA gradients of q/k/v (nothing below needs dX). */
+enum lg_dec_next { NEXT_LAYER, NEXT_HEAD, NEXT_NONE };
+enum lg_status lg_dec_layer_fwd(lg_decoder_t *d, const struct lg_mb *mb, int l, enum lg_dec_next next);
+enum lg_status lg_dec_layer_bwd(lg_decoder_t *d, const struct lg_mb *mb, int l);
+
 #endif

@@ -49,67 +49,7 @@ static enum lg_status upload_inputs(lg_decoder_t *d, const struct lg_decoder_bat
     return s;
 }
 
-static const struct lg_saved *slot(const lg_decoder_t *d, int l) { return &d->map.win[l % d->map.nwin]; }
-
 static int seg_len(const lg_decoder_t *d) { return d->map.nckpt ? d->ckpt_every : d->cfg->num_hidden_layers; }
-
-/* Layer l forward. Its input residual sv->x_in and first norm sv->x1, sv->rstd1 are already in place; `next`
- * says where its output residual goes: layer l+1's slot (with its first norm), the final norm (last layer),
- * or nowhere (the last layer of a recomputed segment: nothing after it is needed again). */
-enum next_kind { NEXT_LAYER, NEXT_HEAD, NEXT_NONE };
-
-static enum lg_status layer_fwd(lg_decoder_t *d, const struct lg_mb *mb, int l, enum next_kind next)
-{
-    const struct lg_model_config *c = d->cfg;
-    const struct lg_arena_map *m = &d->map;
-    const struct lg_layer *L = &d->layers[l];
-    const struct lg_saved *sv = slot(d, l);
-    int64_t n = mb->n, H = c->hidden_size;
-    int hq = c->num_attention_heads, hkv = c->num_key_value_heads, hd = c->head_dim;
-    float eps = (float)c->rms_norm_eps;
-    lg_addr qkv[3] = {sv->q, sv->k, sv->v};
-    TRY(OPS->linear_fwd(d->be, L->lin[LG_G_QKV], mb, sv->x1, qkv));
-    TRY(OPS->rope(d->be, mb, &d->rope, sv->q, hq, sv->k, hkv, +1));
-    TRY(OPS->attn_fwd(d->be, mb, hq, hkv, hd, sv->q, sv->k, sv->v, sv->o, sv->lse));
-    TRY(OPS->linear_fwd(d->be, L->lin[LG_G_O], mb, sv->o, &m->tmp));
-    TRY(OPS->rmsnorm_fwd(d->be, n, H, sv->x_in, m->tmp, sv->h_mid, L->ln2, eps, sv->x2, sv->rstd2));
-    lg_addr gu[2] = {sv->g, sv->u};
-    TRY(OPS->linear_fwd(d->be, L->lin[LG_G_GATEUP], mb, sv->x2, gu));
-    TRY(OPS->swiglu_fwd(d->be, n, c->intermediate_size, sv->g, sv->u, sv->m));
-    if (next == NEXT_NONE)
-        return LG_OK;
-    TRY(OPS->linear_fwd(d->be, L->lin[LG_G_DOWN], mb, sv->m, &m->tmp));
-    if (next == NEXT_HEAD)
-        return OPS->rmsnorm_fwd(d->be, n, H, sv->h_mid, m->tmp, m->hf, d->norm, eps, m->xf, m->rstdf);
-    const struct lg_saved *nx = slot(d, l + 1);
-    return OPS->rmsnorm_fwd(d->be, n, H, sv->h_mid, m->tmp, nx->x_in, d->layers[l + 1].ln1, eps, nx->x1, nx->rstd1);
-}
-
-/* Layer l backward: m->dh holds dLoss/d(output residual of layer l) and becomes dLoss/d(input residual);
- * layer 0 stops after the LoRA gradients of q/k/v (nothing below needs dX). */
-static enum lg_status layer_bwd(lg_decoder_t *d, const struct lg_mb *mb, int l)
-{
-    const struct lg_model_config *c = d->cfg;
-    const struct lg_arena_map *m = &d->map;
-    const struct lg_layer *L = &d->layers[l];
-    const struct lg_saved *sv = slot(d, l);
-    int64_t n = mb->n, H = c->hidden_size, F = c->intermediate_size;
-    int hq = c->num_attention_heads, hkv = c->num_key_value_heads, hd = c->head_dim;
-    TRY(OPS->linear_bwd(d->be, L->lin[LG_G_DOWN], mb, sv->m, &m->dh, m->dm));
-    TRY(OPS->swiglu_bwd(d->be, n, F, sv->g, sv->u, m->dm, m->dg, m->du));
-    lg_addr dgu[2] = {m->dg, m->du};
-    TRY(OPS->linear_bwd(d->be, L->lin[LG_G_GATEUP], mb, sv->x2, dgu, m->dx));
-    TRY(OPS->rmsnorm_bwd(d->be, n, H, sv->h_mid, L->ln2, sv->rstd2, m->dx, m->dh, 1));
-    TRY(OPS->linear_bwd(d->be, L->lin[LG_G_O], mb, sv->o, &m->dh, m->dout));
-    TRY(OPS->attn_bwd(d->be, mb, hq, hkv, hd, sv->q, sv->k, sv->v, sv->o, sv->lse, m->dout, m->dq, m->dk,
-                      m->dv));
-    TRY(OPS->rope(d->be, mb, &d->rope, m->dq, hq, m->dk, hkv, -1));
-    lg_addr dqkv[3] = {m->dq, m->dk, m->dv};
-    if (l == 0)
-        return OPS->linear_bwd(d->be, L->lin[LG_G_QKV], mb, sv->x1, dqkv, 0);
-    TRY(OPS->linear_bwd(d->be, L->lin[LG_G_QKV], mb, sv->x1, dqkv, m->dx));
-    return OPS->rmsnorm_bwd(d->be, n, H, sv->x_in, L->ln1, sv->rstd1, m->dx, m->dh, 1);
-}
 
 /* Layers [from, to) forward; the input of `from` is in its slot. In the first forward (keep_ckpt) the
  * inputs of segment starts are copied out as checkpoints and the last layer feeds the head. */
@@ -118,9 +58,9 @@ static enum lg_status forward_layers(lg_decoder_t *d, const struct lg_mb *mb, in
     int N = seg_len(d), L = d->cfg->num_hidden_layers;
     for (int l = from; l < to; l++) {
         if (keep_ckpt && d->map.nckpt && l % N == 0)
-            TRY(OPS->copy(d->be, d->map.ckpt[l / N], slot(d, l)->x_in, act_bytes(d, mb->n, d->cfg->hidden_size)));
-        enum next_kind next = l + 1 == L ? NEXT_HEAD : l + 1 < to ? NEXT_LAYER : keep_ckpt ? NEXT_LAYER : NEXT_NONE;
-        TRY(layer_fwd(d, mb, l, next));
+            TRY(OPS->copy(d->be, d->map.ckpt[l / N], lg_dec_slot(d, l)->x_in, act_bytes(d, mb->n, d->cfg->hidden_size)));
+        enum lg_dec_next next = l + 1 == L ? NEXT_HEAD : l + 1 < to ? NEXT_LAYER : keep_ckpt ? NEXT_LAYER : NEXT_NONE;
+        TRY(lg_dec_layer_fwd(d, mb, l, next));
     }
     return LG_OK;
 }
@@ -128,7 +68,7 @@ static enum lg_status forward_layers(lg_decoder_t *d, const struct lg_mb *mb, in
 /* Layer l's input residual from `src` (the embedding or a checkpoint) and its first norm, into its slot. */
 static enum lg_status enter_layer(lg_decoder_t *d, const struct lg_mb *mb, int l, lg_addr src)
 {
-    const struct lg_saved *sv = slot(d, l);
+    const struct lg_saved *sv = lg_dec_slot(d, l);
     return OPS->rmsnorm_fwd(d->be, mb->n, d->cfg->hidden_size, src, 0, sv->x_in, d->layers[l].ln1,
                             (float)d->cfg->rms_norm_eps, sv->x1, sv->rstd1);
 }
@@ -198,7 +138,7 @@ enum lg_status lg_decoder_step(lg_decoder_t *d, const struct lg_decoder_batch *b
                 TRY(forward_layers(d, &mb, from, to, 0));
             }
             for (int l = to - 1; l >= from; l--)
-                TRY(layer_bwd(d, &mb, l));
+                TRY(lg_dec_layer_bwd(d, &mb, l));
         }
     }
     TRY(OPS->download(d->be, b->loss, m->loss, (size_t)mb.n * sizeof(float)));
