@@ -23,7 +23,7 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: loragen train JOB [--resume] [--backend auto|cpu|cuda] [--max-steps N] [--quiet]\n\n"
+    fprintf(f, "usage: loragen train JOB [--resume] [--backend auto|cpu|cuda] [--max-steps N] [--profile] [--quiet]\n\n"
                "Trains the LoRA adapters of a job file (specs/jobs/*.lua) on the job's Hugging Face model: the\n"
                "scheduler's plan is what runs; each adapter gets its PEFT adapter, metrics.jsonl and loss.svg in\n"
                "its output directory, and checkpoints go to <output>/checkpoints.\n\n"
@@ -31,6 +31,7 @@ static void usage(FILE *f)
                "  --resume          continue bit-exactly from the latest checkpoint\n"
                "  --backend NAME    auto (default: the job's), cpu or cuda\n"
                "  --max-steps N     stop every adapter after N optimizer steps (a smoke test)\n"
+               "  --profile         time every op on the GPU and print the time per op family at the end\n"
                "  -q, --quiet       no progress lines (errors and the summary only)\n\n"
                "Ctrl-C or SIGTERM writes a checkpoint and stops; --resume continues from it.\n\n"
                "Job-file fields and their defaults:\n%s",
@@ -102,6 +103,8 @@ int lg_cmd_train(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--resume")) {
             o.resume = 1;
+        } else if (!strcmp(a, "--profile")) {
+            o.profile = 1;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             v.quiet = 1;
         } else if (!strcmp(a, "--backend") && i + 1 < argc) {

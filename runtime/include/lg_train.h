@@ -55,6 +55,7 @@ struct lg_train_opts {
     int resume;              /* continue from the job's latest checkpoint */
     const char *backend;     /* "auto", "cpu", "cuda"; NULL: the job's training.backend */
     int64_t max_steps;       /* > 0: stop every adapter after this many steps (a smoke-test override) */
+    int profile;             /* time every op per op family (CUDA backend); reported as info lines at the end */
     volatile int *stop;      /* set to non-zero to checkpoint and stop */
     lg_train_progress_fn progress;
     void *user;

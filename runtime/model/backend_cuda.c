@@ -4,9 +4,9 @@
  * FusedMultiLoRA layers (backend_cuda_linear.c). Addresses are CUdeviceptr values.
  *
  * Per-shape op objects (norm, RoPE, SwiGLU, embedding, cross-entropy, attention) are made on first use and kept;
- * AdamW objects per tensor list. What still synchronises (to be removed for the no-sync step): uploads of the
- * microbatch inputs (synchronous copies from pageable memory), the loss read-back at the end of a step, and
- * the AdamW status read after each optimizer step. */
+ * AdamW objects per tensor list. The microbatch inputs go up asynchronously through pinned staging; what
+ * synchronises is the loss read-back at the end of each microbatch and the AdamW status read after each
+ * optimizer step. */
 #include "backend_cuda.h"
 
 #include "lg_half.h"
@@ -40,6 +40,9 @@ static void cuda_destroy(lg_backend_t *be)
     lg_xent_free(c->xent);
     lg_attn_free(c->attn);
     lg_cuda_linear_scratch_free(c);
+    if (c->staging)
+        cuMemFreeHost(c->staging);
+    lg_cuda_prof_free(c);
     if (c->stream)
         cuStreamDestroy(c->stream);
     lg_ctx_free(c->ctx);
@@ -62,17 +65,35 @@ static void cuda_release(lg_backend_t *be, lg_addr p)
         cuMemFree(D(p));
 }
 
+/* Uploads are ordered on the stream: the bytes go through a pinned staging buffer and an asynchronous copy, so
+ * a microbatch's inputs need no host synchronisation. A staging byte is reused only after the stream has been
+ * synchronised (every download and sync does, and the staging is then empty again). */
 static enum lg_status cuda_upload(lg_backend_t *be, lg_addr dst, const void *src, size_t n)
 {
-    /* ordered after the stream's work: the destination may be in use by queued kernels */
-    CU(cuStreamSynchronize(cb(be)->stream), "cuStreamSynchronize");
-    CU(cuMemcpyHtoD(D(dst), src, n), "cuMemcpyHtoD");
+    struct cuda_be *c = cb(be);
+    if (n > LG_CUDA_STAGING) { /* large (weights, init): synchronous, straight from the caller's memory */
+        CU(cuStreamSynchronize(c->stream), "cuStreamSynchronize");
+        c->staged = 0;
+        CU(cuMemcpyHtoD(D(dst), src, n), "cuMemcpyHtoD");
+        return LG_OK;
+    }
+    if (!c->staging)
+        CU(cuMemAllocHost((void **)&c->staging, LG_CUDA_STAGING), "cuMemAllocHost");
+    if (c->staged + n > LG_CUDA_STAGING) {
+        CU(cuStreamSynchronize(c->stream), "cuStreamSynchronize");
+        c->staged = 0;
+    }
+    memcpy(c->staging + c->staged, src, n);
+    CU(cuMemcpyHtoDAsync(D(dst), c->staging + c->staged, n, c->stream), "cuMemcpyHtoDAsync");
+    c->staged += (n + 255) / 256 * 256;
     return LG_OK;
 }
 
 static enum lg_status cuda_download(lg_backend_t *be, void *dst, lg_addr src, size_t n)
 {
-    CU(cuStreamSynchronize(cb(be)->stream), "cuStreamSynchronize");
+    struct cuda_be *c = cb(be);
+    CU(cuStreamSynchronize(c->stream), "cuStreamSynchronize");
+    c->staged = 0;
     CU(cuMemcpyDtoH(dst, D(src), n), "cuMemcpyDtoH");
     return LG_OK;
 }
@@ -92,6 +113,7 @@ static enum lg_status cuda_copy(lg_backend_t *be, lg_addr dst, lg_addr src, size
 static enum lg_status cuda_sync(lg_backend_t *be)
 {
     CU(cuStreamSynchronize(cb(be)->stream), "cuStreamSynchronize");
+    cb(be)->staged = 0;
     return LG_OK;
 }
 
@@ -320,7 +342,7 @@ static enum lg_status cuda_adamw(lg_backend_t *be, const struct lg_opt_tensor *t
     return s;
 }
 
-static const struct lg_backend_ops cuda_ops = {
+const struct lg_backend_ops lg_cuda_ops = {
     .name = "cuda",
     .destroy = cuda_destroy,
     .alloc = cuda_alloc,
@@ -365,7 +387,11 @@ enum lg_status lg_backend_cuda_init(const struct lg_backend_cuda_params *p, lg_b
         free(c);
         return s;
     }
-    c->base.ops = &cuda_ops;
+    c->base.ops = &lg_cuda_ops;
+    if (p && p->profile) {
+        lg_cuda_prof_table(&c->prof_ops);
+        c->base.ops = &c->prof_ops;
+    }
     c->base.act = c->base.weight = p && p->dtype == LG_FP16 ? LG_FP16 : LG_BF16;
     c->deterministic = p ? p->deterministic : 1;
     c->max_tokens = p ? p->max_tokens : 0;

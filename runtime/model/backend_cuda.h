@@ -17,10 +17,14 @@ struct cuda_adamw {
     lg_adamw_t *obj;
 };
 
+#define LG_CUDA_STAGING (8u << 20) /* pinned bytes for the microbatch inputs */
+
 struct cuda_be {
     lg_backend_t base; /* first: the backend handle is this struct */
     lg_ctx_t *ctx;
     CUstream stream;
+    unsigned char *staging; /* pinned, LG_CUDA_STAGING bytes */
+    size_t staged;          /* bytes in use since the last synchronisation */
     int deterministic;
     int64_t max_tokens;
     lg_norm_t *norm;
@@ -36,7 +40,14 @@ struct cuda_be {
     size_t ybuf_bytes;
     lg_mlora_segments_t *segs; /* the current microbatch's segment table */
     int nadapters;
+    struct lg_cuda_prof *prof;     /* per-op-family timing (lg_backend_cuda_params.profile) */
+    struct lg_backend_ops prof_ops; /* the timed table, when profiling */
 };
+
+/* The op table, and the same ops each bracketed by CUDA events (backend_cuda_prof.c). */
+extern const struct lg_backend_ops lg_cuda_ops;
+void lg_cuda_prof_table(struct lg_backend_ops *o);
+void lg_cuda_prof_free(struct cuda_be *c);
 
 enum lg_status lg_cuda_linear_init(lg_backend_t *be, const struct lg_lora_linear_desc *d, const float *const *w,
                                    const float *const *bias, lg_lora_linear_t **out);
@@ -50,5 +61,7 @@ enum lg_status lg_cuda_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const s
 enum lg_status lg_cuda_linear_sync(lg_backend_t *be, lg_lora_linear_t *l, int adapter);
 void lg_cuda_linear_scratch_free(struct cuda_be *c);
 enum lg_status lg_cuda_begin(lg_backend_t *be, const struct lg_mb *mb);
+/* The first PEFT module of a linear layer (q_proj for q/k/v, gate_proj for gate/up, ...). */
+int lg_cuda_linear_module(const lg_lora_linear_t *l);
 
 #endif

@@ -163,6 +163,10 @@ struct lg_backend_ops {
      * *norm = the global gradient norm before clipping */
     enum lg_status (*adamw)(lg_backend_t *be, const struct lg_opt_tensor *t, int count, const struct lg_opt_step *s,
                             int *skipped, double *norm);
+
+    /* The time spent per op family since the start, as a table of text lines (NULL where the backend does not
+     * measure, or was not asked to); returns LG_OK with buf = "" when nothing was measured. */
+    enum lg_status (*profile)(lg_backend_t *be, char *buf, size_t size);
 };
 
 struct lg_backend {
@@ -182,6 +186,7 @@ struct lg_backend_cuda_params {
     int deterministic;   /* attention's deterministic backward (bitwise-reproducible gradients) */
     int64_t max_tokens;  /* the largest microbatch (sizes the layers' saved S buffers) */
     int nadapters;       /* adapters of the job (the segment table's size) */
+    int profile;         /* time every op with CUDA events, per op family (lg_backend_ops.profile) */
 };
 enum lg_status lg_backend_cuda_init(const struct lg_backend_cuda_params *p, lg_backend_t **out);
 

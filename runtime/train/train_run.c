@@ -227,6 +227,25 @@ static enum lg_status run(struct lg_trainer *tr, struct lg_train_result *r)
     return s == LG_OK ? finish(tr, r) : s;
 }
 
+/* --profile: the backend's time per op family, one info line per table row. */
+static enum lg_status report_profile(struct lg_trainer *tr)
+{
+    if (!tr->opts->profile)
+        return LG_OK;
+    if (!tr->be->ops->profile) {
+        lg_report_info(tr, "profile: the %s backend does not time its ops", tr->be->ops->name);
+        return LG_OK;
+    }
+    char buf[4096];
+    enum lg_status s = tr->be->ops->profile(tr->be, buf, sizeof buf);
+    for (char *line = buf, *nl; s == LG_OK && *line; line = nl + 1) {
+        if (!(nl = strchr(line, '\n')))
+            nl = line + strlen(line) - 1;
+        lg_report_info(tr, "profile: %.*s", (int)(nl - line + (*nl != '\n')), line);
+    }
+    return s;
+}
+
 enum lg_status lg_train_run(const struct lg_train_opts *o, struct lg_train_result *r)
 {
     struct lg_train_result tmp;
@@ -240,6 +259,8 @@ enum lg_status lg_train_run(const struct lg_train_opts *o, struct lg_train_resul
     enum lg_status s = lg_train_setup(&tr, o, 0);
     if (s == LG_OK)
         s = run(&tr, r);
+    if (s == LG_OK)
+        s = report_profile(&tr);
     r->tokens = tr.tokens;
     r->seconds = tr.elapsed_before + (lg_train_now() - tr.t0);
     lg_train_teardown(&tr);
