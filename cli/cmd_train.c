@@ -151,6 +151,9 @@ int lg_cmd_train(int argc, char **argv)
     printf("done: %lld tokens in %s; loss %.4f -> %.4f", (long long)r.tokens, el, r.first_loss, r.last_loss);
     if (isfinite(r.val_loss))
         printf(", validation %.4f", r.val_loss);
+    if (r.steady_seconds > 0)
+        printf("; after the first step %lld tokens in %.2f s: %.0f tokens/s", (long long)r.steady_tokens,
+               r.steady_seconds, (double)r.steady_tokens / r.steady_seconds);
     printf("\n");
     return 0;
 }

@@ -8,6 +8,9 @@ scheduler packs several into each microbatch. The output is deterministic for a 
 
     python3 tools/toy_dataset.py --samples 240 --seed 1 > specs/jobs/data/toy-train.jsonl
     python3 tools/toy_dataset.py --samples 32 --seed 2 > specs/jobs/data/toy-val.jsonl
+
+With --lengths FILE (a length trace, one length a line, as bench/gen_traces writes) the samples have those
+lengths, in that order (the benchmarks' mixed-length datasets).
 """
 import argparse
 import json
@@ -22,12 +25,27 @@ def main():
     ap.add_argument("--modulus", type=int, default=64, help="token ids used: 0..modulus-1")
     ap.add_argument("--min-len", type=int, default=16)
     ap.add_argument("--max-len", type=int, default=96)
+    ap.add_argument("--lengths", help="a length trace: one sample length per line (overrides the others)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    for _ in range(args.samples):
+    lengths = None
+    if args.lengths:
+        lengths = []
+        with open(args.lengths) as f:
+            for no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    n = int(line)
+                except ValueError:
+                    sys.exit(f"{args.lengths}:{no}: not a sample length: {line.strip()!r}")
+                if n < 1:
+                    sys.exit(f"{args.lengths}:{no}: sample length {n} is not positive")
+                lengths.append(n)
+    for i in range(len(lengths) if lengths is not None else args.samples):
         t = rng.randrange(args.modulus)
         ids = []
-        for _ in range(rng.randint(args.min_len, args.max_len)):
+        for _ in range(lengths[i] if lengths is not None else rng.randint(args.min_len, args.max_len)):
             ids.append(t)
             t = (5 * t + 3) % args.modulus
         sys.stdout.write(json.dumps({"input_ids": ids}) + "\n")

@@ -67,6 +67,10 @@ struct lg_train_result {
     double seconds;
     double first_loss, last_loss; /* adapter 0: the first and the last step's training loss */
     double val_loss;         /* adapter 0: the final validation loss (NaN without a validation set) */
+    /* from the end of the first optimizer step of this run to the end of the last (compiles, first-touch
+     * allocations and the final writes excluded): tokens trained on and seconds; 0 with fewer than 2 steps */
+    int64_t steady_tokens;
+    double steady_seconds;
 };
 
 LG_API enum lg_status lg_train_run(const struct lg_train_opts *o, struct lg_train_result *r);

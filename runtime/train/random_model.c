@@ -7,8 +7,10 @@
 #include "train_internal.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum fill { FILL_NORMAL, FILL_ONE, FILL_ZERO };
 
@@ -37,20 +39,60 @@ static float value(const struct gen_tensor *g, uint64_t e)
     return (float)(0.02 * sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
 }
 
+/* Elements [e0, e1) of a tensor into out (out holds element e0 first). */
+static void gen_range(const struct gen_tensor *g, uint64_t e0, uint64_t e1, unsigned char *out)
+{
+    for (uint64_t e = e0; e < e1; e++) {
+        float v = value(g, e);
+        if (g->dtype == LG_ST_F32) {
+            memcpy(out + (e - e0) * 4, &v, 4);
+        } else {
+            uint16_t h = g->dtype == LG_ST_BF16 ? lg_f32_to_bf16(v) : lg_f32_to_f16(v);
+            memcpy(out + (e - e0) * 2, &h, 2);
+        }
+    }
+}
+
+struct gen_part {
+    const struct gen_tensor *g;
+    uint64_t e0, e1;
+    unsigned char *out;
+};
+
+static void *gen_thread(void *arg)
+{
+    const struct gen_part *p = arg;
+    gen_range(p->g, p->e0, p->e1, p->out);
+    return NULL;
+}
+
+#define GEN_THREADS 32
+
+/* A chunk of a tensor, spread over the machine's cores (an 8B model is 8 billion normals); every element is a
+ * function of (seed, index) alone, so the bytes do not depend on the number of threads. */
 static enum lg_status gen_read(void *user, uint64_t offset, void *buf, size_t n)
 {
     const struct gen_tensor *g = user;
     size_t es = lg_st_dtype_size(g->dtype);
-    unsigned char *out = buf;
-    for (uint64_t e = offset / es; e < (offset + n) / es; e++) {
-        float v = value(g, e);
-        if (g->dtype == LG_ST_F32) {
-            memcpy(out + (e - offset / es) * 4, &v, 4);
-        } else {
-            uint16_t h = g->dtype == LG_ST_BF16 ? lg_f32_to_bf16(v) : lg_f32_to_f16(v);
-            memcpy(out + (e - offset / es) * 2, &h, 2);
-        }
+    uint64_t e0 = offset / es, e1 = (offset + n) / es;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = cpus < 1 ? 1 : cpus > GEN_THREADS ? GEN_THREADS : (int)cpus;
+    if (g->fill != FILL_NORMAL || e1 - e0 < (1u << 16))
+        nt = 1;
+    struct gen_part part[GEN_THREADS];
+    pthread_t th[GEN_THREADS];
+    int running[GEN_THREADS] = {0};
+    for (int t = 0; t < nt; t++) {
+        uint64_t a = e0 + (e1 - e0) * (uint64_t)t / (uint64_t)nt, b = e0 + (e1 - e0) * (uint64_t)(t + 1) / (uint64_t)nt;
+        part[t] = (struct gen_part){g, a, b, (unsigned char *)buf + (a - e0) * es};
+        /* the last part runs here, and so does any part the system cannot start a thread for */
+        running[t] = t < nt - 1 && pthread_create(&th[t], NULL, gen_thread, &part[t]) == 0;
+        if (!running[t])
+            gen_thread(&part[t]);
     }
+    for (int t = 0; t < nt; t++)
+        if (running[t])
+            pthread_join(th[t], NULL);
     return LG_OK;
 }
 

@@ -87,6 +87,10 @@ struct lg_trainer {
     /* progress */
     int64_t tokens;
     double t0, elapsed_before; /* wall clock at start of this process; seconds of earlier runs */
+    double t_first;            /* wall clock when the first optimizer step of this process ended (0: none yet) */
+    int64_t tokens_first;      /* tokens trained on by then */
+    double t_last;             /* the same at the latest optimizer step */
+    int64_t tokens_last;
     double rate_tokens, rate_t; /* for tokens/s */
     int64_t ckpt_steps;         /* summed steps at the last checkpoint */
     int ckpt_due;               /* a periodic checkpoint is due once the microbatch in flight is done */

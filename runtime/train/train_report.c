@@ -27,6 +27,14 @@ static size_t peak_rss(void)
 
 void lg_report(struct lg_trainer *tr, const struct lg_train_progress *p)
 {
+    if (p->event == LG_EV_STEP) { /* the steady rate runs from the first step to the last (lg_train_result) */
+        tr->t_last = lg_train_now();
+        tr->tokens_last = tr->tokens;
+        if (!tr->t_first) {
+            tr->t_first = tr->t_last;
+            tr->tokens_first = tr->tokens;
+        }
+    }
     if (!tr->opts || !tr->opts->progress)
         return;
     struct lg_train_progress q = *p;

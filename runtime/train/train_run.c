@@ -263,6 +263,10 @@ enum lg_status lg_train_run(const struct lg_train_opts *o, struct lg_train_resul
         s = report_profile(&tr);
     r->tokens = tr.tokens;
     r->seconds = tr.elapsed_before + (lg_train_now() - tr.t0);
+    if (tr.t_last > tr.t_first && tr.tokens_last > tr.tokens_first) {
+        r->steady_tokens = tr.tokens_last - tr.tokens_first;
+        r->steady_seconds = tr.t_last - tr.t_first;
+    }
     lg_train_teardown(&tr);
     return s;
 }
