@@ -1,7 +1,9 @@
-/* luaenv.c: builds the restricted Lua state the generator runs in, and resolves `require` against the
- * generator modules and templates embedded at build time (cmake/embed.cmake). */
+/* luaenv.c: builds the restricted Lua state the generator runs in (its capped allocator from budget.c, the
+ * sandbox's functions from sandbox.c), and resolves `require` against the generator modules and templates
+ * embedded at build time (cmake/embed.cmake). The top of the lua part: nothing in it calls this file back. */
 #include "lg_lua.h"
 #include "lg_base.h"
+#include "lua_budget.h"
 #include "lua_sandbox.h"
 
 #include <errno.h>
@@ -95,53 +97,6 @@ static int l_require(lua_State *L)
     return 1;
 }
 
-/* Memory cap: a spec or job file is data, but Lua can still be asked for string.rep("x", 2^33). Every state
- * refuses allocations past LG_LUA_MEM_CAP live bytes, which Lua reports as "not enough memory". While a data
- * file runs (lua_sandbox.h), growing allocations also count toward the run's total, and a large one checks
- * the run's deadline: refusing it ends the run with a memory error that sandbox.c words by ctx->stop. */
-static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    struct lg_lua_ctx *m = ud;
-    size_t old = ptr ? osize : 0;
-    if (nsize == 0) {
-        free(ptr);
-        m->used -= old;
-        if (ptr && ptr == m->main_block)
-            free(m);
-        return NULL;
-    }
-    if (nsize > old) {
-        enum lg_sandbox_stop why = LG_STOP_NONE;
-        if (m->used - old + nsize > LG_LUA_MEM_CAP)
-            why = LG_STOP_MEMORY;
-        else if (m->limited && (m->alloc_total += nsize - old) > LG_SANDBOX_ALLOC_TOTAL)
-            why = LG_STOP_ALLOC_TOTAL;
-        else if (m->limited && nsize - old >= (64 << 10) && lg_lua_now() > m->deadline)
-            why = LG_STOP_DEADLINE;
-        if (why != LG_STOP_NONE) {
-            if (m->limited && !m->stop) {
-                m->stop = why;
-                lg_lua_note_line(m);
-            }
-            return NULL;
-        }
-    }
-    void *np = realloc(ptr, nsize);
-    if (!np)
-        return NULL;
-    m->used = m->used - old + nsize;
-    if (!m->main_block)
-        m->main_block = np;
-    return np;
-}
-
-struct lg_lua_ctx *lg_lua_ctx(lua_State *L)
-{
-    void *ud;
-    lua_getallocf(L, &ud);
-    return ud;
-}
-
 static int l_panic(lua_State *L)
 {
     (void)L;
@@ -150,10 +105,7 @@ static int l_panic(lua_State *L)
 
 enum lg_status lg_lua_open(lua_State **out)
 {
-    struct lg_lua_ctx *m = calloc(1, sizeof *m);
-    lua_State *L = m ? lua_newstate(capped_alloc, m) : NULL;
-    if (m && !L)
-        free(m);
+    lua_State *L = lg_lua_budget_state();
     if (L)
         lua_atpanic(L, l_panic);
     if (!L)

@@ -1,5 +1,5 @@
-/* sandbox.c: running a data file under budgets (lua_sandbox.h), and the string and table libraries a data
- * file sees. generator/sandbox.lua builds the file's environment from lg_sandbox_lib("string") and
+/* sandbox.c: running a data file under the budgets of lua_budget.h (counted by budget.c), and the string
+ * and table libraries a data file sees. generator/sandbox.lua builds the file's environment from lg_sandbox_lib("string") and
  * lg_sandbox_lib("table") and calls lg_run_limited(chunk); the limited string library is also what string
  * methods ("x"):rep(n) reach during the run, since the string metatable is switched to it.
  *
@@ -8,117 +8,14 @@
  * table given to error() into words; a memory error, which Lua raises without calling the handler, gets the
  * line the hook saw last. */
 #include "lua_sandbox.h"
-#include "lg_lua.h"
+#include "lua_budget.h"
 
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-/* CPU time of this thread, so that a loaded machine does not stop a file that a quiet one evaluates. */
-double lg_lua_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* The CPU time a run may take: LG_SANDBOX_SECONDS, or $LORAGEN_SANDBOX_SECONDS (tests; very slow machines). */
-static double run_seconds(void)
-{
-    const char *e = getenv("LORAGEN_SANDBOX_SECONDS");
-    char *end;
-    double v = e && *e ? strtod(e, &end) : 0;
-    return e && *e && !*end && v > 0 && v < 86400 ? v : LG_SANDBOX_SECONDS;
-}
-
-static const char *stop_message(enum lg_sandbox_stop why, char *buf, size_t n)
-{
-    switch (why) {
-    case LG_STOP_INSTRUCTIONS:
-        return "instruction budget exceeded (endless loop?)";
-    case LG_STOP_WORK:
-        snprintf(buf, n, "the file's string and table functions did more than %d steps of work (a pattern that "
-                 "backtracks, or a huge repetition?)", LG_SANDBOX_WORK);
-        return buf;
-    case LG_STOP_ALLOC_TOTAL:
-        snprintf(buf, n, "not enough memory: evaluating the file allocated more than %llu GiB in all (a loop "
-                 "building big strings?)", (unsigned long long)(LG_SANDBOX_ALLOC_TOTAL >> 30));
-        return buf;
-    case LG_STOP_MEMORY:
-        snprintf(buf, n, "not enough memory: evaluating the file took more than the %zu MiB a data file may use",
-                 LG_LUA_MEM_CAP >> 20);
-        return buf;
-    case LG_STOP_DEADLINE:
-        snprintf(buf, n, "evaluating the file took more than %g s of CPU time", run_seconds());
-        return buf;
-    case LG_STOP_NONE:
-        break;
-    }
-    return "stopped";
-}
-
-/* Raises the error of the limit that ended the run; level: luaL_where's (0 in the hook, 1 in a C function). */
-static int stop_run(lua_State *L, enum lg_sandbox_stop why, int level)
-{
-    char buf[256];
-    luaL_where(L, level);
-    lua_pushstring(L, stop_message(why, buf, sizeof buf));
-    lua_concat(L, 2);
-    lg_lua_ctx(L)->stop = why;
-    return lua_error(L);
-}
-
-void lg_lua_charge(lua_State *L, int64_t units, const char *fn)
-{
-    struct lg_lua_ctx *c = lg_lua_ctx(L);
-    if (!c->limited)
-        return;
-    c->work -= units;
-    enum lg_sandbox_stop why = c->work < 0 ? LG_STOP_WORK : lg_lua_now() > c->deadline ? LG_STOP_DEADLINE
-                                                                                      : LG_STOP_NONE;
-    if (why == LG_STOP_NONE)
-        return;
-    char buf[256];
-    luaL_where(L, 1);
-    lua_pushfstring(L, "%s: %s", fn, stop_message(why, buf, sizeof buf));
-    lua_concat(L, 2);
-    c->stop = why;
-    lua_error(L);
-}
-
-static void budget_hook(lua_State *L, lua_Debug *ar)
-{
-    struct lg_lua_ctx *c = lg_lua_ctx(L);
-    if (lua_getinfo(L, "l", ar) && ar->currentline > 0)
-        c->line = ar->currentline;
-    c->instructions -= LG_SANDBOX_HOOK_EVERY;
-    if (c->instructions < 0)
-        stop_run(L, LG_STOP_INSTRUCTIONS, 0); /* level 0: the interrupted function, so the line of the loop */
-    if (lg_lua_now() > c->deadline)
-        stop_run(L, LG_STOP_DEADLINE, 0);
-}
 
 /* ---- the message handler ---- */
-
-/* The first data-file line on the stack from `level` up, or 0. */
-static int data_line(lua_State *L, int level)
-{
-    lua_Debug ar;
-    for (; lua_getstack(L, level, &ar); level++)
-        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 && !strcmp(ar.source, "=(spec)"))
-            return ar.currentline;
-    return 0;
-}
-
-void lg_lua_note_line(struct lg_lua_ctx *c)
-{
-    int line = c->L ? data_line(c->L, 0) : 0;
-    if (line > 0)
-        c->line = line;
-}
 
 static int message_handler(lua_State *L)
 {
@@ -130,7 +27,7 @@ static int message_handler(lua_State *L)
             lua_pushfstring(L, "%s (a function that calls itself without end?)", msg);
         return 1; /* positioned already */
     }
-    int line = data_line(L, 1);
+    int line = lg_lua_data_line(L, 1);
     char where[32] = "";
     if (line > 0)
         snprintf(where, sizeof where, "(spec):%d: ", line);
@@ -163,21 +60,15 @@ static int l_run_limited(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lua_settop(L, 1);
-    struct lg_lua_ctx *c = lg_lua_ctx(L);
     lua_pushcfunction(L, message_handler);
     lua_insert(L, 1); /* handler, chunk */
     lua_getfield(L, LUA_REGISTRYINDEX, "lg_sandbox_string");
     swap_string_index(L);
     lua_insert(L, 1); /* old __index, handler, chunk */
-    *c = (struct lg_lua_ctx){.used = c->used, .main_block = c->main_block, .limited = 1,
-                             .instructions = LG_SANDBOX_INSTRUCTIONS, .work = LG_SANDBOX_WORK,
-                             .deadline = lg_lua_now() + run_seconds(), .L = L};
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, LG_SANDBOX_HOOK_EVERY);
+    lg_lua_budget_begin(L);
     int rc = lua_pcall(L, 0, 1, 2);
-    lua_sethook(L, NULL, 0, 0);
-    c->limited = 0;
-    c->L = NULL;
-    enum lg_sandbox_stop why = c->stop;
+    int line;
+    enum lg_sandbox_stop why = lg_lua_budget_end(L, &line);
     lua_pushvalue(L, 1);
     swap_string_index(L);
     lua_pop(L, 1);
@@ -191,7 +82,7 @@ static int l_run_limited(lua_State *L)
         char buf[256];
         if (why == LG_STOP_NONE)
             why = LG_STOP_MEMORY;
-        lua_pushfstring(L, "(spec):%d: %s", c->line > 0 ? c->line : 1, stop_message(why, buf, sizeof buf));
+        lua_pushfstring(L, "(spec):%d: %s", line > 0 ? line : 1, lg_lua_stop_message(why, buf, sizeof buf));
     } else {
         lua_pushvalue(L, -2);
     }
@@ -242,7 +133,7 @@ static int l_rep(lua_State *L)
     luaL_checklstring(L, 1, &l);
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_optlstring(L, 3, "", &lsep);
-    if (n > 0 && lg_lua_ctx(L)->limited) {
+    if (n > 0 && lg_lua_budget_running(L)) {
         double total = (double)n * (double)l + (double)(n - 1) * (double)lsep;
         if (total > (double)LG_SANDBOX_STRING_MAX) {
             char buf[160];

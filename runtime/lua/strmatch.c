@@ -1,5 +1,5 @@
 /* strmatch.c: Lua 5.4.4's pattern matching (lstrlib.c: find, match, gmatch, gsub), unchanged except that it
- * charges its work to the sandbox's budget (lua_sandbox.h): one unit per matching step, per 16 bytes that a
+ * charges its work to the sandbox's budget (lua_budget.h): one unit per matching step, per 16 bytes that a
  * repetition scans or a capture back-reference compares, and per candidate of a plain search. Data files get
  * these in place of Lua's, whose backtracking runs in C where the instruction hook never fires, so that
  * string.find(s, string.rep("a-", 30) .. "b") ends with an error instead of running for years. Outside a
@@ -18,6 +18,7 @@
  * OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION
  * WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE. */
 #include "lua_sandbox.h"
+#include "lua_budget.h"
 
 #include <ctype.h>
 #include <lauxlib.h>
