@@ -152,4 +152,7 @@ M.OPS = {
   },
 }
 
+-- The shared-memory formulas above, for the tuner's pruning (generator/resources.lua).
+M.SMEM = { attn_fwd = fwd_smem, attn_bwd_dkv = dkv_smem, attn_bwd_dq = dq_smem }
+
 return M

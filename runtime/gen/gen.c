@@ -371,3 +371,22 @@ enum lg_status lg_gen_dx_correction(lg_gen_t *g, double dropout, int ds_in_tail,
     lua_settop(L, top);
     return st;
 }
+
+enum lg_status lg_gen_resources(lg_gen_t *g, const struct lg_kernel_cfg *cfg, struct lg_kernel_res *out)
+{
+    lua_State *L = g->L;
+    int top = lua_gettop(L);
+    push_cfg(g, cfg);
+    enum lg_status st = lg_lua_pcall_module(L, "generator.resources", "estimate", 1, 1, LG_ERR_INVALID);
+    if (st != LG_OK)
+        return lg_fail_wrap(st, "estimating %s kernel's resources: ", lg_kernel_op_name(cfg->op));
+    static const char *keys[] = {"threads", "smem", "regs", "minb"};
+    int *dst[] = {&out->threads, &out->smem, &out->regs, &out->minb};
+    for (int i = 0; i < 4; i++) {
+        lua_getfield(L, -1, keys[i]);
+        *dst[i] = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+    return LG_OK;
+}

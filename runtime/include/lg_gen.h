@@ -212,6 +212,17 @@ LG_API enum lg_status lg_gen_spec_kernels(lg_gen_t *gen, const struct lg_spec *s
 LG_API enum lg_status lg_gen_variants(lg_gen_t *gen, enum lg_kernel_op op, enum lg_dtype dtype, int rank,
                                struct lg_kernel_cfg **out, int *count);
 
+/* What one configuration asks of an SM, estimated by the generator without compiling (generator/resources.lua):
+ * for the tuner's pruning against each arch's limits (lg_tune.h). regs is a lower bound on the registers per
+ * thread the kernel needs without spilling; minb the blocks per SM its __launch_bounds__ asks for (1: none). */
+struct lg_kernel_res {
+    int threads;
+    int smem; /* bytes per block, static + dynamic */
+    int regs;
+    int minb;
+};
+LG_API enum lg_status lg_gen_resources(lg_gen_t *gen, const struct lg_kernel_cfg *cfg, struct lg_kernel_res *out);
+
 /* The text of a shipped source file ("templates/common/lg_philox.h"), from the copy embedded at build time; NULL if
  * there is none. For benchmarks and tools that build kernels of their own on the same helpers. */
 LG_API const char *lg_gen_template_source(const char *path);

@@ -1,0 +1,479 @@
+/* test_tune.c: the tuner's CPU side (runtime/tune/): each arch's limits, pruning against them (synthetic
+ * resource figures for each rule, and the generator's real configurations: an attention tile that fits sm_90
+ * only, one that fits sm_80 and sm_90 but not sm_89), the search space's order and filtering, and the tuning
+ * database: round trip, deterministic bytes, corrupt, truncated, other-format and other-version files refused
+ * naming the file and the reason, key matching and the fallback when nothing matches, the process database
+ * from $LORAGEN_TUNE_DB. No GPU. */
+#include "lg_gen.h"
+#include "lg_test.h"
+#include "lg_tune.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static lg_gen_t *gen;
+
+static void gen_up(void) { CHECK(lg_gen_init(&gen)); }
+static void gen_down(void) { lg_gen_free(gen); }
+
+static struct lg_arch_limits limits(int arch)
+{
+    struct lg_arch_limits a;
+    CHECK(lg_arch_limits_get(arch, &a));
+    return a;
+}
+
+/* ---- arch limits ---- */
+
+START_TEST(arch_tables)
+{
+    struct lg_arch_limits a80 = limits(80), a89 = limits(89), a90 = limits(90);
+    ck_assert_int_eq(a80.smem_block, 166912);
+    ck_assert_int_eq(a89.smem_block, 101376);
+    ck_assert_int_eq(a90.smem_block, 232448);
+    ck_assert_int_eq(a89.threads_sm, 1536);
+    ck_assert_int_eq(a80.threads_sm, 2048);
+    ck_assert_int_eq(a90.regs_sm, 65536);
+    struct lg_arch_limits x;
+    ck_assert_int_eq(lg_arch_limits_get(75, &x), LG_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(lg_last_error(), "sm_75") && strstr(lg_last_error(), "sm_90"), "%s", lg_last_error());
+}
+END_TEST
+
+/* ---- pruning: one synthetic configuration per rule ---- */
+
+static int ok_on(int arch, struct lg_kernel_res r, char *why)
+{
+    struct lg_kernel_cfg c = {.op = LG_OP_DOWN};
+    struct lg_arch_limits a = limits(arch);
+    return lg_tune_prune_ok(&c, &r, &a, NULL, why, 160);
+}
+
+START_TEST(prune_rules)
+{
+    char why[160];
+    /* shared memory per block: 120 KiB fits sm_80 and sm_90, not sm_89 */
+    struct lg_kernel_res r = {.threads = 128, .smem = 120 * 1024, .regs = 64, .minb = 1};
+    ck_assert(ok_on(80, r, why) && ok_on(90, r, why));
+    ck_assert(!ok_on(89, r, why));
+    ck_assert_msg(strstr(why, "shared memory per block") && strstr(why, "sm_89"), "%s", why);
+    /* 200 KiB: sm_90 only */
+    r.smem = 200 * 1024;
+    ck_assert(!ok_on(80, r, why) && !ok_on(89, r, why) && ok_on(90, r, why));
+    /* threads per SM: 2 blocks of 1024 fit sm_80 and sm_90 (2048), not sm_89 (1536) */
+    r = (struct lg_kernel_res){.threads = 1024, .smem = 0, .regs = 32, .minb = 2};
+    ck_assert(ok_on(80, r, why) && ok_on(90, r, why));
+    ck_assert(!ok_on(89, r, why));
+    ck_assert_msg(strstr(why, "do not fit"), "%s", why);
+    /* registers under the minb cap: 3 blocks of 256 threads leave 85 -> 80 registers; 96 needed spills */
+    r = (struct lg_kernel_res){.threads = 256, .smem = 0, .regs = 80, .minb = 3};
+    ck_assert(ok_on(90, r, why));
+    r.regs = 96;
+    ck_assert(!ok_on(90, r, why));
+    ck_assert_msg(strstr(why, "caps registers at 80"), "%s", why);
+    /* shared memory per SM under minb: 4 blocks of 60 KiB fit sm_90 (228 KiB), not sm_80 (164 KiB) */
+    r = (struct lg_kernel_res){.threads = 128, .smem = 56 * 1024, .regs = 64, .minb = 4};
+    ck_assert(ok_on(90, r, why));
+    ck_assert(!ok_on(80, r, why));
+    ck_assert_msg(strstr(why, "per SM"), "%s", why);
+    /* threads per block and registers per thread, everywhere */
+    r = (struct lg_kernel_res){.threads = 2048, .smem = 0, .regs = 32, .minb = 1};
+    ck_assert(!ok_on(80, r, why) && !ok_on(89, r, why) && !ok_on(90, r, why));
+    r = (struct lg_kernel_res){.threads = 128, .smem = 0, .regs = 300, .minb = 1};
+    ck_assert(!ok_on(90, r, why));
+}
+END_TEST
+
+START_TEST(prune_shape_rules)
+{
+    char why[160];
+    struct lg_arch_limits a = limits(90);
+    struct lg_kernel_res r = {.threads = 128, .smem = 128, .regs = 64, .minb = 1};
+    struct lg_kernel_cfg n = {.op = LG_OP_NORM_FWD, .vpt = 2};
+    struct lg_tune_shape s = {.k = 4096};
+    ck_assert(!lg_tune_prune_ok(&n, &r, &a, &s, why, sizeof why)); /* 128 x 2 x 8 = 2048 < 4096 */
+    n.vpt = 4;
+    ck_assert(lg_tune_prune_ok(&n, &r, &a, &s, why, sizeof why));
+    n.vpt = 16; /* four times the row */
+    ck_assert(!lg_tune_prune_ok(&n, &r, &a, &s, why, sizeof why));
+    struct lg_kernel_cfg at = {.op = LG_OP_ATTN_FWD, .hd = 64};
+    struct lg_tune_shape sh = {.head_dim = 128};
+    ck_assert(!lg_tune_prune_ok(&at, &r, &a, &sh, why, sizeof why));
+    ck_assert_msg(strstr(why, "head dim 64"), "%s", why);
+}
+END_TEST
+
+/* ---- pruning the generator's real configurations ---- */
+
+static struct lg_kernel_res res_of(struct lg_kernel_cfg c)
+{
+    struct lg_kernel_res r;
+    CHECK(lg_gen_resources(gen, &c, &r));
+    return r;
+}
+
+static int real_ok(int arch, struct lg_kernel_cfg c)
+{
+    char why[160];
+    struct lg_kernel_res r = res_of(c);
+    struct lg_arch_limits a = limits(arch);
+    return lg_tune_prune_ok(&c, &r, &a, NULL, why, sizeof why);
+}
+
+START_TEST(prune_attention_tiles)
+{
+    /* 128 x 136 x 2 + 2 stages x 2 x 128 x 136 x 2 = 174080 bytes: sm_90 only */
+    struct lg_kernel_cfg big = {.op = LG_OP_ATTN_FWD, .dtype = LG_BF16, .hd = 128, .bm = 128, .bn = 128, .nw = 8, .st = 2};
+    ck_assert_int_eq(res_of(big).smem, 174080);
+    ck_assert(!real_ok(80, big) && !real_ok(89, big) && real_ok(90, big));
+    /* bn = 64: 104448 bytes: sm_80 and sm_90, not sm_89's 99 KiB */
+    struct lg_kernel_cfg mid = big;
+    mid.bn = 64;
+    ck_assert_int_eq(res_of(mid).smem, 104448);
+    ck_assert(real_ok(80, mid) && !real_ok(89, mid) && real_ok(90, mid));
+    /* the default fits every target */
+    struct lg_kernel_cfg def = {.op = LG_OP_ATTN_FWD, .dtype = LG_BF16};
+    ck_assert(real_ok(80, def) && real_ok(89, def) && real_ok(90, def));
+}
+END_TEST
+
+START_TEST(prune_lora_tiles)
+{
+    /* the dY kernel's stages: st x (64 x 72 + 2 x 64 x (r + 8)) x 2 bytes */
+    struct lg_kernel_cfg dy = {.op = LG_OP_DY, .dtype = LG_BF16, .rank = 64, .nct = 2, .st = 4};
+    ck_assert_int_eq(res_of(dy).smem, 4 * (64 * 72 + 2 * 64 * 72) * 2);
+    /* 110592 bytes: sm_89 cannot hold it */
+    ck_assert(real_ok(80, dy) && !real_ok(89, dy) && real_ok(90, dy));
+    /* 512 threads x minb 3 leave 40 registers: the down-projection's accumulators do not fit */
+    struct lg_kernel_cfg down = {.op = LG_OP_DOWN, .dtype = LG_BF16, .rank = 16, .wm = 2, .wk = 8, .mt = 1, .u = 2, .minb = 3};
+    ck_assert(!real_ok(90, down));
+    down.wm = 1; /* 256 threads: 80 registers */
+    ck_assert(real_ok(90, down));
+}
+END_TEST
+
+/* ---- the search space ---- */
+
+START_TEST(space_order_and_filter)
+{
+    struct lg_kernel_cfg base = {.op = LG_OP_DOWN, .dtype = LG_BF16, .rank = 16, .drop = 1};
+    unsigned vary = lg_tune_field_bit("wm") | lg_tune_field_bit("wk") | lg_tune_field_bit("mt") |
+                    lg_tune_field_bit("u") | lg_tune_field_bit("minb");
+    ck_assert(vary && lg_tune_field_bit("no_such_field") == 0);
+    struct lg_tune_cand *c;
+    int n;
+    CHECK(lg_tune_space(gen, &base, vary, 90, NULL, &c, &n));
+    ck_assert_int_gt(n, 20);
+    ck_assert_int_eq(c[0].differs, 0);
+    ck_assert_int_eq(c[0].pruned, 0);
+    ck_assert_int_eq(c[0].cfg.wk, 8); /* the generator's default for r = 16 */
+    int pruned = 0;
+    struct lg_arch_limits a = limits(90);
+    for (int i = 1; i < n; i++) {
+        ck_assert_int_eq(c[i].cfg.drop, 1);
+        ck_assert_int_eq(c[i].cfg.rank, 16);
+        ck_assert_int_ge(c[i].differs, c[i - 1].differs);
+        ck_assert_int_gt(c[i].differs, 0);
+        char why[160];
+        ck_assert_int_eq(!c[i].pruned, lg_tune_prune_ok(&c[i].cfg, &c[i].res, &a, NULL, why, sizeof why));
+        if (c[i].pruned) {
+            pruned++;
+            ck_assert_msg(c[i].why[0], "pruned without a reason");
+        }
+    }
+    ck_assert_int_gt(pruned, 0);
+    free(c);
+    /* vary nothing: only the base */
+    CHECK(lg_tune_space(gen, &base, 0, 90, NULL, &c, &n));
+    ck_assert_int_eq(n, 1);
+    free(c);
+}
+END_TEST
+
+START_TEST(space_per_arch)
+{
+    struct lg_kernel_cfg base = {.op = LG_OP_ATTN_FWD, .dtype = LG_BF16};
+    unsigned vary = lg_tune_field_bit("bm") | lg_tune_field_bit("bn") | lg_tune_field_bit("nw") |
+                    lg_tune_field_bit("st");
+    struct lg_tune_shape sh = {.head_dim = 128};
+    int kept[3] = {0}, archs[3] = {80, 89, 90}, total = 0;
+    for (int k = 0; k < 3; k++) {
+        struct lg_tune_cand *c;
+        int n;
+        CHECK(lg_tune_space(gen, &base, vary, archs[k], &sh, &c, &n));
+        total = n;
+        for (int i = 0; i < n; i++) {
+            ck_assert_int_eq(c[i].cfg.hd, 128);
+            kept[k] += !c[i].pruned;
+        }
+        free(c);
+    }
+    ck_assert_int_lt(kept[1], kept[0]); /* sm_89 < sm_80 < sm_90 */
+    ck_assert_int_lt(kept[0], kept[2]);
+    ck_assert_int_le(kept[2], total);
+    struct lg_tune_cand *c;
+    int n;
+    ck_assert_int_eq(lg_tune_space(gen, &base, vary, 70, &sh, &c, &n), LG_ERR_UNSUPPORTED);
+}
+END_TEST
+
+/* ---- the database ---- */
+
+static struct lg_tune_entry entry(const char *op, const char *shape, int tokens, const char *gpu)
+{
+    struct lg_tune_entry e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.key.op, sizeof e.key.op, "%s", op);
+    snprintf(e.key.shape, sizeof e.key.shape, "%s", shape);
+    snprintf(e.key.gpu, sizeof e.key.gpu, "%s", gpu);
+    e.key.tokens = tokens, e.key.dtype = LG_BF16, e.key.arch = 90, e.key.sm_count = 132;
+    e.nparams = 2;
+    snprintf(e.params[0].name, sizeof e.params[0].name, "down_wm");
+    e.params[0].value = 2;
+    snprintf(e.params[1].name, sizeof e.params[1].name, "fwd_algo");
+    e.params[1].value = 3;
+    e.time_ms = 0.8125, e.default_ms = 0.9375, e.candidates = 40, e.failed = 1;
+    return e;
+}
+
+static lg_tune_db_t *sample_db(void)
+{
+    lg_tune_db_t *db;
+    CHECK(lg_tune_db_init(&db));
+    struct lg_tune_info in = {.gpu = "NVIDIA H200", .sm_count = 132, .arch = 90, .driver = 12040, .nvrtc = 12040,
+                              .cublaslt = 120401, .date = "2026-12-02T01:00:00Z"};
+    lg_tune_db_set_info(db, &in);
+    struct lg_tune_entry a = entry("lora", "k4096_m4096_r16_p1", 8192, "NVIDIA H200");
+    struct lg_tune_entry b = entry("lora", "k4096_m1024_r16_p1", 2048, "NVIDIA H200");
+    struct lg_tune_entry c = entry("norm_fwd", "k4096", 0, "NVIDIA H200");
+    CHECK(lg_tune_db_put(db, &a));
+    CHECK(lg_tune_db_put(db, &b));
+    CHECK(lg_tune_db_put(db, &c));
+    return db;
+}
+
+static char *tmp;
+static void tmp_up(void) { gen_up(), tmp = lg_test_tmpdir("lg-tune"); }
+static void tmp_down(void) { lg_test_rm_rf(tmp), free(tmp), gen_down(); }
+
+START_TEST(db_round_trip)
+{
+    lg_tune_db_t *db = sample_db();
+    char *p = lg_test_path(tmp, "sub/tune.json"), *p2 = lg_test_path(tmp, "sub/again.json");
+    char *dir = lg_test_path(tmp, "sub");
+    CHECK(lg_dir_create(dir));
+    CHECK(lg_tune_db_save(db, p));
+    lg_tune_db_t *rd;
+    CHECK(lg_tune_db_load(p, &rd));
+    ck_assert_int_eq(lg_tune_db_count(rd), 3);
+    ck_assert_str_eq(lg_tune_db_info(rd)->gpu, "NVIDIA H200");
+    ck_assert_int_eq(lg_tune_db_info(rd)->cublaslt, 120401);
+    ck_assert_str_eq(lg_tune_db_info(rd)->date, "2026-12-02T01:00:00Z");
+    for (int i = 0; i < 3; i++) {
+        const struct lg_tune_entry *e = lg_tune_db_entry(db, i), *f = lg_tune_db_find(rd, &e->key);
+        ck_assert_ptr_nonnull(f);
+        ck_assert_int_eq(f->nparams, 2);
+        ck_assert_int_eq(lg_tune_entry_param(f, "down_wm", 0), 2);
+        ck_assert_int_eq(lg_tune_entry_param(f, "fwd_algo", 0), 3);
+        ck_assert_int_eq(lg_tune_entry_param(f, "absent", 7), 7);
+        ck_assert(fabs(f->time_ms - 0.8125) < 1e-9 && fabs(f->default_ms - 0.9375) < 1e-9);
+        ck_assert_int_eq(f->candidates, 40);
+        ck_assert_int_eq(f->failed, 1);
+    }
+    /* the same database gives the same bytes, whatever the insertion order */
+    CHECK(lg_tune_db_save(rd, p2));
+    size_t n1, n2;
+    char *t1 = lg_test_slurp(p, &n1), *t2 = lg_test_slurp(p2, &n2);
+    ck_assert_uint_eq(n1, n2);
+    ck_assert(!memcmp(t1, t2, n1));
+    /* a put with the same key replaces */
+    struct lg_tune_entry e = entry("lora", "k4096_m4096_r16_p1", 8192, "NVIDIA H200");
+    e.params[0].value = 4;
+    CHECK(lg_tune_db_put(rd, &e));
+    ck_assert_int_eq(lg_tune_db_count(rd), 3);
+    ck_assert_int_eq(lg_tune_entry_param(lg_tune_db_find(rd, &e.key), "down_wm", 0), 4);
+    free(t1), free(t2), free(p), free(p2), free(dir);
+    lg_tune_db_free(db), lg_tune_db_free(rd);
+}
+END_TEST
+
+START_TEST(db_key_matching)
+{
+    lg_tune_db_t *db = sample_db();
+    struct lg_tune_key k = entry("lora", "k4096_m4096_r16_p1", 8192, "NVIDIA H200").key;
+    ck_assert_ptr_nonnull(lg_tune_db_find(db, &k));
+    /* each field of the key matters: anything else falls back (NULL: the caller keeps the defaults) */
+    struct lg_tune_key m = k;
+    m.tokens = 4096;
+    ck_assert_ptr_null(lg_tune_db_find(db, &m));
+    m = k, m.sm_count = 114;
+    ck_assert_ptr_null(lg_tune_db_find(db, &m));
+    m = k, snprintf(m.gpu, sizeof m.gpu, "NVIDIA H100 80GB HBM3");
+    ck_assert_ptr_null(lg_tune_db_find(db, &m));
+    m = k, m.arch = 89;
+    ck_assert_ptr_null(lg_tune_db_find(db, &m));
+    m = k, m.dtype = LG_FP16;
+    ck_assert_ptr_null(lg_tune_db_find(db, &m));
+    m = k, snprintf(m.shape, sizeof m.shape, "k4096_m4096_r16_p0");
+    ck_assert_ptr_null(lg_tune_db_find(db, &m));
+    m = k, snprintf(m.op, sizeof m.op, "mlora");
+    ck_assert_ptr_null(lg_tune_db_find(db, &m));
+    /* buckets: the smallest power of two at or above the count, at least 256 */
+    ck_assert_int_eq(lg_tune_bucket(1), 256);
+    ck_assert_int_eq(lg_tune_bucket(8192), 8192);
+    ck_assert_int_eq(lg_tune_bucket(8193), 16384);
+    ck_assert_int_eq(lg_tune_bucket(5000), 8192);
+    lg_tune_db_free(db);
+}
+END_TEST
+
+/* Writes text as a database file and expects it refused with a message naming the file and containing want. */
+static void expect_refused(const char *name, const char *text, const char *want)
+{
+    char *p = lg_test_path(tmp, name);
+    lg_test_write_text(p, text);
+    lg_tune_db_t *db = NULL;
+    enum lg_status st = lg_tune_db_load(p, &db);
+    ck_assert_msg(st != LG_OK, "%s was accepted", name);
+    ck_assert_ptr_null(db);
+    ck_assert_msg(strstr(lg_last_error(), p) && strstr(lg_last_error(), want), "%s: '%s' lacks '%s'", name,
+                  lg_last_error(), want);
+    free(p);
+}
+
+START_TEST(db_refuses_bad_files)
+{
+    lg_tune_db_t *db = sample_db();
+    char *p = lg_test_path(tmp, "good.json");
+    CHECK(lg_tune_db_save(db, p));
+    size_t n;
+    char *good = lg_test_slurp(p, &n);
+    /* truncated at every tenth of the file */
+    for (int cut = 1; cut < 10; cut++) {
+        char *t = strndup(good, n * (size_t)cut / 10);
+        expect_refused("truncated.json", t, "corrupt or truncated JSON");
+        free(t);
+    }
+    expect_refused("garbage.json", "\x01\x02 not json", "corrupt or truncated JSON");
+    expect_refused("array.json", "[1, 2]", "not a JSON object");
+    expect_refused("other.json", "{\"format\": \"something-else\", \"version\": 1}", "format");
+    /* another version: the message says to re-tune */
+    char *v2 = strdup(good);
+    char *at = strstr(v2, "\"version\": 1");
+    ck_assert_ptr_nonnull(at);
+    at[11] = '2';
+    expect_refused("v2.json", v2, "version 2");
+    /* a bad field names the entry and the field */
+    char *bad = strdup(good);
+    at = strstr(bad, "\"down_wm\": 2");
+    ck_assert_ptr_nonnull(at);
+    memcpy(at, "\"down_wm\":[]", 12);
+    expect_refused("badparam.json", bad, "entries[0].params.down_wm: not an integer");
+    char *neg = strdup(good);
+    at = strstr(neg, "\"time_ms\": ");
+    ck_assert_ptr_nonnull(at);
+    at[11] = '-', at[12] = '1'; /* 0.8125 -> -18125 */
+    expect_refused("negtime.json", neg, "time_ms");
+    char *dt = strdup(good);
+    at = strstr(dt, "\"bf16\"");
+    memcpy(at, "\"fp32\"", 6);
+    expect_refused("dtype.json", dt, "dtype");
+    expect_refused("noentries.json",
+                   "{\"format\": \"loragen-tune\", \"version\": 1, \"measured_on\": {\"gpu\": \"G\", \"sm_count\": 1, "
+                   "\"arch\": 90, \"driver\": 1, \"nvrtc\": 1, \"cublaslt\": 1, \"date\": \"d\"}}",
+                   "entries");
+    /* a missing file */
+    lg_tune_db_t *none = NULL;
+    char *missing = lg_test_path(tmp, "missing.json");
+    ck_assert_int_ne(lg_tune_db_load(missing, &none), LG_OK);
+    ck_assert_msg(strstr(lg_last_error(), missing), "%s", lg_last_error());
+    free(missing), free(v2), free(bad), free(neg), free(dt), free(good), free(p);
+    lg_tune_db_free(db);
+}
+END_TEST
+
+/* ---- the process database ---- */
+
+START_TEST(default_db_from_env)
+{
+    lg_tune_db_t *db = sample_db();
+    char *p = lg_test_path(tmp, "env.json");
+    CHECK(lg_tune_db_save(db, p));
+    setenv("LORAGEN_TUNE_DB", p, 1);
+    ck_assert_str_eq(lg_tune_default_path(), p);
+    struct lg_tune_key k = entry("norm_fwd", "k4096", 0, "NVIDIA H200").key;
+    ck_assert_ptr_nonnull(lg_tune_lookup(&k));
+    ck_assert_int_eq(lg_tune_db_count(lg_tune_default()), 3);
+    ck_assert_str_eq(lg_tune_default_problem(), "");
+    k.sm_count = 1;
+    ck_assert_ptr_null(lg_tune_lookup(&k));
+    free(p);
+    lg_tune_db_free(db);
+}
+END_TEST
+
+START_TEST(default_db_corrupt_is_ignored)
+{
+    char *p = lg_test_path(tmp, "corrupt.json");
+    lg_test_write_text(p, "{\"format\": \"loragen-tune\", \"vers");
+    setenv("LORAGEN_TUNE_DB", p, 1);
+    const lg_tune_db_t *db = lg_tune_default();
+    ck_assert_ptr_nonnull(db);
+    ck_assert_int_eq(lg_tune_db_count(db), 0);
+    ck_assert_msg(strstr(lg_tune_default_problem(), p) && strstr(lg_tune_default_problem(), "truncated"), "%s",
+                  lg_tune_default_problem());
+    free(p);
+}
+END_TEST
+
+START_TEST(default_db_override_and_off)
+{
+    setenv("LORAGEN_TUNE_DB", "off", 1);
+    ck_assert_str_eq(lg_tune_default_path(), "");
+    unsetenv("LORAGEN_TUNE_DB");
+    setenv("XDG_CACHE_HOME", "/nonexistent-xdg", 1);
+    ck_assert_str_eq(lg_tune_default_path(), "/nonexistent-xdg/loragen/tune.json");
+    /* no file at the default path: empty, and not a problem */
+    ck_assert_int_eq(lg_tune_db_count(lg_tune_default()), 0);
+    ck_assert_str_eq(lg_tune_default_problem(), "");
+}
+END_TEST
+
+START_TEST(default_db_set_path_missing)
+{
+    char *p = lg_test_path(tmp, "nothing-here.json");
+    CHECK(lg_tune_set_path(p));
+    ck_assert_int_eq(lg_tune_db_count(lg_tune_default()), 0);
+    ck_assert_msg(strstr(lg_tune_default_problem(), p), "%s", lg_tune_default_problem());
+    free(p);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("tune");
+    TCase *t = tcase_create("prune");
+    tcase_add_checked_fixture(t, gen_up, gen_down);
+    tcase_add_test(t, arch_tables);
+    tcase_add_test(t, prune_rules);
+    tcase_add_test(t, prune_shape_rules);
+    tcase_add_test(t, prune_attention_tiles);
+    tcase_add_test(t, prune_lora_tiles);
+    tcase_add_test(t, space_order_and_filter);
+    tcase_add_test(t, space_per_arch);
+    suite_add_tcase(s, t);
+    TCase *d = tcase_create("db");
+    tcase_add_checked_fixture(d, tmp_up, tmp_down);
+    tcase_add_test(d, db_round_trip);
+    tcase_add_test(d, db_key_matching);
+    tcase_add_test(d, db_refuses_bad_files);
+    tcase_add_test(d, default_db_from_env);
+    tcase_add_test(d, default_db_corrupt_is_ignored);
+    tcase_add_test(d, default_db_override_and_off);
+    tcase_add_test(d, default_db_set_path_missing);
+    suite_add_tcase(s, d);
+    return lg_test_run(s, 0);
+}
