@@ -94,7 +94,9 @@ lg_part(sched DEPS base PUBLIC lg_sched.h FACE lg_sched_build.h)
 lg_part(io DEPS sched lua base EXT LUA JANSSON PUBLIC lg_io.h lg_hf.h lg_tokens.h lg_trainjob.h lg_ckpt.h)
 # model sees gen and jit only because lg_ctx.h (ops) exposes their types
 lg_part(model DEPS ops gen jit gpu io ref base EXT CUDA TEMPLATES FACE lg_backend.h lg_decoder.h)
-lg_part(train DEPS model sched io base PUBLIC lg_train.h)
+# comm: TCP sockets and NCCL (loaded at run time, like the driver)
+lg_part(comm DEPS gpu base EXT CUDA PUBLIC lg_comm.h)
+lg_part(train DEPS model comm sched io base PUBLIC lg_train.h)
 
 # Every public header has exactly one owner.
 file(GLOB LG_PUBLIC_HEADERS RELATIVE ${CMAKE_SOURCE_DIR}/runtime/include ${CMAKE_SOURCE_DIR}/runtime/include/*.h)

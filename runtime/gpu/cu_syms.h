@@ -45,6 +45,7 @@ LG_CU(cuMemsetD32Async, (CUdeviceptr dst, unsigned int v, size_t n, CUstream s),
 LG_CU(cuStreamCreate, (CUstream * s, unsigned int flags), (s, flags))
 LG_CU(cuStreamDestroy_v2, (CUstream s), (s))
 LG_CU(cuStreamSynchronize, (CUstream s), (s))
+LG_CU(cuStreamQuery, (CUstream s), (s))
 LG_CU(cuEventCreate, (CUevent * e, unsigned int flags), (e, flags))
 LG_CU(cuEventDestroy_v2, (CUevent e), (e))
 LG_CU(cuEventRecord, (CUevent e, CUstream s), (e, s))

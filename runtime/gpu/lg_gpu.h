@@ -56,6 +56,7 @@ CUresult CUDAAPI lg_cuGetErrorString(CUresult error, const char **str);
 #define cuStreamCreate lg_cuStreamCreate
 #define cuStreamDestroy_v2 lg_cuStreamDestroy_v2
 #define cuStreamSynchronize lg_cuStreamSynchronize
+#define cuStreamQuery lg_cuStreamQuery
 #define cuEventCreate lg_cuEventCreate
 #define cuEventDestroy_v2 lg_cuEventDestroy_v2
 #define cuEventRecord lg_cuEventRecord
