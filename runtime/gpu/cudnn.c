@@ -53,6 +53,8 @@ static void load(void)
             snprintf(why, sizeof why, "libcudnn has no %s", syms[i].name);
             return;
         }
+    /* optional: older 9.x builds may lack it; the messages then carry the status string alone */
+    *(void **)&api.GetLastErrorString = dlsym(h, "cudnnGetLastErrorString");
     size_t v = api.GetVersion();
     if (v < 90000 || v >= 100000) {
         snprintf(why, sizeof why, "cuDNN %zu is not a 9.x release", v);
@@ -74,10 +76,24 @@ const char *lg_cudnn_error(void)
     return why;
 }
 
+void lg_cudnn_last_error(char *buf, size_t size)
+{
+    if (!size)
+        return;
+    buf[0] = '\0';
+    if (loaded && api.GetLastErrorString)
+        api.GetLastErrorString(buf, size);
+    buf[size - 1] = '\0';
+}
+
 enum lg_status lg_cudnn_check(cudnnStatus_t s, const char *what)
 {
     if (s == CUDNN_STATUS_SUCCESS)
         return LG_OK;
-    const char *msg = loaded && api.GetErrorString ? api.GetErrorString(s) : "?";
-    return lg_fail(LG_ERR_CUDA, "%s: cuDNN status %d (%s)", what, (int)s, msg);
+    const char *name = loaded && api.GetErrorString ? api.GetErrorString(s) : "?";
+    char last[512];
+    lg_cudnn_last_error(last, sizeof last);
+    /* CUDNN_STATUS_NOT_SUPPORTED and its sub-codes (3000..3999): a valid request this cuDNN cannot serve */
+    const enum lg_status st = (int)s / 1000 == 3 ? LG_ERR_UNSUPPORTED : LG_ERR_CUDA;
+    return lg_fail(st, "%s: cuDNN status %d (%s)%s%s", what, (int)s, name ? name : "?", last[0] ? ": " : "", last);
 }

@@ -28,13 +28,20 @@ struct lg_cudnn_api {
                                          void *values);
     cudnnStatus_t (*BackendExecute)(cudnnHandle_t handle, cudnnBackendDescriptor_t plan,
                                     cudnnBackendDescriptor_t variant_pack);
+    /* cuDNN's own text for its most recent failure on this thread (9.0+; NULL where the library lacks it) */
+    void (*GetLastErrorString)(char *message, size_t max_size);
 };
 
 /* The API, or NULL when cuDNN 9 cannot be loaded here (lg_cudnn_error() says why). Thread-safe. */
 const struct lg_cudnn_api *lg_cudnn(void);
 const char *lg_cudnn_error(void);
 
-/* Maps a cuDNN status to LG_OK or LG_ERR_CUDA with the call named and cuDNN's own message. */
+/* Maps a cuDNN status to LG_OK, or to LG_ERR_UNSUPPORTED (CUDNN_STATUS_NOT_SUPPORTED*: this cuDNN or device
+ * cannot serve the request) or LG_ERR_CUDA (anything else) with `what` (the call, the descriptor, the
+ * attribute) named, the status number and name (cudnnGetErrorString) and cuDNN's last error message
+ * (cudnnGetLastErrorString), so one failed run says exactly what was refused. */
 enum lg_status lg_cudnn_check(cudnnStatus_t s, const char *what);
+/* cuDNN's last error message (cudnnGetLastErrorString) into buf, "" when there is none. */
+void lg_cudnn_last_error(char *buf, size_t size);
 
 #endif

@@ -1,18 +1,62 @@
-/* attention_cudnn.c: cuDNN 9's fused attention as the second attention backend (lg_attention.h).
+/* attention_cudnn.c: cuDNN 9's fused flash attention as the second attention backend (lg_attention.h).
  *
- * Status: the library is loaded at run time (runtime/gpu/cudnn.c) and its version reported
- * (lg_attn_cudnn_version), but the SDPA operation graph with ragged offsets (Q·Kᵀ, scale, causal mask,
- * softmax with stats, ·V, and the backward graph) is not built yet: LG_ATTN_CUDNN returns
- * LG_ERR_UNSUPPORTED saying so, and the generated kernels remain the backend everywhere. The tuner can
- * already ask for it and will get the error, not a wrong answer. */
+ * cuDNN is loaded at run time (runtime/gpu/cudnn.c); the graphs are built with the backend API
+ * (attention_cudnn_graph.c, attention_cudnn_sdpa.c). Execution plans are cached per shape: direction, batch
+ * entries b, sequence bound s and the row strides (hq, hkv, d, dtype and scale are fixed per lg_attn_t).
+ * So that a training run with a new microbatch every step does not build a plan per step, b is the sample
+ * count rounded up to a power of two (the extra entries have length 0 and start at the end of the stream)
+ * and s is max_len rounded up to a power of two (at least 64); LORAGEN_CUDNN_EXACT_SHAPES=1 at lg_attn_init
+ * uses the exact values instead. The cache keeps the 64 most recently used plans.
+ *
+ * Per call the backend writes the per-sample lengths and the ragged offsets (cu[i]·ld for each distinct row
+ * stride, cu[i]·hq for the LSE) from the host copy of cu into a pinned staging slot and copies them to the
+ * device on the call's stream (32 slots in turn, each guarded by an event: a slot is only rewritten once its
+ * previous copy has run, so the host waits only if the device is 32 calls behind). The device buffer holds
+ * those values, the backward's fp32 softmax_sum and dQ buffers and cuDNN's workspace; it grows on demand
+ * (synchronising the stream only then), like the generated backend's workspace.
+ *
+ * Needs cuDNN >= 9.6 (ragged offsets with GQA and a ragged LSE). The LSE is cuDNN's Stats tensor as is: max +
+ * log Σ exp of the scaled scores, natural log, per row and q head, the convention of lg_attention.h. The
+ * backward is cuDNN's (dQ by fp32 atomics): LG_ATTN_DETERMINISTIC is refused. */
+#include "attention_cudnn_graph.h"
 #include "attention_internal.h"
 #include "lg_base.h"
-#include "lg_cudnn.h"
+#include "lg_gpu.h"
 
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#define MAX_PLANS 64
+#define NSLOT 32
+
+struct plan {
+    struct dnn_shape s;
+    struct dnn_b b; /* owns every descriptor of the graph and the plan */
+    dnn_t exec;
+    int64_t ws;
+    uint64_t used;
+    char note[64];
+};
 
 struct lg_ops_attn_cudnn {
+    const struct lg_cudnn_api *c;
     cudnnHandle_t handle;
+    struct lg_attn_params p;
+    int version, arch, exact;
+    float scale, neg_inf, one; /* the by-value scalars: the variant pack points at these */
+    struct plan *plans[MAX_PLANS];
+    int nplans;
+    uint64_t tick;
+    CUdeviceptr dev;
+    size_t dev_size;
+    int32_t *pin;     /* NSLOT staging slots of slot_ints each */
+    size_t slot_ints;
+    CUevent ev[NSLOT];
+    int ev_live[NSLOT], next_slot;
+    char last_note[96];
 };
 
 int lg_attn_cudnn_version(void)
@@ -21,36 +65,347 @@ int lg_attn_cudnn_version(void)
     return c ? (int)c->GetVersion() : 0;
 }
 
+/* ---- lifetime ---- */
+
 enum lg_status lg_ops_attn_cudnn_init(const struct lg_attn_params *p, float scale, struct lg_ops_attn_cudnn **out)
 {
-    (void)p, (void)scale;
+    static const char *fn = "lg_attn_init (cuDNN backend)";
     *out = NULL;
     const struct lg_cudnn_api *c = lg_cudnn();
     if (!c)
-        return lg_fail(LG_ERR_UNSUPPORTED, "lg_attn_init: the cuDNN backend needs cuDNN 9: %s", lg_cudnn_error());
-    return lg_fail(LG_ERR_UNSUPPORTED,
-                   "lg_attn_init: cuDNN %zu is loaded, but loragen does not build the cuDNN SDPA graph yet "
-                   "(use LG_ATTN_GENERATED)", c->GetVersion());
+        return lg_fail(LG_ERR_UNSUPPORTED, "%s: needs cuDNN 9: %s", fn, lg_cudnn_error());
+    const int v = (int)c->GetVersion();
+    if (v < 90600)
+        return lg_fail(LG_ERR_UNSUPPORTED, "%s: cuDNN %d is loaded; ragged offsets with GQA and a packed LSE need "
+                       "9.6 or later", fn, v);
+    if (p->flags & LG_ATTN_DETERMINISTIC)
+        return lg_fail(LG_ERR_UNSUPPORTED, "%s: cuDNN's backward accumulates dQ with atomics; the deterministic "
+                       "mode needs LG_ATTN_GENERATED", fn);
+    struct lg_ops_attn_cudnn *d = calloc(1, sizeof *d);
+    if (!d)
+        return lg_fail(LG_ERR_OOM, "%s: out of memory", fn);
+    d->c = c, d->p = *p, d->version = v, d->scale = scale, d->one = 1.0f;
+    /* cuDNN before 9.10 prefers the lowest float to -inf as the mask value (as cudnn-frontend does) */
+    d->neg_inf = v < 91000 ? -FLT_MAX : -INFINITY;
+    const char *ex = getenv("LORAGEN_CUDNN_EXACT_SHAPES");
+    d->exact = ex && ex[0] && strcmp(ex, "0");
+    CUdevice dev;
+    int major = 0, minor = 0;
+    if (cuCtxGetDevice(&dev) == CUDA_SUCCESS) {
+        cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
+        cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
+    }
+    d->arch = major * 10 + minor;
+    cudnnStatus_t s = c->Create(&d->handle);
+    if (s != CUDNN_STATUS_SUCCESS) {
+        d->handle = NULL;
+        lg_cudnn_check(s, "cudnnCreate");
+        lg_ops_attn_cudnn_free(d);
+        return lg_fail_wrap(LG_ERR_UNSUPPORTED, "%s: cuDNN %d is loaded but gives no handle (is there a GPU?): ", fn,
+                            v);
+    }
+    *out = d;
+    return LG_OK;
+}
+
+static void plan_free(const struct lg_ops_attn_cudnn *d, struct plan *pl)
+{
+    (void)d;
+    if (!pl)
+        return;
+    dnn_b_free(&pl->b);
+    free(pl);
 }
 
 void lg_ops_attn_cudnn_free(struct lg_ops_attn_cudnn *d)
 {
     if (!d)
         return;
-    const struct lg_cudnn_api *c = lg_cudnn();
-    if (c && d->handle)
-        c->Destroy(d->handle);
+    for (int i = 0; i < NSLOT; i++)
+        if (d->ev[i]) {
+            if (d->ev_live[i])
+                cuEventSynchronize(d->ev[i]);
+            cuEventDestroy(d->ev[i]);
+        }
+    for (int i = 0; i < d->nplans; i++)
+        plan_free(d, d->plans[i]);
+    if (d->pin)
+        cuMemFreeHost(d->pin);
+    if (d->dev)
+        cuMemFree(d->dev);
+    if (d->handle)
+        d->c->Destroy(d->handle);
     free(d);
+}
+
+/* ---- shapes and plans ---- */
+
+static int pow2_at_least(int x, int lo)
+{
+    int v = lo;
+    while (v < x)
+        v *= 2;
+    return v;
+}
+
+/* The shape of a call (ld: the DNN_LD_* row strides, zeros for tensors the direction does not use). */
+enum lg_status lg_ops_attn_cudnn_shape(const struct lg_attn_params *p, int version, int arch, int exact, int bwd,
+                                       const struct lg_attn_seqs *sq, const int64_t ld[DNN_NLD],
+                                       struct dnn_shape *s)
+{
+    memset(s, 0, sizeof *s); /* compared bytewise as the cache key */
+    s->bwd = bwd, s->hq = p->hq, s->hkv = p->hkv, s->d = p->head_dim;
+    s->type = p->dtype == LG_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
+    s->b = exact ? sq->nseq : pow2_at_least(sq->nseq, 1);
+    s->s = exact ? sq->max_len : pow2_at_least(sq->max_len, 64);
+    memcpy(s->ld, ld, sizeof s->ld);
+    dnn_shape_slots(s);
+    s->thd_workspace = bwd && version >= 90600 && arch >= 90 && arch / 10 != 12;
+    s->second_padding = bwd && version >= 90000 && version < 91000;
+    int64_t biggest = (int64_t)p->hq;
+    for (int i = 0; i < DNN_NLD; i++)
+        biggest = ld[i] > biggest ? ld[i] : biggest;
+    if (sq->tokens * biggest >= INT32_MAX)
+        return lg_fail(LG_ERR_UNSUPPORTED, "cuDNN attention: %lld tokens x row stride %lld overflow the int32 "
+                       "ragged offsets", (long long)sq->tokens, (long long)biggest);
+    return LG_OK;
+}
+
+static const char *dir_name(int bwd) { return bwd ? "backward" : "forward"; }
+
+/* Builds the descriptors of s's graph into pl (no handle: stops, with its message, where one is needed). */
+enum lg_status lg_ops_attn_cudnn_build(const struct dnn_shape *s, cudnnHandle_t handle, struct dnn_b *b,
+                                       dnn_t *exec, int64_t *ws, char *note, size_t note_size)
+{
+    dnn_b_init(b, lg_cudnn(), dir_name(s->bwd));
+    dnn_sdpa_graph(b, s);
+    enum lg_status st = dnn_plan(b, handle, exec, ws, note, note_size);
+    if (st != LG_OK)
+        return lg_fail_wrap(st, "b = %d, s = %d, heads %d/%d, d = %d, %s: ", s->b, s->s, s->hq, s->hkv, s->d,
+                            s->type == CUDNN_DATA_BFLOAT16 ? "bf16" : "fp16");
+    return LG_OK;
+}
+
+static enum lg_status find_plan(struct lg_ops_attn_cudnn *d, const struct dnn_shape *s, struct plan **out)
+{
+    for (int i = 0; i < d->nplans; i++)
+        if (!memcmp(&d->plans[i]->s, s, sizeof *s)) {
+            d->plans[i]->used = ++d->tick;
+            *out = d->plans[i];
+            return LG_OK;
+        }
+    struct plan *pl = calloc(1, sizeof *pl);
+    if (!pl)
+        return lg_fail(LG_ERR_OOM, "cuDNN attention: out of memory");
+    pl->s = *s;
+    enum lg_status st = lg_ops_attn_cudnn_build(s, d->handle, &pl->b, &pl->exec, &pl->ws, pl->note, sizeof pl->note);
+    if (st != LG_OK) {
+        plan_free(d, pl);
+        return st;
+    }
+    pl->used = ++d->tick;
+    if (d->nplans == MAX_PLANS) { /* evict the least recently used */
+        int lru = 0;
+        for (int i = 1; i < d->nplans; i++)
+            if (d->plans[i]->used < d->plans[lru]->used)
+                lru = i;
+        plan_free(d, d->plans[lru]);
+        d->plans[lru] = d->plans[--d->nplans];
+    }
+    d->plans[d->nplans++] = pl;
+    *out = pl;
+    return LG_OK;
+}
+
+/* ---- per-call memory ---- */
+
+static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+/* Device layout of one call: lengths and offsets, then (backward) softmax_sum and the fp32 dQ, then the
+ * engine's workspace. */
+struct layout {
+    size_t meta_ints, ssum, dqacc, ws, total;
+};
+
+static void layout_of(const struct plan *pl, const struct lg_attn_seqs *sq, struct layout *L)
+{
+    const struct dnn_shape *s = &pl->s;
+    L->meta_ints = (size_t)s->b + (size_t)s->nmult * (size_t)(s->b + 1);
+    size_t at = align256(L->meta_ints * 4);
+    size_t ssum_bytes = 0, dq_bytes = 0;
+    if (s->bwd) {
+        ssum_bytes = s->thd_workspace ? (size_t)sq->tokens * s->hq * 4 : (size_t)s->b * s->hq * s->s * 4;
+        dq_bytes = s->thd_workspace ? (size_t)sq->tokens * (size_t)s->ld[DNN_LD_DQ] * 4
+                                    : (size_t)s->b * s->hq * s->s * (size_t)s->d * 4;
+    }
+    L->ssum = at, at += align256(ssum_bytes);
+    L->dqacc = at, at += align256(dq_bytes);
+    L->ws = at, at += align256((size_t)pl->ws);
+    L->total = at;
+}
+
+static enum lg_status ensure_dev(struct lg_ops_attn_cudnn *d, size_t bytes, CUstream stream)
+{
+    if (bytes <= d->dev_size)
+        return LG_OK;
+    if (d->dev) {
+        cuStreamSynchronize(stream); /* earlier calls may still use the old buffer */
+        cuMemFree(d->dev);
+        d->dev = 0, d->dev_size = 0;
+    }
+    bytes += bytes / 4;
+    enum lg_status st = lg_cu_check(cuMemAlloc(&d->dev, bytes), "cuDNN attention workspace");
+    if (st == LG_OK)
+        d->dev_size = bytes;
+    return st;
+}
+
+/* A pinned slot of at least n ints whose previous copy has run. */
+static enum lg_status stage_slot(struct lg_ops_attn_cudnn *d, size_t n, int *slot)
+{
+    if (n > d->slot_ints) {
+        for (int i = 0; i < NSLOT; i++)
+            if (d->ev_live[i])
+                cuEventSynchronize(d->ev[i]), d->ev_live[i] = 0;
+        if (d->pin)
+            cuMemFreeHost(d->pin), d->pin = NULL;
+        size_t want = n < 1024 ? 1024 : n * 2;
+        enum lg_status st = lg_cu_check(cuMemAllocHost((void **)&d->pin, want * NSLOT * 4), "cuDNN staging");
+        if (st != LG_OK) {
+            d->slot_ints = 0;
+            return st;
+        }
+        d->slot_ints = want;
+    }
+    const int i = d->next_slot;
+    d->next_slot = (i + 1) % NSLOT;
+    if (!d->ev[i]) {
+        enum lg_status st = lg_cu_check(cuEventCreate(&d->ev[i], CU_EVENT_DISABLE_TIMING), "cuDNN staging event");
+        if (st != LG_OK)
+            return st;
+    }
+    if (d->ev_live[i])
+        cuEventSynchronize(d->ev[i]);
+    d->ev_live[i] = 0;
+    *slot = i;
+    return LG_OK;
+}
+
+/* Lengths (b, zero past nseq) then for each multiplier m the b+1 offsets cu[min(i, nseq)]·m. */
+void lg_ops_attn_cudnn_meta(const struct dnn_shape *s, const struct lg_attn_seqs *sq, int32_t *out)
+{
+    for (int i = 0; i < s->b; i++)
+        out[i] = i < sq->nseq ? sq->cu_host[i + 1] - sq->cu_host[i] : 0;
+    for (int m = 0; m < s->nmult; m++)
+        for (int i = 0; i <= s->b; i++)
+            out[s->b + m * (s->b + 1) + i] = (int32_t)(sq->cu_host[i < sq->nseq ? i : sq->nseq] * s->mult[m]);
+}
+
+/* ---- execution ---- */
+
+struct binding {
+    int64_t uid[40];
+    void *ptr[40];
+    int n;
+};
+
+static void bind(struct binding *v, int64_t uid, void *p) { v->uid[v->n] = uid, v->ptr[v->n++] = p; }
+
+static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, const struct lg_attn_seqs *sq,
+                          const int64_t ld[DNN_NLD], const CUdeviceptr ptr[DNN_NLD], CUdeviceptr lse,
+                          CUstream stream)
+{
+    struct dnn_shape s;
+    enum lg_status st = lg_ops_attn_cudnn_shape(&d->p, d->version, d->arch, d->exact, bwd, sq, ld, &s);
+    struct plan *pl = NULL;
+    if (st == LG_OK)
+        st = find_plan(d, &s, &pl);
+    if (st != LG_OK)
+        return lg_fail_wrap(st, "%s: ", fn);
+    snprintf(d->last_note, sizeof d->last_note, "b %d s %d, %s", s.b, s.s, pl->note);
+    struct layout L;
+    layout_of(pl, sq, &L);
+    int slot = 0;
+    if ((st = ensure_dev(d, L.total, stream)) != LG_OK || (st = stage_slot(d, L.meta_ints, &slot)) != LG_OK)
+        return lg_fail_wrap(st, "%s: ", fn);
+    int32_t *meta = d->pin + (size_t)slot * d->slot_ints;
+    lg_ops_attn_cudnn_meta(&s, sq, meta);
+    st = lg_cu_check(cuMemcpyHtoDAsync(d->dev, meta, L.meta_ints * 4, stream), "cuDNN attention: offsets upload");
+    if (st == LG_OK)
+        st = lg_cu_check(cuEventRecord(d->ev[slot], stream), "cuDNN attention: staging event");
+    if (st != LG_OK)
+        return lg_fail_wrap(st, "%s: ", fn);
+    d->ev_live[slot] = 1;
+
+    struct binding v = {.n = 0};
+    static const int64_t uid_of[DNN_NLD] = {[DNN_LD_Q] = DNN_Q,   [DNN_LD_K] = DNN_K,   [DNN_LD_V] = DNN_V,
+                                            [DNN_LD_O] = DNN_O,   [DNN_LD_DO] = DNN_DO, [DNN_LD_DQ] = DNN_DQ,
+                                            [DNN_LD_DK] = DNN_DK, [DNN_LD_DV] = DNN_DV};
+    for (int i = 0; i < DNN_NLD; i++)
+        if (ld[i])
+            bind(&v, uid_of[i], (void *)ptr[i]);
+    bind(&v, DNN_STATS, (void *)lse);
+    bind(&v, DNN_SEQ_Q, (void *)d->dev), bind(&v, DNN_SEQ_KV, (void *)d->dev);
+    for (int m = 0; m < s.nmult; m++)
+        bind(&v, DNN_OFFSET0 + m, (void *)(d->dev + (CUdeviceptr)(4 * ((size_t)s.b + (size_t)m * (s.b + 1)))));
+    bind(&v, DNN_SCALE, &d->scale), bind(&v, DNN_NEG_INF, &d->neg_inf);
+    if (bwd) {
+        bind(&v, DNN_ONE, &d->one);
+        bind(&v, DNN_SOFTMAX_SUM, (void *)(d->dev + L.ssum)), bind(&v, DNN_DQ_ACC, (void *)(d->dev + L.dqacc));
+    }
+    void *ws = pl->ws ? (void *)(d->dev + L.ws) : NULL;
+
+    dnn_t pack = NULL;
+    cudnnStatus_t cs = d->c->BackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
+    const char *what = "cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)";
+    if (cs == CUDNN_STATUS_SUCCESS) {
+        what = "variant pack: CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS";
+        cs = d->c->BackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, v.n, v.uid);
+    }
+    if (cs == CUDNN_STATUS_SUCCESS) {
+        what = "variant pack: CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS";
+        cs = d->c->BackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, v.n, v.ptr);
+    }
+    if (cs == CUDNN_STATUS_SUCCESS) {
+        what = "variant pack: CUDNN_ATTR_VARIANT_PACK_WORKSPACE";
+        cs = d->c->BackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
+    }
+    if (cs == CUDNN_STATUS_SUCCESS)
+        what = "variant pack: cudnnBackendFinalize", cs = d->c->BackendFinalize(pack);
+    if (cs == CUDNN_STATUS_SUCCESS)
+        what = "cudnnSetStream", cs = d->c->SetStream(d->handle, (cudaStream_t)stream);
+    if (cs == CUDNN_STATUS_SUCCESS)
+        what = "cudnnBackendExecute", cs = d->c->BackendExecute(d->handle, pl->exec, pack);
+    if (pack)
+        d->c->BackendDestroyDescriptor(pack);
+    if (cs != CUDNN_STATUS_SUCCESS) {
+        char w[192];
+        snprintf(w, sizeof w, "%s: cuDNN %s graph (b %d, s %d, %s, workspace %lld bytes): %s", fn, dir_name(bwd), s.b,
+                 s.s, pl->note, (long long)pl->ws, what);
+        return lg_cudnn_check(cs, w);
+    }
+    return LG_OK;
 }
 
 enum lg_status lg_ops_attn_cudnn_forward(struct lg_ops_attn_cudnn *d, const struct lg_attn_fwd *f, CUstream stream)
 {
-    (void)d, (void)f, (void)stream;
-    return lg_fail(LG_ERR_UNSUPPORTED, "lg_attn_forward: the cuDNN graph is not built yet");
+    int64_t ld[DNN_NLD] = {0};
+    CUdeviceptr ptr[DNN_NLD] = {0};
+    ld[DNN_LD_Q] = f->ldq, ld[DNN_LD_K] = f->ldk, ld[DNN_LD_V] = f->ldv, ld[DNN_LD_O] = f->ldo;
+    ptr[DNN_LD_Q] = f->q, ptr[DNN_LD_K] = f->k, ptr[DNN_LD_V] = f->v, ptr[DNN_LD_O] = f->o;
+    return run(d, "lg_attn_forward", 0, &f->seqs, ld, ptr, f->lse, stream);
 }
 
 enum lg_status lg_ops_attn_cudnn_backward(struct lg_ops_attn_cudnn *d, const struct lg_attn_bwd *b, CUstream stream)
 {
-    (void)d, (void)b, (void)stream;
-    return lg_fail(LG_ERR_UNSUPPORTED, "lg_attn_backward: the cuDNN graph is not built yet");
+    const int64_t ld[DNN_NLD] = {[DNN_LD_Q] = b->ldq,   [DNN_LD_K] = b->ldk,   [DNN_LD_V] = b->ldv,
+                                 [DNN_LD_O] = b->ldo,   [DNN_LD_DO] = b->lddo, [DNN_LD_DQ] = b->lddq,
+                                 [DNN_LD_DK] = b->lddk, [DNN_LD_DV] = b->lddv};
+    const CUdeviceptr ptr[DNN_NLD] = {[DNN_LD_Q] = b->q,   [DNN_LD_K] = b->k,   [DNN_LD_V] = b->v,
+                                      [DNN_LD_O] = b->o,   [DNN_LD_DO] = b->dout, [DNN_LD_DQ] = b->dq,
+                                      [DNN_LD_DK] = b->dk, [DNN_LD_DV] = b->dv};
+    return run(d, "lg_attn_backward", 1, &b->seqs, ld, ptr, b->lse, stream);
 }
+
+const char *lg_ops_attn_cudnn_note(const struct lg_ops_attn_cudnn *d) { return d ? d->last_note : ""; }
+int lg_ops_attn_cudnn_plans(const struct lg_ops_attn_cudnn *d) { return d ? d->nplans : 0; }
