@@ -18,6 +18,7 @@
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DATA "tests/data/robust/"
@@ -256,6 +257,87 @@ START_TEST(bad_tokens_are_refused_on_their_line)
 }
 END_TEST
 
+/* The scheduler's JSONL reader (lg_dataset_load, what `loragen plan` reads) holds a line to the token reader's
+ * rules but the vocabulary: the same fixtures are refused on the same line. It used to keep the last of two
+ * input_ids and take any integer as an id or a loss_mask value. */
+START_TEST(datasets_are_held_to_the_token_readers_rules)
+{
+    static const struct bad sets[] = {
+        {"tokens_dup_key", 2, "duplicate object key"},
+        {"tokens_negative", 2, "input_ids[1] = -5 is not a token id"},
+        {"tokens_label_negative", 2, "labels[1] = -7 is not a token id"},
+        {"tokens_mask_two", 2, "loss_mask[1] must be 0, 1 or a boolean"},
+        {"tokens_mask_float", 2, "loss_mask[1] must be 0, 1 or a boolean"},
+    };
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+        char path[256], where[300];
+        snprintf(path, sizeof path, DATA "%s.jsonl", sets[i].file);
+        snprintf(where, sizeof where, "%s:%d:", path, sets[i].line);
+        lg_dataset_t *ds = NULL;
+        expect_msg(lg_dataset_load(path, LG_DATASET_AUTO, &ds), LG_ERR_IO, where, sets[i].phrase);
+        ck_assert_ptr_null(ds);
+    }
+    lg_job_t *job = NULL;
+    expect_msg(lg_job_load(DATA "job_dataset_dup.lua", &job), LG_ERR_IO,
+               DATA "job_dataset_dup.lua:3: error: adapters[1].dataset: " DATA "tokens_dup_key.jsonl:2:",
+               "duplicate object key");
+}
+END_TEST
+
+/* A bound missing from generator/job.lua must not reach a float-to-int cast in jobfile.c: with job.lua
+ * wrapped (LORAGEN_SOURCE_DIR) so that its normalised table carries a value past its C field, lg_job_load
+ * names the field. */
+START_TEST(job_values_past_their_c_field_are_refused_by_name)
+{
+    static const char *const cases[][2] = {
+        {"out.model.hidden = 2^40", "'model.hidden' is not finite or outside the range of its C field"},
+        {"out.model.heads = 1e300", "'model.heads' is not finite"},
+        {"out.model.tflops = 1/0", "'model.tflops' is not finite"},
+        {"out.cost.token_us = 0/0", "'cost.token_us' is not finite"},
+        {"out.seed = -1", "'seed' is not finite or outside"},
+        {"out.capacity = 2^33", "'capacity' is not finite or outside"},
+        {"out.stages = 2.5", "'stages' is not finite or outside"},
+        {"out.adapters[1].global_batch = 2^31", "'adapters[1].global_batch' is not finite or outside"},
+        {"out.adapters[1].lr = 0/0", "'adapters[1].lr' is not finite"},
+    };
+    char *src = lg_test_path(tmp, "src"), *gen = lg_test_path(src, "generator"), cwd[1024], text[4096];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    ck_assert_int_eq(mkdir(src, 0755), 0);
+    ck_assert_int_eq(mkdir(gen, 0755), 0);
+    char *real = lg_test_slurp("generator/job.lua", NULL), *real_path = lg_test_path(gen, "job_real.lua");
+    lg_test_write_text(real_path, real);
+    char *job = lg_test_path(tmp, "job.lua"), *wrapper = lg_test_path(gen, "job.lua");
+    snprintf(text, sizeof text,
+             "return { model = { hidden = 4096, ffn = 14336, layers = 32, heads = 32 }, cost = { layer_us = 5 },\n"
+             "  adapters = { { name = 'a', dataset = '%s/tests/data/sched/small.trace', global_batch = 2 } } }\n",
+             cwd);
+    lg_test_write_text(job, text);
+    lg_job_t *jb = NULL;
+    CHECK(lg_job_load(job, &jb)); /* the file itself is fine */
+    lg_job_free(jb);
+    setenv("LORAGEN_SOURCE_DIR", src, 1); /* Check forks each case: no other case sees it */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(text, sizeof text,
+                 "local M = require('generator.job_real')\n"
+                 "local load = M.load\n"
+                 "function M.load(text, path) local out = load(text, path) %s return out end\n"
+                 "return M\n",
+                 cases[i][0]);
+        lg_test_write_text(wrapper, text);
+        jb = NULL;
+        expect_msg(lg_job_load(job, &jb), LG_ERR_SPEC, job, cases[i][1]);
+        ck_assert_msg(strstr(lg_last_error(), "a bound missing from the schema"), "%s", lg_last_error());
+        ck_assert_ptr_null(jb);
+    }
+    free(real);
+    free(real_path);
+    free(wrapper);
+    free(job);
+    free(gen);
+    free(src);
+}
+END_TEST
+
 /* ---- checkpoints ---- */
 
 /* A checkpoint is trusted only as far as its manifest goes: a file added to it afterwards, or a manifest
@@ -352,6 +434,41 @@ START_TEST(train_refuses_ids_outside_the_vocabulary)
 }
 END_TEST
 
+/* An init_adapter with a NaN or an infinity in a weight is refused at load, naming the file and the tensor
+ * (the numerical guard would stop the run only after 8 skipped batches). */
+START_TEST(train_refuses_a_non_finite_init_adapter)
+{
+    char *model = lg_test_path(tmp, "model"), *out, *err;
+    int rc = lg_test_loragen_run(tmp, (const char *[]){"init-model", "specs/tiny.lua", model, "--dtype", "fp32", NULL},
+                                 &out, &err);
+    ck_assert_msg(rc == 0, "init-model: %s", err);
+    free(out);
+    free(err);
+    char cwd[1024];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    const char *sets[] = {"init_adapter_nan", "init_adapter_inf"};
+    const char *want[] = {"tensor base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight holds 1 non-finite "
+                          "value(s), the first nan at element 5",
+                          "tensor base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight holds 1 non-finite "
+                          "value(s), the first -inf at element 3"};
+    for (int i = 0; i < 2; i++) {
+        char *job = lg_test_path(tmp, "job.lua"), text[4096], where[1200];
+        snprintf(text, sizeof text,
+                 "return { model = { path = 'model' }, training = { backend = 'cpu', output = 'out' },\n"
+                 "  adapters = { { name = 'a', dataset = '%s/specs/jobs/data/toy-train.jsonl', global_batch = 1,\n"
+                 "    steps = 1, rank = 1, alpha = 2, targets = { 'q_proj' },\n"
+                 "    init_adapter = '%s/" DATA "%s' } } }\n",
+                 cwd, cwd, sets[i]);
+        lg_test_write_text(job, text);
+        snprintf(where, sizeof where, "init_adapter %s/" DATA "%s/adapter_model.safetensors: ", cwd, sets[i]);
+        expect_cli((const char *[]){"train", job, NULL}, 1, where);
+        expect_cli((const char *[]){"train", job, NULL}, 1, want[i]);
+        free(job);
+    }
+    free(model);
+}
+END_TEST
+
 int main(void)
 {
     static char dir[] = "/tmp/lg_robust.XXXXXX"; /* in the parent, which removes it after every forked case */
@@ -369,10 +486,13 @@ int main(void)
     tcase_add_test(tc, trusted_failures_name_the_file);
     tcase_add_test(tc, every_integer_field_has_a_max);
     tcase_add_loop_test(tc, bad_tokens_are_refused_on_their_line, 0, NBADTOK);
+    tcase_add_test(tc, datasets_are_held_to_the_token_readers_rules);
+    tcase_add_test(tc, job_values_past_their_c_field_are_refused_by_name);
     tcase_add_test(tc, checkpoint_files_outside_the_manifest_are_refused);
     tcase_add_test(tc, derived_head_dim_is_bounded_like_a_given_one);
     tcase_add_test(tc, gen_refuses_an_empty_arch);
     tcase_add_test(tc, train_refuses_ids_outside_the_vocabulary);
+    tcase_add_test(tc, train_refuses_a_non_finite_init_adapter);
     suite_add_tcase(s, tc);
     int rc = lg_test_run(s, 0);
     lg_test_rm_rf(tmp);

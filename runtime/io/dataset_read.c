@@ -1,13 +1,17 @@
 /* dataset_read.c: the dataset readers: JSONL (input_ids with optional labels, -100 masking a token, or loss_mask)
  * and length traces (one length a line), each sample handed to sched's dataset (lg_sched_build.h) with its
- * loss-token count (after the causal shift: at most n-1 of n tokens) and line. Every error names the file and line, so a bad line in a 100k-line file is
- * found at once. */
+ * loss-token count (after the causal shift: at most n-1 of n tokens) and line. A JSONL line is held to the
+ * trainer's token reader's rules but the vocabulary, which the scheduler does not know (lg_tokens.h): no
+ * duplicate keys, ids and labels 0 .. 2^31-1 (or -100), loss_mask 0, 1 or a boolean; so `loragen plan`
+ * accepts only what `loragen train` would. Every error names the file and line, so a bad line in a 100k-line
+ * file is found at once. */
 #include "lg_io.h"
 #include "lg_sched_build.h"
 #include "lg_base.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,9 +43,14 @@ static enum lg_status jsonl_sample(json_t *obj, const char *path, size_t line, u
                        line);
     if (n > 0x7fffffff)
         return lg_fail(LG_ERR_IO, "%s:%zu: 'input_ids' too long", path, line);
-    for (size_t i = 0; i < n; i++)
-        if (!json_is_integer(json_array_get(ids, i)))
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(ids, i);
+        if (!json_is_integer(v))
             return lg_fail(LG_ERR_IO, "%s:%zu: input_ids[%zu] is not an integer token id", path, line, i);
+        if (json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+            return lg_fail(LG_ERR_IO, "%s:%zu: input_ids[%zu] = %lld is not a token id", path, line, i,
+                           (long long)json_integer_value(v));
+    }
     json_t *labels = json_object_get(obj, "labels");
     json_t *mask = json_object_get(obj, "loss_mask");
     if (labels && (!json_is_array(labels) || json_array_size(labels) != n))
@@ -56,12 +65,17 @@ static enum lg_status jsonl_sample(json_t *obj, const char *path, size_t line, u
             json_t *v = json_array_get(labels, i);
             if (!json_is_integer(v))
                 return lg_fail(LG_ERR_IO, "%s:%zu: labels[%zu] is not an integer", path, line, i);
-            on = json_integer_value(v) != -100;
+            json_int_t x = json_integer_value(v);
+            if (x != -100 && (x < 0 || x > INT32_MAX))
+                return lg_fail(LG_ERR_IO, "%s:%zu: labels[%zu] = %lld is not a token id (or -100 for no loss)", path,
+                               line, i, (long long)x);
+            on = x != -100;
         }
         if (mask) {
             json_t *v = json_array_get(mask, i);
-            if (!json_is_integer(v) && !json_is_boolean(v))
-                return lg_fail(LG_ERR_IO, "%s:%zu: loss_mask[%zu] must be 0/1 or a boolean", path, line, i);
+            if (!json_is_boolean(v) &&
+                !(json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1)))
+                return lg_fail(LG_ERR_IO, "%s:%zu: loss_mask[%zu] must be 0, 1 or a boolean", path, line, i);
             on &= json_is_boolean(v) ? json_is_true(v) : json_integer_value(v) != 0;
         }
         counted += i > 0 && on; /* the causal shift: position 0 is never a target */
@@ -75,7 +89,7 @@ static enum lg_status parse_jsonl_line(lg_dataset_t *ds, const char *p, const ch
                                        const char *path, size_t line)
 {
     json_error_t jerr;
-    json_t *obj = json_loadb(p, (size_t)(end - p), 0, &jerr);
+    json_t *obj = json_loadb(p, (size_t)(end - p), JSON_REJECT_DUPLICATES, &jerr); /* tokens.c refuses them too */
     if (!obj)
         return lg_fail(LG_ERR_IO, "%s:%zu:%d: malformed JSON: %s", path, line, jerr.column, jerr.text);
     uint32_t len = 0, loss = 0;

@@ -1,22 +1,26 @@
 /* jobfile.c: loads a Lua job file (schema and defaults: generator/job.lua) into a job. The Lua side
- * validates and normalises; this side only reads the normalised table, builds the cost model, and loads the
- * datasets relative to the job file, prefixing their errors with the job file's line for that adapter. */
+ * validates and normalises; this side only reads the normalised table (every integer within its C field's
+ * range and every number finite, lua_fields.h), builds the cost model, and loads the datasets relative to the
+ * job file, prefixing their errors with the job file's line for that adapter. */
 #include "lg_io.h"
 #include "lg_base.h"
 #include "lg_lua.h"
+#include "lua_fields.h"
 
 #include <lauxlib.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static double num(lua_State *L, int t, const char *k, double dflt)
+/* A field outside its C range: a bound missing from generator/job.lua. */
+static enum lg_status bad_field(const char *path, int line, const char *where, const char *k)
 {
-    double v = dflt;
-    if (lua_getfield(L, t, k) == LUA_TNUMBER)
-        v = lua_tonumber(L, -1);
-    lua_pop(L, 1);
-    return v;
+    char at[32] = "";
+    if (line > 0)
+        snprintf(at, sizeof at, ":%d", line);
+    return lg_fail(LG_ERR_SPEC, "%s%s: error: '%s%s' is not finite or outside the range of its C field (a bound "
+                   "missing from the schema)", path, at, where, k);
 }
 
 static const char *str(lua_State *L, int t, const char *k)
@@ -29,21 +33,24 @@ static const char *str(lua_State *L, int t, const char *k)
 
 /* model = {...} gives FLOP-derived coefficients; cost = {...} overrides them one by one; a calibration list
  * replaces the timing terms by a least-squares fit to measured layer times. */
-static enum lg_status read_cost(lua_State *L, int top, const char *path, struct lg_costmodel *cm)
+static enum lg_status read_cost(lua_State *L, int top, const char *path, struct lg_costmodel *cm,
+                                const char **bad)
 {
     struct lg_model_dims d = lg_model_dims_default();
     if (lua_getfield(L, top, "model") == LUA_TTABLE) {
         int m = lua_gettop(L);
-        d.hidden = (int)num(L, m, "hidden", d.hidden);
-        d.ffn = (int)num(L, m, "ffn", d.ffn);
-        d.layers = (int)num(L, m, "layers", d.layers);
-        d.heads = (int)num(L, m, "heads", d.heads);
-        d.kv_heads = (int)num(L, m, "kv_heads", d.heads);
-        d.tflops = num(L, m, "tflops", d.tflops);
-        d.attn_tflops = num(L, m, "attention_tflops", d.attn_tflops);
-        d.layer_us = num(L, m, "layer_us", d.layer_us);
+        d.hidden = (int)lg_io_lua_int(L, m, "hidden", d.hidden, INT32_MAX, bad);
+        d.ffn = (int)lg_io_lua_int(L, m, "ffn", d.ffn, INT32_MAX, bad);
+        d.layers = (int)lg_io_lua_int(L, m, "layers", d.layers, INT32_MAX, bad);
+        d.heads = (int)lg_io_lua_int(L, m, "heads", d.heads, INT32_MAX, bad);
+        d.kv_heads = (int)lg_io_lua_int(L, m, "kv_heads", d.heads, INT32_MAX, bad);
+        d.tflops = lg_io_lua_num(L, m, "tflops", d.tflops, bad);
+        d.attn_tflops = lg_io_lua_num(L, m, "attention_tflops", d.attn_tflops, bad);
+        d.layer_us = lg_io_lua_num(L, m, "layer_us", d.layer_us, bad);
     }
     lua_pop(L, 1);
+    if (*bad)
+        return bad_field(path, 0, "model.", *bad);
     enum lg_status s = lg_costmodel_from_dims(&d, cm);
     if (s != LG_OK)
         return lg_fail_wrap(s, "%s: model: ", path);
@@ -52,13 +59,17 @@ static enum lg_status read_cost(lua_State *L, int top, const char *path, struct 
         return LG_OK;
     }
     int c = lua_gettop(L);
-    cm->layer_us = num(L, c, "layer_us", cm->layer_us);
-    cm->token_us = num(L, c, "token_us", cm->token_us);
-    cm->token_rank_us = num(L, c, "token_rank_us", cm->token_rank_us);
-    cm->attn_us = num(L, c, "attention_us", cm->attn_us);
-    cm->bwd_linear = num(L, c, "backward_linear", cm->bwd_linear);
-    cm->bwd_attn = num(L, c, "backward_attention", cm->bwd_attn);
-    cm->act_bytes = num(L, c, "act_bytes_per_token", cm->act_bytes);
+    cm->layer_us = lg_io_lua_num(L, c, "layer_us", cm->layer_us, bad);
+    cm->token_us = lg_io_lua_num(L, c, "token_us", cm->token_us, bad);
+    cm->token_rank_us = lg_io_lua_num(L, c, "token_rank_us", cm->token_rank_us, bad);
+    cm->attn_us = lg_io_lua_num(L, c, "attention_us", cm->attn_us, bad);
+    cm->bwd_linear = lg_io_lua_num(L, c, "backward_linear", cm->bwd_linear, bad);
+    cm->bwd_attn = lg_io_lua_num(L, c, "backward_attention", cm->bwd_attn, bad);
+    cm->act_bytes = lg_io_lua_num(L, c, "act_bytes_per_token", cm->act_bytes, bad);
+    if (*bad) {
+        lua_pop(L, 1);
+        return bad_field(path, 0, "cost.", *bad);
+    }
     if (lua_getfield(L, c, "calibration") == LUA_TTABLE) {
         int cal = lua_gettop(L);
         size_t n = (size_t)lua_rawlen(L, cal);
@@ -67,19 +78,23 @@ static enum lg_status read_cost(lua_State *L, int top, const char *path, struct 
             lua_pop(L, 2);
             return lg_fail(LG_ERR_OOM, "job: out of memory");
         }
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < n && !*bad; i++) {
             lua_rawgeti(L, cal, (lua_Integer)i + 1);
             int e = lua_gettop(L);
-            smp[i].tokens = num(L, e, "tokens", 0);
-            smp[i].sum_len2 = num(L, e, "sum_len2", 0);
-            smp[i].rank_tokens = num(L, e, "rank_tokens", 0);
-            smp[i].fwd_us = num(L, e, "us", 0);
+            smp[i].tokens = lg_io_lua_num(L, e, "tokens", 0, bad);
+            smp[i].sum_len2 = lg_io_lua_num(L, e, "sum_len2", 0, bad);
+            smp[i].rank_tokens = lg_io_lua_num(L, e, "rank_tokens", 0, bad);
+            smp[i].fwd_us = lg_io_lua_num(L, e, "us", 0, bad);
             lua_pop(L, 1);
+            if (*bad) {
+                char at[64];
+                snprintf(at, sizeof at, "cost.calibration[%zu].", i + 1);
+                s = bad_field(path, 0, at, *bad);
+            }
         }
-        s = lg_costmodel_fit(cm, smp, n);
-        free(smp);
-        if (s != LG_OK)
+        if (s == LG_OK && (s = lg_costmodel_fit(cm, smp, n)) != LG_OK)
             s = lg_fail_wrap(s, "%s: cost.calibration: ", path);
+        free(smp);
     }
     lua_pop(L, 2);
     return s;
@@ -87,28 +102,26 @@ static enum lg_status read_cost(lua_State *L, int top, const char *path, struct 
 
 static enum lg_status read_params(lua_State *L, int top, const char *path, struct lg_job_params *p)
 {
+    const char *bad = NULL;
     *p = lg_job_params_default();
-    p->stages = (int)num(L, top, "stages", 1);
-    p->data_parallel = (int)num(L, top, "data_parallel", 1);
-    p->p2p_us = num(L, top, "p2p_us", 0);
-    p->optimizer_us = num(L, top, "optimizer_us", 0);
-    p->pad_multiple = (int)num(L, top, "pad_multiple", 16);
-    p->shuffle_seed = (uint64_t)num(L, top, "seed", 0);
+    p->stages = (int)lg_io_lua_int(L, top, "stages", 1, INT32_MAX, &bad);
+    p->data_parallel = (int)lg_io_lua_int(L, top, "data_parallel", 1, INT32_MAX, &bad);
+    p->p2p_us = lg_io_lua_num(L, top, "p2p_us", 0, &bad);
+    p->optimizer_us = lg_io_lua_num(L, top, "optimizer_us", 0, &bad);
+    p->pad_multiple = (int)lg_io_lua_int(L, top, "pad_multiple", 16, INT32_MAX, &bad);
+    p->shuffle_seed = (uint64_t)lg_io_lua_int(L, top, "seed", 0, INT64_MAX, &bad);
     const char *ov = str(L, top, "oversize");
     p->oversize = !strcmp(ov, "truncate") ? LG_OVERSIZE_TRUNCATE
                   : !strcmp(ov, "skip")   ? LG_OVERSIZE_SKIP
                                           : LG_OVERSIZE_ERROR;
-    lua_getfield(L, top, "capacity");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        p->capacity_policy = LG_CAPACITY_AUTO;
-        p->capacity = 0;
-    } else {
-        p->capacity_policy = LG_CAPACITY_FIXED;
-        p->capacity = (uint32_t)lua_tointeger(L, -1);
-    }
+    int auto_cap = lua_getfield(L, top, "capacity") == LUA_TSTRING;
     lua_pop(L, 1);
-    p->memory_budget_bytes = num(L, top, "memory_budget_gb", 0) * 1e9;
-    return read_cost(L, top, path, &p->cost);
+    p->capacity_policy = auto_cap ? LG_CAPACITY_AUTO : LG_CAPACITY_FIXED;
+    p->capacity = auto_cap ? 0 : (uint32_t)lg_io_lua_int(L, top, "capacity", 0, UINT32_MAX, &bad);
+    p->memory_budget_bytes = lg_io_lua_num(L, top, "memory_budget_gb", 0, &bad) * 1e9;
+    if (bad)
+        return bad_field(path, 0, "", bad);
+    return read_cost(L, top, path, &p->cost, &bad);
 }
 
 /* The dataset path as given, or joined to the job file's directory when relative. */
@@ -129,7 +142,9 @@ static char *dataset_path(const char *job_path, const char *rel)
 static enum lg_status read_adapter(lua_State *L, int t, int i, const char *path, lg_job_t *job)
 {
     char where[1024];
-    int dline = (int)num(L, t, "dataset_line", 1), line = (int)num(L, t, "line", 1);
+    const char *bad = NULL;
+    int dline = (int)lg_io_lua_int(L, t, "dataset_line", 1, INT32_MAX, &bad);
+    int line = (int)lg_io_lua_int(L, t, "line", 1, INT32_MAX, &bad);
     char *dpath = dataset_path(path, str(L, t, "dataset"));
     if (!dpath)
         return lg_fail(LG_ERR_OOM, "job: out of memory");
@@ -141,15 +156,21 @@ static enum lg_status read_adapter(lua_State *L, int t, int i, const char *path,
         return lg_fail_wrap(s, "%s:%d: error: adapters[%d].dataset: ", path, dline, i);
     struct lg_adapter_params ap = {
         .name = str(L, t, "name"),
-        .global_batch = (int)num(L, t, "global_batch", 1),
-        .rank = (int)num(L, t, "rank", 16),
-        .alpha = num(L, t, "alpha", 32),
-        .dropout = num(L, t, "dropout", 0),
-        .lr = num(L, t, "lr", 1e-4),
+        .global_batch = (int)lg_io_lua_int(L, t, "global_batch", 1, INT32_MAX, &bad),
+        .rank = (int)lg_io_lua_int(L, t, "rank", 16, INT32_MAX, &bad),
+        .alpha = lg_io_lua_num(L, t, "alpha", 32, &bad),
+        .dropout = lg_io_lua_num(L, t, "dropout", 0, &bad),
+        .lr = lg_io_lua_num(L, t, "lr", 1e-4, &bad),
     };
     lua_getfield(L, t, "drop_last");
     ap.drop_last = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    if (bad) {
+        char at[48];
+        snprintf(at, sizeof at, "adapters[%d].", i);
+        lg_dataset_free(ds);
+        return bad_field(path, line, at, bad);
+    }
     snprintf(where, sizeof where, "%s:%d: error: adapters[%d] ('%s')", path, line, i, ap.name);
     s = lg_job_add_adapter(job, &ap, ds, where);
     return s == LG_ERR_INVALID ? lg_fail_wrap(LG_ERR_SPEC, "%s", "") : s;

@@ -204,7 +204,24 @@ enum lg_status lg_ad_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, co
     return s;
 }
 
-/* Continues from a PEFT adapter: its settings must be this adapter's, its tensors every targeted one. */
+/* An init_adapter's tensor must be finite: a NaN or infinity (a diverged or damaged adapter) would make every
+ * batch of the adapter non-finite, and the numerical guard would stop the run only after LG_TRAIN_BAD_STEPS
+ * skipped batches without saying why. */
+static enum lg_status finite_weights(const struct lg_trainer *tr, const struct lg_ad_state *a, const char *path,
+                                     const char *tensor, const float *w, size_t n)
+{
+    size_t bad = 0, first = 0;
+    for (size_t i = n; i-- > 0;)
+        if (!isfinite(w[i]))
+            bad++, first = i;
+    if (!bad)
+        return LG_OK;
+    return lg_fail(LG_ERR_INVALID, "%s:%d: adapter '%s': init_adapter %s: tensor %s holds %zu non-finite value(s), "
+                   "the first %g at element %zu (a diverged or damaged adapter)", tr->tc.path, a->cfg->line,
+                   a->cfg->name, path, tensor, bad, w[first], first);
+}
+
+/* Continues from a PEFT adapter: its settings must be this adapter's, its tensors every targeted one, each finite. */
 enum lg_status lg_ad_load_peft(struct lg_trainer *tr, struct lg_ad_state *a, const char *dir)
 {
     struct lg_peft_config pc;
@@ -233,6 +250,8 @@ enum lg_status lg_ad_load_peft(struct lg_trainer *tr, struct lg_ad_state *a, con
                 s = lg_fail(LG_ERR_OOM, "trainer: out of memory");
             if (s == LG_OK)
                 s = lg_st_read_f32(st, name, 2, shape, buf);
+            if (s == LG_OK)
+                s = finite_weights(tr, a, path, name, buf, (size_t)(shape[0] * shape[1]));
             if (s == LG_OK)
                 s = BE->ops->upload(BE, ab ? p->b : p->a, buf, (size_t)(shape[0] * shape[1]) * sizeof *buf);
             free(buf);
