@@ -155,7 +155,7 @@ enum lg_status lg_attn_kernel_names(lg_attn_t *a, char *fwd, char *dkv, char *dq
         return lg_fail(LG_ERR_INVALID, "lg_attn_kernel_names: null argument");
     if (a->p.backend == LG_ATTN_CUDNN) {
         snprintf(fwd, LG_NAME_MAX, "cudnn_sdpa_fwd"), snprintf(dkv, LG_NAME_MAX, "cudnn_sdpa_bwd");
-        snprintf(dq, LG_NAME_MAX, "-");
+        snprintf(dq, LG_NAME_MAX, "%s", lg_ops_attn_cudnn_note(a->dnn)); /* the last call's plan */
         return LG_OK;
     }
     const int which[3] = {K_FWD, K_DKV, K_DQ};

@@ -220,7 +220,8 @@ static void backward(struct g *g)
     grad_kv(g, "dST.Q", transposed_scores(g, "dST", ds), q, dk);
 
     /* dQ = dS·K through the fp32 buffer, then converted */
-    struct dnn_tensor kr = {.name = "K (reshaped back)", .type = s->type, .virt = 1,
+    /* fp32 like every virtual tensor cudnn-frontend leaves untyped (its reshape of K is one of them) */
+    struct dnn_tensor kr = {.name = "K (reshaped back)", .type = CUDNN_DATA_FLOAT, .virt = 1,
                             .dim = {g->B, g->G, g->S, g->D},
                             .stride = {g->S * s->ld[DNN_LD_K], g->D, s->ld[DNN_LD_K], 1},
                             .ragged = g->offs[s->slot[DNN_LD_K]]};

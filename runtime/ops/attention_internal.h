@@ -37,5 +37,7 @@ void lg_ops_attn_cudnn_free(struct lg_ops_attn_cudnn *d);
 enum lg_status lg_ops_attn_cudnn_forward(struct lg_ops_attn_cudnn *d, const struct lg_attn_fwd *f, CUstream stream);
 enum lg_status lg_ops_attn_cudnn_backward(struct lg_ops_attn_cudnn *d, const struct lg_attn_bwd *b,
                                           CUstream stream);
+/* The last call's plan: "b B s S, engine config i of n" ("" before the first call). */
+const char *lg_ops_attn_cudnn_note(const struct lg_ops_attn_cudnn *d);
 
 #endif
