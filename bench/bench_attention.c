@@ -8,6 +8,10 @@
  * inputs, and sampled rows of dK and dV against the reference sums built on the GPU's (validated) O and LSE;
  * the fast and deterministic backwards must agree. A failure prints MISMATCH and the bench exits 1.
  *
+ * The cuDNN backend (LG_ATTN_CUDNN) is validated the same way and timed beside the generated kernels on every
+ * shape (a "cudnn" row: forward, backward, forward+backward, and its speed relative to the generated kernels);
+ * where it cannot be used (no cuDNN 9.6+, a plan it refuses) the row says why, and --no-cudnn skips it.
+ *
  * usage: bench_attention [--reps N] [--only SHAPE] [--csv FILE] [--torch-csv FILE] [--no-sweep] [--print-lens]
  *   --torch-csv: bench/attention_torch.py's CSV (same shapes), printed beside ours as ratios
  *   --print-lens: prints the lognormal pack's lengths (comma-separated, for attention_torch.py --mix) and exits
@@ -337,6 +341,40 @@ static struct lg_attn_tiles sweep(lg_ctx_t *ctx, struct run *r, int reps)
     return t;
 }
 
+/* ---- the cuDNN backend beside them ---- */
+
+/* Validates the cuDNN backend on s (its backward twice: the comparison of the fast and deterministic
+ * backwards becomes a run-to-run check) and times it; one table row (and a CSV row "<shape>-cudnn"). A
+ * failing call is reported in the row, not fatal; a validation mismatch sets *bad. */
+static size_t cudnn_row(lg_attn_t *dnn, const struct shape *s, struct bufs *b, int reps, double ours_both,
+                        FILE *csv, char *out, size_t room, int *bad)
+{
+    struct run r = {.s = s, .b = b, .fast = dnn, .det = dnn};
+    struct lg_attn_fwd f = {.seqs = seqs(&r), .q = b->q, .k = b->k, .v = b->v, .o = b->o, .lse = b->lse};
+    struct lg_attn_bwd g = {.seqs = seqs(&r), .q = b->q, .k = b->k, .v = b->v, .o = b->o, .dout = b->dout,
+                            .lse = b->lse, .dq = b->dq, .dk = b->dk, .dv = b->dv};
+    if (lg_attn_forward(dnn, &f, 0) != LG_OK || lg_attn_backward(dnn, &g, 0) != LG_OK) {
+        printf("  %-15s cuDNN backend failed: %s\n", s->name, lg_last_error());
+        return (size_t)snprintf(out, room, "  cudnn         | failed: see above\n");
+    }
+    CU_CHECK(cuCtxSynchronize());
+    printf("  (cuDNN backend, validated like the generated kernels:)\n");
+    *bad |= !validate(&r);
+    char fk[LG_NAME_MAX], bk[LG_NAME_MAX], note[LG_NAME_MAX];
+    CHECK(lg_attn_kernel_names(dnn, fk, bk, note));
+    void (*fns[3])(void *) = {t_fwd, t_bwd, t_both};
+    double med[3];
+    lg_time_interleaved(fns, &r, 3, 0, 3, reps, med);
+    const double ff = s->flops_fwd, fb = 2.5 * ff;
+    if (csv)
+        fprintf(csv, "%s-cudnn,%lld,%.4f,%.4f,%.4f,0,0,%.1f,%.1f,%.1f,0\n", s->name, (long long)s->T, med[0], med[1],
+                med[2], ff / med[0] / 1e9, fb / med[1] / 1e9, (ff + fb) / med[2] / 1e9);
+    return (size_t)snprintf(out, room,
+                            "  cudnn         | %7.3f  %7.1f | %7.3f  %7.1f | %7.3f  %7.1f | generated f+b %.2fx cuDNN's "
+                            "speed (%s)\n", med[0], ff / med[0] / 1e9, med[1], fb / med[1] / 1e9, med[2],
+                            (ff + fb) / med[2] / 1e9, med[2] / ours_both, note);
+}
+
 /* ---- torch's numbers (bench/attention_torch.py) ---- */
 
 struct torch_row {
@@ -362,7 +400,7 @@ static int read_torch(const char *path, struct torch_row *rows, int max)
 
 int main(int argc, char **argv)
 {
-    int reps = 20, do_sweep = 1, print_lens = 0, tokens = 8192;
+    int reps = 20, do_sweep = 1, print_lens = 0, tokens = 8192, use_cudnn = 1;
     const char *only = NULL, *csv_path = NULL, *torch_csv = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc)
@@ -377,11 +415,13 @@ int main(int argc, char **argv)
             do_sweep = 0;
         else if (!strcmp(argv[i], "--print-lens"))
             print_lens = 1;
+        else if (!strcmp(argv[i], "--no-cudnn"))
+            use_cudnn = 0;
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc && atoi(argv[i + 1]) >= 16)
             tokens = atoi(argv[++i]) / 16 * 16;
         else {
             fprintf(stderr, "usage: %s [--reps N] [--only SHAPE] [--csv FILE] [--torch-csv FILE] [--no-sweep] "
-                            "[--print-lens] [--tokens N]\n", argv[0]);
+                            "[--print-lens] [--tokens N] [--no-cudnn]\n", argv[0]);
             return 2;
         }
     }
@@ -425,6 +465,15 @@ int main(int argc, char **argv)
     CHECK(lg_attn_kernel_names(fast, fk, bk, qk));
     CHECK(lg_attn_kernel_names(det, fk, dk, qk));
     printf("\nkernels: %s | fast %s | det %s + %s\n", fk, bk, dk, qk);
+    lg_attn_t *dnn = NULL;
+    if (use_cudnn) {
+        struct lg_attn_params dp = {.hq = HQ, .hkv = HKV, .head_dim = HD, .dtype = LG_BF16,
+                                    .backend = LG_ATTN_CUDNN};
+        if (lg_attn_init(ctx, &dp, &dnn) != LG_OK) {
+            printf("cuDNN backend unavailable: %s\n", lg_last_error());
+            dnn = NULL;
+        }
+    }
     struct torch_row tr[32];
     const int ntr = read_torch(torch_csv, tr, 32);
     FILE *csv = csv_path ? fopen(csv_path, "w") : NULL;
@@ -464,6 +513,8 @@ int main(int argc, char **argv)
         if (csv)
             fprintf(csv, "%s,%lld,%.4f,%.4f,%.4f,%.4f,%.4f,%.1f,%.1f,%.1f,%.1f\n", s->name, (long long)s->T, med[0],
                     med[1], med[2], med[3], med[4], tf[0], tf[1], tf[2], tf[4]);
+        if (dnn)
+            tl += cudnn_row(dnn, s, &b, reps, med[2], csv, table + tl, sizeof table - tl, &bad);
         bufs_free(&b);
     }
     printf("%s", table);
@@ -471,7 +522,7 @@ int main(int argc, char **argv)
            " torch SDPA on an H200: flash 217, cuDNN 401\n");
     if (csv)
         fclose(csv);
-    lg_attn_free(fast), lg_attn_free(det);
+    lg_attn_free(fast), lg_attn_free(det), lg_attn_free(dnn);
     lg_ctx_free(ctx);
     return bad ? 1 : 0;
 }
