@@ -9,12 +9,15 @@
  * usage: bench_lora [SPEC] [--tokens N] [--dropout P] [--reps N] [--csv FILE]
  *   defaults: specs/llama-3.1-8b.lua, its token count (8192), runs p = 0.1 and p = 0
  *   --only LAYER   one linear layer;  --breakdown   FusedLoRA's forward, backward and GEMMs apart
- *   Before timing, each shape is tuned (FusedLoRA's tiles and GEMM algorithms, and the floor's GEMM
- *   algorithms, each over cuBLASLt's top candidates); --no-tune keeps defaults and first candidates. */
+ *   Before timing, each shape is tuned: FusedLoRA by the library's tuner (lg_tuner_lora: tiles and GEMM
+ *   algorithms), the floor's GEMMs over cuBLASLt's top candidates. --no-tune tunes nothing: FusedLoRA then
+ *   takes what the tuning database gives (LORAGEN_TUNE_DB=FILE: a `loragen tune` database; docs/tuning.md)
+ *   or its defaults, the floor cuBLASLt's first candidates. */
 #include "lg_gen.h"
 #include "lg_gpu_util.h"
 #include "lg_lora.h"
 #include "lg_test.h"
+#include "lg_tuner.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -297,76 +300,20 @@ static int validate(struct shape_run *R, const char *name)
     return ok;
 }
 
-/* ---- tuning: coordinate descent over FusedLoRA's tiles and GEMM algorithms, and the floor's algorithms ---- */
-
-static double time_cfg(struct shape_run *R, const struct lg_lora_tiles *t)
-{
-    CHECK(lg_lora_set_tiles(R->L, t));
-    R->tiles = *t;
-    return lg_time_median_ms(run_fused, R, 0, 2, 9);
-}
-
-static void try_cfg(struct shape_run *R, struct lg_lora_tiles *best, double *tbest, struct lg_lora_tiles cand)
-{
-    double t = time_cfg(R, &cand);
-    if (t < *tbest)
-        *tbest = t, *best = cand;
-}
+/* ---- tuning: FusedLoRA through the library's tuner (lg_tuner.h), the floor's GEMM algorithms here ---- */
 
 static void tune(struct shape_run *R, int verbose)
 {
-    struct lg_lora_tiles best = {0};
-    double tb = time_cfg(R, &best);
-    static const int down[][4] = {{1, 8, 1, 2}, {2, 8, 1, 2}, {1, 8, 1, 4}, {1, 4, 1, 2}, {2, 4, 1, 4},
-                                  {4, 2, 1, 4}, {4, 4, 1, 2}, {2, 8, 2, 1}, {1, 8, 2, 2}, {8, 2, 1, 2}};
-    for (size_t i = 0; i < sizeof down / sizeof down[0]; i++) {
-        struct lg_lora_tiles c = best;
-        c.down_wm = down[i][0], c.down_wk = down[i][1], c.down_mt = down[i][2], c.down_u = down[i][3];
-        try_cfg(R, &best, &tb, c);
-    }
-    for (int nct = 1; nct <= 8; nct *= 2)
-        for (int st = 2; st <= 4; st++) {
-            if (nct * R->r > 128)
-                continue;
-            struct lg_lora_tiles c = best;
-            c.dy_nct = nct, c.dy_st = st;
-            try_cfg(R, &best, &tb, c);
-        }
-    for (int mb = 2; mb <= 3; mb++) {
-        struct lg_lora_tiles c = best;
-        c.down_minb = mb;
-        try_cfg(R, &best, &tb, c);
-    }
-    for (int mb = 4; mb <= 6; mb++) {
-        struct lg_lora_tiles c = best;
-        c.dy_minb = mb;
-        try_cfg(R, &best, &tb, c);
-    }
-    static const int da_mb[] = {1, 5, 6}; /* default 4; 1 = no bound */
-    for (int i = 0; i < 3; i++) {
-        struct lg_lora_tiles c = best;
-        c.da_minb = da_mb[i];
-        try_cfg(R, &best, &tb, c);
-    }
-    CUdeviceptr w = lg_lora_weights(R->L);
-    const int64_t ldx = lg_lora_ext_ld(R->K, R->r), lddy = lg_lora_ext_ld(R->M, R->r);
-    struct lg_gemm gf = gemm_desc(R, R->n, R->M, R->K + R->r, 0, 1, R->xe, ldx, w, ldx, R->yf, R->M);
-    struct lg_gemm gd = gemm_desc(R, R->n, R->K, R->p > 0 ? R->M : R->M + R->r, 0, 0, R->dye, lddy, w, ldx, R->dxf,
-                                  R->K);
-    int nf = lg_blas_algo_count(R->blas, &gf), nd = lg_blas_algo_count(R->blas, &gd);
-    for (int a = 0; a < nf && a < 8; a++) {
-        struct lg_lora_tiles c = best;
-        c.fwd_algo = a;
-        try_cfg(R, &best, &tb, c);
-    }
-    for (int a = 0; a < nd && a < 8; a++) {
-        struct lg_lora_tiles c = best;
-        c.dx_algo = a;
-        try_cfg(R, &best, &tb, c);
-    }
+    struct lg_lora_params lp = {.in_features = R->K, .out_features = R->M, .rank = R->r, .alpha = R->s * R->r,
+                                .dropout = R->p, .dtype = R->t};
+    struct lg_tuner_opts o = {.max_cands = 16};
+    struct lg_tuner_outcome out;
+    CHECK(lg_tuner_lora(R->ctx, &lp, R->n, &o, &out));
+    struct lg_lora_tiles best;
+    lg_lora_tiles_from_entry(&out.entry, &best);
     CHECK(lg_lora_set_tiles(R->L, &best));
     R->tiles = best;
-    /* the floor gets the same chance */
+    /* the floor gets the same chance: each GEMM over cuBLASLt's top candidates */
     struct lg_gemm f0 = gemm_desc(R, R->n, R->M, R->K, 0, 1, R->xc, R->K, R->w, R->K, R->yp, R->M);
     struct lg_gemm f1 = gemm_desc(R, R->n, R->K, R->M, 0, 0, R->dyc, R->M, R->w, R->K, R->dxp, R->K);
     int c0 = lg_blas_algo_count(R->blas, &f0), c1 = lg_blas_algo_count(R->blas, &f1);
@@ -382,7 +329,9 @@ static void tune(struct shape_run *R, int verbose)
         R->floor_algo[g] = besta;
     }
     if (verbose)
-        printf("  tuned: down w%dx%dm%du%db%d dy c%ds%db%d da b%d algos fwd %d dx %d | floor algos %d %d\n",
+        printf("  tuned (%d candidates, %d pruned, %d failed; %.3f -> %.3f ms): down w%dx%dm%du%db%d dy c%ds%db%d "
+               "da b%d algos fwd %d dx %d | floor algos %d %d\n",
+               out.entry.candidates, out.pruned, out.failed + out.mismatched, out.entry.default_ms, out.entry.time_ms,
                best.down_wm, best.down_wk, best.down_mt, best.down_u, best.down_minb, best.dy_nct, best.dy_st,
                best.dy_minb, best.da_minb, best.fwd_algo, best.dx_algo, R->floor_algo[0], R->floor_algo[1]);
 }

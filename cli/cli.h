@@ -9,6 +9,7 @@ int lg_cmd_train(int argc, char **argv);
 int lg_cmd_eval(int argc, char **argv);
 int lg_cmd_merge(int argc, char **argv);
 int lg_cmd_init_model(int argc, char **argv);
+int lg_cmd_tune(int argc, char **argv);
 
 /* Prints "loragen VERB: " + message to stderr (pass lg_last_error() as an argument to show the detail). */
 void lg_cli_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -18,6 +18,7 @@ static const struct verb verbs[] = {
     {"train", lg_cmd_train, "train a job's LoRA adapters (GPU, or the CPU backend for tiny models)"},
     {"eval", lg_cmd_eval, "loss and perplexity of base + adapter on a dataset"},
     {"merge", lg_cmd_merge, "write a Hugging Face model with an adapter merged into its weights"},
+    {"tune", lg_cmd_tune, "tune the kernels a spec needs on the local GPU into a tuning database"},
     {"init-model", lg_cmd_init_model, "write a model directory with random weights for a spec's dimensions"},
     {NULL, NULL, NULL},
 };

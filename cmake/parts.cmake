@@ -89,6 +89,8 @@ lg_part(jit DEPS gpu base EXT CUDA PUBLIC lg_jit.h)
 # tune: search spaces and pruning, the timing harness, the tuning database; below ops, which consults it
 lg_part(tune DEPS gen gpu base EXT CUDA JANSSON PUBLIC lg_tune.h)
 lg_part(ops DEPS tune gen jit gpu base EXT CUDA TEMPLATES PUBLIC lg_blas.h lg_ctx.h lg_lora.h lg_mlora.h lg_attention.h lg_decoder_ops.h)
+# tuner: tunes the kernels a spec needs on the GPU (ops' layers), writing the winners into tune's database
+lg_part(tuner DEPS ops tune gen jit gpu base EXT CUDA TEMPLATES PUBLIC lg_tuner.h)
 lg_part(ref DEPS base EXT TEMPLATES PUBLIC lg_ref.h lg_ref_ops.h lg_ref_mlora.h)
 lg_part(sched DEPS base PUBLIC lg_sched.h FACE lg_sched_build.h)
 lg_part(io DEPS sched lua base EXT LUA JANSSON PUBLIC lg_io.h lg_hf.h lg_tokens.h lg_trainjob.h lg_ckpt.h)

@@ -162,7 +162,19 @@ struct lg_lora_tiles {
 /* The leading dimension to give X-like buffers [n, K] (and dY-like [n, M]) so the extended-K layout has room
  * for r columns and every row starts on a 128-byte boundary (the GEMMs run measurably slower otherwise). */
 LG_API int64_t lg_lora_ext_ld(int64_t features, int rank);
+/* t = NULL: back to automatic tiles. Until a layer's tiles are set, each call looks up the tuning database
+ * (lg_tune.h, lg_tune_default) under lg_lora_tune_key for its token count and uses the winner's tiles, or the
+ * defaults when no entry matches. */
 LG_API enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t);
+
+/* The tuning database's view of a layer (lg_tune.h): its key at n tokens on ctx's GPU (op "lora", shape
+ * "k<K>_m<M>_r<r>_p<0|1>", the token bucket of n), and the tiles as an entry's named parameters (down_wm, ...,
+ * dx_algo; zero tiles are left out). */
+struct lg_tune_key;
+struct lg_tune_entry;
+LG_API void lg_lora_tune_key(lg_ctx_t *ctx, const struct lg_lora_params *p, int64_t n, struct lg_tune_key *out);
+LG_API void lg_lora_tiles_from_entry(const struct lg_tune_entry *e, struct lg_lora_tiles *t);
+LG_API void lg_lora_tiles_to_entry(const struct lg_lora_tiles *t, struct lg_tune_entry *e);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@
 #include "lg_lora.h"
 #include "lg_base.h"
 #include "lg_gpu.h"
+#include "lora_tune.h"
 #include "common/lg_args.h"
 #include "common/lg_philox.h"
 
@@ -37,6 +38,8 @@ struct lg_lora {
     size_t ws_size;
     CUdeviceptr ds_buf; /* inside ws when the last backward needed it */
     struct lg_lora_tiles tiles;
+    int tiles_set;     /* lg_lora_set_tiles chose the tiles: the tuning database is not consulted */
+    int tuned_bucket;  /* the token bucket the tiles were looked up for (0: none yet) */
     struct lg_kernel_cfg plan[LG_SLOT_COUNT]; /* the generator's kernel for each slot, before tiles */
     /* kernels resolved on first use: generating source is milliseconds of Lua, far too slow per call */
     const struct lg_kernel *k[LG_SLOT_COUNT];
@@ -204,11 +207,27 @@ CUdeviceptr lg_lora_ds_buffer(const lg_lora_t *l) { return l->ds_buf; }
 
 enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t)
 {
+    if (!t) { /* back to the tuning database's winners (or the defaults) */
+        l->tiles_set = 0, l->tuned_bucket = 0;
+        memset(&l->tiles, 0, sizeof l->tiles);
+        memset(l->k, 0, sizeof l->k);
+        return LG_OK;
+    }
+    l->tiles_set = 1;
     if (t->fwd_algo < 0 || t->fwd_algo >= 8 || t->dx_algo < 0 || t->dx_algo >= 8)
         return lg_fail(LG_ERR_INVALID, "lg_lora_set_tiles: GEMM algorithm index must be in 0..7");
     l->tiles = *t;
     memset(l->k, 0, sizeof l->k);
     return LG_OK;
+}
+
+/* The tuning database's winner for n tokens' bucket, unless the caller set tiles (lora_tune.c). */
+static void consult_tuned(lg_lora_t *l, int64_t n)
+{
+    if (l->tiles_set || lg_lora_tune_bucket_same(l->tuned_bucket, n))
+        return;
+    l->tuned_bucket = lg_lora_tune_lookup(l->ctx, &l->p, n, &l->tiles);
+    memset(l->k, 0, sizeof l->k);
 }
 
 /* Copies rows of `cols` elements between a packed host array and a strided device region. */
@@ -405,6 +424,7 @@ enum lg_status lg_lora_forward(lg_lora_t *l, const struct lg_lora_fwd *f, CUstre
         return lg_fail(LG_ERR_INVALID, "%s: null argument", fn);
     if (f->n < 1 || f->n > INT32_MAX)
         return lg_fail(LG_ERR_INVALID, "%s: n = %lld tokens is out of range", fn, (long long)f->n);
+    consult_tuned(l, f->n);
     enum lg_status st = check_buf(fn, "x", f->x, f->ldx, l->K);
     if (st == LG_OK)
         st = check_buf(fn, "y", f->y, f->ldy, l->M);
@@ -508,6 +528,7 @@ enum lg_status lg_lora_backward_workspace(lg_lora_t *l, const struct lg_lora_bwd
     if (b->n < 1 || b->n > INT32_MAX)
         return lg_fail(LG_ERR_INVALID, "%s: n = %lld tokens is out of range", fn, (long long)b->n);
     struct bwd_plan p;
+    consult_tuned(l, b->n);
     enum lg_status st = bind(l, fn);
     if (st == LG_OK)
         st = plan_bwd(l, b, &p);
@@ -538,6 +559,8 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
     if (!l || !b)
         return lg_fail(LG_ERR_INVALID, "lg_lora_backward: null argument");
     enum lg_status st = check_bwd(l, b);
+    if (st == LG_OK)
+        consult_tuned(l, b->n);
     if (st == LG_OK && !l->wp && b->dx)
         st = lg_fail(LG_ERR_INVALID, "lg_lora_backward: the layer's base weight is borrowed and not set "
                      "(lg_lora_set_base)");

@@ -1,0 +1,271 @@
+/* cmd_tune.c: `loragen tune SPEC`: tunes the kernels SPEC needs on the local GPU at the given token counts
+ * (lg_tuner.h) and writes the winners into a tuning database (lg_tune.h), which the runtime reads at start.
+ * Prints progress (what, how many remain, the time left) to stderr and a table (key, default, winner,
+ * speed-up) to stdout. Entries already in --out for other keys are kept; a file there that is not a valid
+ * database is refused, not overwritten. */
+#include "cli.h"
+#include "lg_ctx.h"
+#include "lg_gen.h"
+#include "lg_tune.h"
+#include "lg_tuner.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TOKENS 16
+#define TOKENS_MAX (1 << 24)
+
+struct tune_opts {
+    const char *spec;
+    const char *out;
+    const char *only;
+    int tokens[MAX_TOKENS];
+    int ntokens;
+    int max_cands, rounds, device;
+    int quiet, verbose;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: loragen tune SPEC [--tokens N[,N...]] [--out FILE] [--only LAYER] [--max-candidates N]\n"
+            "                    [--rounds N] [--device N] [-q] [-v]\n"
+            "\n"
+            "Tunes the FusedLoRA kernels and GEMM algorithms SPEC's layers need on the local GPU and writes the\n"
+            "winners into a tuning database that loragen reads at start (docs/tuning.md).\n"
+            "\n"
+            "  --tokens LIST         token counts to tune at, comma-separated (default: the spec's own);\n"
+            "                        e.g. 2048,4096,8192,16384\n"
+            "  --out FILE            the database to write (default: $LORAGEN_TUNE_DB, else\n"
+            "                        $XDG_CACHE_HOME/loragen/tune.json or ~/.cache/loragen/tune.json);\n"
+            "                        its entries for other keys are kept\n"
+            "  --only LAYER          tune one linear layer of the spec (e.g. q_proj)\n"
+            "  --max-candidates N    candidates timed per tile group (default 16): the sweep's size\n"
+            "  --rounds N            interleaved timing rounds per candidate, the median kept (default 9)\n"
+            "  --device N            CUDA device (default 0)\n"
+            "  -q, --quiet           no progress lines\n"
+            "  -v, --verbose         also each group's pruning and every candidate that scored +inf\n"
+            "  -h, --help            this text\n"
+            "\n"
+            "Exit status: 0 tuned and written, 1 no GPU or a failure, 2 bad usage.\n");
+}
+
+/* An integer flag value in lo..hi, or -1 with the error printed. */
+static long int_arg(const char *flag, const char *v, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || !*v || *end || errno || x < lo || x > hi) {
+        lg_cli_error("tune", "%s expects an integer in %ld..%ld, got '%s'", flag, lo, hi, v ? v : "(nothing)");
+        return -1;
+    }
+    return x;
+}
+
+static int parse_tokens(struct tune_opts *o, const char *v)
+{
+    char buf[512];
+    if (!v || !*v || strlen(v) >= sizeof buf) {
+        lg_cli_error("tune", "--tokens expects a comma-separated list of token counts, e.g. 2048,4096,8192");
+        return -1;
+    }
+    snprintf(buf, sizeof buf, "%s", v);
+    o->ntokens = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (o->ntokens == MAX_TOKENS) {
+            lg_cli_error("tune", "--tokens: at most %d token counts", MAX_TOKENS);
+            return -1;
+        }
+        long x = int_arg("--tokens", t, 1, TOKENS_MAX);
+        if (x < 0)
+            return -1;
+        o->tokens[o->ntokens++] = (int)x;
+    }
+    if (!o->ntokens || v[strlen(v) - 1] == ',' || v[0] == ',' || strstr(v, ",,")) {
+        lg_cli_error("tune", "--tokens expects a comma-separated list of token counts, got '%s'", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse(int argc, char **argv, struct tune_opts *o)
+{
+    *o = (struct tune_opts){.max_cands = 16, .rounds = 9};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long x;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--tokens")) {
+            if (parse_tokens(o, v))
+                return -1;
+            i++;
+        } else if (!strcmp(a, "--out") || !strcmp(a, "--only")) {
+            if (!v || !*v) {
+                lg_cli_error("tune", "%s expects %s", a, !strcmp(a, "--out") ? "a file name" : "a linear layer's name");
+                return -1;
+            }
+            *(!strcmp(a, "--out") ? &o->out : &o->only) = v, i++;
+        } else if (!strcmp(a, "--max-candidates")) {
+            if ((x = int_arg(a, v, 1, 4096)) < 0)
+                return -1;
+            o->max_cands = (int)x, i++;
+        } else if (!strcmp(a, "--rounds")) {
+            if ((x = int_arg(a, v, 1, 1000)) < 0)
+                return -1;
+            o->rounds = (int)x, i++;
+        } else if (!strcmp(a, "--device")) {
+            if ((x = int_arg(a, v, 0, 1023)) < 0)
+                return -1;
+            o->device = (int)x, i++;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            o->quiet = 1;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            o->verbose = 1;
+        } else if (a[0] == '-') {
+            lg_cli_error("tune", "unknown option '%s' (see loragen tune --help)", a);
+            return -1;
+        } else if (o->spec) {
+            lg_cli_error("tune", "one SPEC expected, got '%s' and '%s'", o->spec, a);
+            return -1;
+        } else {
+            o->spec = a;
+        }
+    }
+    if (!o->spec) {
+        lg_cli_error("tune", "missing SPEC (a file under specs/, e.g. specs/llama-3.1-8b.lua)");
+        return -1;
+    }
+    return 0;
+}
+
+static void on_progress(void *u, const struct lg_tuner_progress *p)
+{
+    if (p->eta_s < 0)
+        fprintf(stderr, "[%d/%d] %s (%d left)\n", p->done + 1, p->total, p->what, p->total - p->done);
+    else
+        fprintf(stderr, "[%d/%d] %s (%d left, %.0f s so far, about %.0f s to go)\n", p->done + 1, p->total, p->what,
+                p->total - p->done, p->elapsed_s, p->eta_s);
+}
+
+static void on_log(void *u, const char *line) { fprintf(stderr, "%s\n", line); }
+
+/* The winner's parameters as "down_wm=2 fwd_algo=1", or "(defaults)". */
+static void params_text(const struct lg_tune_entry *e, char *buf, size_t n)
+{
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < e->nparams && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%s=%d", i ? " " : "", e->params[i].name, e->params[i].value);
+    if (!e->nparams)
+        snprintf(buf, n, "(defaults)");
+}
+
+static void print_table(const struct lg_tuner_result *r, int n)
+{
+    printf("%-28s %-22s %7s %10s %10s %8s  %s\n", "layers", "shape", "tokens", "default_ms", "winner_ms", "speedup",
+           "winner");
+    for (int i = 0; i < n; i++) {
+        const struct lg_tune_entry *e = &r[i].outcome.entry;
+        char p[256];
+        params_text(e, p, sizeof p);
+        printf("%-28s %-22s %7lld %10.4f %10.4f %7.3fx  %s\n", r[i].label, e->key.shape, (long long)r[i].tokens,
+               e->default_ms, e->time_ms, e->default_ms / e->time_ms, p);
+    }
+}
+
+/* The database to add to: the file at path when there is one (refused if it is not a valid database). */
+static int open_db(const char *path, lg_tune_db_t **db)
+{
+    if (access(path, F_OK) == 0) {
+        if (lg_tune_db_load(path, db) != LG_OK) {
+            lg_cli_error("tune", "%s exists but is not a tuning database loragen can read (%s); remove it or give "
+                         "another --out", path, lg_last_error());
+            return -1;
+        }
+        return 0;
+    }
+    if (lg_tune_db_init(db) != LG_OK) {
+        lg_cli_error("tune", "%s", lg_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int run(const struct tune_opts *o, const struct lg_spec *spec, const char *out)
+{
+    lg_ctx_t *ctx;
+    struct lg_ctx_params cp = {.device = o->device};
+    enum lg_status st = lg_ctx_init(&cp, &ctx);
+    if (st == LG_ERR_NO_GPU) {
+        lg_cli_error("tune", "no GPU: tuning times kernels on the local GPU, and none is usable here (%s)",
+                     lg_last_error());
+        return 1;
+    }
+    if (st != LG_OK) {
+        lg_cli_error("tune", "cannot use device %d: %s", o->device, lg_last_error());
+        return 1;
+    }
+    lg_tune_db_t *db;
+    if (open_db(out, &db)) {
+        lg_ctx_free(ctx);
+        return 1;
+    }
+    struct lg_tune_info info;
+    lg_tuner_info(ctx, &info);
+    lg_tune_db_set_info(db, &info);
+    struct lg_tuner_sweep sw = {.spec = spec, .tokens = o->ntokens ? o->tokens : NULL, .ntokens = o->ntokens,
+                                .only = o->only, .progress = o->quiet ? NULL : on_progress,
+                                .opts = {.max_cands = o->max_cands, .rounds = o->rounds,
+                                         .log = o->verbose ? on_log : NULL}};
+    fprintf(stderr, "loragen tune: %s on %s (sm_%d, %d SMs): %d jobs, up to %d candidates per tile group\n",
+            spec->path, info.gpu, info.arch, info.sm_count, lg_tuner_spec_jobs(&sw), o->max_cands);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct lg_tuner_result *res = NULL;
+    int n = 0, rc = 0;
+    if (lg_tuner_spec(ctx, &sw, db, &res, &n) != LG_OK) {
+        lg_cli_error("tune", "%s", lg_last_error());
+        rc = 1;
+    } else if (lg_tune_db_save(db, out) != LG_OK) {
+        lg_cli_error("tune", "writing %s: %s", out, lg_last_error());
+        rc = 1;
+    } else {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        print_table(res, n);
+        printf("wrote %s (%d entries); the sweep took %.1f s\n", out, lg_tune_db_count(db),
+               (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    }
+    free(res);
+    lg_tune_db_free(db);
+    lg_ctx_free(ctx);
+    return rc;
+}
+
+int lg_cmd_tune(int argc, char **argv)
+{
+    struct tune_opts o;
+    if (parse(argc, argv, &o))
+        return 2;
+    const char *out = o.out ? o.out : lg_tune_default_path();
+    if (!out || !*out) {
+        lg_cli_error("tune", "no default database path ($LORAGEN_TUNE_DB is off and $HOME is unset): give --out FILE");
+        return 2;
+    }
+    struct lg_spec *spec;
+    if (lg_spec_load(o.spec, &spec) != LG_OK) {
+        fprintf(stderr, "%s\n", lg_last_error());
+        return 1;
+    }
+    int rc = run(&o, spec, out);
+    lg_spec_free(spec);
+    return rc;
+}

@@ -1,0 +1,92 @@
+/* lg_tuner.h: the autotuner proper: it tunes the kernels a spec needs on the local GPU and writes the winners
+ * into a tuning database (lg_tune.h), which the runtime then consults (docs/tuning.md). `loragen tune` and
+ * bench/bench_lora are its callers.
+ *
+ * FusedLoRA (lg_tuner_lora): one layer shape at one token count, fwd + bwd timed whole on the tuner's own
+ * scratch buffers (random inputs; dA and dB overwritten, never accumulated into the caller's), by coordinate
+ * descent over groups of the generator's pruned search space (lg_tune_space): the down-projection's tiles,
+ * the dY pass's tiles, the dA pass's register bound, then cuBLASLt's heuristic candidates for the forward and
+ * the dX GEMM. Each group is one lg_tune_measure: every candidate is checked against the group's reference
+ * (the best so far, itself checked against the all-default configuration) on Y and dX (sampled rows) and on
+ * all of dA and dB.
+ *
+ * Ownership: everything the tuner allocates is freed before it returns; the caller's context is borrowed.
+ *
+ *   struct lg_tuner_opts o = {.max_cands = 16};
+ *   struct lg_tuner_outcome r;
+ *   lg_tuner_lora(ctx, &lora_params, 8192, &o, &r);   // r.entry: key, winner tiles, times
+ *   lg_tune_db_put(db, &r.entry);
+ */
+#ifndef LG_TUNER_H
+#define LG_TUNER_H
+
+#include "lg_ctx.h"
+#include "lg_gen.h"
+#include "lg_lora.h"
+#include "lg_tune.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct lg_tuner_opts {
+    int max_cands;   /* candidates timed per group besides the reference (0: 16); pruned ones do not count */
+    int warmup;      /* 0: 2 */
+    int rounds;      /* 0: 9 */
+    void (*log)(void *u, const char *line); /* each failed or mismatched candidate, and what was pruned; NULL: quiet */
+    void *log_u;
+};
+
+struct lg_tuner_outcome {
+    struct lg_tune_entry entry; /* key, winner (as named parameters), its time and the default's */
+    int pruned;                 /* candidates the arch limits removed before timing */
+    int failed;                 /* failed to build or launch */
+    int mismatched;             /* ran but differed from the reference */
+    double max_err;             /* the largest error of a kept candidate against the reference */
+};
+
+/* Tunes one FusedLoRA layer of parameters p (owned base, extended-K buffers as the CUDA backend lays them out)
+ * at n tokens. */
+LG_API enum lg_status lg_tuner_lora(lg_ctx_t *ctx, const struct lg_lora_params *p, int64_t n,
+                                    const struct lg_tuner_opts *o, struct lg_tuner_outcome *out);
+
+/* Where a database is measured: the GPU's name, SMs and arch, the driver, NVRTC and cuBLASLt versions, now. */
+LG_API void lg_tuner_info(lg_ctx_t *ctx, struct lg_tune_info *out);
+
+/* ---- a spec's sweep ---- */
+
+struct lg_tuner_progress {
+    const char *what; /* "lora q_proj,o_proj k4096_m4096_r16_p1 @ 8192" */
+    int done, total;  /* jobs finished (this one not yet), of total */
+    double elapsed_s;
+    double eta_s;     /* < 0 until one job has finished */
+};
+
+struct lg_tuner_sweep {
+    const struct lg_spec *spec;
+    const int *tokens; /* token counts to tune at; NULL: the spec's own */
+    int ntokens;
+    const char *only;  /* one linear layer by name; NULL: all */
+    struct lg_tuner_opts opts;
+    void (*progress)(void *u, const struct lg_tuner_progress *p);
+    void *progress_u;
+};
+
+/* One result of a sweep: the layers sharing a shape are tuned once. */
+struct lg_tuner_result {
+    char label[96];   /* the layers' names */
+    int64_t tokens;
+    struct lg_tuner_outcome outcome;
+};
+
+/* Tunes every distinct FusedLoRA shape of the spec at every token count, putting each winner into db (which
+ * the caller saves). *out: malloc'd array of *count results, in sweep order. */
+LG_API enum lg_status lg_tuner_spec(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, lg_tune_db_t *db,
+                                    struct lg_tuner_result **out, int *count);
+/* The number of jobs lg_tuner_spec would run (for a dry run or a time estimate). */
+LG_API int lg_tuner_spec_jobs(const struct lg_tuner_sweep *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

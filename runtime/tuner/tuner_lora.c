@@ -1,0 +1,393 @@
+/* tuner_lora.c: tunes one FusedLoRA layer (lg_tuner.h). The state below is the tuner's own layer and scratch
+ * buffers; each group of the descent (down tiles, dY tiles, dA bound, forward GEMM algorithm, dX GEMM
+ * algorithm) becomes one list of lg_lora_tiles measured by lg_tune_measure, whose check compares every
+ * candidate with the all-default configuration's output. A last measurement puts the winner against the
+ * default side by side: the times in the entry come from it, and a winner that is not faster there is
+ * dropped (the entry then holds the defaults). */
+#include "lg_tuner.h"
+#include "lg_base.h"
+#include "lg_gpu.h"
+#include "lg_half.h"
+#include "common/lg_philox.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SAMPLE_ROWS 128
+
+struct lt {
+    lg_ctx_t *ctx;
+    lg_lora_t *L;
+    struct lg_lora_params p;
+    int64_t n, K, M, r, ldx, lddy;
+    CUdeviceptr xe, dye, y, dx, da, db;
+    int nrows;
+    int64_t rows[SAMPLE_ROWS];
+    float *ref, *got; /* sampled Y rows, sampled dX rows, all of dA, all of dB */
+    size_t nref;
+    int have_ref;
+    double tol;
+    struct lg_lora_tiles *cand;
+    const struct lg_tuner_opts *o;
+};
+
+static void logf_(const struct lt *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(const struct lt *t, const char *fmt, ...)
+{
+    if (!t->o->log)
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    t->o->log(t->o->log_u, line);
+}
+
+/* ---- scratch buffers and inputs ---- */
+
+static uint64_t mix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* rows x cols values in [-scale, scale) of the layer's dtype at row stride ld, uploaded to a fresh buffer. */
+static enum lg_status upload_random(struct lt *t, int64_t rows, int64_t cols, int64_t ld, float scale, uint64_t seed,
+                                    CUdeviceptr *out, uint16_t **keep)
+{
+    size_t cnt = (size_t)(rows * ld);
+    uint16_t *h = calloc(cnt, sizeof *h);
+    if (!h)
+        return lg_fail(LG_ERR_OOM, "tuner: out of host memory");
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            float u = (float)(mix(&seed) >> 40) / (float)(1 << 24);
+            h[i * ld + j] = lg_f32_to_half(t->p.dtype, (2 * u - 1) * scale);
+        }
+    enum lg_status st = LG_OK;
+    if (out) {
+        st = lg_cu_check(cuMemAlloc(out, cnt * 2), "tuner: scratch buffer");
+        if (st == LG_OK)
+            st = lg_cu_check(cuMemcpyHtoD(*out, h, cnt * 2), "tuner: uploading inputs");
+    }
+    if (keep && st == LG_OK)
+        *keep = h;
+    else
+        free(h);
+    return st;
+}
+
+static enum lg_status setup(struct lt *t)
+{
+    const int64_t K = t->K, M = t->M, r = t->r, n = t->n;
+    enum lg_status st = lg_lora_init(t->ctx, &t->p, &t->L);
+    if (st != LG_OK)
+        return st;
+    uint16_t *w = NULL, *a = NULL, *b = NULL;
+    float sw = 1.0f / sqrtf((float)K);
+    if ((st = upload_random(t, M, K, K, sw, 11, NULL, &w)) || (st = upload_random(t, r, K, K, sw, 12, NULL, &a)) ||
+        (st = upload_random(t, M, r, r, 0.5f, 13, NULL, &b)))
+        goto done;
+    if ((st = lg_lora_set_weights(t->L, w, a, b, NULL)))
+        goto done;
+    if ((st = upload_random(t, n, K, t->ldx, 1.0f, 14, &t->xe, NULL)) ||
+        (st = upload_random(t, n, M, t->lddy, 1.0f, 15, &t->dye, NULL)))
+        goto done;
+    if ((st = lg_cu_check(cuMemAlloc(&t->y, (size_t)(n * M) * 2), "tuner: Y")) ||
+        (st = lg_cu_check(cuMemAlloc(&t->dx, (size_t)(n * K) * 2), "tuner: dX")) ||
+        (st = lg_cu_check(cuMemAlloc(&t->da, (size_t)(r * K) * 4), "tuner: dA")) ||
+        (st = lg_cu_check(cuMemAlloc(&t->db, (size_t)(M * r) * 4), "tuner: dB")))
+        goto done;
+    t->nrows = n < SAMPLE_ROWS ? (int)n : SAMPLE_ROWS;
+    for (int i = 0; i < t->nrows; i++)
+        t->rows[i] = t->nrows == 1 ? 0 : (int64_t)i * (n - 1) / (t->nrows - 1);
+    t->nref = (size_t)t->nrows * (size_t)(M + K) + (size_t)(2 * r * K > 0 ? r * K + M * r : 0);
+    t->ref = calloc(t->nref, sizeof *t->ref), t->got = calloc(t->nref, sizeof *t->got);
+    if (!t->ref || !t->got)
+        st = lg_fail(LG_ERR_OOM, "tuner: out of host memory");
+done:
+    free(w), free(a), free(b);
+    return st;
+}
+
+static void teardown(struct lt *t)
+{
+    CUdeviceptr *bufs[] = {&t->xe, &t->dye, &t->y, &t->dx, &t->da, &t->db};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (*bufs[i])
+            cuMemFree(*bufs[i]);
+    lg_lora_free(t->L);
+    free(t->ref), free(t->got);
+}
+
+/* ---- the harness's callbacks ---- */
+
+static enum lg_status cb_select(void *u, int i)
+{
+    struct lt *t = u;
+    return lg_lora_set_tiles(t->L, &t->cand[i]);
+}
+
+static enum lg_status cb_run(void *u, CUstream s)
+{
+    struct lt *t = u;
+    struct lg_lora_fwd f = {.n = t->n, .x = t->xe, .ldx = t->ldx, .y = t->y, .ldy = t->M, .seed = 1};
+    enum lg_status st = lg_lora_forward(t->L, &f, s);
+    struct lg_lora_bwd b = {.n = t->n, .x = t->xe, .ldx = t->ldx, .dy = t->dye, .lddy = t->lddy, .dx = t->dx,
+                            .lddx = t->K, .da = t->da, .db = t->db, .grad_beta = 0, .seed = 1};
+    return st == LG_OK ? lg_lora_backward(t->L, &b, s) : st;
+}
+
+static enum lg_status fetch_rows(const struct lt *t, CUdeviceptr src, int64_t cols, float *dst)
+{
+    uint16_t *h = malloc((size_t)cols * 2);
+    if (!h)
+        return lg_fail(LG_ERR_OOM, "tuner: out of host memory");
+    enum lg_status st = LG_OK;
+    for (int i = 0; i < t->nrows && st == LG_OK; i++) {
+        st = lg_cu_check(cuMemcpyDtoH(h, src + (CUdeviceptr)(t->rows[i] * cols * 2), (size_t)cols * 2),
+                         "tuner: reading outputs");
+        for (int64_t j = 0; j < cols && st == LG_OK; j++)
+            dst[(size_t)i * (size_t)cols + (size_t)j] = lg_half_to_f32(t->p.dtype, h[j]);
+    }
+    free(h);
+    return st;
+}
+
+/* Relative L2 error of got against ref over [lo, hi); NaN anywhere gives NaN. */
+static double rel_l2(const float *got, const float *ref, size_t lo, size_t hi)
+{
+    double num = 0, den = 0;
+    for (size_t i = lo; i < hi; i++) {
+        double d = (double)got[i] - (double)ref[i];
+        num += d * d, den += (double)ref[i] * ref[i];
+    }
+    if (isnan(num))
+        return NAN;
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static enum lg_status cb_check(void *u, int i, double *err, int *ok)
+{
+    struct lt *t = u;
+    float *dst = t->have_ref ? t->got : t->ref;
+    const size_t ny = (size_t)t->nrows * (size_t)t->M, nx = (size_t)t->nrows * (size_t)t->K;
+    const size_t na = (size_t)(t->r * t->K);
+    enum lg_status st = fetch_rows(t, t->y, t->M, dst);
+    if (st == LG_OK)
+        st = fetch_rows(t, t->dx, t->K, dst + ny);
+    if (st == LG_OK)
+        st = lg_cu_check(cuMemcpyDtoH(dst + ny + nx, t->da, na * 4), "tuner: reading dA");
+    if (st == LG_OK)
+        st = lg_cu_check(cuMemcpyDtoH(dst + ny + nx + na, t->db, (size_t)(t->M * t->r) * 4), "tuner: reading dB");
+    if (st != LG_OK)
+        return st;
+    if (!t->have_ref) {
+        t->have_ref = 1;
+        *err = 0, *ok = 1;
+        for (size_t k = 0; k < t->nref; k++)
+            if (isnan(t->ref[k]) || isinf(t->ref[k])) {
+                *ok = 0, *err = NAN;
+                return lg_fail(LG_ERR_INTERNAL, "tuner: the default configuration's output is not finite");
+            }
+        return LG_OK;
+    }
+    const size_t cut[5] = {0, ny, ny + nx, ny + nx + na, t->nref};
+    double e = 0;
+    for (int k = 0; k < 4; k++) {
+        double ek = rel_l2(t->got, t->ref, cut[k], cut[k + 1]);
+        e = isnan(ek) || ek > e ? ek : e;
+    }
+    *err = e;
+    *ok = !isnan(e) && e <= t->tol;
+    return LG_OK;
+}
+
+/* ---- the descent ---- */
+
+/* Measures t->cand[0..n) (0 = the best so far); returns the index of the fastest. */
+static enum lg_status measure(struct lt *t, const char *group, int n, struct lg_tuner_outcome *out, double *ms)
+{
+    struct lg_tune_result *res = calloc((size_t)n, sizeof *res);
+    if (!res)
+        return lg_fail(LG_ERR_OOM, "tuner: out of memory");
+    struct lg_tune_bench b = {.ncand = n, .u = t, .select = cb_select, .run = cb_run, .check = cb_check,
+                              .warmup = t->o->warmup, .rounds = t->o->rounds};
+    int best = 0;
+    enum lg_status st = lg_tune_measure(&b, res, &best);
+    for (int i = 0; i < n && st == LG_OK; i++) {
+        if (res[i].outcome == LG_TUNE_FAILED)
+            out->failed++;
+        if (res[i].outcome == LG_TUNE_MISMATCH)
+            out->mismatched++;
+        if (res[i].outcome != LG_TUNE_KEPT)
+            logf_(t, "  %s candidate %d scores +inf: %s", group, i, res[i].why);
+        else if (res[i].err > out->max_err)
+            out->max_err = res[i].err;
+    }
+    if (st == LG_OK) {
+        out->entry.candidates += n - 1;
+        ms[0] = res[0].ms, ms[1] = res[best].ms;
+        t->cand[0] = t->cand[best];
+    }
+    free(res);
+    return st;
+}
+
+/* A tile group: the generator's variants of the slot's kernel that differ in `fields`, pruned for the arch. */
+struct group {
+    const char *name;
+    enum lg_layer_slot slot;
+    const char *fields[5];
+    int *tile[5]; /* where each field goes in lg_lora_tiles (offsets into t->cand[k]) */
+};
+
+static int *tile_at(struct lg_lora_tiles *tl, const struct lg_lora_tiles *proto, int *field)
+{
+    return (int *)((char *)tl + ((const char *)field - (const char *)proto));
+}
+
+static enum lg_status tile_group(struct lt *t, const struct lg_kernel_cfg *plan, const struct group *g,
+                                 struct lg_tuner_outcome *out, double *ms)
+{
+    struct lg_lora_tiles proto = t->cand[0];
+    struct lg_kernel_cfg base = plan[g->slot];
+    unsigned vary = 0;
+    int nf;
+    const struct lg_kernel_field *kf = lg_kernel_fields(&nf);
+    for (int f = 0; f < 5 && g->fields[f]; f++) {
+        vary |= lg_tune_field_bit(g->fields[f]);
+        int v = *g->tile[f];
+        for (int i = 0; i < nf; i++)
+            if (v && !strcmp(kf[i].name, g->fields[f]))
+                *(int *)((char *)&base + kf[i].offset) = v;
+    }
+    struct lg_tune_shape sh = {.k = t->K, .m = t->M};
+    struct lg_tune_cand *c;
+    int nc;
+    enum lg_status st = lg_tune_space(lg_ctx_gen(t->ctx), &base, vary, lg_ctx_arch(t->ctx), &sh, &c, &nc);
+    if (st != LG_OK)
+        return st;
+    const int max = t->o->max_cands > 0 ? t->o->max_cands : 16;
+    int n = 1, pruned = 0;
+    for (int i = 1; i < nc; i++) {
+        if (c[i].pruned) {
+            pruned++;
+            continue;
+        }
+        if (n > max)
+            continue;
+        struct lg_lora_tiles tl = proto;
+        for (int f = 0; f < 5 && g->fields[f]; f++)
+            for (int k = 0; k < nf; k++)
+                if (!strcmp(kf[k].name, g->fields[f]))
+                    *tile_at(&tl, &t->cand[0], g->tile[f]) = lg_kernel_cfg_get(&c[i].cfg, &kf[k]);
+        t->cand[n++] = tl;
+    }
+    out->pruned += pruned;
+    logf_(t, "  %s: %d variants, %d pruned for sm_%d, %d timed", g->name, nc - 1, pruned, lg_ctx_arch(t->ctx), n - 1);
+    free(c);
+    return n > 1 ? measure(t, g->name, n, out, ms) : LG_OK;
+}
+
+/* The forward (fwd = 1) or dX GEMM's cuBLASLt candidates, as the layer issues them. */
+static enum lg_status algo_group(struct lt *t, int fwd, struct lg_tuner_outcome *out, double *ms)
+{
+    CUdeviceptr w = lg_lora_weights(t->L);
+    struct lg_gemm g = {.dtype = t->p.dtype, .alpha = 1.f, .m = t->n, .lda = fwd ? t->ldx : t->lddy, .ldb = t->ldx};
+    g.a = (void *)(fwd ? t->xe : t->dye), g.b = (void *)w;
+    if (fwd)
+        g.n = t->M, g.k = t->K + t->r, g.trans_b = 1, g.c = (void *)t->y, g.ldc = t->M;
+    else
+        g.n = t->K, g.k = lg_dropout_thresh16(t->p.dropout) ? t->M : t->M + t->r, g.c = (void *)t->dx, g.ldc = t->K;
+    int cnt = lg_blas_algo_count(lg_ctx_blas(t->ctx), &g);
+    if (cnt <= 0)
+        return lg_fail_wrap(LG_ERR_CUBLAS, "tuner: cuBLASLt candidates of the %s GEMM: ", fwd ? "forward" : "dX");
+    int n = 1, cur = fwd ? t->cand[0].fwd_algo : t->cand[0].dx_algo;
+    for (int a = 0; a < cnt && a < 8; a++)
+        if (a != cur) {
+            t->cand[n] = t->cand[0];
+            *(fwd ? &t->cand[n].fwd_algo : &t->cand[n].dx_algo) = a;
+            n++;
+        }
+    logf_(t, "  %s GEMM: %d cuBLASLt candidates", fwd ? "forward" : "dX", cnt);
+    return n > 1 ? measure(t, fwd ? "fwd_algo" : "dx_algo", n, out, ms) : LG_OK;
+}
+
+static enum lg_status descend(struct lt *t, struct lg_tuner_outcome *out)
+{
+    struct lg_kernel_cfg plan[LG_SLOT_COUNT];
+    const double drop = lg_dropout_thresh16(t->p.dropout) ? t->p.dropout : 0.0;
+    enum lg_status st = lg_gen_layer_kernels(lg_ctx_gen(t->ctx), t->p.dtype, t->p.rank, drop, plan);
+    if (st != LG_OK)
+        return st;
+    struct lg_lora_tiles *b = &t->cand[0];
+    memset(b, 0, sizeof *b);
+    const struct group groups[] = {
+        {"down", LG_SLOT_DOWN, {"wm", "wk", "mt", "u", "minb"}, {&b->down_wm, &b->down_wk, &b->down_mt, &b->down_u, &b->down_minb}},
+        {"dy", LG_SLOT_DY, {"nct", "st", "minb"}, {&b->dy_nct, &b->dy_st, &b->dy_minb}},
+        {"da", LG_SLOT_DA_DX_TAIL, {"minb"}, {&b->da_minb}},
+    };
+    double ms[2] = {0, 0};
+    for (size_t i = 0; i < sizeof groups / sizeof groups[0] && st == LG_OK; i++)
+        st = tile_group(t, plan, &groups[i], out, ms);
+    if (st == LG_OK)
+        st = algo_group(t, 1, out, ms);
+    if (st == LG_OK)
+        st = algo_group(t, 0, out, ms);
+    return st;
+}
+
+/* The winner against the defaults, side by side: the entry's times, and the defaults when it does not win. */
+static enum lg_status final_round(struct lt *t, struct lg_tuner_outcome *out)
+{
+    struct lg_lora_tiles win = t->cand[0];
+    memset(&t->cand[0], 0, sizeof t->cand[0]);
+    t->cand[1] = win;
+    double ms[2];
+    int kept_cands = out->entry.candidates;
+    enum lg_status st = measure(t, "final", 2, out, ms);
+    out->entry.candidates = kept_cands;
+    if (st != LG_OK)
+        return st;
+    /* measure() moved the faster one to cand[0] */
+    out->entry.default_ms = ms[0];
+    out->entry.time_ms = ms[1];
+    lg_lora_tiles_to_entry(&t->cand[0], &out->entry);
+    return LG_OK;
+}
+
+enum lg_status lg_tuner_lora(lg_ctx_t *ctx, const struct lg_lora_params *p, int64_t n,
+                             const struct lg_tuner_opts *o, struct lg_tuner_outcome *out)
+{
+    static const struct lg_tuner_opts none = {0};
+    if (!ctx || !p || !out || n < 1)
+        return lg_fail(LG_ERR_INVALID, "lg_tuner_lora: a context, layer parameters, n >= 1 and an outcome are required");
+    memset(out, 0, sizeof *out);
+    struct lt t = {.ctx = ctx, .p = *p, .n = n, .K = p->in_features, .M = p->out_features, .r = p->rank,
+                   .o = o ? o : &none};
+    t.p.base = LG_LORA_BASE_OWNED, t.p.has_bias = 0;
+    t.ldx = lg_lora_ext_ld(t.K, p->rank), t.lddy = lg_lora_ext_ld(t.M, p->rank);
+    t.tol = 1e-2; /* bf16/fp16 outputs; the fp32 dA and dB sums see the same rounding of S and dS */
+    const int max = t.o->max_cands > 0 ? t.o->max_cands : 16;
+    t.cand = calloc((size_t)(max > 8 ? max : 8) + 2, sizeof *t.cand);
+    if (!t.cand)
+        return lg_fail(LG_ERR_OOM, "tuner: out of memory");
+    lg_lora_tune_key(ctx, p, n, &out->entry.key);
+    enum lg_status st = setup(&t);
+    if (st == LG_OK)
+        st = descend(&t, out);
+    if (st == LG_OK)
+        st = final_round(&t, out);
+    teardown(&t);
+    free(t.cand);
+    if (st == LG_OK && out->entry.candidates < 1)
+        out->entry.candidates = 1;
+    return st == LG_OK ? LG_OK : lg_fail_wrap(st, "tuning lora %s at %lld tokens: ", out->entry.key.shape, (long long)n);
+}

@@ -1,0 +1,123 @@
+/* tuner_spec.c: a spec's sweep (lg_tuner_spec): every distinct FusedLoRA shape of the spec's linear layers
+ * (layers sharing a shape are tuned once: q and o of Llama, k and v, gate and up) at every token count, with a
+ * progress report before each job (what, how many remain, the time left at the pace so far), and where a
+ * database is measured (lg_tuner_info). */
+#include "lg_tuner.h"
+#include "lg_base.h"
+#include "lg_gpu.h"
+#include "lg_jit.h"
+
+#include <cublasLt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void lg_tuner_info(lg_ctx_t *ctx, struct lg_tune_info *in)
+{
+    memset(in, 0, sizeof *in);
+    snprintf(in->gpu, sizeof in->gpu, "%s", lg_ctx_device_name(ctx));
+    in->sm_count = lg_ctx_sm_count(ctx);
+    in->arch = lg_ctx_arch(ctx);
+    if (cuDriverGetVersion(&in->driver) != CUDA_SUCCESS)
+        in->driver = 0;
+    in->nvrtc = lg_nvrtc_version();
+    in->cublaslt = (int)cublasLtGetVersion();
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(in->date, sizeof in->date, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The distinct shapes of the spec (in order of first appearance), each with the names of its layers. */
+struct shape {
+    int64_t k, m;
+    char label[96];
+};
+
+static int shapes_of(const struct lg_tuner_sweep *s, struct shape *out, int cap)
+{
+    int n = 0;
+    for (int i = 0; i < s->spec->nlinears; i++) {
+        const struct lg_linear *l = &s->spec->linears[i];
+        if (s->only && strcmp(s->only, l->name))
+            continue;
+        int j = 0;
+        while (j < n && !(out[j].k == l->in_features && out[j].m == l->out_features))
+            j++;
+        if (j == n) {
+            if (n == cap)
+                continue;
+            out[n].k = l->in_features, out[n].m = l->out_features, out[n].label[0] = 0;
+            n++;
+        }
+        size_t len = strlen(out[j].label);
+        snprintf(out[j].label + len, sizeof out[j].label - len, "%s%s", len ? "," : "", l->name);
+    }
+    return n;
+}
+
+#define MAX_SHAPES 64
+
+int lg_tuner_spec_jobs(const struct lg_tuner_sweep *s)
+{
+    struct shape sh[MAX_SHAPES];
+    return shapes_of(s, sh, MAX_SHAPES) * (s->tokens && s->ntokens > 0 ? s->ntokens : 1);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+enum lg_status lg_tuner_spec(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, lg_tune_db_t *db,
+                             struct lg_tuner_result **out, int *count)
+{
+    if (!ctx || !s || !s->spec || !db || !out || !count)
+        return lg_fail(LG_ERR_INVALID, "lg_tuner_spec: a context, a sweep with a spec, a database and outputs are required");
+    struct shape sh[MAX_SHAPES];
+    const int ns = shapes_of(s, sh, MAX_SHAPES);
+    if (ns == 0)
+        return lg_fail(LG_ERR_INVALID, "lg_tuner_spec: %s has no linear layer%s%s", s->spec->path,
+                       s->only ? " named " : "", s->only ? s->only : "");
+    const int own = s->spec->tokens;
+    const int *tok = s->tokens && s->ntokens > 0 ? s->tokens : &own;
+    const int nt = s->tokens && s->ntokens > 0 ? s->ntokens : 1;
+    const int total = ns * nt;
+    struct lg_tuner_result *res = calloc((size_t)total, sizeof *res);
+    if (!res)
+        return lg_fail(LG_ERR_OOM, "tuner: out of memory");
+    const double t0 = now_s();
+    enum lg_status st = LG_OK;
+    int done = 0;
+    for (int ti = 0; ti < nt && st == LG_OK; ti++)
+        for (int si = 0; si < ns && st == LG_OK; si++, done++) {
+            struct lg_lora_params p = {.in_features = sh[si].k, .out_features = sh[si].m, .rank = s->spec->rank,
+                                       .alpha = (float)s->spec->alpha, .dropout = (float)s->spec->dropout,
+                                       .dtype = s->spec->dtype};
+            struct lg_tuner_result *r = &res[done];
+            snprintf(r->label, sizeof r->label, "%s", sh[si].label);
+            r->tokens = tok[ti];
+            if (s->progress) {
+                char what[192];
+                snprintf(what, sizeof what, "lora %s k%lld_m%lld @ %d tokens", sh[si].label, (long long)sh[si].k,
+                         (long long)sh[si].m, tok[ti]);
+                double el = now_s() - t0;
+                struct lg_tuner_progress pr = {.what = what, .done = done, .total = total, .elapsed_s = el,
+                                               .eta_s = done ? el / done * (total - done) : -1};
+                s->progress(s->progress_u, &pr);
+            }
+            st = lg_tuner_lora(ctx, &p, tok[ti], &s->opts, &r->outcome);
+            if (st == LG_OK)
+                st = lg_tune_db_put(db, &r->outcome.entry);
+        }
+    if (st != LG_OK) {
+        free(res);
+        return st;
+    }
+    *out = res;
+    *count = total;
+    return LG_OK;
+}
