@@ -121,17 +121,24 @@ static void build_both(const struct lg_attn_params *p, int fused)
         memcpy(use, ld, sizeof use);
         if (!bwd)
             use[DNN_LD_DO] = use[DNN_LD_DQ] = use[DNN_LD_DK] = use[DNN_LD_DV] = 0;
-        for (int version = 90800; version <= 91400; version += 600) {
+        for (int k = 0; k < 3; k++) { /* cuDNN 9.8 (mask twice), 9.14, 9.14 with the padded-Stats fallback */
+            const int version = k ? 91400 : 90800;
             struct dnn_shape s;
             CHECK(lg_ops_attn_cudnn_shape(p, version, 90, 0, bwd, &sq, use, &s));
+            if (k == 2) {
+                s.padded_stats = 1, s.thd_workspace = 0;
+                dnn_shape_slots(&s);
+                ck_assert_int_eq(s.slot_stats, -1);
+            }
             struct dnn_b b;
             dnn_t exec = NULL;
             int64_t ws = -1;
             char note[64];
             enum lg_status st = lg_ops_attn_cudnn_build(&s, NULL, &b, &exec, &ws, note, sizeof note);
-            printf("  %s hq %d/%d d %d %s %s (as cuDNN %d): %d descriptors, %d operations: %s\n",
+            printf("  %s hq %d/%d d %d %s %s (as cuDNN %d%s): %d descriptors, %d operations: %s\n",
                    bwd ? "backward" : "forward ", p->hq, p->hkv, p->head_dim, lg_dtype_name(p->dtype),
-                   fused ? "strided" : "packed", version, b.nall, b.nops, lg_last_error());
+                   fused ? "strided" : "packed", version, k == 2 ? ", padded Stats" : "", b.nall, b.nops,
+                   lg_last_error());
             ck_assert_int_eq(st, LG_ERR_UNSUPPORTED);
             ck_assert_msg(strstr(lg_last_error(), "needs a cuDNN handle"), "%s", lg_last_error());
             ck_assert_ptr_null(exec);

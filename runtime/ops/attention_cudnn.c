@@ -33,7 +33,8 @@
 #define NSLOT 32
 
 struct plan {
-    struct dnn_shape s;
+    struct dnn_shape key; /* the call's shape, as looked up */
+    struct dnn_shape s;   /* the shape built: the key, or a fallback of it */
     struct dnn_b b; /* owns every descriptor of the graph and the plan */
     dnn_t exec;
     int64_t ws;
@@ -56,6 +57,7 @@ struct lg_ops_attn_cudnn {
     size_t slot_ints;
     CUevent ev[NSLOT];
     int ev_live[NSLOT], next_slot;
+    int first_try[2]; /* per direction: the first fallback step worth trying (earlier ones were refused) */
     char last_note[96];
 };
 
@@ -186,10 +188,28 @@ enum lg_status lg_ops_attn_cudnn_build(const struct dnn_shape *s, cudnnHandle_t 
     return LG_OK;
 }
 
-static enum lg_status find_plan(struct lg_ops_attn_cudnn *d, const struct dnn_shape *s, struct plan **out)
+/* The fallback steps, tried in order while cuDNN refuses the graph (LG_ERR_UNSUPPORTED): 0 the shape as
+ * is; 1 the backward's softmax_sum and dQ buffers padded per sample instead of packed; 2 also the Stats. */
+#define NSTEPS 3
+static int fallback(const struct dnn_shape *key, int step, struct dnn_shape *s)
+{
+    *s = *key;
+    if (step >= 1) {
+        if (!s->thd_workspace && step == 1)
+            return 0; /* nothing to change: skip the step */
+        s->thd_workspace = 0;
+    }
+    if (step >= 2) {
+        s->padded_stats = 1;
+        dnn_shape_slots(s);
+    }
+    return 1;
+}
+
+static enum lg_status find_plan(struct lg_ops_attn_cudnn *d, const struct dnn_shape *key, struct plan **out)
 {
     for (int i = 0; i < d->nplans; i++)
-        if (!memcmp(&d->plans[i]->s, s, sizeof *s)) {
+        if (!memcmp(&d->plans[i]->key, key, sizeof *key)) {
             d->plans[i]->used = ++d->tick;
             *out = d->plans[i];
             return LG_OK;
@@ -197,10 +217,27 @@ static enum lg_status find_plan(struct lg_ops_attn_cudnn *d, const struct dnn_sh
     struct plan *pl = calloc(1, sizeof *pl);
     if (!pl)
         return lg_fail(LG_ERR_OOM, "cuDNN attention: out of memory");
-    pl->s = *s;
-    enum lg_status st = lg_ops_attn_cudnn_build(s, d->handle, &pl->b, &pl->exec, &pl->ws, pl->note, sizeof pl->note);
+    pl->key = *key;
+    enum lg_status st = LG_ERR_UNSUPPORTED;
+    char first[768] = "";
+    for (int step = d->first_try[key->bwd]; step < NSTEPS && st == LG_ERR_UNSUPPORTED; step++) {
+        if (!fallback(key, step, &pl->s))
+            continue;
+        st = lg_ops_attn_cudnn_build(&pl->s, d->handle, &pl->b, &pl->exec, &pl->ws, pl->note, sizeof pl->note);
+        if (st == LG_OK) {
+            d->first_try[key->bwd] = step; /* later shapes start here */
+            if (step)
+                snprintf(pl->note + strlen(pl->note), sizeof pl->note - strlen(pl->note), ", fallback %d", step);
+            break;
+        }
+        if (!first[0])
+            snprintf(first, sizeof first, "%s", lg_last_error());
+        dnn_b_free(&pl->b);
+    }
     if (st != LG_OK) {
         plan_free(d, pl);
+        if (first[0] && strcmp(first, lg_last_error()))
+            return lg_fail_wrap(st, "(first refusal, as given: %s) then, after the fallbacks: ", first);
         return st;
     }
     pl->used = ++d->tick;
@@ -224,7 +261,7 @@ static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 /* Device layout of one call: lengths and offsets, then (backward) softmax_sum and the fp32 dQ, then the
  * engine's workspace. */
 struct layout {
-    size_t meta_ints, ssum, dqacc, ws, total;
+    size_t meta_ints, stats, ssum, dqacc, ws, total;
 };
 
 static void layout_of(const struct plan *pl, const struct lg_attn_seqs *sq, struct layout *L)
@@ -232,9 +269,13 @@ static void layout_of(const struct plan *pl, const struct lg_attn_seqs *sq, stru
     const struct dnn_shape *s = &pl->s;
     L->meta_ints = (size_t)s->b + (size_t)s->nmult * (size_t)(s->b + 1);
     size_t at = align256(L->meta_ints * 4);
+    L->stats = at;
+    if (s->padded_stats)
+        at += align256((size_t)s->b * s->hq * s->s * 4);
     size_t ssum_bytes = 0, dq_bytes = 0;
     if (s->bwd) {
-        ssum_bytes = s->thd_workspace ? (size_t)sq->tokens * s->hq * 4 : (size_t)s->b * s->hq * s->s * 4;
+        const int packed = s->thd_workspace && !s->padded_stats;
+        ssum_bytes = packed ? (size_t)sq->tokens * s->hq * 4 : (size_t)s->b * s->hq * s->s * 4;
         dq_bytes = s->thd_workspace ? (size_t)sq->tokens * (size_t)s->ld[DNN_LD_DQ] * 4
                                     : (size_t)s->b * s->hq * s->s * (size_t)s->d * 4;
     }
@@ -311,17 +352,35 @@ struct binding {
 
 static void bind(struct binding *v, int64_t uid, void *p) { v->uid[v->n] = uid, v->ptr[v->n++] = p; }
 
+/* The padded-Stats fallback: sample i's rows of the padded [b, s, hq] buffer to or from its rows of the LSE. */
+static enum lg_status copy_stats(const struct dnn_shape *s, const struct lg_attn_seqs *sq, CUdeviceptr padded,
+                                 CUdeviceptr lse, int to_padded, CUstream stream)
+{
+    for (int i = 0; i < sq->nseq; i++) {
+        const CUdeviceptr p = padded + (CUdeviceptr)((size_t)i * s->s * s->hq * 4);
+        const CUdeviceptr l = lse + (CUdeviceptr)((size_t)sq->cu_host[i] * s->hq * 4);
+        const size_t bytes = (size_t)(sq->cu_host[i + 1] - sq->cu_host[i]) * s->hq * 4;
+        enum lg_status st = lg_cu_check(to_padded ? cuMemcpyDtoDAsync(p, l, bytes, stream)
+                                                  : cuMemcpyDtoDAsync(l, p, bytes, stream),
+                                        "cuDNN attention: LSE copy (padded Stats fallback)");
+        if (st != LG_OK)
+            return st;
+    }
+    return LG_OK;
+}
+
 static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, const struct lg_attn_seqs *sq,
                           const int64_t ld[DNN_NLD], const CUdeviceptr ptr[DNN_NLD], CUdeviceptr lse,
                           CUstream stream)
 {
-    struct dnn_shape s;
-    enum lg_status st = lg_ops_attn_cudnn_shape(&d->p, d->version, d->arch, d->exact, bwd, sq, ld, &s);
+    struct dnn_shape key;
+    enum lg_status st = lg_ops_attn_cudnn_shape(&d->p, d->version, d->arch, d->exact, bwd, sq, ld, &key);
     struct plan *pl = NULL;
     if (st == LG_OK)
-        st = find_plan(d, &s, &pl);
+        st = find_plan(d, &key, &pl);
     if (st != LG_OK)
         return lg_fail_wrap(st, "%s: ", fn);
+    const struct dnn_shape s = pl->s; /* as built (a fallback may differ from the key) */
     snprintf(d->last_note, sizeof d->last_note, "b %d s %d, %s", s.b, s.s, pl->note);
     struct layout L;
     layout_of(pl, sq, &L);
@@ -344,7 +403,8 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
     for (int i = 0; i < DNN_NLD; i++)
         if (ld[i])
             bind(&v, uid_of[i], (void *)ptr[i]);
-    bind(&v, DNN_STATS, (void *)lse);
+    const CUdeviceptr stats = s.padded_stats ? d->dev + L.stats : lse;
+    bind(&v, DNN_STATS, (void *)stats);
     bind(&v, DNN_SEQ_Q, (void *)d->dev), bind(&v, DNN_SEQ_KV, (void *)d->dev);
     for (int m = 0; m < s.nmult; m++)
         bind(&v, DNN_OFFSET0 + m, (void *)(d->dev + (CUdeviceptr)(4 * ((size_t)s.b + (size_t)m * (s.b + 1)))));
@@ -354,6 +414,8 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
         bind(&v, DNN_SOFTMAX_SUM, (void *)(d->dev + L.ssum)), bind(&v, DNN_DQ_ACC, (void *)(d->dev + L.dqacc));
     }
     void *ws = pl->ws ? (void *)(d->dev + L.ws) : NULL;
+    if (s.padded_stats && bwd && (st = copy_stats(&s, sq, stats, lse, 1, stream)) != LG_OK)
+        return lg_fail_wrap(st, "%s: ", fn);
 
     dnn_t pack = NULL;
     cudnnStatus_t cs = d->c->BackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
@@ -384,6 +446,8 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
                  s.s, pl->note, (long long)pl->ws, what);
         return lg_cudnn_check(cs, w);
     }
+    if (s.padded_stats && !bwd && (st = copy_stats(&s, sq, stats, lse, 0, stream)) != LG_OK)
+        return lg_fail_wrap(st, "%s: ", fn);
     return LG_OK;
 }
 

@@ -93,9 +93,11 @@ struct dnn_shape {
     int nmult, slot[DNN_NLD], slot_stats;
     int thd_workspace;    /* backward: softmax_sum and dQ_acc packed by token (cuDNN >= 9.6 on sm_90+) */
     int second_padding;   /* backward: the mask applied again after the stats (cuDNN 9.0 - 9.9) */
+    int padded_stats;     /* the fallback: Stats [b, hq, s, 1] padded per sample in the workspace (strides
+                             [s·hq, 1, hq, 1], no offsets), copied to / from the caller's LSE per sample */
 };
 
-/* Fills the offset slots of s from s->ld and s->hq. */
+/* Fills the offset slots of s from s->ld and s->hq (no LSE slot with padded_stats). */
 void dnn_shape_slots(struct dnn_shape *s);
 /* Builds every tensor and operation descriptor of the forward or backward graph into b (no handle used). */
 void dnn_sdpa_graph(struct dnn_b *b, const struct dnn_shape *s);

@@ -17,7 +17,9 @@
  *           dV = Pᵀ·dO (GQA: over the hq heads, then reduced to hkv);  dP = dO·Vᵀ;
  *           dS = (dP - softmax_sum)∘P·scale;  dK = dSᵀ·Q (GQA reduced);  dQ = dS·K through an fp32 buffer.
  * softmax_sum and the fp32 dQ buffer are non-virtual: the caller's workspace, packed by token like dQ and the
- * LSE where cuDNN supports it (s->thd_workspace), else [b, hq, s, ·]. */
+ * LSE where cuDNN supports it (s->thd_workspace), else [b, hq, s, ·]. With s->padded_stats (the fallback where
+ * a ragged Stats tensor is refused) Stats is a padded [b, hq, s, 1] buffer with the same strides and no
+ * offsets, which the backend copies to and from the caller's LSE. */
 #include "attention_cudnn_graph.h"
 
 #include <math.h>
@@ -27,7 +29,7 @@ void dnn_shape_slots(struct dnn_shape *s)
 {
     s->nmult = 0;
     for (int i = 0; i <= DNN_NLD; i++) {
-        const int64_t m = i < DNN_NLD ? s->ld[i] : s->hq;
+        const int64_t m = i < DNN_NLD ? s->ld[i] : s->padded_stats ? 0 : s->hq;
         int at = -1;
         if (m > 0) {
             for (int j = 0; j < s->nmult && at < 0; j++)
@@ -68,7 +70,8 @@ static dnn_t stream(struct g *g, const char *name, int64_t uid, int which, int64
 
 static dnn_t stats(struct g *g, const char *name, int64_t uid)
 {
-    struct dnn_tensor t = {.name = name, .uid = uid, .type = CUDNN_DATA_FLOAT, .ragged = g->offs[g->s->slot_stats],
+    const int slot = g->s->slot_stats;
+    struct dnn_tensor t = {.name = name, .uid = uid, .type = CUDNN_DATA_FLOAT, .ragged = slot >= 0 ? g->offs[slot] : NULL,
                            .dim = {g->B, g->H, g->S, 1}, .stride = {g->S * g->H, 1, g->H, 1}};
     return dnn_tensor(g->b, &t);
 }
@@ -194,7 +197,7 @@ static void backward(struct g *g)
     dnn_reduction(b, "sum dO*O", CUDNN_REDUCE_TENSOR_ADD, x, red);
     struct dnn_tensor sst = {.name = "softmax_sum", .uid = DNN_SOFTMAX_SUM, .type = CUDNN_DATA_FLOAT,
                              .dim = {g->B, g->H, g->S, 1}};
-    if (s->thd_workspace) {
+    if (s->thd_workspace && !s->padded_stats) {
         const int64_t str[4] = {g->S * g->H, 1, g->H, 1};
         memcpy(sst.stride, str, sizeof str), sst.ragged = g->offs[s->slot_stats];
     } else {
