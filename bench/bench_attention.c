@@ -369,10 +369,12 @@ static size_t cudnn_row(lg_attn_t *dnn, const struct shape *s, struct bufs *b, i
     if (csv)
         fprintf(csv, "%s-cudnn,%lld,%.4f,%.4f,%.4f,0,0,%.1f,%.1f,%.1f,0\n", s->name, (long long)s->T, med[0], med[1],
                 med[2], ff / med[0] / 1e9, fb / med[1] / 1e9, (ff + fb) / med[2] / 1e9);
-    return (size_t)snprintf(out, room,
-                            "  cudnn         | %7.3f  %7.1f | %7.3f  %7.1f | %7.3f  %7.1f | generated f+b %.2fx cuDNN's "
-                            "speed (%s)\n", med[0], ff / med[0] / 1e9, med[1], fb / med[1] / 1e9, med[2],
-                            (ff + fb) / med[2] / 1e9, med[2] / ours_both, note);
+    return (size_t)snprintf(
+        out, room,
+        "  cudnn         | %7.3f  %7.1f | %7.3f  %7.1f | %7.3f  %7.1f | generated f+b %.2fx cuDNN's "
+        "speed (%s)\n",
+        med[0], ff / med[0] / 1e9, med[1], fb / med[1] / 1e9, med[2], (ff + fb) / med[2] / 1e9, med[2] / ours_both,
+        note);
 }
 
 /* ---- torch's numbers (bench/attention_torch.py) ---- */

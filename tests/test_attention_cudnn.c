@@ -53,15 +53,15 @@ START_TEST(shapes_round_up_and_share_offsets)
 {
     const int32_t cu[4] = {0, 100, 1100, 1117};
     const struct lg_attn_seqs sq = seqs(3, cu);
-    const int64_t ld[DNN_NLD] = {4096, 1024, 1024, 4096, 4096, 4096, 1024, 1024};
-    struct dnn_shape s;
+    const int64_t ld[LG_DNN_NLD] = {4096, 1024, 1024, 4096, 4096, 4096, 1024, 1024};
+    struct lg_ops_dnn_shape s;
     CHECK(lg_ops_attn_cudnn_shape(&base, 91400, 90, 0, 1, &sq, ld, &s));
     ck_assert_int_eq(s.b, 4);
     ck_assert_int_eq(s.s, 1024);
     ck_assert_int_eq(s.nmult, 3); /* 4096 (q, o, dO, dQ), 1024 (k, v, dK, dV), 32 (the LSE) */
-    ck_assert_int_eq(s.slot[DNN_LD_Q], s.slot[DNN_LD_DQ]);
-    ck_assert_int_eq(s.slot[DNN_LD_K], s.slot[DNN_LD_DV]);
-    ck_assert_int_ne(s.slot[DNN_LD_Q], s.slot[DNN_LD_K]);
+    ck_assert_int_eq(s.slot[LG_DNN_LD_Q], s.slot[LG_DNN_LD_DQ]);
+    ck_assert_int_eq(s.slot[LG_DNN_LD_K], s.slot[LG_DNN_LD_DV]);
+    ck_assert_int_ne(s.slot[LG_DNN_LD_Q], s.slot[LG_DNN_LD_K]);
     ck_assert_int_eq(s.mult[s.slot_stats], 32);
     ck_assert(s.thd_workspace && !s.second_padding);
     CHECK(lg_ops_attn_cudnn_shape(&base, 90800, 80, 1, 1, &sq, ld, &s));
@@ -69,12 +69,12 @@ START_TEST(shapes_round_up_and_share_offsets)
     ck_assert_int_eq(s.s, 1000);
     ck_assert(!s.thd_workspace && s.second_padding);
     /* the same call twice is the same key; another stride is another */
-    struct dnn_shape a, b;
+    struct lg_ops_dnn_shape a, b;
     CHECK(lg_ops_attn_cudnn_shape(&base, 91400, 90, 0, 0, &sq, ld, &a));
     CHECK(lg_ops_attn_cudnn_shape(&base, 91400, 90, 0, 0, &sq, ld, &b));
     ck_assert(!memcmp(&a, &b, sizeof a));
-    int64_t ld2[DNN_NLD];
-    memcpy(ld2, ld, sizeof ld2), ld2[DNN_LD_K] = 6144;
+    int64_t ld2[LG_DNN_NLD];
+    memcpy(ld2, ld, sizeof ld2), ld2[LG_DNN_LD_K] = 6144;
     CHECK(lg_ops_attn_cudnn_shape(&base, 91400, 90, 0, 0, &sq, ld2, &b));
     ck_assert(memcmp(&a, &b, sizeof a));
     /* offsets past int32 */
@@ -89,9 +89,9 @@ START_TEST(meta_holds_lengths_and_offsets)
 {
     const int32_t cu[4] = {0, 5, 6, 20};
     const struct lg_attn_seqs sq = seqs(3, cu);
-    const int64_t ld[DNN_NLD] = {[DNN_LD_Q] = 48, [DNN_LD_K] = 16, [DNN_LD_V] = 16, [DNN_LD_O] = 56};
+    const int64_t ld[LG_DNN_NLD] = {[LG_DNN_LD_Q] = 48, [LG_DNN_LD_K] = 16, [LG_DNN_LD_V] = 16, [LG_DNN_LD_O] = 56};
     const struct lg_attn_params p = {.hq = 4, .hkv = 1, .head_dim = 64, .dtype = LG_FP16};
-    struct dnn_shape s;
+    struct lg_ops_dnn_shape s;
     CHECK(lg_ops_attn_cudnn_shape(&p, 91400, 90, 0, 0, &sq, ld, &s));
     ck_assert_int_eq(s.b, 4);
     ck_assert_int_eq(s.nmult, 4); /* 48, 16, 56, and the LSE's 4 */
@@ -114,24 +114,24 @@ static void build_both(const struct lg_attn_params *p, int fused)
     const struct lg_attn_seqs sq = seqs(4, cu);
     const int64_t qr = (int64_t)p->hq * p->head_dim, kr = (int64_t)p->hkv * p->head_dim;
     const int64_t f = fused ? qr + 2 * kr : 0;
-    const int64_t ld[DNN_NLD] = {fused ? f : qr, fused ? f : kr, fused ? f : kr, qr + 8 * fused,
+    const int64_t ld[LG_DNN_NLD] = {fused ? f : qr, fused ? f : kr, fused ? f : kr, qr + 8 * fused,
                                  qr + 8 * fused, qr + 8 * fused, kr + 8 * fused, kr + 8 * fused};
     for (int bwd = 0; bwd < 2; bwd++) {
-        int64_t use[DNN_NLD];
+        int64_t use[LG_DNN_NLD];
         memcpy(use, ld, sizeof use);
         if (!bwd)
-            use[DNN_LD_DO] = use[DNN_LD_DQ] = use[DNN_LD_DK] = use[DNN_LD_DV] = 0;
+            use[LG_DNN_LD_DO] = use[LG_DNN_LD_DQ] = use[LG_DNN_LD_DK] = use[LG_DNN_LD_DV] = 0;
         for (int k = 0; k < 3; k++) { /* cuDNN 9.8 (mask twice), 9.14, 9.14 with the padded-Stats fallback */
             const int version = k ? 91400 : 90800;
-            struct dnn_shape s;
+            struct lg_ops_dnn_shape s;
             CHECK(lg_ops_attn_cudnn_shape(p, version, 90, 0, bwd, &sq, use, &s));
             if (k == 2) {
                 s.padded_stats = 1, s.thd_workspace = 0;
-                dnn_shape_slots(&s);
+                lg_ops_dnn_shape_slots(&s);
                 ck_assert_int_eq(s.slot_stats, -1);
             }
-            struct dnn_b b;
-            dnn_t exec = NULL;
+            struct lg_ops_dnn b;
+            lg_dnn_t exec = NULL;
             int64_t ws = -1;
             char note[64];
             enum lg_status st = lg_ops_attn_cudnn_build(&s, NULL, &b, &exec, &ws, note, sizeof note);
@@ -145,7 +145,7 @@ static void build_both(const struct lg_attn_params *p, int fused)
             /* forward 20; backward 28, 2 more to reduce GQA's dK and dV, 6 for the mask after the stats */
             const int want = !bwd ? 20 : 28 + (p->hq != p->hkv ? 2 : 0) + (s.second_padding ? 6 : 0);
             ck_assert_int_eq(b.nops, want);
-            dnn_b_free(&b);
+            lg_ops_dnn_free(&b);
         }
     }
 }
@@ -175,12 +175,12 @@ START_TEST(refused_descriptor_is_named)
     }
     const int32_t cu[2] = {0, 64};
     const struct lg_attn_seqs sq = seqs(1, cu);
-    const int64_t ld[DNN_NLD] = {4096, 1024, 1024, 4096};
-    struct dnn_shape s;
+    const int64_t ld[LG_DNN_NLD] = {4096, 1024, 1024, 4096};
+    struct lg_ops_dnn_shape s;
     CHECK(lg_ops_attn_cudnn_shape(&base, 91400, 90, 1, 0, &sq, ld, &s));
     s.d = -8; /* no tensor can have a negative dimension */
-    struct dnn_b b;
-    dnn_t exec;
+    struct lg_ops_dnn b;
+    lg_dnn_t exec;
     int64_t ws;
     char note[64];
     enum lg_status st = lg_ops_attn_cudnn_build(&s, NULL, &b, &exec, &ws, note, sizeof note);
@@ -190,7 +190,7 @@ START_TEST(refused_descriptor_is_named)
     ck_assert_ptr_nonnull(strstr(e, "cuDNN forward graph: tensor 'Q' (uid 1)"));
     ck_assert_ptr_nonnull(strstr(e, "cuDNN status"));
     ck_assert(strstr(e, "cudnnBackendFinalize") || strstr(e, "CUDNN_ATTR_TENSOR_"));
-    dnn_b_free(&b);
+    lg_ops_dnn_free(&b);
 }
 END_TEST
 

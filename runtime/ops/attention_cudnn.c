@@ -33,10 +33,10 @@
 #define NSLOT 32
 
 struct plan {
-    struct dnn_shape key; /* the call's shape, as looked up */
-    struct dnn_shape s;   /* the shape built: the key, or a fallback of it */
-    struct dnn_b b; /* owns every descriptor of the graph and the plan */
-    dnn_t exec;
+    struct lg_ops_dnn_shape key; /* the call's shape, as looked up */
+    struct lg_ops_dnn_shape s;   /* the shape built: the key, or a fallback of it */
+    struct lg_ops_dnn b; /* owns every descriptor of the graph and the plan */
+    lg_dnn_t exec;
     int64_t ws;
     uint64_t used;
     char note[64];
@@ -115,7 +115,7 @@ static void plan_free(const struct lg_ops_attn_cudnn *d, struct plan *pl)
     (void)d;
     if (!pl)
         return;
-    dnn_b_free(&pl->b);
+    lg_ops_dnn_free(&pl->b);
     free(pl);
 }
 
@@ -150,10 +150,10 @@ static int pow2_at_least(int x, int lo)
     return v;
 }
 
-/* The shape of a call (ld: the DNN_LD_* row strides, zeros for tensors the direction does not use). */
+/* The shape of a call (ld: the LG_DNN_LD_* row strides, zeros for tensors the direction does not use). */
 enum lg_status lg_ops_attn_cudnn_shape(const struct lg_attn_params *p, int version, int arch, int exact, int bwd,
-                                       const struct lg_attn_seqs *sq, const int64_t ld[DNN_NLD],
-                                       struct dnn_shape *s)
+                                       const struct lg_attn_seqs *sq, const int64_t ld[LG_DNN_NLD],
+                                       struct lg_ops_dnn_shape *s)
 {
     memset(s, 0, sizeof *s); /* compared bytewise as the cache key */
     s->bwd = bwd, s->hq = p->hq, s->hkv = p->hkv, s->d = p->head_dim;
@@ -161,11 +161,11 @@ enum lg_status lg_ops_attn_cudnn_shape(const struct lg_attn_params *p, int versi
     s->b = exact ? sq->nseq : pow2_at_least(sq->nseq, 1);
     s->s = exact ? sq->max_len : pow2_at_least(sq->max_len, 64);
     memcpy(s->ld, ld, sizeof s->ld);
-    dnn_shape_slots(s);
+    lg_ops_dnn_shape_slots(s);
     s->thd_workspace = bwd && version >= 90600 && arch >= 90 && arch / 10 != 12;
     s->second_padding = bwd && version >= 90000 && version < 91000;
     int64_t biggest = (int64_t)p->hq;
-    for (int i = 0; i < DNN_NLD; i++)
+    for (int i = 0; i < LG_DNN_NLD; i++)
         biggest = ld[i] > biggest ? ld[i] : biggest;
     if (sq->tokens * biggest >= INT32_MAX)
         return lg_fail(LG_ERR_UNSUPPORTED, "cuDNN attention: %lld tokens x row stride %lld overflow the int32 "
@@ -176,12 +176,12 @@ enum lg_status lg_ops_attn_cudnn_shape(const struct lg_attn_params *p, int versi
 static const char *dir_name(int bwd) { return bwd ? "backward" : "forward"; }
 
 /* Builds the descriptors of s's graph into pl (no handle: stops, with its message, where one is needed). */
-enum lg_status lg_ops_attn_cudnn_build(const struct dnn_shape *s, cudnnHandle_t handle, struct dnn_b *b,
-                                       dnn_t *exec, int64_t *ws, char *note, size_t note_size)
+enum lg_status lg_ops_attn_cudnn_build(const struct lg_ops_dnn_shape *s, cudnnHandle_t handle, struct lg_ops_dnn *b,
+                                       lg_dnn_t *exec, int64_t *ws, char *note, size_t note_size)
 {
-    dnn_b_init(b, lg_cudnn(), dir_name(s->bwd));
-    dnn_sdpa_graph(b, s);
-    enum lg_status st = dnn_plan(b, handle, exec, ws, note, note_size);
+    lg_ops_dnn_init(b, lg_cudnn(), dir_name(s->bwd));
+    lg_ops_dnn_sdpa_graph(b, s);
+    enum lg_status st = lg_ops_dnn_plan(b, handle, exec, ws, note, note_size);
     if (st != LG_OK)
         return lg_fail_wrap(st, "b = %d, s = %d, heads %d/%d, d = %d, %s: ", s->b, s->s, s->hq, s->hkv, s->d,
                             s->type == CUDNN_DATA_BFLOAT16 ? "bf16" : "fp16");
@@ -191,7 +191,7 @@ enum lg_status lg_ops_attn_cudnn_build(const struct dnn_shape *s, cudnnHandle_t 
 /* The fallback steps, tried in order while cuDNN refuses the graph (LG_ERR_UNSUPPORTED): 0 the shape as
  * is; 1 the backward's softmax_sum and dQ buffers padded per sample instead of packed; 2 also the Stats. */
 #define NSTEPS 3
-static int fallback(const struct dnn_shape *key, int step, struct dnn_shape *s)
+static int fallback(const struct lg_ops_dnn_shape *key, int step, struct lg_ops_dnn_shape *s)
 {
     *s = *key;
     if (step >= 1) {
@@ -201,12 +201,12 @@ static int fallback(const struct dnn_shape *key, int step, struct dnn_shape *s)
     }
     if (step >= 2) {
         s->padded_stats = 1;
-        dnn_shape_slots(s);
+        lg_ops_dnn_shape_slots(s);
     }
     return 1;
 }
 
-static enum lg_status find_plan(struct lg_ops_attn_cudnn *d, const struct dnn_shape *key, struct plan **out)
+static enum lg_status find_plan(struct lg_ops_attn_cudnn *d, const struct lg_ops_dnn_shape *key, struct plan **out)
 {
     for (int i = 0; i < d->nplans; i++)
         if (!memcmp(&d->plans[i]->key, key, sizeof *key)) {
@@ -232,7 +232,7 @@ static enum lg_status find_plan(struct lg_ops_attn_cudnn *d, const struct dnn_sh
         }
         if (!first[0])
             snprintf(first, sizeof first, "%s", lg_last_error());
-        dnn_b_free(&pl->b);
+        lg_ops_dnn_free(&pl->b);
     }
     if (st != LG_OK) {
         plan_free(d, pl);
@@ -266,7 +266,7 @@ struct layout {
 
 static void layout_of(const struct plan *pl, const struct lg_attn_seqs *sq, struct layout *L)
 {
-    const struct dnn_shape *s = &pl->s;
+    const struct lg_ops_dnn_shape *s = &pl->s;
     L->meta_ints = (size_t)s->b + (size_t)s->nmult * (size_t)(s->b + 1);
     size_t at = align256(L->meta_ints * 4);
     L->stats = at;
@@ -276,7 +276,7 @@ static void layout_of(const struct plan *pl, const struct lg_attn_seqs *sq, stru
     if (s->bwd) {
         const int packed = s->thd_workspace && !s->padded_stats;
         ssum_bytes = packed ? (size_t)sq->tokens * s->hq * 4 : (size_t)s->b * s->hq * s->s * 4;
-        dq_bytes = s->thd_workspace ? (size_t)sq->tokens * (size_t)s->ld[DNN_LD_DQ] * 4
+        dq_bytes = s->thd_workspace ? (size_t)sq->tokens * (size_t)s->ld[LG_DNN_LD_DQ] * 4
                                     : (size_t)s->b * s->hq * s->s * (size_t)s->d * 4;
     }
     L->ssum = at, at += align256(ssum_bytes);
@@ -333,7 +333,7 @@ static enum lg_status stage_slot(struct lg_ops_attn_cudnn *d, size_t n, int *slo
 }
 
 /* Lengths (b, zero past nseq) then for each multiplier m the b+1 offsets cu[min(i, nseq)]·m. */
-void lg_ops_attn_cudnn_meta(const struct dnn_shape *s, const struct lg_attn_seqs *sq, int32_t *out)
+void lg_ops_attn_cudnn_meta(const struct lg_ops_dnn_shape *s, const struct lg_attn_seqs *sq, int32_t *out)
 {
     for (int i = 0; i < s->b; i++)
         out[i] = i < sq->nseq ? sq->cu_host[i + 1] - sq->cu_host[i] : 0;
@@ -353,7 +353,7 @@ struct binding {
 static void bind(struct binding *v, int64_t uid, void *p) { v->uid[v->n] = uid, v->ptr[v->n++] = p; }
 
 /* The padded-Stats fallback: sample i's rows of the padded [b, s, hq] buffer to or from its rows of the LSE. */
-static enum lg_status copy_stats(const struct dnn_shape *s, const struct lg_attn_seqs *sq, CUdeviceptr padded,
+static enum lg_status copy_stats(const struct lg_ops_dnn_shape *s, const struct lg_attn_seqs *sq, CUdeviceptr padded,
                                  CUdeviceptr lse, int to_padded, CUstream stream)
 {
     for (int i = 0; i < sq->nseq; i++) {
@@ -370,17 +370,17 @@ static enum lg_status copy_stats(const struct dnn_shape *s, const struct lg_attn
 }
 
 static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, const struct lg_attn_seqs *sq,
-                          const int64_t ld[DNN_NLD], const CUdeviceptr ptr[DNN_NLD], CUdeviceptr lse,
+                          const int64_t ld[LG_DNN_NLD], const CUdeviceptr ptr[LG_DNN_NLD], CUdeviceptr lse,
                           CUstream stream)
 {
-    struct dnn_shape key;
+    struct lg_ops_dnn_shape key;
     enum lg_status st = lg_ops_attn_cudnn_shape(&d->p, d->version, d->arch, d->exact, bwd, sq, ld, &key);
     struct plan *pl = NULL;
     if (st == LG_OK)
         st = find_plan(d, &key, &pl);
     if (st != LG_OK)
         return lg_fail_wrap(st, "%s: ", fn);
-    const struct dnn_shape s = pl->s; /* as built (a fallback may differ from the key) */
+    const struct lg_ops_dnn_shape s = pl->s; /* as built (a fallback may differ from the key) */
     snprintf(d->last_note, sizeof d->last_note, "b %d s %d, %s", s.b, s.s, pl->note);
     struct layout L;
     layout_of(pl, sq, &L);
@@ -397,27 +397,27 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
     d->ev_live[slot] = 1;
 
     struct binding v = {.n = 0};
-    static const int64_t uid_of[DNN_NLD] = {[DNN_LD_Q] = DNN_Q,   [DNN_LD_K] = DNN_K,   [DNN_LD_V] = DNN_V,
-                                            [DNN_LD_O] = DNN_O,   [DNN_LD_DO] = DNN_DO, [DNN_LD_DQ] = DNN_DQ,
-                                            [DNN_LD_DK] = DNN_DK, [DNN_LD_DV] = DNN_DV};
-    for (int i = 0; i < DNN_NLD; i++)
+    static const int64_t uid_of[LG_DNN_NLD] = {
+        [LG_DNN_LD_Q] = LG_DNN_Q,   [LG_DNN_LD_K] = LG_DNN_K,   [LG_DNN_LD_V] = LG_DNN_V,   [LG_DNN_LD_O] = LG_DNN_O,
+        [LG_DNN_LD_DO] = LG_DNN_DO, [LG_DNN_LD_DQ] = LG_DNN_DQ, [LG_DNN_LD_DK] = LG_DNN_DK, [LG_DNN_LD_DV] = LG_DNN_DV};
+    for (int i = 0; i < LG_DNN_NLD; i++)
         if (ld[i])
             bind(&v, uid_of[i], (void *)ptr[i]);
     const CUdeviceptr stats = s.padded_stats ? d->dev + L.stats : lse;
-    bind(&v, DNN_STATS, (void *)stats);
-    bind(&v, DNN_SEQ_Q, (void *)d->dev), bind(&v, DNN_SEQ_KV, (void *)d->dev);
+    bind(&v, LG_DNN_STATS, (void *)stats);
+    bind(&v, LG_DNN_SEQ_Q, (void *)d->dev), bind(&v, LG_DNN_SEQ_KV, (void *)d->dev);
     for (int m = 0; m < s.nmult; m++)
-        bind(&v, DNN_OFFSET0 + m, (void *)(d->dev + (CUdeviceptr)(4 * ((size_t)s.b + (size_t)m * (s.b + 1)))));
-    bind(&v, DNN_SCALE, &d->scale), bind(&v, DNN_NEG_INF, &d->neg_inf);
+        bind(&v, LG_DNN_OFFSET0 + m, (void *)(d->dev + (CUdeviceptr)(4 * ((size_t)s.b + (size_t)m * (s.b + 1)))));
+    bind(&v, LG_DNN_SCALE, &d->scale), bind(&v, LG_DNN_NEG_INF, &d->neg_inf);
     if (bwd) {
-        bind(&v, DNN_ONE, &d->one);
-        bind(&v, DNN_SOFTMAX_SUM, (void *)(d->dev + L.ssum)), bind(&v, DNN_DQ_ACC, (void *)(d->dev + L.dqacc));
+        bind(&v, LG_DNN_ONE, &d->one);
+        bind(&v, LG_DNN_SOFTMAX_SUM, (void *)(d->dev + L.ssum)), bind(&v, LG_DNN_DQ_ACC, (void *)(d->dev + L.dqacc));
     }
     void *ws = pl->ws ? (void *)(d->dev + L.ws) : NULL;
     if (s.padded_stats && bwd && (st = copy_stats(&s, sq, stats, lse, 1, stream)) != LG_OK)
         return lg_fail_wrap(st, "%s: ", fn);
 
-    dnn_t pack = NULL;
+    lg_dnn_t pack = NULL;
     cudnnStatus_t cs = d->c->BackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
     const char *what = "cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)";
     if (cs == CUDNN_STATUS_SUCCESS) {
@@ -453,21 +453,21 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
 
 enum lg_status lg_ops_attn_cudnn_forward(struct lg_ops_attn_cudnn *d, const struct lg_attn_fwd *f, CUstream stream)
 {
-    int64_t ld[DNN_NLD] = {0};
-    CUdeviceptr ptr[DNN_NLD] = {0};
-    ld[DNN_LD_Q] = f->ldq, ld[DNN_LD_K] = f->ldk, ld[DNN_LD_V] = f->ldv, ld[DNN_LD_O] = f->ldo;
-    ptr[DNN_LD_Q] = f->q, ptr[DNN_LD_K] = f->k, ptr[DNN_LD_V] = f->v, ptr[DNN_LD_O] = f->o;
+    int64_t ld[LG_DNN_NLD] = {0};
+    CUdeviceptr ptr[LG_DNN_NLD] = {0};
+    ld[LG_DNN_LD_Q] = f->ldq, ld[LG_DNN_LD_K] = f->ldk, ld[LG_DNN_LD_V] = f->ldv, ld[LG_DNN_LD_O] = f->ldo;
+    ptr[LG_DNN_LD_Q] = f->q, ptr[LG_DNN_LD_K] = f->k, ptr[LG_DNN_LD_V] = f->v, ptr[LG_DNN_LD_O] = f->o;
     return run(d, "lg_attn_forward", 0, &f->seqs, ld, ptr, f->lse, stream);
 }
 
 enum lg_status lg_ops_attn_cudnn_backward(struct lg_ops_attn_cudnn *d, const struct lg_attn_bwd *b, CUstream stream)
 {
-    const int64_t ld[DNN_NLD] = {[DNN_LD_Q] = b->ldq,   [DNN_LD_K] = b->ldk,   [DNN_LD_V] = b->ldv,
-                                 [DNN_LD_O] = b->ldo,   [DNN_LD_DO] = b->lddo, [DNN_LD_DQ] = b->lddq,
-                                 [DNN_LD_DK] = b->lddk, [DNN_LD_DV] = b->lddv};
-    const CUdeviceptr ptr[DNN_NLD] = {[DNN_LD_Q] = b->q,   [DNN_LD_K] = b->k,   [DNN_LD_V] = b->v,
-                                      [DNN_LD_O] = b->o,   [DNN_LD_DO] = b->dout, [DNN_LD_DQ] = b->dq,
-                                      [DNN_LD_DK] = b->dk, [DNN_LD_DV] = b->dv};
+    const int64_t ld[LG_DNN_NLD] = {[LG_DNN_LD_Q] = b->ldq,   [LG_DNN_LD_K] = b->ldk,   [LG_DNN_LD_V] = b->ldv,
+                                 [LG_DNN_LD_O] = b->ldo,   [LG_DNN_LD_DO] = b->lddo, [LG_DNN_LD_DQ] = b->lddq,
+                                 [LG_DNN_LD_DK] = b->lddk, [LG_DNN_LD_DV] = b->lddv};
+    const CUdeviceptr ptr[LG_DNN_NLD] = {[LG_DNN_LD_Q] = b->q,   [LG_DNN_LD_K] = b->k,   [LG_DNN_LD_V] = b->v,
+                                      [LG_DNN_LD_O] = b->o,   [LG_DNN_LD_DO] = b->dout, [LG_DNN_LD_DQ] = b->dq,
+                                      [LG_DNN_LD_DK] = b->dk, [LG_DNN_LD_DV] = b->dv};
     return run(d, "lg_attn_backward", 1, &b->seqs, ld, ptr, b->lse, stream);
 }
 

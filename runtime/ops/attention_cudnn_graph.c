@@ -9,15 +9,15 @@
 #include <stdio.h>
 #include <string.h>
 
-void dnn_b_init(struct dnn_b *b, const struct lg_cudnn_api *c, const char *graph)
+void lg_ops_dnn_init(struct lg_ops_dnn *b, const struct lg_cudnn_api *c, const char *graph)
 {
     memset(b, 0, sizeof *b);
-    b->c = c, b->graph = graph, b->next_virtual_uid = DNN_FIRST_VIRTUAL;
+    b->c = c, b->graph = graph, b->next_virtual_uid = LG_DNN_FIRST_VIRTUAL;
     if (!c)
         b->st = lg_fail(LG_ERR_UNSUPPORTED, "cuDNN %s graph: cuDNN 9 is not loaded: %s", graph, lg_cudnn_error());
 }
 
-void dnn_b_free(struct dnn_b *b)
+void lg_ops_dnn_free(struct lg_ops_dnn *b)
 {
     for (int i = b->nall - 1; i >= 0; i--)
         if (b->all[i])
@@ -25,14 +25,14 @@ void dnn_b_free(struct dnn_b *b)
     b->nall = 0, b->nops = 0;
 }
 
-static void fail(struct dnn_b *b, cudnnStatus_t s, const char *obj, const char *call, const char *attr)
+static void fail(struct lg_ops_dnn *b, cudnnStatus_t s, const char *obj, const char *call, const char *attr)
 {
     char what[256];
     snprintf(what, sizeof what, "cuDNN %s graph: %s: %s%s%s", b->graph, obj, call, attr ? " " : "", attr ? attr : "");
     b->st = lg_cudnn_check(s, what);
 }
 
-static dnn_t create(struct dnn_b *b, cudnnBackendDescriptorType_t type, const char *obj, const char *tname)
+static lg_dnn_t create(struct lg_ops_dnn *b, cudnnBackendDescriptorType_t type, const char *obj, const char *tname)
 {
     if (b->st != LG_OK)
         return NULL;
@@ -40,7 +40,7 @@ static dnn_t create(struct dnn_b *b, cudnnBackendDescriptorType_t type, const ch
         b->st = lg_fail(LG_ERR_INTERNAL, "cuDNN %s graph: more than %d descriptors", b->graph, LG_DNN_MAXDESC);
         return NULL;
     }
-    dnn_t d = NULL;
+    lg_dnn_t d = NULL;
     cudnnStatus_t s = b->c->BackendCreateDescriptor(type, &d);
     if (s != CUDNN_STATUS_SUCCESS) {
         char call[96];
@@ -53,7 +53,7 @@ static dnn_t create(struct dnn_b *b, cudnnBackendDescriptorType_t type, const ch
 }
 #define CREATE(b, type, obj) create(b, type, obj, #type)
 
-static void set(struct dnn_b *b, dnn_t d, const char *obj, cudnnBackendAttributeName_t attr, const char *aname,
+static void set(struct lg_ops_dnn *b, lg_dnn_t d, const char *obj, cudnnBackendAttributeName_t attr, const char *aname,
                 cudnnBackendAttributeType_t type, int64_t n, const void *v)
 {
     if (b->st != LG_OK || !d)
@@ -64,7 +64,7 @@ static void set(struct dnn_b *b, dnn_t d, const char *obj, cudnnBackendAttribute
 }
 #define SET(b, d, obj, attr, type, n, v) set(b, d, obj, attr, #attr, type, n, v)
 
-static void finalize(struct dnn_b *b, dnn_t d, const char *obj)
+static void finalize(struct lg_ops_dnn *b, lg_dnn_t d, const char *obj)
 {
     if (b->st != LG_OK || !d)
         return;
@@ -75,11 +75,11 @@ static void finalize(struct dnn_b *b, dnn_t d, const char *obj)
 
 /* ---- tensors ---- */
 
-dnn_t dnn_tensor(struct dnn_b *b, const struct dnn_tensor *t)
+lg_dnn_t lg_ops_dnn_tensor(struct lg_ops_dnn *b, const struct lg_ops_dnn_tensor *t)
 {
     char obj[96];
     snprintf(obj, sizeof obj, "tensor '%s' (uid %lld)", t->name, (long long)t->uid);
-    dnn_t d = CREATE(b, CUDNN_BACKEND_TENSOR_DESCRIPTOR, obj);
+    lg_dnn_t d = CREATE(b, CUDNN_BACKEND_TENSOR_DESCRIPTOR, obj);
     int64_t uid = t->uid;
     if (!uid)
         uid = b->next_virtual_uid++;
@@ -100,24 +100,24 @@ dnn_t dnn_tensor(struct dnn_b *b, const struct dnn_tensor *t)
     return b->st == LG_OK ? d : NULL;
 }
 
-dnn_t dnn_virtual(struct dnn_b *b, const char *name, cudnnDataType_t type, const int64_t dim[4],
+lg_dnn_t lg_ops_dnn_virtual(struct lg_ops_dnn *b, const char *name, cudnnDataType_t type, const int64_t dim[4],
                   const int64_t stride[4])
 {
-    struct dnn_tensor t = {.name = name, .type = type, .virt = 1};
+    struct lg_ops_dnn_tensor t = {.name = name, .type = type, .virt = 1};
     memcpy(t.dim, dim, sizeof t.dim), memcpy(t.stride, stride, sizeof t.stride);
-    return dnn_tensor(b, &t);
+    return lg_ops_dnn_tensor(b, &t);
 }
 
-dnn_t dnn_scalar(struct dnn_b *b, const char *name, int64_t uid, cudnnDataType_t type)
+lg_dnn_t lg_ops_dnn_scalar(struct lg_ops_dnn *b, const char *name, int64_t uid, cudnnDataType_t type)
 {
-    struct dnn_tensor t = {.name = name, .uid = uid, .type = type, .dim = {1, 1, 1, 1}, .stride = {1, 1, 1, 1},
+    struct lg_ops_dnn_tensor t = {.name = name, .uid = uid, .type = type, .dim = {1, 1, 1, 1}, .stride = {1, 1, 1, 1},
                            .by_value = 1};
-    return dnn_tensor(b, &t);
+    return lg_ops_dnn_tensor(b, &t);
 }
 
 /* ---- operations ---- */
 
-static void add_op(struct dnn_b *b, dnn_t op, const char *obj)
+static void add_op(struct lg_ops_dnn *b, lg_dnn_t op, const char *obj)
 {
     finalize(b, op, obj);
     if (b->st != LG_OK)
@@ -129,18 +129,18 @@ static void add_op(struct dnn_b *b, dnn_t op, const char *obj)
     b->ops[b->nops++] = op;
 }
 
-void dnn_pointwise(struct dnn_b *b, const char *name, cudnnPointwiseMode_t mode, cudnnDataType_t math, dnn_t x,
-                   dnn_t x2, dnn_t t, dnn_t y, int64_t axis)
+void lg_ops_dnn_pointwise(struct lg_ops_dnn *b, const char *name, cudnnPointwiseMode_t mode, cudnnDataType_t math,
+                          lg_dnn_t x, lg_dnn_t x2, lg_dnn_t t, lg_dnn_t y, int64_t axis)
 {
     char obj[96];
     snprintf(obj, sizeof obj, "pointwise '%s' (mode %d)", name, (int)mode);
-    dnn_t pw = CREATE(b, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, obj);
+    lg_dnn_t pw = CREATE(b, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, obj);
     SET(b, pw, obj, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode);
     SET(b, pw, obj, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &math);
     if (axis >= 0)
         SET(b, pw, obj, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis);
     finalize(b, pw, obj);
-    dnn_t op = CREATE(b, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, obj);
+    lg_dnn_t op = CREATE(b, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, obj);
     const float one = 1.0f;
     SET(b, op, obj, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw);
     SET(b, op, obj, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
@@ -154,18 +154,18 @@ void dnn_pointwise(struct dnn_b *b, const char *name, cudnnPointwiseMode_t mode,
     add_op(b, op, obj);
 }
 
-void dnn_matmul(struct dnn_b *b, const char *name, dnn_t a, dnn_t bm, dnn_t c, dnn_t m_ovr, dnn_t n_ovr,
-                dnn_t k_ovr, double padding)
+void lg_ops_dnn_matmul(struct lg_ops_dnn *b, const char *name, lg_dnn_t a, lg_dnn_t bm, lg_dnn_t c, lg_dnn_t m_ovr,
+                       lg_dnn_t n_ovr, lg_dnn_t k_ovr, double padding)
 {
     char obj[96];
     snprintf(obj, sizeof obj, "matmul '%s'", name);
-    dnn_t mm = CREATE(b, CUDNN_BACKEND_MATMUL_DESCRIPTOR, obj);
+    lg_dnn_t mm = CREATE(b, CUDNN_BACKEND_MATMUL_DESCRIPTOR, obj);
     const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
     SET(b, mm, obj, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp);
     if (!isnan(padding))
         SET(b, mm, obj, CUDNN_ATTR_MATMUL_PADDING_VALUE, CUDNN_TYPE_DOUBLE, 1, &padding);
     finalize(b, mm, obj);
-    dnn_t op = CREATE(b, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, obj);
+    lg_dnn_t op = CREATE(b, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, obj);
     SET(b, op, obj, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a);
     SET(b, op, obj, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &bm);
     SET(b, op, obj, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c);
@@ -179,27 +179,27 @@ void dnn_matmul(struct dnn_b *b, const char *name, dnn_t a, dnn_t bm, dnn_t c, d
     add_op(b, op, obj);
 }
 
-void dnn_reduction(struct dnn_b *b, const char *name, cudnnReduceTensorOp_t rop, dnn_t x, dnn_t y)
+void lg_ops_dnn_reduction(struct lg_ops_dnn *b, const char *name, cudnnReduceTensorOp_t rop, lg_dnn_t x, lg_dnn_t y)
 {
     char obj[96];
     snprintf(obj, sizeof obj, "reduction '%s'", name);
-    dnn_t rd = CREATE(b, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, obj);
+    lg_dnn_t rd = CREATE(b, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, obj);
     const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
     SET(b, rd, obj, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp);
     SET(b, rd, obj, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &rop);
     finalize(b, rd, obj);
-    dnn_t op = CREATE(b, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, obj);
+    lg_dnn_t op = CREATE(b, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, obj);
     SET(b, op, obj, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
     SET(b, op, obj, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
     SET(b, op, obj, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &rd);
     add_op(b, op, obj);
 }
 
-void dnn_reshape(struct dnn_b *b, const char *name, dnn_t x, dnn_t y)
+void lg_ops_dnn_reshape(struct lg_ops_dnn *b, const char *name, lg_dnn_t x, lg_dnn_t y)
 {
     char obj[96];
     snprintf(obj, sizeof obj, "reshape '%s'", name);
-    dnn_t op = CREATE(b, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, obj);
+    lg_dnn_t op = CREATE(b, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, obj);
     SET(b, op, obj, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
     SET(b, op, obj, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
     add_op(b, op, obj);
@@ -210,11 +210,12 @@ void dnn_reshape(struct dnn_b *b, const char *name, dnn_t x, dnn_t y)
 #define MAX_CFGS 32
 
 /* Engine configurations of one heuristics mode into cfgs (descriptors of b); their number. */
-static int heuristics(struct dnn_b *b, dnn_t graph, cudnnBackendHeurMode_t mode, const char *mname, dnn_t *cfgs)
+static int heuristics(struct lg_ops_dnn *b, lg_dnn_t graph, cudnnBackendHeurMode_t mode, const char *mname,
+                      lg_dnn_t *cfgs)
 {
     char obj[64];
     snprintf(obj, sizeof obj, "engine heuristics (%s)", mname);
-    dnn_t h = CREATE(b, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, obj);
+    lg_dnn_t h = CREATE(b, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, obj);
     SET(b, h, obj, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph);
     SET(b, h, obj, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
     finalize(b, h, obj);
@@ -242,7 +243,7 @@ static int heuristics(struct dnn_b *b, dnn_t graph, cudnnBackendHeurMode_t mode,
     return (int)(got < n ? got : n);
 }
 
-enum lg_status dnn_plan(struct dnn_b *b, cudnnHandle_t handle, dnn_t *plan, int64_t *ws, char *note,
+enum lg_status lg_ops_dnn_plan(struct lg_ops_dnn *b, cudnnHandle_t handle, lg_dnn_t *plan, int64_t *ws, char *note,
                         size_t note_size)
 {
     *plan = NULL, *ws = 0;
@@ -254,11 +255,11 @@ enum lg_status dnn_plan(struct dnn_b *b, cudnnHandle_t handle, dnn_t *plan, int6
         return b->st = lg_fail(LG_ERR_UNSUPPORTED,
                                "cuDNN %s graph: its %d operations are built, but the operation graph needs a cuDNN "
                                "handle, which needs a GPU", b->graph, b->nops);
-    dnn_t g = CREATE(b, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
+    lg_dnn_t g = CREATE(b, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
     SET(b, g, "operation graph", CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, b->nops, b->ops);
     SET(b, g, "operation graph", CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
     finalize(b, g, "operation graph");
-    dnn_t cfgs[MAX_CFGS];
+    lg_dnn_t cfgs[MAX_CFGS];
     int n = heuristics(b, g, CUDNN_HEUR_MODE_A, "mode A", cfgs);
     if (b->st == LG_OK && n == 0)
         n = heuristics(b, g, CUDNN_HEUR_MODE_FALLBACK, "fallback", cfgs);
@@ -272,7 +273,7 @@ enum lg_status dnn_plan(struct dnn_b *b, cudnnHandle_t handle, dnn_t *plan, int6
     char why[1024] = "";
     size_t wl = 0;
     for (int i = 0; i < n; i++) {
-        dnn_t p = NULL;
+        lg_dnn_t p = NULL;
         cudnnStatus_t s = b->c->BackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p);
         if (s == CUDNN_STATUS_SUCCESS) {
             b->c->BackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);

@@ -2,10 +2,10 @@
  * graphs the cuDNN attention backend builds with it (attention_cudnn_sdpa.c).
  *
  * The builder (attention_cudnn_graph.c) creates and finalizes tensor and operation descriptors. Its first
- * failure is sticky: every later call does nothing, and dnn_b.st holds LG_ERR_* with a message naming the
+ * failure is sticky: every later call does nothing, and lg_ops_dnn.st holds LG_ERR_* with a message naming the
  * graph, the tensor or operation (by the name given here), the descriptor type, the attribute and cuDNN's
  * status string and last error text. So a graph is written straight through and checked once at the end.
- * Nothing before dnn_plan() needs a handle (or a GPU): tests build every descriptor on machines without one. */
+ * Nothing before lg_ops_dnn_plan() needs a handle (or a GPU): tests build every descriptor on machines without one. */
 #ifndef LG_OPS_ATTENTION_CUDNN_GRAPH_H
 #define LG_OPS_ATTENTION_CUDNN_GRAPH_H
 
@@ -15,82 +15,92 @@
 #define LG_DNN_MAXDESC 160
 #define LG_DNN_MAXOPS 64
 
-typedef cudnnBackendDescriptor_t dnn_t;
+typedef cudnnBackendDescriptor_t lg_dnn_t;
 
-struct dnn_b {
+struct lg_ops_dnn {
     const struct lg_cudnn_api *c;
     const char *graph;           /* "forward" / "backward", for messages */
-    dnn_t all[LG_DNN_MAXDESC];   /* every descriptor made, destroyed by dnn_b_free */
+    lg_dnn_t all[LG_DNN_MAXDESC];   /* every descriptor made, destroyed by lg_ops_dnn_free */
     int nall;
-    dnn_t ops[LG_DNN_MAXOPS];    /* the operations, in the order added (topological) */
+    lg_dnn_t ops[LG_DNN_MAXOPS];    /* the operations, in the order added (topological) */
     int nops;
     int64_t next_virtual_uid;
     enum lg_status st;           /* the first failure, LG_OK until then */
 };
 
-void dnn_b_init(struct dnn_b *b, const struct lg_cudnn_api *c, const char *graph);
-void dnn_b_free(struct dnn_b *b);
+void lg_ops_dnn_init(struct lg_ops_dnn *b, const struct lg_cudnn_api *c, const char *graph);
+void lg_ops_dnn_free(struct lg_ops_dnn *b);
 
 /* A tensor: dims/strides in cuDNN order [b, h, s, d]; uid 0: a fresh virtual uid (then virt must be 1). */
-struct dnn_tensor {
+struct lg_ops_dnn_tensor {
     const char *name;
     int64_t uid;
     cudnnDataType_t type;
     int64_t dim[4], stride[4];
     int virt, by_value;
-    dnn_t ragged; /* ragged offset tensor (element offsets of each batch entry), or NULL */
+    lg_dnn_t ragged; /* ragged offset tensor (element offsets of each batch entry), or NULL */
 };
-dnn_t dnn_tensor(struct dnn_b *b, const struct dnn_tensor *t);
+lg_dnn_t lg_ops_dnn_tensor(struct lg_ops_dnn *b, const struct lg_ops_dnn_tensor *t);
 /* A virtual tensor of `type` shaped like dims/strides. */
-dnn_t dnn_virtual(struct dnn_b *b, const char *name, cudnnDataType_t type, const int64_t dim[4],
+lg_dnn_t lg_ops_dnn_virtual(struct lg_ops_dnn *b, const char *name, cudnnDataType_t type, const int64_t dim[4],
                   const int64_t stride[4]);
 /* A by-value scalar ([1,1,1,1]) of `type` (CUDNN_DATA_FLOAT or CUDNN_DATA_INT32); its host value is passed
  * in the variant pack under uid. */
-dnn_t dnn_scalar(struct dnn_b *b, const char *name, int64_t uid, cudnnDataType_t type);
+lg_dnn_t lg_ops_dnn_scalar(struct lg_ops_dnn *b, const char *name, int64_t uid, cudnnDataType_t type);
 
-/* Operations; y is made by the caller (dnn_tensor / dnn_virtual). x2 and t may be NULL where the mode
+/* Operations; y is made by the caller (lg_ops_dnn_tensor / lg_ops_dnn_virtual). x2 and t may be NULL where the mode
  * takes fewer inputs; axis >= 0 only for CUDNN_POINTWISE_GEN_INDEX. */
-void dnn_pointwise(struct dnn_b *b, const char *name, cudnnPointwiseMode_t mode, cudnnDataType_t math, dnn_t x,
-                   dnn_t x2, dnn_t t, dnn_t y, int64_t axis);
+void lg_ops_dnn_pointwise(struct lg_ops_dnn *b, const char *name, cudnnPointwiseMode_t mode, cudnnDataType_t math,
+                          lg_dnn_t x, lg_dnn_t x2, lg_dnn_t t, lg_dnn_t y, int64_t axis);
 /* y = a·b batched; m/n/k overrides: int32 [b,1,1,1] tensors of the actual sizes per batch entry (or NULL);
  * padding: the value written outside the overridden sizes (NaN: none set). */
-void dnn_matmul(struct dnn_b *b, const char *name, dnn_t a, dnn_t bm, dnn_t c, dnn_t m_ovr, dnn_t n_ovr,
-                dnn_t k_ovr, double padding);
-void dnn_reduction(struct dnn_b *b, const char *name, cudnnReduceTensorOp_t op, dnn_t x, dnn_t y);
-void dnn_reshape(struct dnn_b *b, const char *name, dnn_t x, dnn_t y);
+void lg_ops_dnn_matmul(struct lg_ops_dnn *b, const char *name, lg_dnn_t a, lg_dnn_t bm, lg_dnn_t c, lg_dnn_t m_ovr,
+                       lg_dnn_t n_ovr, lg_dnn_t k_ovr, double padding);
+void lg_ops_dnn_reduction(struct lg_ops_dnn *b, const char *name, cudnnReduceTensorOp_t op, lg_dnn_t x, lg_dnn_t y);
+void lg_ops_dnn_reshape(struct lg_ops_dnn *b, const char *name, lg_dnn_t x, lg_dnn_t y);
 
 /* The finished graph: the operation graph on `handle`, the engine configurations of heuristics mode A (then
  * the fallback list), the first that finalizes as an execution plan. Its workspace size in *ws. Needs a
  * handle: without one, LG_ERR_UNSUPPORTED saying so. The plan is a descriptor of b (freed with it). */
-enum lg_status dnn_plan(struct dnn_b *b, cudnnHandle_t handle, dnn_t *plan, int64_t *ws, char *engine_note,
-                        size_t note_size);
+enum lg_status lg_ops_dnn_plan(struct lg_ops_dnn *b, cudnnHandle_t handle, lg_dnn_t *plan, int64_t *ws,
+                               char *engine_note, size_t note_size);
 
 /* ---- the SDPA graphs (attention_cudnn_sdpa.c) ---- */
 
 /* Fixed uids of the tensors a call binds (everything else is virtual). */
 enum {
-    DNN_Q = 1, DNN_K, DNN_V, DNN_O, DNN_STATS, DNN_DO, DNN_DQ, DNN_DK, DNN_DV,
-    DNN_SEQ_Q, DNN_SEQ_KV, /* the per-sample lengths, [b] int32 (one device array bound to both) */
-    DNN_SCALE, DNN_NEG_INF, DNN_ONE, /* by-value scalars */
-    DNN_SOFTMAX_SUM, DNN_DQ_ACC,     /* backward workspace tensors (fp32) */
-    DNN_OFFSET0 = 32,                /* ragged offset tensors: DNN_OFFSET0 + index into dnn_shape.mult */
-    DNN_FIRST_VIRTUAL = 1000,
+    LG_DNN_Q = 1, LG_DNN_K, LG_DNN_V, LG_DNN_O, LG_DNN_STATS, LG_DNN_DO, LG_DNN_DQ, LG_DNN_DK, LG_DNN_DV,
+    LG_DNN_SEQ_Q, LG_DNN_SEQ_KV, /* the per-sample lengths, [b] int32 (one device array bound to both) */
+    LG_DNN_SCALE, LG_DNN_NEG_INF, LG_DNN_ONE, /* by-value scalars */
+    LG_DNN_SOFTMAX_SUM, LG_DNN_DQ_ACC,     /* backward workspace tensors (fp32) */
+    LG_DNN_OFFSET0 = 32,                /* ragged offset tensors: LG_DNN_OFFSET0 + index into lg_ops_dnn_shape.mult */
+    LG_DNN_FIRST_VIRTUAL = 1000,
 };
 
-/* ld indices of dnn_shape.ld (elements between tokens, as lg_attention.h) */
-enum { DNN_LD_Q, DNN_LD_K, DNN_LD_V, DNN_LD_O, DNN_LD_DO, DNN_LD_DQ, DNN_LD_DK, DNN_LD_DV, DNN_NLD };
+/* ld indices of lg_ops_dnn_shape.ld (elements between tokens, as lg_attention.h) */
+enum {
+    LG_DNN_LD_Q,
+    LG_DNN_LD_K,
+    LG_DNN_LD_V,
+    LG_DNN_LD_O,
+    LG_DNN_LD_DO,
+    LG_DNN_LD_DQ,
+    LG_DNN_LD_DK,
+    LG_DNN_LD_DV,
+    LG_DNN_NLD
+};
 
 /* One graph's shape: what a cached plan is built for. */
-struct dnn_shape {
+struct lg_ops_dnn_shape {
     int bwd;              /* 0: forward, 1: backward */
     int b, s;             /* batch entries (samples, padded) and the sequence bound */
     int hq, hkv, d;
     cudnnDataType_t type; /* CUDNN_DATA_BFLOAT16 or CUDNN_DATA_HALF */
-    int64_t ld[DNN_NLD];  /* the call's row strides (zeros where a direction does not use them) */
+    int64_t ld[LG_DNN_NLD];  /* the call's row strides (zeros where a direction does not use them) */
     /* the distinct offset multipliers: mult[i] elements per token; slot[x] indexes mult for tensor x
-     * (DNN_LD_*), and slot_stats for the LSE (hq per token) */
-    int64_t mult[DNN_NLD + 1];
-    int nmult, slot[DNN_NLD], slot_stats;
+     * (LG_DNN_LD_*), and slot_stats for the LSE (hq per token) */
+    int64_t mult[LG_DNN_NLD + 1];
+    int nmult, slot[LG_DNN_NLD], slot_stats;
     int thd_workspace;    /* backward: softmax_sum and dQ_acc packed by token (cuDNN >= 9.6 on sm_90+) */
     int second_padding;   /* backward: the mask applied again after the stats (cuDNN 9.0 - 9.9) */
     int padded_stats;     /* the fallback: Stats [b, hq, s, 1] padded per sample in the workspace (strides
@@ -98,23 +108,23 @@ struct dnn_shape {
 };
 
 /* Fills the offset slots of s from s->ld and s->hq (no LSE slot with padded_stats). */
-void dnn_shape_slots(struct dnn_shape *s);
+void lg_ops_dnn_shape_slots(struct lg_ops_dnn_shape *s);
 /* Builds every tensor and operation descriptor of the forward or backward graph into b (no handle used). */
-void dnn_sdpa_graph(struct dnn_b *b, const struct dnn_shape *s);
+void lg_ops_dnn_sdpa_graph(struct lg_ops_dnn *b, const struct lg_ops_dnn_shape *s);
 
 
 /* ---- the backend's steps (attention_cudnn.c), visible to the tests ---- */
 
-/* The graph shape of one call (ld: DNN_LD_* row strides, zeros for tensors the direction does not use);
+/* The graph shape of one call (ld: LG_DNN_LD_* row strides, zeros for tensors the direction does not use);
  * exact: b and s as given rather than rounded up to powers of two. LG_ERR_UNSUPPORTED if offsets overflow. */
 enum lg_status lg_ops_attn_cudnn_shape(const struct lg_attn_params *p, int version, int arch, int exact, int bwd,
-                                       const struct lg_attn_seqs *sq, const int64_t ld[DNN_NLD],
-                                       struct dnn_shape *s);
+                                       const struct lg_attn_seqs *sq, const int64_t ld[LG_DNN_NLD],
+                                       struct lg_ops_dnn_shape *s);
 /* Builds s's graph into b and, with a handle, its execution plan (*exec, workspace *ws). */
-enum lg_status lg_ops_attn_cudnn_build(const struct dnn_shape *s, cudnnHandle_t handle, struct dnn_b *b,
-                                       dnn_t *exec, int64_t *ws, char *note, size_t note_size);
+enum lg_status lg_ops_attn_cudnn_build(const struct lg_ops_dnn_shape *s, cudnnHandle_t handle, struct lg_ops_dnn *b,
+                                       lg_dnn_t *exec, int64_t *ws, char *note, size_t note_size);
 /* The per-call device values: b lengths (0 past nseq), then per multiplier the b+1 offsets. */
-void lg_ops_attn_cudnn_meta(const struct dnn_shape *s, const struct lg_attn_seqs *sq, int32_t *out);
+void lg_ops_attn_cudnn_meta(const struct lg_ops_dnn_shape *s, const struct lg_attn_seqs *sq, int32_t *out);
 struct lg_ops_attn_cudnn;
 /* "b B s S, engine config i of n" of the last call, and the number of cached plans (benchmarks, tests). */
 const char *lg_ops_attn_cudnn_note(const struct lg_ops_attn_cudnn *d);
