@@ -19,6 +19,7 @@ local B, F = limits.BOUNDS, limits.FEATURES_MAX
 -- "training" (job-wide) or "adapter" (per adapter); nil defaults are optional fields with no value.
 M.TRAIN_DEFAULTS = {
   { where = "training", key = "backend", default = "auto", help = "auto, cpu or cuda" },
+  { where = "training", key = "deterministic", default = true, help = "bitwise-reproducible GPU runs (attention's backward without atomics); false is faster" },
   { where = "training", key = "output", default = nil, help = "output directory (default out/<job name>)" },
   { where = "training", key = "checkpoint_every", default = 0, help = "optimizer steps between checkpoints (0: at the end only)" },
   { where = "training", key = "checkpoint_layers", default = 0, help = "activation checkpointing every N layers (0: off)" },
@@ -136,6 +137,7 @@ local function schema_for(job)
         type = "table",
         fields = {
           backend = { type = "string", enum = { "auto", "cpu", "cuda" } },
+          deterministic = { type = "boolean" },
           output = { type = "string" },
           checkpoint_every = { type = "integer", min = 0, max = B.steps },
           checkpoint_layers = { type = "integer", min = 0, max = B.layers },
@@ -258,6 +260,7 @@ local function normalise(job, loc)
     cost = job.cost,
     training = {
       backend = t.backend or "auto",
+      deterministic = t.deterministic ~= false,
       output = t.output,
       checkpoint_every = t.checkpoint_every or train_default("checkpoint_every"),
       checkpoint_layers = t.checkpoint_layers or train_default("checkpoint_layers"),

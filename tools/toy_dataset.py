@@ -33,7 +33,7 @@ def main():
         lengths = []
         with open(args.lengths) as f:
             for no, line in enumerate(f, 1):
-                if not line.strip():
+                if not line.strip() or line.startswith("#"):
                     continue
                 try:
                     n = int(line)

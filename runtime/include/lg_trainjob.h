@@ -50,6 +50,7 @@ struct lg_train_config {
     char *model_dir;         /* Hugging Face model directory */
     char *output_dir;        /* checkpoints; adapters' outputs default to output_dir/<adapter name> */
     char *backend;           /* "auto", "cpu" or "cuda" */
+    int deterministic;       /* GPU: attention's backward without atomics (bitwise-reproducible runs) */
     int checkpoint_every;    /* optimizer steps between checkpoints; 0: only at the end */
     int checkpoint_layers;   /* activation checkpointing every N layers; 0: off */
     int eval_every;          /* steps between validation losses; 0: only at the end */

@@ -189,6 +189,9 @@ static enum lg_status read_config(lua_State *L, int top, struct lg_train_config 
     int tt = lua_gettop(L);
     const char *bad = NULL;
     tc->backend = str(L, tt, "backend", p, 0);
+    lua_getfield(L, tt, "deterministic");
+    tc->deterministic = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     tc->checkpoint_every = (int)inum(L, tt, "checkpoint_every", 0, INT32_MAX, &bad);
     tc->checkpoint_layers = (int)inum(L, tt, "checkpoint_layers", 0, INT32_MAX, &bad);
     tc->eval_every = (int)inum(L, tt, "eval_every", 0, INT32_MAX, &bad);

@@ -39,9 +39,9 @@ static enum lg_status pick_backend(struct lg_trainer *tr, const char *want)
     if (*why && !strcmp(want, "cuda"))
         return lg_fail(LG_ERR_UNSUPPORTED, "backend \"cuda\": %s (model %s)", why, tr->tc.model_dir);
     if (!*why) {
-        struct lg_backend_cuda_params p = {.device = 0, .dtype = tr->mc.has_dtype && tr->mc.dtype == LG_FP16 ? LG_FP16
+        struct lg_backend_cuda_params p = {.device = tr->local_rank, .dtype = tr->mc.has_dtype && tr->mc.dtype == LG_FP16 ? LG_FP16
                                                                                                        : LG_BF16,
-                                           .deterministic = 1, .max_tokens = tr->capacity, .nadapters = tr->nad,
+                                           .deterministic = tr->tc.deterministic, .max_tokens = tr->capacity, .nadapters = tr->nad,
                                            .profile = tr->opts && tr->opts->profile};
         enum lg_status s = lg_backend_cuda_init(&p, &tr->be);
         if (s == LG_OK || !strcmp(want, "cuda"))
@@ -112,6 +112,64 @@ static enum lg_status init_decoder(struct lg_trainer *tr)
     return LG_OK;
 }
 
+/* The processes of the run: the environment's world against the job's pipeline shape. */
+static enum lg_status read_world(struct lg_trainer *tr)
+{
+    const struct lg_job_params *jp = lg_job_get_params(tr->job);
+    tr->world = 1;
+    tr->dp = jp->data_parallel;
+    if (!tr->opts->distributed)
+        return LG_OK;
+    struct lg_comm_params cp;
+    enum lg_status s = lg_comm_params_from_env(&cp);
+    if (s != LG_OK)
+        return s;
+    tr->rank = cp.rank;
+    tr->world = cp.world;
+    tr->local_rank = cp.local_rank;
+    if (tr->world == 1)
+        return LG_OK;
+    if (tr->world != jp->data_parallel * jp->stages)
+        return lg_fail(LG_ERR_INVALID, "%s: pipeline = { data_parallel = %d, stages = %d } needs %d processes, but "
+                       "WORLD_SIZE is %d (loragen train --procs/--gpus N starts N)", tr->tc.path, jp->data_parallel,
+                       jp->stages, jp->data_parallel * jp->stages, tr->world);
+    if (jp->stages > 1)
+        return lg_fail(LG_ERR_UNSUPPORTED, "%s: pipeline.stages = %d: pipeline-parallel training over several "
+                       "processes is not built yet; run data parallel (stages = 1) or in one process", tr->tc.path,
+                       jp->stages);
+    if (tr->opts->resume)
+        return lg_fail(LG_ERR_UNSUPPORTED, "--resume of a run over %d processes is not built yet: checkpoints hold "
+                       "rank 0's gradients of the batches in progress only", tr->world);
+    tr->dp_rank = tr->rank / jp->stages;
+    return LG_OK;
+}
+
+/* The communicator, once the backend is up: NCCL between GPUs when it loads (LORAGEN_COMM=tcp keeps TCP),
+ * else TCP, which carries host copies of the gradients. */
+static enum lg_status init_comm(struct lg_trainer *tr)
+{
+    if (tr->world == 1)
+        return LG_OK;
+    struct lg_comm_params cp;
+    enum lg_status s = lg_comm_params_from_env(&cp);
+    if (s != LG_OK)
+        return s;
+    const char *want = getenv("LORAGEN_COMM");
+    if (want && *want && strcmp(want, "tcp") && strcmp(want, "nccl"))
+        return lg_fail(LG_ERR_INVALID, "environment: LORAGEN_COMM=%s: expected tcp or nccl", want);
+    int gpu = strcmp(tr->be->ops->name, "cpu") != 0;
+    if (want && !strcmp(want, "nccl") && !gpu)
+        return lg_fail(LG_ERR_INVALID, "LORAGEN_COMM=nccl needs the CUDA backend (this run is on the %s backend)",
+                       tr->be->ops->name);
+    cp.transport = gpu && (want && *want ? !strcmp(want, "nccl") : lg_comm_nccl_available()) ? LG_COMM_NCCL
+                                                                                              : LG_COMM_TCP;
+    if ((s = lg_comm_init(&cp, &tr->comm)) != LG_OK)
+        return s;
+    lg_report_info(tr, "rank %d of %d (data-parallel rank %d of %d): %s between the ranks", tr->rank, tr->world,
+                   tr->dp_rank, tr->dp, lg_comm_transport_name(cp.transport));
+    return LG_OK;
+}
+
 static enum lg_status alloc_buffers(struct lg_trainer *tr)
 {
     size_t T = tr->capacity;
@@ -140,6 +198,8 @@ enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts 
         return s;
     if ((s = lg_job_load(o->job, &tr->job)) != LG_OK)
         return s;
+    if ((s = read_world(tr)) != LG_OK)
+        return s;
     tr->capacity = lg_job_capacity_limit(tr->job);
     tr->shuffle_base = lg_job_get_params(tr->job)->shuffle_seed;
     tr->ad = calloc((size_t)tr->nad, sizeof *tr->ad);
@@ -153,7 +213,7 @@ enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts 
         if ((s = load_tokens(tr, a)) != LG_OK)
             return s;
     }
-    if ((s = pick_backend(tr, o->backend)) != LG_OK || (s = init_decoder(tr)) != LG_OK ||
+    if ((s = pick_backend(tr, o->backend)) != LG_OK || (s = init_comm(tr)) != LG_OK || (s = init_decoder(tr)) != LG_OK ||
         (s = alloc_buffers(tr)) != LG_OK)
         return s;
     for (int i = 0; i < tr->nad; i++)
@@ -165,6 +225,7 @@ enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts 
 
 void lg_train_teardown(struct lg_trainer *tr)
 {
+    lg_comm_free(tr->comm); /* first: NCCL's stream lives in the backend's context */
     for (int i = 0; tr->ad && i < tr->nad; i++)
         lg_ad_free(tr, &tr->ad[i]);
     free(tr->ad);
@@ -172,6 +233,7 @@ void lg_train_teardown(struct lg_trainer *tr)
     if (tr->be)
         tr->be->ops->destroy(tr->be);
     lg_plan_free(tr->plan);
+    lg_dp_free(tr);
     lg_job_free(tr->job);
     lg_st_close(tr->st);
     lg_train_config_free(&tr->tc);
