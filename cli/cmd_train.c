@@ -2,6 +2,7 @@
  * step on a terminal (plain lines every log_every steps otherwise). SIGINT and SIGTERM ask the run to write
  * a checkpoint and stop; a second SIGINT stops at once. */
 #include "cli.h"
+#include "launch.h"
 #include "lg_train.h"
 #include "lg_trainjob.h"
 
@@ -23,7 +24,8 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: loragen train JOB [--resume] [--backend auto|cpu|cuda] [--max-steps N] [--profile] [--quiet]\n\n"
+    fprintf(f, "usage: loragen train JOB [--resume] [--backend auto|cpu|cuda] [--max-steps N] [--profile] [--quiet]\n"
+               "                    [--gpus N | --procs N]\n\n"
                "Trains the LoRA adapters of a job file (specs/jobs/*.lua) on the job's Hugging Face model: the\n"
                "scheduler's plan is what runs; each adapter gets its PEFT adapter, metrics.jsonl and loss.svg in\n"
                "its output directory, and checkpoints go to <output>/checkpoints.\n\n"
@@ -32,7 +34,12 @@ static void usage(FILE *f)
                "  --backend NAME    auto (default: the job's), cpu or cuda\n"
                "  --max-steps N     stop every adapter after N optimizer steps (a smoke test)\n"
                "  --profile         time every op on the GPU and print the time per op family at the end\n"
-               "  -q, --quiet       no progress lines (errors and the summary only)\n\n"
+               "  -q, --quiet       no progress lines (errors and the summary only)\n"
+               "  --gpus N          one process per GPU of this machine (GPU r for rank r; the CUDA backend)\n"
+               "  --procs N         N processes on the backend the job or --backend names (--backend cpu: CI)\n"
+               "                    N must be the job's pipeline.data_parallel x stages. A process started by\n"
+               "                    torchrun or Slurm (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT\n"
+               "                    set) is one rank of such a run; docs/parallel.md has the details\n\n"
                "Ctrl-C or SIGTERM writes a checkpoint and stops; --resume continues from it.\n\n"
                "Job-file fields and their defaults:\n%s",
             lg_train_config_defaults());
@@ -92,10 +99,53 @@ static void progress(const struct lg_train_progress *p, void *user)
     fflush(stdout);
 }
 
+/* --gpus N / --procs N: the same command line without them (plus --backend cuda for --gpus unless a backend is
+ * named), run once per rank by the launcher. */
+static int launch(int argc, char **argv, int n, int gpus, int has_backend)
+{
+    const char *ws = getenv("WORLD_SIZE");
+    if (ws && *ws) {
+        lg_cli_error("train", "--gpus/--procs inside a launched run (WORLD_SIZE=%s is set): start the ranks one way", ws);
+        return 2;
+    }
+    char **a = calloc((size_t)argc + 3, sizeof *a);
+    if (!a)
+        return 1;
+    int k = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--gpus") || !strcmp(argv[i], "--procs")) {
+            i++;
+            continue;
+        }
+        a[k++] = argv[i];
+    }
+    if (gpus && !has_backend) {
+        a[k++] = "--backend";
+        a[k++] = "cuda";
+    }
+    int rc = lg_cli_launch(n, a);
+    free(a);
+    return rc;
+}
+
+static int positive(const char *flag, const char *arg, long long *out)
+{
+    char *end;
+    long long n = strtoll(arg, &end, 10);
+    if (*end || n < 1) {
+        lg_cli_error("train", "%s needs a positive integer, not '%s'", flag, arg);
+        return 0;
+    }
+    *out = n;
+    return 1;
+}
+
 int lg_cmd_train(int argc, char **argv)
 {
     struct lg_train_opts o = {0};
     struct view v = {.tty = isatty(STDOUT_FILENO)};
+    long long nprocs = 0;
+    int gpus = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -107,6 +157,14 @@ int lg_cmd_train(int argc, char **argv)
             o.profile = 1;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             v.quiet = 1;
+        } else if ((!strcmp(a, "--gpus") || !strcmp(a, "--procs")) && i + 1 < argc) {
+            if (nprocs) {
+                lg_cli_error("train", "give --gpus or --procs once");
+                return 2;
+            }
+            gpus = !strcmp(a, "--gpus");
+            if (!positive(a, argv[++i], &nprocs))
+                return 2;
         } else if (!strcmp(a, "--backend") && i + 1 < argc) {
             o.backend = argv[++i];
         } else if (!strcmp(a, "--max-steps") && i + 1 < argc) {
@@ -128,6 +186,12 @@ int lg_cmd_train(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (nprocs)
+        return launch(argc, argv, (int)nprocs, gpus, o.backend != NULL);
+    const char *ws = getenv("WORLD_SIZE"), *rank = getenv("RANK");
+    o.distributed = ws && *ws && strcmp(ws, "1");
+    if (o.distributed && rank && strcmp(rank, "0"))
+        v.quiet = 1; /* rank 0 reports for the run */
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
@@ -139,11 +203,20 @@ int lg_cmd_train(int argc, char **argv)
     if (v.line_open)
         fputc('\n', stdout);
     if (s != LG_OK) {
-        lg_cli_error("train", "%s", lg_last_error());
+        if (o.distributed)
+            lg_cli_error("train", "rank %s of %s: %s", rank ? rank : "?", ws, lg_last_error());
+        else
+            lg_cli_error("train", "%s", lg_last_error());
         return 1;
     }
     char el[32];
     fmt_time(r.seconds, el, sizeof el);
+    if (o.distributed && v.quiet && rank && strcmp(rank, "0"))
+        return r.interrupted ? 130 : 0;
+    if (r.interrupted && o.distributed) {
+        printf("interrupted: a run over several processes stops without a checkpoint\n");
+        return 130;
+    }
     if (r.interrupted) {
         printf("interrupted: checkpoint written; continue with loragen train %s --resume\n", o.job);
         return 130;

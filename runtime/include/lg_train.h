@@ -56,6 +56,10 @@ struct lg_train_opts {
     const char *backend;     /* "auto", "cpu", "cuda"; NULL: the job's training.backend */
     int64_t max_steps;       /* > 0: stop every adapter after this many steps (a smoke-test override) */
     int profile;             /* time every op per op family (CUDA backend); reported as info lines at the end */
+    int distributed;         /* one rank of several processes: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
+                                MASTER_PORT (lg_comm.h) say which; WORLD_SIZE must be the job's data_parallel x
+                                stages. Rank 0 alone reports progress and writes outputs and checkpoints.
+                                0: this process runs the whole plan */
     volatile int *stop;      /* set to non-zero to checkpoint and stop */
     lg_train_progress_fn progress;
     void *user;

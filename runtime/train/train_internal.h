@@ -5,10 +5,12 @@
  *   train_ckpt.c     checkpoints: write (temp dir, fsync, rename, checksummed manifest), verify, resume
  *   train_report.c   metrics.jsonl, loss.svg and the progress events
  *   train_eval.c     validation losses and lg_eval_run
+ *   train_dp.c       data parallelism: the order of the gradient all-reduces, and the all-reduce itself
  */
 #ifndef LG_TRAIN_INTERNAL_H
 #define LG_TRAIN_INTERNAL_H
 
+#include "lg_comm.h"
 #include "lg_decoder.h"
 #include "lg_hf.h"
 #include "lg_io.h"
@@ -61,6 +63,20 @@ struct lg_ad_state {
     char out_dir[1024];
 };
 
+/* Data parallel: this rank's microbatches of the epoch's plan, and the all-reduces (each adapter's gradients,
+ * then its optimizer step) with the position in `order` before which each happens (train_dp.c). */
+struct lg_dp_step {
+    int adapter;
+    size_t batch;
+    size_t at; /* after this many entries of order */
+};
+struct lg_dp_sched {
+    size_t *order; /* plan indices */
+    size_t norder;
+    struct lg_dp_step *steps;
+    size_t nsteps, next;
+};
+
 struct lg_trainer {
     const struct lg_train_opts *opts;
     struct lg_train_config tc;
@@ -94,6 +110,12 @@ struct lg_trainer {
     double rate_tokens, rate_t; /* for tokens/s */
     int64_t ckpt_steps;         /* summed steps at the last checkpoint */
     int ckpt_due;               /* a periodic checkpoint is due once the microbatch in flight is done */
+    /* processes: world = data_parallel x stages ranks, rank = dp_rank x stages + stage; world 1: one process
+     * runs the whole plan (every data-parallel rank's microbatches, in the plan's order) */
+    lg_comm_t *comm;
+    int rank, world, local_rank;
+    int dp, dp_rank;
+    struct lg_dp_sched dps; /* world > 1 */
 };
 
 /* train_setup.c */
@@ -114,6 +136,11 @@ enum lg_status lg_ad_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, co
 /* train_loop.c */
 enum lg_status lg_train_plan_epoch(struct lg_trainer *tr);
 enum lg_status lg_train_fill_mb(struct lg_trainer *tr, size_t i, struct lg_mb *mb, int *empty);
+
+/* train_dp.c */
+enum lg_status lg_dp_build(struct lg_trainer *tr);
+void lg_dp_free(struct lg_trainer *tr);
+enum lg_status lg_dp_reduce(struct lg_trainer *tr, struct lg_ad_state *a);
 
 /* train_ckpt.c */
 enum lg_status lg_ckpt_write(struct lg_trainer *tr);

@@ -35,7 +35,7 @@ void lg_report(struct lg_trainer *tr, const struct lg_train_progress *p)
             tr->tokens_first = tr->tokens;
         }
     }
-    if (!tr->opts || !tr->opts->progress)
+    if (!tr->opts || !tr->opts->progress || tr->rank != 0) /* the ranks step alike: rank 0 speaks for all */
         return;
     struct lg_train_progress q = *p;
     q.elapsed_s = tr->elapsed_before + (lg_train_now() - tr->t0);
@@ -107,7 +107,7 @@ enum lg_status lg_report_point(struct lg_trainer *tr, struct lg_ad_state *a, con
     int ok = val ? push(&a->vhist, &a->nvhist, &a->capvhist, p) : push(&a->hist, &a->nhist, &a->caphist, p);
     if (!ok)
         return lg_fail(LG_ERR_OOM, "trainer: out of memory");
-    enum lg_status s = append_metrics(a, p, val);
+    enum lg_status s = tr->rank == 0 ? append_metrics(a, p, val) : LG_OK;
     if (s != LG_OK)
         return s;
     struct lg_train_progress e = {.event = val ? LG_EV_EVAL : LG_EV_STEP, .adapter = a->index, .name = a->cfg->name,

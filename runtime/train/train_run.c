@@ -39,7 +39,7 @@ static enum lg_status count_steps(struct lg_trainer *tr)
 
 static enum lg_status validate(struct lg_trainer *tr, struct lg_ad_state *a)
 {
-    if (!a->val)
+    if (!a->val || tr->rank != 0) /* the adapters are the same on every rank: rank 0 validates */
         return LG_OK;
     double loss;
     int64_t tokens;
@@ -109,8 +109,9 @@ static enum lg_status after_batch(struct lg_trainer *tr, struct lg_ad_state *a)
     return s;
 }
 
-/* Microbatch i: gather, forward + backward, losses, and the steps of the batches it completes. */
-static enum lg_status run_mb(struct lg_trainer *tr, size_t i)
+/* Microbatch i: gather, forward + backward, losses, and (step_batches) the steps of the batches it completes;
+ * data parallel, the steps come from the all-reduce schedule instead (run_epoch_dp). */
+static enum lg_status run_mb(struct lg_trainer *tr, size_t i, int step_batches)
 {
     struct lg_mb mb;
     int empty;
@@ -134,6 +135,8 @@ static enum lg_status run_mb(struct lg_trainer *tr, size_t i)
             if (mb.seg[k].adapter == sv.adapter)
                 for (int64_t t = mb.seg[k].start; t < mb.seg[k].start + mb.seg[k].len; t++)
                     a->batch_loss += tr->loss[t];
+        if (!step_batches)
+            continue;
         a->batch_left[sv.batch] -= (int64_t)sv.nsamples;
         if (a->batch_left[sv.batch] == 0)
             s = after_batch(tr, a);
@@ -152,7 +155,13 @@ static int all_done(const struct lg_trainer *tr)
 static enum lg_status finish(struct lg_trainer *tr, struct lg_train_result *r)
 {
     enum lg_status s = LG_OK;
-    for (int i = 0; s == LG_OK && i < tr->nad; i++) {
+    if (tr->world > 1) { /* every rank's tokens, for rank 0's summary */
+        double t = (double)tr->tokens;
+        if ((s = lg_comm_allreduce_host_f64(tr->comm, &t, 1)) != LG_OK)
+            return s;
+        tr->tokens = (int64_t)t;
+    }
+    for (int i = 0; s == LG_OK && tr->rank == 0 && i < tr->nad; i++) {
         struct lg_ad_state *a = &tr->ad[i];
         if ((s = validate(tr, a)) == LG_OK && (s = lg_ad_write_peft(tr, a, a->out_dir)) == LG_OK)
             s = lg_report_write(tr, a);
@@ -161,7 +170,7 @@ static enum lg_status finish(struct lg_trainer *tr, struct lg_train_result *r)
         if (s == LG_OK)
             lg_report(tr, &p);
     }
-    if (s == LG_OK)
+    if (s == LG_OK && tr->rank == 0)
         s = lg_ckpt_write(tr);
     struct lg_ad_state *a0 = &tr->ad[0];
     r->first_loss = a0->nhist ? a0->hist[0].loss : NAN;
@@ -173,6 +182,8 @@ static enum lg_status finish(struct lg_trainer *tr, struct lg_train_result *r)
 /* A run without --resume replaces an earlier run's checkpoints and metrics in the same output directories. */
 static enum lg_status start_afresh(struct lg_trainer *tr)
 {
+    if (tr->rank != 0)
+        return LG_OK;
     char root[1100];
     snprintf(root, sizeof root, "%s/checkpoints", tr->out_root);
     int removed = 0;
@@ -186,6 +197,45 @@ static enum lg_status start_afresh(struct lg_trainer *tr)
         unlink(m);
     }
     return s;
+}
+
+/* The all-reduce of one adapter's batch and its optimizer step, identical on every rank. */
+static enum lg_status dp_step(struct lg_trainer *tr, const struct lg_dp_step *st)
+{
+    struct lg_ad_state *a = &tr->ad[st->adapter];
+    if (a->done) /* done on every rank alike: the steps before this one were the same everywhere */
+        return LG_OK;
+    if ((int64_t)st->batch != a->stepped_batches)
+        return lg_fail(LG_ERR_INTERNAL, "data parallel: adapter '%s' steps batch %zu after %lld steps", a->cfg->name,
+                       st->batch, (long long)a->stepped_batches);
+    enum lg_status s = lg_dp_reduce(tr, a);
+    return s == LG_OK ? after_batch(tr, a) : s;
+}
+
+/* One epoch on this data-parallel rank: its microbatches in their order, each adapter's all-reduce and step at
+ * its place in the order all ranks share (train_dp.c). Interrupted, it stops without a checkpoint: the ranks
+ * stop at different microbatches, and --resume of several processes is not built yet. */
+static enum lg_status run_epoch_dp(struct lg_trainer *tr, struct lg_train_result *r)
+{
+    struct lg_dp_sched *d = &tr->dps;
+    enum lg_status s = lg_dp_build(tr);
+    for (;;) {
+        while (s == LG_OK && d->next < d->nsteps && d->steps[d->next].at <= tr->mb_index)
+            s = dp_step(tr, &d->steps[d->next++]);
+        if (s != LG_OK || all_done(tr) || tr->mb_index >= d->norder)
+            return s;
+        if (tr->opts->stop && *tr->opts->stop) {
+            r->interrupted = 1;
+            return LG_OK;
+        }
+        s = run_mb(tr, d->order[tr->mb_index], 0);
+        tr->mb_index++;
+        if (s == LG_OK && tr->ckpt_due) {
+            tr->ckpt_due = 0;
+            if (tr->rank == 0)
+                s = lg_ckpt_write(tr);
+        }
+    }
 }
 
 static enum lg_status run(struct lg_trainer *tr, struct lg_train_result *r)
@@ -206,13 +256,15 @@ static enum lg_status run(struct lg_trainer *tr, struct lg_train_result *r)
         if (!resumed)
             s = lg_train_plan_epoch(tr);
         resumed = 0;
-        size_t nmb = s == LG_OK ? lg_plan_mb_count(tr->plan) : 0;
+        size_t nmb = s == LG_OK && tr->world == 1 ? lg_plan_mb_count(tr->plan) : 0;
+        if (s == LG_OK && tr->world > 1 && ((s = run_epoch_dp(tr, r)) != LG_OK || r->interrupted))
+            return s;
         while (s == LG_OK && tr->mb_index < nmb && !all_done(tr)) {
             if (tr->opts->stop && *tr->opts->stop) {
                 r->interrupted = 1;
                 return lg_ckpt_write(tr);
             }
-            s = run_mb(tr, tr->mb_index);
+            s = run_mb(tr, tr->mb_index, 1);
             tr->mb_index++; /* the position a checkpoint records: the next microbatch to run */
             if (s == LG_OK && tr->ckpt_due) {
                 tr->ckpt_due = 0;
