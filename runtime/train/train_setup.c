@@ -41,7 +41,7 @@ static enum lg_status pick_backend(struct lg_trainer *tr, const char *want)
     if (!*why) {
         struct lg_backend_cuda_params p = {.device = tr->local_rank, .dtype = tr->mc.has_dtype && tr->mc.dtype == LG_FP16 ? LG_FP16
                                                                                                        : LG_BF16,
-                                           .deterministic = 1, .max_tokens = tr->capacity, .nadapters = tr->nad,
+                                           .deterministic = tr->tc.deterministic, .max_tokens = tr->capacity, .nadapters = tr->nad,
                                            .profile = tr->opts && tr->opts->profile};
         enum lg_status s = lg_backend_cuda_init(&p, &tr->be);
         if (s == LG_OK || !strcmp(want, "cuda"))
