@@ -375,6 +375,67 @@ START_TEST(derived_head_dim_is_bounded_like_a_given_one)
 }
 END_TEST
 
+/* llama3 rope's original_max_position_embeddings inside rope_scaling had no upper bound and went into an int:
+ * 2^32 + 8192 was read as 8192. */
+START_TEST(nested_rope_position_is_bounded_like_the_top_level_one)
+{
+    struct lg_model_config c;
+    const char *path = "tests/fuzz/corpus/config/regress-rope-orig-big";
+    expect_msg(lg_model_config_read(path, &c), LG_ERR_IO, path,
+               "rope_scaling.original_max_position_embeddings must be an integer in [1, 2^30]");
+}
+END_TEST
+
+/* json_loads stopped at a NUL byte and took the text before it for the whole file: config.json,
+ * adapter_config.json and a shard index with a valid object, a NUL and anything after it were accepted. */
+START_TEST(json_files_with_a_nul_byte_are_refused)
+{
+    struct lg_model_config c;
+    const char *cfg = "tests/fuzz/corpus/config/regress-nul-tail";
+    expect_msg(lg_model_config_read(cfg, &c), LG_ERR_IO, cfg, "a NUL byte at offset 608: not a JSON text");
+    struct lg_peft_config pc;
+    const char *peft = "tests/fuzz/corpus/peft/regress-nul-tail";
+    expect_msg(lg_peft_config_read(peft, &pc), LG_ERR_IO, peft, "a NUL byte at offset");
+    char *dir = lg_test_path(tmp, "model"), *index = lg_test_path(dir, "model.safetensors.index.json");
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    size_t n;
+    char *text = lg_test_slurp("tests/fuzz/corpus/st_index/regress-nul-tail", &n);
+    lg_test_write_file(index, text, n);
+    lg_st_t *st = NULL;
+    expect_msg(lg_st_open_model(dir, &st), LG_ERR_IO, index, "a NUL byte at offset");
+    ck_assert_ptr_null(st);
+    free(text);
+    free(index);
+    free(dir);
+}
+END_TEST
+
+/* Checkpoint numbers come from directory names and the `latest` file: sscanf's %d took " +5" and numbers past
+ * an int (undefined behaviour; glibc wrapped 2^32 to 0), and a ckpt-2147483647 made the next number overflow. Now
+ * a checkpoint is ckpt- and at most 8 digits; anything else is not one. */
+START_TEST(checkpoint_numbers_are_parsed_strictly)
+{
+    char *root = lg_test_path(tmp, "ckpt-numbers"), *stray = lg_test_path(root, "ckpt-2147483647"), dir[1200], path[1300];
+    lg_ckpt_writer_t *w;
+    CHECK(lg_ckpt_begin(root, &w));
+    CHECK(lg_ckpt_commit(w, 1));
+    ck_assert_int_eq(mkdir(stray, 0755), 0);
+    CHECK(lg_ckpt_begin(root, &w));
+    CHECK(lg_ckpt_commit(w, 1)); /* ckpt-000001; the stray directory is not a checkpoint, so neither next nor pruned */
+    CHECK(lg_ckpt_latest(root, dir, sizeof dir));
+    ck_assert_msg(strstr(dir, "/ckpt-000001"), "%s", dir);
+    ck_assert_int_eq(access(stray, F_OK), 0);
+    snprintf(path, sizeof path, "%s/latest", root);
+    const char *bad[] = {"ckpt-4294967296\n", "ckpt- 1\n", "ckpt-+1\n", "ckpt-1x\n"};
+    for (int i = 0; i < 4; i++) {
+        lg_test_write_text(path, bad[i]);
+        expect_msg(lg_ckpt_latest(root, dir, sizeof dir), LG_ERR_IO, path, "not a checkpoint");
+    }
+    free(stray);
+    free(root);
+}
+END_TEST
+
 /* ---- the CLI ---- */
 
 static void setup_once(void) {}
@@ -490,6 +551,9 @@ int main(void)
     tcase_add_test(tc, job_values_past_their_c_field_are_refused_by_name);
     tcase_add_test(tc, checkpoint_files_outside_the_manifest_are_refused);
     tcase_add_test(tc, derived_head_dim_is_bounded_like_a_given_one);
+    tcase_add_test(tc, nested_rope_position_is_bounded_like_the_top_level_one);
+    tcase_add_test(tc, json_files_with_a_nul_byte_are_refused);
+    tcase_add_test(tc, checkpoint_numbers_are_parsed_strictly);
     tcase_add_test(tc, gen_refuses_an_empty_arch);
     tcase_add_test(tc, train_refuses_ids_outside_the_vocabulary);
     tcase_add_test(tc, train_refuses_a_non_finite_init_adapter);

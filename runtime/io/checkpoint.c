@@ -18,6 +18,8 @@
 
 #define LG_CKPT_FORMAT 1
 #define LG_CKPT_FILE_LIMIT (64ull << 30)
+#define LG_CKPT_NUMBER_MAX 99999999 /* ckpt-NNNNNN: at most 8 digits, so the next number fits an int */
+#define LG_PID_MAX 4194304          /* the kernel's largest pid_max */
 
 struct lg_ckpt_writer {
     char root[1024];
@@ -53,6 +55,24 @@ static void remove_tree(const char *dir)
 
 static int pid_gone(long pid) { return pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH; }
 
+/* The decimal number that follows `prefix` in a directory entry's name, up to `max`; -1 when the name is not
+ * prefix + digits (no sign, no space) or the number is larger. *rest: what follows the digits. Names are data
+ * here (a `latest` file, a directory anyone can create): sscanf's %d would take " +5", and a number past the
+ * int's range is undefined behaviour there. */
+static long name_number(const char *name, const char *prefix, long max, const char **rest)
+{
+    size_t k = strlen(prefix);
+    if (strncmp(name, prefix, k) != 0 || name[k] < '0' || name[k] > '9')
+        return -1;
+    long v = 0;
+    const char *p = name + k;
+    for (; *p >= '0' && *p <= '9'; p++)
+        if ((v = v * 10 + (*p - '0')) > max)
+            return -1;
+    *rest = p;
+    return v;
+}
+
 /* What writers that were killed left in root: their temporary checkpoint directories (.tmp-ckpt-PID) and
  * half-written `latest` pointers (latest.tmp-PID-N, lg_file_write_atomic's names). Never a committed checkpoint,
  * and never what a live writer (another run in the same root) is writing. */
@@ -61,13 +81,14 @@ static void remove_stale(const char *root)
     DIR *d = opendir(root);
     struct dirent *e;
     char path[1400];
-    long pid;
-    unsigned k;
+    const char *rest;
     while (d && (e = readdir(d))) {
         snprintf(path, sizeof path, "%s/%s", root, e->d_name);
-        if (sscanf(e->d_name, ".tmp-ckpt-%ld", &pid) == 1 && pid_gone(pid))
+        long pid = name_number(e->d_name, ".tmp-ckpt-", LG_PID_MAX, &rest);
+        if (pid > 0 && !*rest && pid_gone(pid))
             remove_tree(path);
-        else if (sscanf(e->d_name, "latest.tmp-%ld-%u", &pid, &k) == 2 && pid_gone(pid))
+        else if ((pid = name_number(e->d_name, "latest.tmp-", LG_PID_MAX, &rest)) > 0 && *rest == '-' &&
+                 pid_gone(pid))
             unlink(path);
     }
     if (d)
@@ -107,10 +128,9 @@ void lg_ckpt_abort(lg_ckpt_writer_t *w)
 
 static int ckpt_number(const char *name)
 {
-    int n = -1, len = 0;
-    if (sscanf(name, "ckpt-%d%n", &n, &len) == 1 && name[len] == '\0' && n >= 0)
-        return n;
-    return -1;
+    const char *rest;
+    long n = name_number(name, "ckpt-", LG_CKPT_NUMBER_MAX, &rest);
+    return n >= 0 && !*rest ? (int)n : -1;
 }
 
 /* The numbers of the checkpoints under root, ascending. */
@@ -191,6 +211,11 @@ enum lg_status lg_ckpt_commit(lg_ckpt_writer_t *w, int keep)
     int nums[4096];
     int n = list_ckpts(w->root, nums, 4096);
     int next = n ? nums[n - 1] + 1 : 0;
+    if (next > LG_CKPT_NUMBER_MAX) {
+        lg_ckpt_abort(w);
+        return lg_fail(LG_ERR_IO, "%s: holds ckpt-%d, the last checkpoint number there can be; clear the directory "
+                       "or use another", w->root, LG_CKPT_NUMBER_MAX);
+    }
     char final[1100], latest[1100], name[32];
     snprintf(name, sizeof name, "ckpt-%06d", next);
     snprintf(final, sizeof final, "%s/%s", w->root, name);

@@ -352,9 +352,9 @@ static enum lg_status parse_rope_obj(struct ctx *x, const char *name, struct rop
         s = rope_num(x, r, o, "high_freq_factor", 1, &r->high);
     json_t *om = json_object_get(o, "original_max_position_embeddings");
     if (s == LG_OK && om && !json_is_null(om)) {
-        if (!json_is_integer(om) || json_integer_value(om) < 1)
-            return lg_fail(LG_ERR_IO, "%s: %s.original_max_position_embeddings must be a positive integer", x->path,
-                           r->where);
+        if (!json_is_integer(om) || json_integer_value(om) < 1 || json_integer_value(om) > 1ll << 30)
+            return lg_fail(LG_ERR_IO, "%s: %s.original_max_position_embeddings must be an integer in [1, 2^30] "
+                           "(as the top-level one)", x->path, r->where); /* it goes into an int */
         r->has_orig = 1, r->orig = json_integer_value(om);
     }
     return s;
@@ -505,9 +505,14 @@ enum lg_status lg_model_config_read(const char *path, struct lg_model_config *ou
     struct lg_model_config c;
     lg_model_config_defaults(LG_FAMILY_LLAMA, &c);
     struct ctx x = {.path = file, .c = &c};
-    enum lg_status s = lg_file_read(file, LG_FILE_LIMIT_TEXT, &text, NULL);
+    size_t n = 0;
+    enum lg_status s = lg_file_read(file, LG_FILE_LIMIT_TEXT, &text, &n);
     json_error_t je;
-    if (s == LG_OK && !(x.root = json_loads(text, JSON_REJECT_DUPLICATES, &je)))
+    /* json_loads stopped at a NUL and took the text before it for the whole file */
+    const char *nul = s == LG_OK ? memchr(text, '\0', n) : NULL;
+    if (nul)
+        s = lg_fail(LG_ERR_IO, "%s: a NUL byte at offset %zu: not a JSON text", file, (size_t)(nul - text));
+    if (s == LG_OK && !(x.root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &je)))
         s = lg_fail(LG_ERR_IO, "%s:%d: malformed JSON: %s", file, je.line, je.text);
     if (s == LG_OK && !json_is_object(x.root))
         s = lg_fail(LG_ERR_IO, "%s: not a JSON object", file);

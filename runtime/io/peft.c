@@ -283,10 +283,15 @@ enum lg_status lg_peft_config_read(const char *path, struct lg_peft_config *out)
         return lg_fail(LG_ERR_OOM, "%s: out of memory", path);
     int dir = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
     snprintf(file, n, dir ? "%s/adapter_config.json" : "%s", path);
-    enum lg_status s = lg_file_read(file, LG_FILE_LIMIT_TEXT, &text, NULL);
+    size_t len = 0;
+    enum lg_status s = lg_file_read(file, LG_FILE_LIMIT_TEXT, &text, &len);
     json_error_t je;
     json_t *root = NULL;
-    if (s == LG_OK && !(root = json_loads(text, JSON_REJECT_DUPLICATES, &je)))
+    /* json_loads stopped at a NUL and took the text before it for the whole file */
+    const char *nul = s == LG_OK ? memchr(text, '\0', len) : NULL;
+    if (nul)
+        s = lg_fail(LG_ERR_IO, "%s: a NUL byte at offset %zu: not a JSON text", file, (size_t)(nul - text));
+    if (s == LG_OK && !(root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je)))
         s = lg_fail(LG_ERR_IO, "%s:%d: malformed JSON: %s", file, je.line, je.text);
     if (s == LG_OK && !json_is_object(root))
         s = lg_fail(LG_ERR_IO, "%s: not a JSON object", file);

@@ -435,12 +435,18 @@ static enum lg_status index_check(const lg_st_t *st, const char *index, json_t *
 static enum lg_status open_sharded(lg_st_t *st, const char *dir, const char *index)
 {
     char *text;
-    enum lg_status s = lg_file_read(index, LG_FILE_LIMIT_TEXT, &text, NULL);
+    size_t len;
+    enum lg_status s = lg_file_read(index, LG_FILE_LIMIT_TEXT, &text, &len);
     if (s != LG_OK)
         return s;
+    /* json_loads stopped at a NUL and took the text before it for the whole file */
+    const char *nul = memchr(text, '\0', len);
+    size_t at = nul ? (size_t)(nul - text) : 0;
     json_error_t je;
-    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = nul ? NULL : json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     free(text);
+    if (nul)
+        return lg_fail(LG_ERR_IO, "%s: a NUL byte at offset %zu: not a JSON text", index, at);
     if (!root)
         return lg_fail(LG_ERR_IO, "%s:%d: malformed JSON: %s", index, je.line, je.text);
     json_t *wm = json_object_get(root, "weight_map");

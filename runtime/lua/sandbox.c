@@ -1,7 +1,8 @@
 /* sandbox.c: running a data file under the budgets of lua_budget.h (counted by budget.c), and the string
- * and table libraries a data file sees. generator/sandbox.lua builds the file's environment from lg_sandbox_lib("string") and
- * lg_sandbox_lib("table") and calls lg_run_limited(chunk); the limited string library is also what string
- * methods ("x"):rep(n) reach during the run, since the string metatable is switched to it.
+ * and table libraries a data file sees. generator/sandbox.lua builds the file's environment from
+ * lg_sandbox_lib("string") and lg_sandbox_lib("table") and calls lg_run_limited(chunk); the limited string
+ * library is also what string methods ("x"):rep(n) reach during the run, since the string metatable is switched
+ * to it.
  *
  * Every failure comes back as "(spec):LINE: message" (generator/sandbox.lua puts the path in): the message
  * handler adds the line of the data file where an error without a position was raised, and turns a nil or a
