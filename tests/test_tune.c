@@ -74,11 +74,9 @@ START_TEST(prune_rules)
     r.regs = 96;
     ck_assert(!ok_on(90, r, why));
     ck_assert_msg(strstr(why, "caps registers at 80"), "%s", why);
-    /* shared memory per SM under minb: 4 blocks of 60 KiB fit sm_90 (228 KiB), not sm_80 (164 KiB) */
+    /* minb blocks needing more shared memory than an SM has still run (the cap buys no occupancy): kept */
     r = (struct lg_kernel_res){.threads = 128, .smem = 56 * 1024, .regs = 64, .minb = 4};
-    ck_assert(ok_on(90, r, why));
-    ck_assert(!ok_on(80, r, why));
-    ck_assert_msg(strstr(why, "per SM"), "%s", why);
+    ck_assert(ok_on(90, r, why) && ok_on(80, r, why));
     /* threads per block and registers per thread, everywhere */
     r = (struct lg_kernel_res){.threads = 2048, .smem = 0, .regs = 32, .minb = 1};
     ck_assert(!ok_on(80, r, why) && !ok_on(89, r, why) && !ok_on(90, r, why));
@@ -152,6 +150,64 @@ START_TEST(prune_lora_tiles)
     ck_assert(!real_ok(90, down));
     down.wm = 1; /* 256 threads: 80 registers */
     ck_assert(real_ok(90, down));
+}
+END_TEST
+
+/* The generator's defaults are what runs on a GPU without a tuned entry. Where one breaks an arch's rules, the
+ * arch heuristic (lora_tune.c) takes the nearest variant that passes: there must be one, differing only in
+ * tile fields. Today that is the dY kernels' three stages at rank >= 96 on sm_86/sm_89 (> 99 KiB). */
+static unsigned tile_fields(void)
+{
+    static const char *t[] = {"wm", "wk", "mt", "u", "nct", "st", "minb", "bm", "bn", "nw", "vpt"};
+    unsigned m = 0;
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        m |= lg_tune_field_bit(t[i]);
+    return m;
+}
+
+START_TEST(defaults_or_a_neighbour_fit_every_arch)
+{
+    static const int ranks[] = {8, 16, 24, 32, 64, 96, 128};
+    static const int archs[] = {80, 86, 89, 90};
+    int checked = 0, broken = 0, dy89 = 0;
+    for (int op = 0; op < LG_OP_COUNT; op++)
+        for (size_t ri = 0; ri < sizeof ranks / sizeof ranks[0]; ri++) {
+            struct lg_kernel_cfg c = {.op = (enum lg_kernel_op)op, .dtype = LG_BF16, .rank = ranks[ri]};
+            struct lg_kernel_src src;
+            if (lg_gen_kernel(gen, &c, "test", &src) != LG_OK) {
+                lg_clear_error(); /* a rankless op given a rank */
+                c.rank = 0;
+                if (ri || lg_gen_kernel(gen, &c, "test", &src) != LG_OK) {
+                    lg_clear_error();
+                    continue;
+                }
+            }
+            struct lg_kernel_cfg n = src.cfg;
+            lg_kernel_src_free(&src);
+            struct lg_kernel_res r = res_of(n);
+            ck_assert_int_gt(r.threads, 0);
+            for (size_t ai = 0; ai < sizeof archs / sizeof archs[0]; ai++) {
+                char why[160];
+                struct lg_arch_limits a = limits(archs[ai]);
+                checked++;
+                if (lg_tune_prune_ok(&n, &r, &a, NULL, why, sizeof why))
+                    continue;
+                broken++;
+                dy89 += n.op == LG_OP_DY && archs[ai] == 89;
+                struct lg_tune_cand *cs;
+                int nc, ok = 0;
+                CHECK(lg_tune_space(gen, &n, tile_fields(), archs[ai], NULL, &cs, &nc));
+                ck_assert_msg(cs[0].why[0], "the space's base does not say why it breaks the rules");
+                for (int i = 1; i < nc && !ok; i++)
+                    ok = !cs[i].pruned;
+                ck_assert_msg(ok, "%s r%d on sm_%d: the default breaks a rule (%s) and no tile variant passes",
+                              lg_kernel_op_name(n.op), n.rank, archs[ai], why);
+                free(cs);
+            }
+        }
+    ck_assert_int_gt(checked, 100);
+    ck_assert_int_eq(dy89, 2); /* r96, r128 */
+    ck_assert_int_ge(broken, dy89);
 }
 END_TEST
 
@@ -462,6 +518,7 @@ int main(void)
     tcase_add_test(t, prune_shape_rules);
     tcase_add_test(t, prune_attention_tiles);
     tcase_add_test(t, prune_lora_tiles);
+    tcase_add_test(t, defaults_or_a_neighbour_fit_every_arch);
     tcase_add_test(t, space_order_and_filter);
     tcase_add_test(t, space_per_arch);
     suite_add_tcase(s, t);

@@ -175,6 +175,10 @@ struct lg_tune_entry;
 LG_API void lg_lora_tune_key(lg_ctx_t *ctx, const struct lg_lora_params *p, int64_t n, struct lg_tune_key *out);
 LG_API void lg_lora_tiles_from_entry(const struct lg_tune_entry *e, struct lg_lora_tiles *t);
 LG_API void lg_lora_tiles_to_entry(const struct lg_lora_tiles *t, struct lg_tune_entry *e);
+/* The tiles a layer of parameters p uses on ctx's arch without a database entry: zero (the generator's
+ * defaults) except where a default cannot run on this arch (lg_tune.h's rules), which gets the nearest variant
+ * that can. */
+LG_API enum lg_status lg_lora_arch_tiles(lg_ctx_t *ctx, const struct lg_lora_params *p, struct lg_lora_tiles *t);
 
 #ifdef __cplusplus
 }

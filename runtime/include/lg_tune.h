@@ -76,8 +76,9 @@ struct lg_tune_cand {
 };
 
 /* The variants of base.op for (base.dtype, base.rank) whose fields outside `vary` (bit i: lg_kernel_fields()[i]
- * may vary) equal base's (normalised), pruned for arch and shape. Entry 0 is base itself (never pruned: it is
- * the reference and the fallback; LG_ERR_UNSUPPORTED when base itself cannot run). *out is malloc'd. */
+ * may vary) equal base's (normalised), pruned for arch and shape. Entry 0 is base itself, never pruned: it is
+ * the reference and what runs without a tuned entry (its why holds what the rules found, if anything).
+ * LG_ERR_UNSUPPORTED for an arch without a limits table. *out is malloc'd. */
 LG_API enum lg_status lg_tune_space(lg_gen_t *gen, const struct lg_kernel_cfg *base, unsigned vary, int arch,
                                     const struct lg_tune_shape *shape, struct lg_tune_cand **out, int *count);
 /* The mask bit of the field called name (0 when no field has that name). */

@@ -226,7 +226,7 @@ static void consult_tuned(lg_lora_t *l, int64_t n)
 {
     if (l->tiles_set || lg_lora_tune_bucket_same(l->tuned_bucket, n))
         return;
-    l->tuned_bucket = lg_lora_tune_lookup(l->ctx, &l->p, n, &l->tiles);
+    l->tuned_bucket = lg_lora_tune_lookup(l->ctx, &l->p, l->plan, n, &l->tiles);
     memset(l->k, 0, sizeof l->k);
 }
 

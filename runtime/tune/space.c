@@ -1,7 +1,7 @@
 /* space.c: the tuner's search space. The generator lists every valid configuration of a kernel
  * (lg_gen_variants) and estimates what each asks of an SM (lg_gen_resources); this file keeps the variants a
  * caller lets vary, orders them (the base first, then the nearest), and prunes those an arch cannot run
- * before anything is compiled or timed: shared memory per block and per SM, registers per thread under the
+ * before anything is compiled or timed: shared memory per block, registers per thread under the
  * __launch_bounds__ cap, threads per block and per SM, and the shape's own rules. */
 #include "lg_tune.h"
 #include "lg_base.h"
@@ -104,11 +104,8 @@ int lg_tune_prune_ok(const struct lg_kernel_cfg *c, const struct lg_kernel_res *
                      r->threads, a->arch, a->threads_sm, a->blocks_sm);
             return 0;
         }
-        if ((int64_t)r->smem * minb > a->smem_sm) {
-            snprintf(why, n, "minb = %d blocks need %lld bytes of shared memory > sm_%d's %d per SM", minb,
-                     (long long)r->smem * minb, a->arch, a->smem_sm);
-            return 0;
-        }
+        /* (minb blocks needing more shared memory than an SM has is not pruned: the kernel runs, its
+         * register cap merely buys no occupancy, and the timing says whether that matters) */
         int cap = reg_cap(a, r->threads, minb);
         if (cap < r->regs) {
             snprintf(why, n, "minb = %d caps registers at %d per thread on sm_%d, below the %d it needs (spills)",
@@ -171,9 +168,9 @@ enum lg_status lg_tune_space(lg_gen_t *gen, const struct lg_kernel_cfg *base, un
     struct lg_kernel_cfg b;
     if ((st = normalise(gen, base, &b)) != LG_OK)
         return lg_fail_wrap(st, "tuner: the base configuration: ");
-    struct lg_kernel_cfg *vars;
-    int nv;
-    if ((st = lg_gen_variants(gen, b.op, b.dtype, b.rank, &vars, &nv)) != LG_OK)
+    struct lg_kernel_cfg *vars = NULL;
+    int nv = 0;
+    if (vary && (st = lg_gen_variants(gen, b.op, b.dtype, b.rank, &vars, &nv)) != LG_OK)
         return st;
     struct lg_tune_cand *c = calloc((size_t)nv + 1, sizeof *c);
     if (!c) {
@@ -197,9 +194,9 @@ enum lg_status lg_tune_space(lg_gen_t *gen, const struct lg_kernel_cfg *base, un
         if (st == LG_OK)
             c[i].pruned = !lg_tune_prune_ok(&c[i].cfg, &c[i].res, &lim, shape, c[i].why, sizeof c[i].why);
     }
-    if (st == LG_OK && c[0].pruned)
-        st = lg_fail(LG_ERR_UNSUPPORTED, "tuner: the default %s configuration cannot run on sm_%d: %s",
-                     lg_kernel_op_name(b.op), arch, c[0].why);
+    /* the base is what the runtime launches without a tuned entry: it stays, as the reference (a note in why
+     * says what the rules found; a base that truly cannot run fails when timed, and the tuner reports it) */
+    c[0].pruned = 0;
     if (st != LG_OK) {
         free(c);
         return st;

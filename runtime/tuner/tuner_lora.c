@@ -1,9 +1,10 @@
 /* tuner_lora.c: tunes one FusedLoRA layer (lg_tuner.h). The state below is the tuner's own layer and scratch
  * buffers; each group of the descent (down tiles, dY tiles, dA bound, forward GEMM algorithm, dX GEMM
  * algorithm) becomes one list of lg_lora_tiles measured by lg_tune_measure, whose check compares every
- * candidate with the all-default configuration's output. A last measurement puts the winner against the
- * default side by side: the times in the entry come from it, and a winner that is not faster there is
- * dropped (the entry then holds the defaults). */
+ * candidate with the reference's output: the configuration the layer runs without an entry (the defaults, or
+ * lg_lora_arch_tiles' fix of one this arch cannot run). A last measurement puts the winner against the
+ * reference side by side: the times in the entry come from it, and a winner that is not faster there is
+ * dropped (the entry then holds the reference's tiles). */
 #include "lg_tuner.h"
 #include "lg_base.h"
 #include "lg_gpu.h"
@@ -31,6 +32,7 @@ struct lt {
     int have_ref;
     double tol;
     struct lg_lora_tiles *cand;
+    struct lg_lora_tiles base; /* the reference's tiles (lg_lora_arch_tiles) */
     const struct lg_tuner_opts *o;
 };
 
@@ -327,8 +329,12 @@ static enum lg_status descend(struct lt *t, struct lg_tuner_outcome *out)
     enum lg_status st = lg_gen_layer_kernels(lg_ctx_gen(t->ctx), t->p.dtype, t->p.rank, drop, plan);
     if (st != LG_OK)
         return st;
+    /* the reference: what the layer runs without an entry (the defaults, or the arch heuristic's fix of one
+     * that cannot run here) */
     struct lg_lora_tiles *b = &t->cand[0];
-    memset(b, 0, sizeof *b);
+    if ((st = lg_lora_arch_tiles(t->ctx, &t->p, b)) != LG_OK)
+        return st;
+    t->base = *b;
     const struct group groups[] = {
         {"down", LG_SLOT_DOWN, {"wm", "wk", "mt", "u", "minb"}, {&b->down_wm, &b->down_wk, &b->down_mt, &b->down_u, &b->down_minb}},
         {"dy", LG_SLOT_DY, {"nct", "st", "minb"}, {&b->dy_nct, &b->dy_st, &b->dy_minb}},
@@ -348,7 +354,7 @@ static enum lg_status descend(struct lt *t, struct lg_tuner_outcome *out)
 static enum lg_status final_round(struct lt *t, struct lg_tuner_outcome *out)
 {
     struct lg_lora_tiles win = t->cand[0];
-    memset(&t->cand[0], 0, sizeof t->cand[0]);
+    t->cand[0] = t->base;
     t->cand[1] = win;
     double ms[2];
     int kept_cands = out->entry.candidates;
