@@ -23,6 +23,13 @@
 
 static lg_ctx_t *ctx;
 
+/* A failing library call fails the case with its message (and the run goes on to the next case). */
+#define TRY(stmt)                                                                                            \
+    do {                                                                                                     \
+        enum lg_status st_ = (stmt);                                                                         \
+        ck_assert_msg(st_ == LG_OK, "%s: %s: %s", #stmt, lg_status_str(st_), lg_last_error());               \
+    } while (0)
+
 #define MAXS 48
 struct acase {
     const char *name;
@@ -168,12 +175,12 @@ static void gpu_run(lg_attn_t *A, const struct acase *c, struct host *h, struct 
                                     .max_len = longest};
     struct lg_attn_fwd f = {.seqs = sq, .q = D->q, .k = D->k, .v = D->v, .ldq = D->ldq, .ldk = D->ldk,
                             .ldv = D->ldk, .o = D->o, .ldo = D->ldo, .lse = D->lse};
-    CHECK(lg_attn_forward(A, &f, 0));
+    TRY(lg_attn_forward(A, &f, 0));
     struct lg_attn_bwd b = {.seqs = sq, .q = D->q, .k = D->k, .v = D->v, .o = D->o, .dout = D->dout,
                             .ldq = D->ldq, .ldk = D->ldk, .ldv = D->ldk, .ldo = D->ldo, .lddo = D->ldo,
                             .lse = D->lse, .dq = D->dq, .dk = D->dk, .dv = D->dv, .lddq = qr + D->ldg,
                             .lddk = kr + D->ldg, .lddv = kr + D->ldg};
-    CHECK(lg_attn_backward(A, &b, 0));
+    TRY(lg_attn_backward(A, &b, 0));
     CU_CHECK(cuCtxSynchronize());
     lg_dev_download(h->o, D->o, D->ldo, h->T, qr, c->t);
     lg_dev_download(h->lse, D->lse, c->hq, h->T, c->hq, LG_FP32);
@@ -237,7 +244,7 @@ static lg_attn_t *make(const struct acase *c, enum lg_attn_backend be)
 {
     struct lg_attn_params p = {.hq = c->hq, .hkv = c->hkv, .head_dim = c->hd, .dtype = c->t, .backend = be};
     lg_attn_t *A = NULL;
-    CHECK(lg_attn_init(ctx, &p, &A));
+    TRY(lg_attn_init(ctx, &p, &A));
     return A;
 }
 
@@ -260,7 +267,7 @@ static void run_case(const struct acase *c, int exact)
     double err[5], gerr[5];
     const int ok = compare(c, &got, &ref, tol(c->t), err);
     char fk[LG_NAME_MAX], bk[LG_NAME_MAX], note[LG_NAME_MAX];
-    CHECK(lg_attn_kernel_names(A, fk, bk, note));
+    TRY(lg_attn_kernel_names(A, fk, bk, note));
     /* the generated backend on the same inputs, for the agreement column */
     lg_attn_t *G = make(c, LG_ATTN_GENERATED);
     gpu_run(G, c, &gen, &D);
@@ -280,6 +287,68 @@ static void run_case(const struct acase *c, int exact)
     ck_assert_msg(ok, "%s: cuDNN attention differs from the reference", c->name);
     ck_assert_msg(agree, "%s: cuDNN and generated attention disagree", c->name);
 }
+
+/* First: every parameter family once on a small pack, each call's error printed instead of exiting, so that
+ * one run shows which graphs cuDNN refuses and why (the later cases stop at their first failure). */
+START_TEST(probe_every_family)
+{
+    static const struct acase fam[] = {
+        {"mha-d128-bf16", 3, {1, 17, 128}, 8, 8, 128, LG_BF16, 0},
+        {"gqa4-d128-bf16", 3, {1, 17, 128}, 32, 8, 128, LG_BF16, 0},
+        {"gqa8-d64-bf16", 3, {1, 17, 128}, 16, 2, 64, LG_BF16, 0},
+        {"gqa4-d64-fp16", 3, {1, 17, 128}, 8, 2, 64, LG_FP16, 0},
+        {"gqa5-d128-fp16-fused", 3, {1, 17, 128}, 10, 2, 128, LG_FP16, 1},
+    };
+    int failed = 0;
+    for (int exact = 0; exact < 2; exact++)
+        for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+            const struct acase *c = &fam[i];
+            struct host h;
+            inputs_make(&h, c, 42 + i);
+            struct dev D;
+            dev_alloc(&D, c, &h);
+            dev_upload(&D, c, &h);
+            if (exact)
+                setenv("LORAGEN_CUDNN_EXACT_SHAPES", "1", 1);
+            struct lg_attn_params p = {.hq = c->hq, .hkv = c->hkv, .head_dim = c->hd, .dtype = c->t,
+                                       .backend = LG_ATTN_CUDNN};
+            lg_attn_t *A = NULL;
+            enum lg_status st = lg_attn_init(ctx, &p, &A);
+            unsetenv("LORAGEN_CUDNN_EXACT_SHAPES");
+            const int64_t qr = (int64_t)c->hq * c->hd, kr = (int64_t)c->hkv * c->hd;
+            const struct lg_attn_seqs sq = {.nseq = c->nseq, .cu_host = h.cu, .cu = D.cu, .tokens = h.T,
+                                            .max_len = 128};
+            const char *stage = "lg_attn_init";
+            if (st == LG_OK) {
+                struct lg_attn_fwd f = {.seqs = sq, .q = D.q, .k = D.k, .v = D.v, .ldq = D.ldq, .ldk = D.ldk,
+                                        .ldv = D.ldk, .o = D.o, .ldo = D.ldo, .lse = D.lse};
+                stage = "lg_attn_forward", st = lg_attn_forward(A, &f, 0);
+            }
+            if (st == LG_OK) {
+                struct lg_attn_bwd b = {.seqs = sq, .q = D.q, .k = D.k, .v = D.v, .o = D.o, .dout = D.dout,
+                                        .ldq = D.ldq, .ldk = D.ldk, .ldv = D.ldk, .ldo = D.ldo, .lddo = D.ldo,
+                                        .lse = D.lse, .dq = D.dq, .dk = D.dk, .dv = D.dv, .lddq = qr + D.ldg,
+                                        .lddk = kr + D.ldg, .lddv = kr + D.ldg};
+                stage = "lg_attn_backward", st = lg_attn_backward(A, &b, 0);
+            }
+            if (st == LG_OK)
+                stage = "synchronize", st = lg_cu_check(cuCtxSynchronize(), "after the cuDNN calls");
+            char fk[LG_NAME_MAX] = "", bk[LG_NAME_MAX] = "", note[LG_NAME_MAX] = "";
+            if (A)
+                lg_attn_kernel_names(A, fk, bk, note);
+            if (st == LG_OK)
+                printf("  probe %-22s %s: ok (%s)\n", c->name, exact ? "exact" : "pow2 ", note);
+            else
+                printf("  probe %-22s %s: %s FAILED: %s: %s\n", c->name, exact ? "exact" : "pow2 ", stage,
+                       lg_status_str(st), lg_last_error());
+            failed += st != LG_OK;
+            lg_attn_free(A);
+            dev_free(&D);
+            host_free(&h);
+        }
+    ck_assert_msg(!failed, "%d probe(s) failed (printed above)", failed);
+}
+END_TEST
 
 START_TEST(cases_match_reference) { run_case(&cases[_i], 0); }
 END_TEST
@@ -368,6 +437,7 @@ int main(void)
     Suite *s = suite_create("attention_cudnn_gpu");
     TCase *tc = tcase_create("gpu");
     tcase_set_timeout(tc, 0);
+    tcase_add_test(tc, probe_every_family);
     tcase_add_loop_test(tc, cases_match_reference, 0, NCASES);
     tcase_add_loop_test(tc, many_samples_match_reference, 0, 2);
     tcase_add_test(tc, exact_shapes_match_reference);
