@@ -202,21 +202,19 @@ static int open_db(const char *path, lg_tune_db_t **db)
 
 static int run(const struct tune_opts *o, const struct lg_spec *spec, const char *out)
 {
+    lg_tune_db_t *db; /* first: a bad --out is known before the GPU is touched */
+    if (open_db(out, &db))
+        return 1;
     lg_ctx_t *ctx;
     struct lg_ctx_params cp = {.device = o->device};
     enum lg_status st = lg_ctx_init(&cp, &ctx);
-    if (st == LG_ERR_NO_GPU) {
-        lg_cli_error("tune", "no GPU: tuning times kernels on the local GPU, and none is usable here (%s)",
-                     lg_last_error());
-        return 1;
-    }
     if (st != LG_OK) {
-        lg_cli_error("tune", "cannot use device %d: %s", o->device, lg_last_error());
-        return 1;
-    }
-    lg_tune_db_t *db;
-    if (open_db(out, &db)) {
-        lg_ctx_free(ctx);
+        if (st == LG_ERR_NO_GPU)
+            lg_cli_error("tune", "no GPU: tuning times kernels on the local GPU, and none is usable here (%s)",
+                         lg_last_error());
+        else
+            lg_cli_error("tune", "cannot use device %d: %s", o->device, lg_last_error());
+        lg_tune_db_free(db);
         return 1;
     }
     struct lg_tune_info info;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static lg_gen_t *gen;
 
@@ -508,6 +509,60 @@ START_TEST(default_db_set_path_missing)
 }
 END_TEST
 
+/* ---- loragen tune: its errors ---- */
+
+struct cli_case {
+    const char *args[8]; /* const: tiny is a run-time string */
+    int status;
+    const char *want; /* in stderr */
+};
+
+START_TEST(cli_errors)
+{
+    char *bad = lg_test_path(tmp, "bad.json"), *tiny = realpath("specs/tiny.lua", NULL);
+    ck_assert_msg(tiny, "run from the source tree (specs/tiny.lua)");
+    lg_test_write_text(bad, "{\"format\": \"loragen-tune\", \"version\": 7}");
+    const struct cli_case cases[] = {
+        {{"tune", NULL}, 2, "missing SPEC"},
+        {{"tune", tiny, "--tokens", NULL}, 2, "--tokens expects a comma-separated list"},
+        {{"tune", tiny, "--tokens", "2048,x", NULL}, 2, "--tokens expects an integer in 1..16777216, got 'x'"},
+        {{"tune", tiny, "--tokens", "2048,,4096", NULL}, 2, "--tokens expects a comma-separated list"},
+        {{"tune", tiny, "--max-candidates", "0", NULL}, 2, "--max-candidates expects an integer in 1..4096"},
+        {{"tune", tiny, "--rounds", "many", NULL}, 2, "--rounds expects an integer"},
+        {{"tune", tiny, "--out", NULL}, 2, "--out expects a file name"},
+        {{"tune", tiny, "--frobnicate", NULL}, 2, "unknown option '--frobnicate'"},
+        {{"tune", tiny, tiny, NULL}, 2, "one SPEC expected"},
+        {{"tune", "specs/no-such-spec.lua", NULL}, 1, "specs/no-such-spec.lua"},
+        {{"tune", tiny, "--out", bad, NULL}, 1, "is not a tuning database loragen can read"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *out, *err;
+        int st = lg_test_loragen_run(tmp, cases[i].args, &out, &err);
+        ck_assert_msg(st == cases[i].status && strstr(err, cases[i].want), "case %zu: exit %d, stderr '%s' (want %d, '%s')",
+                      i, st, err, cases[i].status, cases[i].want);
+        free(out), free(err);
+    }
+    /* the bad file was left as it was */
+    size_t n;
+    char *text = lg_test_slurp(bad, &n);
+    ck_assert(strstr(text, "\"version\": 7"));
+    free(text), free(bad), free(tiny);
+}
+END_TEST
+
+START_TEST(cli_without_gpu)
+{
+    if (lg_test_have_gpu())
+        return; /* test_tune_gpu tunes for real */
+    char *out, *err, *db = lg_test_path(tmp, "new.json"), *tiny = realpath("specs/tiny.lua", NULL);
+    const char *args[] = {"tune", tiny, "--out", db, NULL};
+    int st = lg_test_loragen_run(tmp, args, &out, &err);
+    ck_assert_msg(st == 1 && strstr(err, "loragen tune: no GPU"), "exit %d, stderr '%s'", st, err);
+    ck_assert_int_ne(access(db, F_OK), 0); /* nothing written */
+    free(out), free(err), free(db), free(tiny);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tune");
@@ -531,6 +586,8 @@ int main(void)
     tcase_add_test(d, default_db_corrupt_is_ignored);
     tcase_add_test(d, default_db_override_and_off);
     tcase_add_test(d, default_db_set_path_missing);
+    tcase_add_test(d, cli_errors);
+    tcase_add_test(d, cli_without_gpu);
     suite_add_tcase(s, d);
     return lg_test_run(s, 0);
 }
