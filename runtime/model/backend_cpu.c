@@ -104,43 +104,116 @@ static struct lg_ref_seqs seqs_of(const struct lg_mb *mb)
     return (struct lg_ref_seqs){.n = mb->n, .nseq = mb->nseq, .cu = mb->cu};
 }
 
+float *lg_cpu_pack(const float *src, int64_t ld, int64_t n, int64_t w)
+{
+    float *p = malloc((size_t)(n * w > 0 ? n * w : 1) * sizeof *p);
+    for (int64_t t = 0; p && t < n; t++)
+        memcpy(p + t * w, src + t * ld, (size_t)w * sizeof *p);
+    return p;
+}
+
+void lg_cpu_unpack(float *dst, int64_t ld, const float *src, int64_t n, int64_t w)
+{
+    for (int64_t t = 0; t < n; t++)
+        memcpy(dst + t * ld, src + t * w, (size_t)w * sizeof *dst);
+}
+
+static enum lg_status oom(void) { return lg_fail(LG_ERR_OOM, "cpu backend: out of memory"); }
+
+/* RoPE in place on the heads of one strided view. */
+static enum lg_status rope_view(const struct lg_ref_rope *r, const struct lg_ref_seqs *s, int h, float *x,
+                                int64_t ld, int dir)
+{
+    int64_t w = (int64_t)h * r->d;
+    float *p = lg_cpu_pack(x, ld ? ld : w, s->n, w);
+    if (!p)
+        return oom();
+    enum lg_status st = dir > 0 ? lg_ref_rope_forward(r, s, h, p, p) : lg_ref_rope_backward(r, s, h, p, p);
+    lg_cpu_unpack(x, ld ? ld : w, p, s->n, w);
+    free(p);
+    return st;
+}
+
 static enum lg_status cpu_rope(lg_backend_t *be, const struct lg_mb *mb, const struct lg_ref_rope *r, lg_addr q,
-                               int hq, lg_addr k, int hkv, int dir)
+                               int hq, lg_addr k, int hkv, int64_t ld, int dir)
 {
     struct lg_ref_seqs s = seqs_of(mb);
-    if (dir > 0) {
-        enum lg_status st = lg_ref_rope_forward(r, &s, hq, CF(q), F(q));
-        return st == LG_OK ? lg_ref_rope_forward(r, &s, hkv, CF(k), F(k)) : st;
-    }
-    enum lg_status st = lg_ref_rope_backward(r, &s, hq, CF(q), F(q));
-    return st == LG_OK ? lg_ref_rope_backward(r, &s, hkv, CF(k), F(k)) : st;
+    enum lg_status st = rope_view(r, &s, hq, F(q), ld, dir);
+    return st == LG_OK ? rope_view(r, &s, hkv, F(k), ld, dir) : st;
+}
+
+/* Packed copies of the q, k, v views (NULL pointers when out of memory). */
+struct qkv_pack {
+    float *q, *k, *v;
+};
+
+static struct qkv_pack pack_qkv(const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q, lg_addr k, lg_addr v,
+                                int64_t ld)
+{
+    int64_t wq = (int64_t)hq * d, wk = (int64_t)hkv * d;
+    return (struct qkv_pack){lg_cpu_pack(CF(q), ld ? ld : wq, mb->n, wq), lg_cpu_pack(CF(k), ld ? ld : wk, mb->n, wk),
+                             lg_cpu_pack(CF(v), ld ? ld : wk, mb->n, wk)};
+}
+
+static void free_qkv(struct qkv_pack *p)
+{
+    free(p->q);
+    free(p->k);
+    free(p->v);
 }
 
 static enum lg_status cpu_attn_fwd(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
-                                   lg_addr k, lg_addr v, lg_addr o, lg_addr lse)
+                                   lg_addr k, lg_addr v, int64_t ld, lg_addr o, lg_addr lse)
 {
-    struct lg_ref_attn a = {.seq = seqs_of(mb), .hq = hq, .hkv = hkv, .d = d, .q = CF(q), .k = CF(k), .v = CF(v)};
-    return lg_ref_attn_forward(&a, F(o), F(lse));
+    struct qkv_pack p = pack_qkv(mb, hq, hkv, d, q, k, v, ld);
+    enum lg_status s = p.q && p.k && p.v ? LG_OK : oom();
+    struct lg_ref_attn a = {.seq = seqs_of(mb), .hq = hq, .hkv = hkv, .d = d, .q = p.q, .k = p.k, .v = p.v};
+    if (s == LG_OK)
+        s = lg_ref_attn_forward(&a, F(o), F(lse));
+    free_qkv(&p);
+    return s;
 }
 
 static enum lg_status cpu_attn_bwd(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
-                                   lg_addr k, lg_addr v, lg_addr o, lg_addr lse, lg_addr dout, lg_addr dq,
-                                   lg_addr dk, lg_addr dv)
+                                   lg_addr k, lg_addr v, int64_t ld, lg_addr o, lg_addr lse, lg_addr dout,
+                                   lg_addr dq, lg_addr dk, lg_addr dv, int64_t ldd)
 {
-    struct lg_ref_attn a = {.seq = seqs_of(mb), .hq = hq, .hkv = hkv, .d = d, .q = CF(q), .k = CF(k), .v = CF(v)};
-    return lg_ref_attn_backward(&a, CF(o), CF(lse), CF(dout), F(dq), F(dk), F(dv));
+    int64_t n = mb->n, wq = (int64_t)hq * d, wk = (int64_t)hkv * d;
+    struct qkv_pack p = pack_qkv(mb, hq, hkv, d, q, k, v, ld);
+    float *gq = calloc((size_t)(n * wq) + 1, sizeof *gq), *gk = calloc((size_t)(n * wk) + 1, sizeof *gk),
+          *gv = calloc((size_t)(n * wk) + 1, sizeof *gv);
+    enum lg_status s = p.q && p.k && p.v && gq && gk && gv ? LG_OK : oom();
+    struct lg_ref_attn a = {.seq = seqs_of(mb), .hq = hq, .hkv = hkv, .d = d, .q = p.q, .k = p.k, .v = p.v};
+    if (s == LG_OK)
+        s = lg_ref_attn_backward(&a, CF(o), CF(lse), CF(dout), gq, gk, gv);
+    if (s == LG_OK) {
+        lg_cpu_unpack(F(dq), ldd ? ldd : wq, gq, n, wq);
+        lg_cpu_unpack(F(dk), ldd ? ldd : wk, gk, n, wk);
+        lg_cpu_unpack(F(dv), ldd ? ldd : wk, gv, n, wk);
+    }
+    free_qkv(&p);
+    free(gq);
+    free(gk);
+    free(gv);
+    return s;
 }
 
-static enum lg_status cpu_swiglu_fwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr a)
+static enum lg_status cpu_swiglu_fwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, int64_t ld,
+                                     lg_addr a)
 {
-    lg_ref_swiglu_forward(n * f, CF(g), CF(u), F(a));
+    ld = ld ? ld : f;
+    for (int64_t t = 0; t < n; t++)
+        lg_ref_swiglu_forward(f, CF(g) + t * ld, CF(u) + t * ld, F(a) + t * f);
     return LG_OK;
 }
 
-static enum lg_status cpu_swiglu_bwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr da,
-                                     lg_addr dg, lg_addr du)
+static enum lg_status cpu_swiglu_bwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, int64_t ld,
+                                     lg_addr da, lg_addr dg, lg_addr du, int64_t ldd)
 {
-    lg_ref_swiglu_backward(n * f, CF(g), CF(u), CF(da), F(dg), F(du));
+    ld = ld ? ld : f;
+    ldd = ldd ? ldd : f;
+    for (int64_t t = 0; t < n; t++)
+        lg_ref_swiglu_backward(f, CF(g) + t * ld, CF(u) + t * ld, CF(da) + t * f, F(dg) + t * ldd, F(du) + t * ldd);
     return LG_OK;
 }
 

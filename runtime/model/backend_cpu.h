@@ -13,10 +13,15 @@ enum lg_status lg_cpu_linear_init(lg_backend_t *be, const struct lg_lora_linear_
 void lg_cpu_linear_free(lg_backend_t *be, lg_lora_linear_t *l);
 enum lg_status lg_cpu_linear_params(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,
                                     struct lg_lora_params *p);
+/* Rows [n, w] of a buffer with row stride ld to and from a packed [n, w] copy (the CPU backend's way with
+ * strided views: the reference ops take packed arrays). lg_cpu_pack returns NULL when out of memory. */
+float *lg_cpu_pack(const float *src, int64_t ld, int64_t n, int64_t w);
+void lg_cpu_unpack(float *dst, int64_t ld, const float *src, int64_t n, int64_t w);
+
 enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 const lg_addr *y);
+                                 lg_addr y, int64_t ldy);
 enum lg_status lg_cpu_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 const lg_addr *dy, lg_addr dx);
+                                 lg_addr dy, int64_t lddy, lg_addr dx);
 enum lg_status lg_cpu_linear_sync(lg_backend_t *be, lg_lora_linear_t *l, int adapter);
 
 #endif

@@ -169,25 +169,30 @@ static enum lg_status lora_fwd(const lg_lora_linear_t *l, int i, const struct cp
     return LG_OK;
 }
 
+/* Each output computed packed, then put into its columns of y. */
 enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 const lg_addr *y)
+                                 lg_addr y, int64_t ldy)
 {
-    for (int i = 0; i < l->d.nout; i++) {
-        struct lg_ref_linear L = {.K = l->d.in, .M = l->d.out[i], .w = l->w[i], .bias = l->bias[i]};
-        lg_ref_linear_forward(&L, mb->n, CF(x), F(y[i]));
-        for (int s = 0; s < mb->nseg; s++) {
+    enum lg_status st = LG_OK;
+    for (int i = 0, col = 0; st == LG_OK && i < l->d.nout; col += (int)l->d.out[i], i++) {
+        int64_t M = l->d.out[i];
+        float *yi = malloc((size_t)(mb->n * M > 0 ? mb->n * M : 1) * sizeof *yi);
+        if (!yi)
+            return lg_fail(LG_ERR_OOM, "cpu linear: out of memory");
+        struct lg_ref_linear L = {.K = l->d.in, .M = M, .w = l->w[i], .bias = l->bias[i]};
+        lg_ref_linear_forward(&L, mb->n, CF(x), yi);
+        for (int s = 0; st == LG_OK && s < mb->nseg; s++) {
             const struct lg_seg *g = &mb->seg[s];
             if (g->adapter < 0 || g->len == 0)
                 continue;
             const struct cpu_lora *c = &l->lora[g->adapter * l->d.nout + i];
-            if (!c->rank)
-                continue;
-            enum lg_status st = lora_fwd(l, i, c, mb, g, CF(x), F(y[i]));
-            if (st != LG_OK)
-                return st;
+            if (c->rank)
+                st = lora_fwd(l, i, c, mb, g, CF(x), yi);
         }
+        lg_cpu_unpack(F(y) + col, ldy, yi, mb->n, M);
+        free(yi);
     }
-    return LG_OK;
+    return st;
 }
 
 /* The LoRA backward of one segment: dB, dA accumulate; dx (NULL: skipped) gets the masked correction. */
@@ -253,30 +258,33 @@ static enum lg_status lora_bwd(const lg_lora_linear_t *l, int i, struct cpu_lora
 }
 
 enum lg_status lg_cpu_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 const lg_addr *dy, lg_addr dx)
+                                 lg_addr dy, int64_t lddy, lg_addr dx)
 {
     int64_t n = mb->n, K = l->d.in;
-    float *tmp = NULL;
-    if (dx && l->d.nout > 1 && !(tmp = malloc((size_t)(n * K) * sizeof *tmp)))
-        return lg_fail(LG_ERR_OOM, "cpu linear: out of memory");
-    for (int i = 0; dx && i < l->d.nout; i++) {
+    float *dyi[LG_LINEAR_MAX_OUT] = {0}, *tmp = NULL;
+    enum lg_status st = LG_OK;
+    for (int i = 0, col = 0; i < l->d.nout; col += (int)l->d.out[i], i++)
+        if (!(dyi[i] = lg_cpu_pack(CF(dy) + col, lddy, n, l->d.out[i])))
+            st = lg_fail(LG_ERR_OOM, "cpu linear: out of memory");
+    if (st == LG_OK && dx && l->d.nout > 1 && !(tmp = malloc((size_t)(n * K) * sizeof *tmp)))
+        st = lg_fail(LG_ERR_OOM, "cpu linear: out of memory");
+    for (int i = 0; st == LG_OK && dx && i < l->d.nout; i++) {
         struct lg_ref_linear L = {.K = K, .M = l->d.out[i], .w = l->w[i]};
-        lg_ref_linear_backward(&L, n, CF(dy[i]), i == 0 ? F(dx) : tmp);
+        lg_ref_linear_backward(&L, n, dyi[i], i == 0 ? F(dx) : tmp);
         for (int64_t e = 0; i > 0 && e < n * K; e++)
             F(dx)[e] += tmp[e];
     }
     free(tmp);
-    for (int i = 0; i < l->d.nout; i++)
-        for (int s = 0; s < mb->nseg; s++) {
+    for (int i = 0; st == LG_OK && i < l->d.nout; i++)
+        for (int s = 0; st == LG_OK && s < mb->nseg; s++) {
             const struct lg_seg *g = &mb->seg[s];
             if (g->adapter < 0 || g->len == 0)
                 continue;
             struct cpu_lora *c = &l->lora[g->adapter * l->d.nout + i];
-            if (!c->rank)
-                continue;
-            enum lg_status st = lora_bwd(l, i, c, mb, g, CF(x), CF(dy[i]), dx ? F(dx) : NULL);
-            if (st != LG_OK)
-                return st;
+            if (c->rank)
+                st = lora_bwd(l, i, c, mb, g, CF(x), dyi[i], dx ? F(dx) : NULL);
         }
-    return LG_OK;
+    for (int i = 0; i < l->d.nout; i++)
+        free(dyi[i]);
+    return st;
 }

@@ -189,7 +189,7 @@ static enum lg_status cuda_rmsnorm_bwd(lg_backend_t *be, int64_t n, int64_t d, l
 }
 
 static enum lg_status cuda_rope(lg_backend_t *be, const struct lg_mb *mb, const struct lg_ref_rope *r, lg_addr q,
-                                int hq, lg_addr k, int hkv, int dir)
+                                int hq, lg_addr k, int hkv, int64_t ld, int dir)
 {
     struct cuda_be *c = cb(be);
     if (!c->rope) {
@@ -202,8 +202,8 @@ static enum lg_status cuda_rope(lg_backend_t *be, const struct lg_mb *mb, const 
         if (s != LG_OK)
             return s;
     }
-    struct lg_rope_run run = {.n = mb->n, .q = D(q), .ldq = (int64_t)hq * r->d, .hq = hq, .k = D(k),
-                              .ldk = (int64_t)hkv * r->d, .hk = hkv, .cu_seqlens = D(mb->cu_dev), .nseq = mb->nseq,
+    struct lg_rope_run run = {.n = mb->n, .q = D(q), .ldq = ld ? ld : (int64_t)hq * r->d, .hq = hq, .k = D(k),
+                              .ldk = ld ? ld : (int64_t)hkv * r->d, .hk = hkv, .cu_seqlens = D(mb->cu_dev), .nseq = mb->nseq,
                               .backward = dir < 0};
     return lg_rope_apply(c->rope, &run, c->stream);
 }
@@ -224,21 +224,21 @@ static struct lg_attn_seqs seqs_of(const struct lg_mb *mb)
 }
 
 static enum lg_status cuda_attn_fwd(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
-                                    lg_addr k, lg_addr v, lg_addr o, lg_addr lse)
+                                    lg_addr k, lg_addr v, int64_t ld, lg_addr o, lg_addr lse)
 {
     struct cuda_be *c = cb(be);
     enum lg_status s = attn_obj(c, hq, hkv, d);
     if (s != LG_OK)
         return s;
-    struct lg_attn_fwd f = {.seqs = seqs_of(mb), .q = D(q), .k = D(k), .v = D(v), .ldq = (int64_t)hq * d,
-                            .ldk = (int64_t)hkv * d, .ldv = (int64_t)hkv * d, .o = D(o), .ldo = (int64_t)hq * d,
-                            .lse = D(lse)};
+    int64_t lq = (int64_t)hq * d, lk = (int64_t)hkv * d;
+    struct lg_attn_fwd f = {.seqs = seqs_of(mb), .q = D(q), .k = D(k), .v = D(v), .ldq = ld ? ld : lq,
+                            .ldk = ld ? ld : lk, .ldv = ld ? ld : lk, .o = D(o), .ldo = lq, .lse = D(lse)};
     return lg_attn_forward(c->attn, &f, c->stream);
 }
 
 static enum lg_status cuda_attn_bwd(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
-                                    lg_addr k, lg_addr v, lg_addr o, lg_addr lse, lg_addr dout, lg_addr dq,
-                                    lg_addr dk, lg_addr dv)
+                                    lg_addr k, lg_addr v, int64_t ld, lg_addr o, lg_addr lse, lg_addr dout,
+                                    lg_addr dq, lg_addr dk, lg_addr dv, int64_t ldd)
 {
     struct cuda_be *c = cb(be);
     enum lg_status s = attn_obj(c, hq, hkv, d);
@@ -246,8 +246,9 @@ static enum lg_status cuda_attn_bwd(lg_backend_t *be, const struct lg_mb *mb, in
         return s;
     int64_t lq = (int64_t)hq * d, lk = (int64_t)hkv * d;
     struct lg_attn_bwd b = {.seqs = seqs_of(mb), .q = D(q), .k = D(k), .v = D(v), .o = D(o), .dout = D(dout),
-                            .ldq = lq, .ldk = lk, .ldv = lk, .ldo = lq, .lddo = lq, .lse = D(lse), .dq = D(dq),
-                            .dk = D(dk), .dv = D(dv), .lddq = lq, .lddk = lk, .lddv = lk};
+                            .ldq = ld ? ld : lq, .ldk = ld ? ld : lk, .ldv = ld ? ld : lk, .ldo = lq, .lddo = lq,
+                            .lse = D(lse), .dq = D(dq), .dk = D(dk), .dv = D(dv), .lddq = ldd ? ldd : lq,
+                            .lddk = ldd ? ldd : lk, .lddv = ldd ? ldd : lk};
     return lg_attn_backward(c->attn, &b, c->stream);
 }
 
@@ -259,25 +260,29 @@ static enum lg_status swiglu_obj(struct cuda_be *c, int64_t f)
     return lg_swiglu_init(c->ctx, &p, &c->swiglu);
 }
 
-static enum lg_status cuda_swiglu_fwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr a)
+static enum lg_status cuda_swiglu_fwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, int64_t ld,
+                                      lg_addr a)
 {
     struct cuda_be *c = cb(be);
     enum lg_status s = swiglu_obj(c, f);
     if (s != LG_OK)
         return s;
-    struct lg_swiglu_fwd r = {.n = n, .g = D(g), .ldg = f, .u = D(u), .ldu = f, .a = D(a), .lda = f};
+    ld = ld ? ld : f;
+    struct lg_swiglu_fwd r = {.n = n, .g = D(g), .ldg = ld, .u = D(u), .ldu = ld, .a = D(a), .lda = f};
     return lg_swiglu_forward(c->swiglu, &r, c->stream);
 }
 
-static enum lg_status cuda_swiglu_bwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr da,
-                                      lg_addr dg, lg_addr du)
+static enum lg_status cuda_swiglu_bwd(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, int64_t ld,
+                                      lg_addr da, lg_addr dg, lg_addr du, int64_t ldd)
 {
     struct cuda_be *c = cb(be);
     enum lg_status s = swiglu_obj(c, f);
     if (s != LG_OK)
         return s;
-    struct lg_swiglu_bwd r = {.n = n, .g = D(g), .ldg = f, .u = D(u), .ldu = f, .da = D(da), .ldda = f,
-                              .dg = D(dg), .lddg = f, .du = D(du), .lddu = f};
+    ld = ld ? ld : f;
+    ldd = ldd ? ldd : f;
+    struct lg_swiglu_bwd r = {.n = n, .g = D(g), .ldg = ld, .u = D(u), .ldu = ld, .da = D(da), .ldda = f,
+                              .dg = D(dg), .lddg = ldd, .du = D(du), .lddu = ldd};
     return lg_swiglu_backward(c->swiglu, &r, c->stream);
 }
 

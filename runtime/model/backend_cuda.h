@@ -35,9 +35,7 @@ struct cuda_be {
     lg_attn_t *attn;
     struct cuda_adamw *adamw;
     int nadamw;
-    /* linear layers: one side-by-side output buffer for merged modules, the microbatch's segment table */
-    CUdeviceptr ybuf, dybuf;
-    size_t ybuf_bytes;
+    /* linear layers: the microbatch's segment table */
     lg_mlora_segments_t *segs; /* the current microbatch's segment table */
     int nadapters;
     struct lg_cuda_prof *prof;     /* per-op-family timing (lg_backend_cuda_params.profile) */
@@ -55,9 +53,9 @@ void lg_cuda_linear_free(lg_backend_t *be, lg_lora_linear_t *l);
 enum lg_status lg_cuda_linear_params(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,
                                      struct lg_lora_params *p);
 enum lg_status lg_cuda_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                  const lg_addr *y);
+                                  lg_addr y, int64_t ldy);
 enum lg_status lg_cuda_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                  const lg_addr *dy, lg_addr dx);
+                                  lg_addr dy, int64_t lddy, lg_addr dx);
 enum lg_status lg_cuda_linear_sync(lg_backend_t *be, lg_lora_linear_t *l, int adapter);
 void lg_cuda_linear_scratch_free(struct cuda_be *c);
 enum lg_status lg_cuda_begin(lg_backend_t *be, const struct lg_mb *mb);

@@ -1,8 +1,8 @@
 /* backend_cuda_linear.c: LoRA linear layers of the CUDA backend, each a FusedMultiLoRA layer (lg_mlora.h): one
  * to three modules reading one input (q/k/v, gate/up merged), one slot per adapter and module, the
- * microbatch's segment table built once for all layers. The decoder keeps q, k, v (and g, u) in buffers of
- * their own, so merged outputs go through one side-by-side scratch buffer and are copied out (and dY in);
- * strategy (b) with S in a buffer of the layer's own, kept from the forward to the backward.
+ * microbatch's segment table built once for all layers. Merged outputs (q/k/v, gate/up) are written side by
+ * side into the caller's buffer, which the decoder's ops then read as strided views (no copies); strategy (b)
+ * with S in a buffer of the layer's own, kept from the forward to the backward.
  *
  * The layer keeps fp32 masters of A and B (what the optimizer updates); its dtype copies live in the
  * FusedMultiLoRA weight buffer, where the optimizer's launch refreshes them (lg_lora_params.a_half/b_half) and
@@ -219,75 +219,36 @@ enum lg_status lg_cuda_begin(lg_backend_t *be, const struct lg_mb *mb)
 
 int lg_cuda_linear_module(const lg_lora_linear_t *l) { return (int)(l->d.layer_id % 8); }
 
-static void free_ybufs(struct cuda_be *c)
-{
-    if (c->ybuf)
-        cuMemFree(c->ybuf);
-    if (c->dybuf)
-        cuMemFree(c->dybuf);
-    c->ybuf = c->dybuf = 0;
-    c->ybuf_bytes = 0;
-}
-
-static enum lg_status scratch(struct cuda_be *c, size_t bytes)
-{
-    if (c->ybuf_bytes >= bytes)
-        return LG_OK;
-    free_ybufs(c);
-    enum lg_status s = lg_cu_check(cuMemAlloc(&c->ybuf, bytes), "cuMemAlloc");
-    if (s == LG_OK)
-        s = lg_cu_check(cuMemAlloc(&c->dybuf, bytes), "cuMemAlloc");
-    if (s == LG_OK)
-        c->ybuf_bytes = bytes;
-    return s;
-}
-
 void lg_cuda_linear_scratch_free(struct cuda_be *c)
 {
-    free_ybufs(c);
     lg_mlora_segments_free(c->segs);
     c->segs = NULL;
 }
 
-/* Copies columns [col, col + w) of rows of `src` (row stride lds elements) to or from a packed buffer. */
-static enum lg_status copy_cols(struct cuda_be *c, CUdeviceptr dst, int64_t ldd, CUdeviceptr src, int64_t lds,
-                                int64_t rows, int64_t w)
-{
-    CUDA_MEMCPY2D m = {.srcMemoryType = CU_MEMORYTYPE_DEVICE, .srcDevice = src, .srcPitch = (size_t)lds * 2,
-                       .dstMemoryType = CU_MEMORYTYPE_DEVICE, .dstDevice = dst, .dstPitch = (size_t)ldd * 2,
-                       .WidthInBytes = (size_t)w * 2, .Height = (size_t)rows};
-    return lg_cu_check(cuMemcpy2DAsync(&m, c->stream), "cuMemcpy2DAsync");
-}
-
+/* Merged modules write side by side into the caller's y (FusedMultiLoRA's layout): q/k/v and gate/up are
+ * views of one buffer, so nothing is copied in or out. */
 enum lg_status lg_cuda_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                  const lg_addr *y)
+                                  lg_addr y, int64_t ldy)
 {
     struct cuda_be *c = cb(be);
-    int merged = l->d.nout > 1;
-    enum lg_status s = merged ? scratch(c, (size_t)(c->max_tokens * l->ysum) * 2) : LG_OK;
-    if (s != LG_OK)
-        return s;
+    if (ldy < l->ysum)
+        return lg_fail(LG_ERR_INVALID, "cuda linear: output row stride %lld below the %lld output columns",
+                       (long long)ldy, (long long)l->ysum);
     struct lg_mlora_fwd f = {.n = mb->n, .seg = c->segs, .x = D(x), .ldx = l->d.in, .s = l->s, .lds = l->lds,
-                             .y = merged ? c->ybuf : D(y[0]), .ldy = l->ysum, .seed = mb->seed, .eval = !mb->train,
+                             .y = D(y), .ldy = ldy, .seed = mb->seed, .eval = !mb->train,
                              .strategy = LG_MLORA_EXPAND};
-    s = lg_mlora_forward(l->ml, &f, c->stream);
-    for (int m = 0; s == LG_OK && merged && m < l->d.nout; m++)
-        s = copy_cols(c, D(y[m]), l->d.out[m], c->ybuf + (CUdeviceptr)(l->col[m] * 2), l->ysum, mb->n, l->d.out[m]);
-    return s;
+    return lg_mlora_forward(l->ml, &f, c->stream);
 }
 
 enum lg_status lg_cuda_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                  const lg_addr *dy, lg_addr dx)
+                                  lg_addr dy, int64_t lddy, lg_addr dx)
 {
     struct cuda_be *c = cb(be);
-    int merged = l->d.nout > 1;
-    enum lg_status s = merged ? scratch(c, (size_t)(c->max_tokens * l->ysum) * 2) : LG_OK;
-    for (int m = 0; s == LG_OK && merged && m < l->d.nout; m++)
-        s = copy_cols(c, c->dybuf + (CUdeviceptr)(l->col[m] * 2), l->ysum, D(dy[m]), l->d.out[m], mb->n, l->d.out[m]);
-    if (s != LG_OK)
-        return s;
+    if (lddy < l->ysum)
+        return lg_fail(LG_ERR_INVALID, "cuda linear: gradient row stride %lld below the %lld output columns",
+                       (long long)lddy, (long long)l->ysum);
     struct lg_mlora_bwd b = {.n = mb->n, .seg = c->segs, .x = D(x), .ldx = l->d.in, .s = l->s, .lds = l->lds,
-                             .dy = merged ? c->dybuf : D(dy[0]), .lddy = l->ysum, .dx = D(dx), .lddx = l->d.in,
-                             .grad_beta = 1, .seed = mb->seed, .strategy = LG_MLORA_EXPAND};
+                             .dy = D(dy), .lddy = lddy, .dx = D(dx), .lddx = l->d.in, .grad_beta = 1,
+                             .seed = mb->seed, .strategy = LG_MLORA_EXPAND};
     return lg_mlora_backward(l->ml, &b, c->stream);
 }

@@ -155,33 +155,33 @@ static enum lg_status p_norm_b(lg_backend_t *be, int64_t n, int64_t d, lg_addr x
 }
 
 static enum lg_status p_rope(lg_backend_t *be, const struct lg_mb *mb, const struct lg_ref_rope *r, lg_addr q, int hq,
-                             lg_addr k, int hkv, int dir)
+                             lg_addr k, int hkv, int64_t ld, int dir)
 {
-    TIMED(F_ROPE, lg_cuda_ops.rope(be, mb, r, q, hq, k, hkv, dir));
+    TIMED(F_ROPE, lg_cuda_ops.rope(be, mb, r, q, hq, k, hkv, ld, dir));
 }
 
 static enum lg_status p_attn_f(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
-                               lg_addr k, lg_addr v, lg_addr o, lg_addr lse)
+                               lg_addr k, lg_addr v, int64_t ld, lg_addr o, lg_addr lse)
 {
-    TIMED(F_ATTN_F, lg_cuda_ops.attn_fwd(be, mb, hq, hkv, d, q, k, v, o, lse));
+    TIMED(F_ATTN_F, lg_cuda_ops.attn_fwd(be, mb, hq, hkv, d, q, k, v, ld, o, lse));
 }
 
 static enum lg_status p_attn_b(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
-                               lg_addr k, lg_addr v, lg_addr o, lg_addr lse, lg_addr dout, lg_addr dq, lg_addr dk,
-                               lg_addr dv)
+                               lg_addr k, lg_addr v, int64_t ld, lg_addr o, lg_addr lse, lg_addr dout, lg_addr dq,
+                               lg_addr dk, lg_addr dv, int64_t ldd)
 {
-    TIMED(F_ATTN_B, lg_cuda_ops.attn_bwd(be, mb, hq, hkv, d, q, k, v, o, lse, dout, dq, dk, dv));
+    TIMED(F_ATTN_B, lg_cuda_ops.attn_bwd(be, mb, hq, hkv, d, q, k, v, ld, o, lse, dout, dq, dk, dv, ldd));
 }
 
-static enum lg_status p_swiglu_f(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr a)
+static enum lg_status p_swiglu_f(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, int64_t ld, lg_addr a)
 {
-    TIMED(F_SWIGLU_F, lg_cuda_ops.swiglu_fwd(be, n, f, g, u, a));
+    TIMED(F_SWIGLU_F, lg_cuda_ops.swiglu_fwd(be, n, f, g, u, ld, a));
 }
 
-static enum lg_status p_swiglu_b(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr da,
-                                 lg_addr dg, lg_addr du)
+static enum lg_status p_swiglu_b(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, int64_t ld,
+                                 lg_addr da, lg_addr dg, lg_addr du, int64_t ldd)
 {
-    TIMED(F_SWIGLU_B, lg_cuda_ops.swiglu_bwd(be, n, f, g, u, da, dg, du));
+    TIMED(F_SWIGLU_B, lg_cuda_ops.swiglu_bwd(be, n, f, g, u, ld, da, dg, du, ldd));
 }
 
 static enum lg_status p_xent(lg_backend_t *be, int64_t n, int64_t h, int64_t vocab, lg_addr x, lg_addr head,
@@ -200,16 +200,16 @@ static int linear_fam(const lg_lora_linear_t *l, int bwd)
     }
 }
 
-static enum lg_status p_linear_f(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 const lg_addr *y)
+static enum lg_status p_linear_f(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x, lg_addr y,
+                                 int64_t ldy)
 {
-    TIMED(linear_fam(l, 0), lg_cuda_ops.linear_fwd(be, l, mb, x, y));
+    TIMED(linear_fam(l, 0), lg_cuda_ops.linear_fwd(be, l, mb, x, y, ldy));
 }
 
 static enum lg_status p_linear_b(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 const lg_addr *dy, lg_addr dx)
+                                 lg_addr dy, int64_t lddy, lg_addr dx)
 {
-    TIMED(linear_fam(l, 1), lg_cuda_ops.linear_bwd(be, l, mb, x, dy, dx));
+    TIMED(linear_fam(l, 1), lg_cuda_ops.linear_bwd(be, l, mb, x, dy, lddy, dx));
 }
 
 /* AdamW reads its status back (a synchronisation): the window closes with it. */

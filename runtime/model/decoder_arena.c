@@ -73,16 +73,16 @@ static size_t walk(const struct dims *d, lg_addr base, struct lg_arena_map *m)
         s.x_in = take(&c, T * d->H * a);
         s.x1 = take(&c, T * d->H * a);
         s.rstd1 = take(&c, T * f32);
-        s.q = take(&c, T * d->Q * a);
-        s.k = take(&c, T * d->KV * a);
-        s.v = take(&c, T * d->KV * a);
+        s.q = take(&c, T * (d->Q + 2 * d->KV) * a);
+        s.k = s.q + d->Q * a;
+        s.v = s.k + d->KV * a;
         s.o = take(&c, T * d->Q * a);
         s.lse = take(&c, T * d->hq * f32);
         s.h_mid = take(&c, T * d->H * a);
         s.x2 = take(&c, T * d->H * a);
         s.rstd2 = take(&c, T * f32);
-        s.g = take(&c, T * d->F * a);
-        s.u = take(&c, T * d->F * a);
+        s.g = take(&c, T * 2 * d->F * a);
+        s.u = s.g + d->F * a;
         s.m = take(&c, T * d->F * a);
         if (m)
             m->win[i] = s;
@@ -92,13 +92,15 @@ static size_t walk(const struct dims *d, lg_addr base, struct lg_arena_map *m)
     o->rstdf = take(&c, T * f32);
     o->dh = take(&c, T * d->H * a);
     o->dx = take(&c, T * d->H * a);
-    o->dq = take(&c, T * d->Q * a);
-    o->dk = take(&c, T * d->KV * a);
-    o->dv = take(&c, T * d->KV * a);
+    o->dq = take(&c, T * (d->Q + 2 * d->KV) * a);
+    o->dk = o->dq + d->Q * a;
+    o->dv = o->dk + d->KV * a;
     o->dout = take(&c, T * d->Q * a);
     o->dm = take(&c, T * d->F * a);
-    o->dg = take(&c, T * d->F * a);
-    o->du = take(&c, T * d->F * a);
+    o->dg = take(&c, T * 2 * d->F * a);
+    o->du = o->dg + d->F * a;
+    o->ldqkv = (int64_t)(d->Q + 2 * d->KV);
+    o->ldgu = (int64_t)(2 * d->F);
     return (size_t)(c.next - base);
 }
 

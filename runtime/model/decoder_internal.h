@@ -20,7 +20,8 @@ struct lg_layer {
     lg_lora_linear_t *lin[LG_GROUPS];
 };
 
-/* What one layer keeps for its backward (one window slot). */
+/* What one layer keeps for its backward (one window slot). q, k, v are views of one [T, ldqkv] buffer (the
+ * merged projection's output, side by side), g and u of one [T, ldgu] buffer. */
 struct lg_saved {
     lg_addr x_in, x1, rstd1, q, k, v, o, lse, h_mid, x2, rstd2, g, u, m;
 };
@@ -33,7 +34,8 @@ struct lg_arena_map {
     struct lg_saved *win;                       /* [nwin] slots */
     int nwin;
     lg_addr hf, xf, rstdf;                      /* final norm input, output, rstd */
-    lg_addr dh, dx, dq, dk, dv, dout, dm, dg, du; /* gradients */
+    lg_addr dh, dx, dq, dk, dv, dout, dm, dg, du; /* gradients; dq/dk/dv and dg/du laid out as q/k/v, g/u */
+    int64_t ldqkv, ldgu;                          /* row strides (elements) of the merged views */
     size_t bytes;
 };
 

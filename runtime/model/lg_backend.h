@@ -125,19 +125,25 @@ struct lg_backend_ops {
     /* dx = d(rmsnorm)/dh · dy at the forward's h; accumulate = 1 adds into dx (the residual's gradient) */
     enum lg_status (*rmsnorm_bwd)(lg_backend_t *be, int64_t n, int64_t d, lg_addr x, lg_addr w, lg_addr rstd,
                                   lg_addr dy, lg_addr dx, int accumulate);
-    /* in place on q [n, hq, head_dim] and k [n, hkv, head_dim]; dir = +1 forward, -1 backward (the inverse
-     * rotation). The frequencies are lg_ref_rope_inv_freq's for every backend (one implementation). */
+    /* Row strides: `ld` arguments count elements between consecutive tokens' rows, so q, k and v (and g, u)
+     * may be views of one merged projection's output [n, ld] (nothing is copied out of it); 0 means packed. */
+
+    /* in place on q [n, hq, head_dim] and k [n, hkv, head_dim], both rows of stride ld; dir = +1 forward, -1
+     * backward (the inverse rotation). The frequencies are lg_ref_rope_inv_freq's for every backend. */
     enum lg_status (*rope)(lg_backend_t *be, const struct lg_mb *mb, const struct lg_ref_rope *r, lg_addr q,
-                           int hq, lg_addr k, int hkv, int dir);
+                           int hq, lg_addr k, int hkv, int64_t ld, int dir);
+    /* q, k, v rows of stride ld; o, lse, dout packed; dq, dk, dv rows of stride ldd */
     enum lg_status (*attn_fwd)(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
-                               lg_addr k, lg_addr v, lg_addr o, lg_addr lse);
+                               lg_addr k, lg_addr v, int64_t ld, lg_addr o, lg_addr lse);
     enum lg_status (*attn_bwd)(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
-                               lg_addr k, lg_addr v, lg_addr o, lg_addr lse, lg_addr dout, lg_addr dq, lg_addr dk,
-                               lg_addr dv);
-    /* a = silu(g)·u over n rows of f features; backward dg, du from da */
-    enum lg_status (*swiglu_fwd)(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr a);
-    enum lg_status (*swiglu_bwd)(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, lg_addr da,
-                                 lg_addr dg, lg_addr du);
+                               lg_addr k, lg_addr v, int64_t ld, lg_addr o, lg_addr lse, lg_addr dout, lg_addr dq,
+                               lg_addr dk, lg_addr dv, int64_t ldd);
+    /* a = silu(g)·u over n rows of f features (g, u rows of stride ld; a packed); backward dg, du (rows of
+     * stride ldd) from da (packed) */
+    enum lg_status (*swiglu_fwd)(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, int64_t ld,
+                                 lg_addr a);
+    enum lg_status (*swiglu_bwd)(lg_backend_t *be, int64_t n, int64_t f, lg_addr g, lg_addr u, int64_t ld,
+                                 lg_addr da, lg_addr dg, lg_addr du, int64_t ldd);
     /* LM head + cross-entropy over n rows: target int32 [n] (-100 ignored; already shifted), weight fp32 [n]
      * (1 / the loss tokens of the row's global batch); loss fp32 [n] each row's weighted loss; dx (may be 0:
      * no backward) the gradient. Never materialises [n x vocab]. */
@@ -150,12 +156,14 @@ struct lg_backend_ops {
     void (*linear_free)(lg_backend_t *be, lg_lora_linear_t *l);
     enum lg_status (*linear_params)(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,
                                     struct lg_lora_params *p);
-    /* y[i] [n, out_i] = x·W_iᵀ (+ b_i) + the LoRA term of each segment's adapter */
+    /* The outputs side by side in y [n, ldy] (ldy >= Σ out_i; output i in the columns after those of outputs
+     * 0..i-1): y_i = x·W_iᵀ (+ b_i) + the LoRA term of each segment's adapter; x packed [n, in] */
     enum lg_status (*linear_fwd)(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 const lg_addr *y);
-    /* dx [n, in] = Σ_i dy[i]·W_i + LoRA terms (dx = 0: skipped); dA, dB of every adapter present accumulate */
+                                 lg_addr y, int64_t ldy);
+    /* dx [n, in] = Σ_i dy_i·W_i + LoRA terms (dx = 0: skipped), dy laid out as y; dA, dB of every adapter
+     * present accumulate */
     enum lg_status (*linear_bwd)(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 const lg_addr *dy, lg_addr dx);
+                                 lg_addr dy, int64_t lddy, lg_addr dx);
     /* after an optimizer step changed the masters: refresh any copies the layer keeps (half copies on GPU) */
     enum lg_status (*linear_sync)(lg_backend_t *be, lg_lora_linear_t *l, int adapter);
 
