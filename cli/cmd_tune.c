@@ -175,6 +175,10 @@ static void print_table(const struct lg_tuner_result *r, int n)
            "winner");
     for (int i = 0; i < n; i++) {
         const struct lg_tune_entry *e = &r[i].outcome.entry;
+        if (r[i].status != LG_OK) {
+            printf("%-28s %-22s %7lld FAILED: %s\n", r[i].label, e->key.shape, (long long)r[i].tokens, r[i].error);
+            continue;
+        }
         char p[256];
         params_text(e, p, sizeof p);
         printf("%-28s %-22s %7lld %10.4f %10.4f %7.3fx  %s\n", r[i].label, e->key.shape, (long long)r[i].tokens,
@@ -241,6 +245,12 @@ static int run(const struct tune_opts *o, const struct lg_spec *spec, const char
         print_table(res, n);
         printf("wrote %s (%d entries); the sweep took %.1f s\n", out, lg_tune_db_count(db),
                (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+        for (int i = 0; i < n; i++)
+            if (res[i].status != LG_OK) {
+                lg_cli_error("tune", "%s at %lld tokens could not be tuned: %s", res[i].label,
+                             (long long)res[i].tokens, res[i].error);
+                rc = 1;
+            }
     }
     free(res);
     lg_tune_db_free(db);

@@ -114,9 +114,9 @@ START_TEST(short_tune_matches_default)
 }
 END_TEST
 
-/* Y, dX, dA of one fwd+bwd of a fresh layer at n tokens; tiles NULL: the layer's own choice. */
+/* Y, dX, dA of one fwd+bwd of a fresh layer at n tokens; tiles NULL: the layer's own choice, which *used gets. */
 static void layer_outputs(const struct lg_lora_params *lp, int64_t n, const struct lg_lora_tiles *tiles, uint16_t *y,
-                          uint16_t *dx, float *da)
+                          uint16_t *dx, float *da, struct lg_lora_tiles *used)
 {
     lg_lora_t *L;
     CHECK(lg_lora_init(ctx, lp, &L));
@@ -153,6 +153,7 @@ static void layer_outputs(const struct lg_lora_params *lp, int64_t n, const stru
     CU_CHECK(cuMemcpyDtoH(y, yd, (size_t)(n * M) * 2));
     CU_CHECK(cuMemcpyDtoH(dx, dxd, (size_t)(n * K) * 2));
     CU_CHECK(cuMemcpyDtoH(da, dad, (size_t)(r * K) * 4));
+    lg_lora_get_tiles(L, used);
     cuMemFree(x), cuMemFree(dy), cuMemFree(yd), cuMemFree(dxd), cuMemFree(dad), cuMemFree(dbd);
     free(h), free(w), free(a), free(b);
     lg_lora_free(L);
@@ -185,8 +186,18 @@ START_TEST(layer_uses_database)
     const size_t ny = (size_t)(n * lp.out_features), nx = (size_t)(n * lp.in_features), na = (size_t)(16 * 512);
     uint16_t *y1 = malloc(2 * ny), *y2 = malloc(2 * ny), *x1 = malloc(2 * nx), *x2 = malloc(2 * nx);
     float *a1 = malloc(4 * na), *a2 = malloc(4 * na);
-    layer_outputs(&lp, n, NULL, y1, x1, a1);  /* from the database */
-    layer_outputs(&lp, n, &win, y2, x2, a2);  /* explicitly */
+    struct lg_lora_tiles used, used2;
+    layer_outputs(&lp, n, NULL, y1, x1, a1, &used);  /* from the database */
+    layer_outputs(&lp, n, &win, y2, x2, a2, &used2); /* explicitly */
+    ck_assert_msg(!memcmp(&used, &win, sizeof used), "the layer did not take the database's tiles");
+    /* another bucket has no entry: the arch heuristic */
+    struct lg_lora_tiles arch;
+    CHECK(lg_lora_arch_tiles(ctx, &lp, &arch));
+    uint16_t *y3 = malloc(2 * ny * 4), *x3 = malloc(2 * nx * 4);
+    float *a3 = malloc(4 * na);
+    layer_outputs(&lp, 4 * n, NULL, y3, x3, a3, &used);
+    ck_assert_msg(!memcmp(&used, &arch, sizeof used), "without an entry the layer did not take the arch heuristic");
+    free(y3), free(x3), free(a3);
     ck_assert_msg(!memcmp(y1, y2, 2 * ny) && !memcmp(x1, x2, 2 * nx) && !memcmp(a1, a2, 4 * na),
                   "a layer without tiles did not compute what the database's winner computes");
     free(y1), free(y2), free(x1), free(x2), free(a1), free(a2);
@@ -208,6 +219,7 @@ START_TEST(spec_sweep)
     ck_assert_int_eq(n, lg_tuner_spec_jobs(&sw));
     ck_assert_int_eq(lg_tune_db_count(db), n);
     for (int i = 0; i < n; i++) {
+        ck_assert_msg(res[i].status == LG_OK, "%s: %s", res[i].label, res[i].error);
         ck_assert(res[i].outcome.entry.time_ms <= res[i].outcome.entry.default_ms);
         ck_assert_int_eq(res[i].outcome.mismatched, 0);
         printf("%s @ %lld: %.4f -> %.4f ms\n", res[i].label, (long long)res[i].tokens,

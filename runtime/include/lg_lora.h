@@ -167,6 +167,9 @@ LG_API int64_t lg_lora_ext_ld(int64_t features, int rank);
  * defaults when no entry matches. */
 LG_API enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t);
 
+/* The tiles the layer's last call used (its own, the database's winner, or the arch heuristic's). */
+LG_API void lg_lora_get_tiles(const lg_lora_t *l, struct lg_lora_tiles *t);
+
 /* The tuning database's view of a layer (lg_tune.h): its key at n tokens on ctx's GPU (op "lora", shape
  * "k<K>_m<M>_r<r>_p<0|1>", the token bucket of n), and the tiles as an entry's named parameters (down_wm, ...,
  * dx_algo; zero tiles are left out). */

@@ -76,11 +76,14 @@ struct lg_tuner_sweep {
 struct lg_tuner_result {
     char label[96];   /* the layers' names */
     int64_t tokens;
+    enum lg_status status; /* LG_OK, or why this job could not be tuned (error says more) */
+    char error[512];
     struct lg_tuner_outcome outcome;
 };
 
 /* Tunes every distinct FusedLoRA shape of the spec at every token count, putting each winner into db (which
- * the caller saves). *out: malloc'd array of *count results, in sweep order. */
+ * the caller saves). A job that fails (its reference configuration does not run) is recorded in its result and
+ * the sweep goes on. *out: malloc'd array of *count results, in sweep order. */
 LG_API enum lg_status lg_tuner_spec(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, lg_tune_db_t *db,
                                     struct lg_tuner_result **out, int *count);
 /* The number of jobs lg_tuner_spec would run (for a dry run or a time estimate). */

@@ -221,6 +221,8 @@ enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t)
     return LG_OK;
 }
 
+void lg_lora_get_tiles(const lg_lora_t *l, struct lg_lora_tiles *t) { *t = l->tiles; }
+
 /* The tuning database's winner for n tokens' bucket, unless the caller set tiles (lora_tune.c). */
 static void consult_tuned(lg_lora_t *l, int64_t n)
 {

@@ -109,9 +109,13 @@ enum lg_status lg_tuner_spec(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, lg_t
                                                .eta_s = done ? el / done * (total - done) : -1};
                 s->progress(s->progress_u, &pr);
             }
-            st = lg_tuner_lora(ctx, &p, tok[ti], &s->opts, &r->outcome);
-            if (st == LG_OK)
-                st = lg_tune_db_put(db, &r->outcome.entry);
+            r->status = lg_tuner_lora(ctx, &p, tok[ti], &s->opts, &r->outcome);
+            if (r->status != LG_OK) {
+                snprintf(r->error, sizeof r->error, "%s", lg_last_error());
+                lg_clear_error();
+                continue;
+            }
+            st = lg_tune_db_put(db, &r->outcome.entry);
         }
     if (st != LG_OK) {
         free(res);
