@@ -217,7 +217,7 @@ static enum lg_status find_plan(struct lg_ops_attn_cudnn *d, const struct lg_ops
     struct plan *pl = calloc(1, sizeof *pl);
     if (!pl)
         return lg_fail(LG_ERR_OOM, "cuDNN attention: out of memory");
-    pl->key = *key;
+    memcpy(&pl->key, key, sizeof *key); /* bytewise, padding included: the lookup compares bytes */
     enum lg_status st = LG_ERR_UNSUPPORTED;
     char first[768] = "";
     for (int step = d->first_try[key->bwd]; step < NSTEPS && st == LG_ERR_UNSUPPORTED; step++) {
