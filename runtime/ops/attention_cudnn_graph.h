@@ -12,7 +12,7 @@
 #include "lg_attention.h"
 #include "lg_cudnn.h"
 
-#define LG_DNN_MAXDESC 160
+#define LG_DNN_MAXDESC 256
 #define LG_DNN_MAXOPS 64
 
 typedef cudnnBackendDescriptor_t lg_dnn_t;
