@@ -472,4 +472,3 @@ enum lg_status lg_ops_attn_cudnn_backward(struct lg_ops_attn_cudnn *d, const str
 }
 
 const char *lg_ops_attn_cudnn_note(const struct lg_ops_attn_cudnn *d) { return d ? d->last_note : ""; }
-int lg_ops_attn_cudnn_plans(const struct lg_ops_attn_cudnn *d) { return d ? d->nplans : 0; }

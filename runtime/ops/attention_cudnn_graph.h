@@ -126,8 +126,7 @@ enum lg_status lg_ops_attn_cudnn_build(const struct lg_ops_dnn_shape *s, cudnnHa
 /* The per-call device values: b lengths (0 past nseq), then per multiplier the b+1 offsets. */
 void lg_ops_attn_cudnn_meta(const struct lg_ops_dnn_shape *s, const struct lg_attn_seqs *sq, int32_t *out);
 struct lg_ops_attn_cudnn;
-/* "b B s S, engine config i of n" of the last call, and the number of cached plans (benchmarks, tests). */
+/* "b B s S, engine config i of n" of the last call (benchmarks, tests). */
 const char *lg_ops_attn_cudnn_note(const struct lg_ops_attn_cudnn *d);
-int lg_ops_attn_cudnn_plans(const struct lg_ops_attn_cudnn *d);
 
 #endif
