@@ -28,6 +28,7 @@ struct tune_opts {
     int ntokens;
     int max_cands, rounds, device;
     int quiet, verbose;
+    int no_attention;
 };
 
 static void usage(FILE *f)
@@ -36,8 +37,9 @@ static void usage(FILE *f)
             "usage: loragen tune SPEC [--tokens N[,N...]] [--out FILE] [--only LAYER] [--max-candidates N]\n"
             "                    [--rounds N] [--device N] [-q] [-v]\n"
             "\n"
-            "Tunes the FusedLoRA kernels and GEMM algorithms SPEC's layers need on the local GPU and writes the\n"
-            "winners into a tuning database that loragen reads at start (docs/tuning.md).\n"
+            "Tunes the FusedLoRA kernels and GEMM algorithms SPEC's layers need, and its attention tiles, on the\n"
+            "local GPU, and writes the winners into a tuning database that loragen reads at start\n"
+            "(docs/tuning.md).\n"
             "\n"
             "  --tokens LIST         token counts to tune at, comma-separated (default: the spec's own);\n"
             "                        e.g. 2048,4096,8192,16384\n"
@@ -47,6 +49,8 @@ static void usage(FILE *f)
             "  --only LAYER          tune one linear layer of the spec (e.g. q_proj)\n"
             "  --max-candidates N    candidates timed per tile group (default 16): the sweep's size\n"
             "  --rounds N            interleaved timing rounds per candidate, the median kept (default 9)\n"
+            "  --no-attention        skip the attention tiles (tuned for a model spec over the largest\n"
+            "                        token count, as samples of 2048 tokens)\n"
             "  --device N            CUDA device (default 0)\n"
             "  -q, --quiet           no progress lines\n"
             "  -v, --verbose         also each group's pruning and every candidate that scored +inf\n"
@@ -126,6 +130,8 @@ static int parse(int argc, char **argv, struct tune_opts *o)
             if ((x = int_arg(a, v, 0, 1023)) < 0)
                 return -1;
             o->device = (int)x, i++;
+        } else if (!strcmp(a, "--no-attention")) {
+            o->no_attention = 1;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             o->quiet = 1;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
@@ -225,7 +231,7 @@ static int run(const struct tune_opts *o, const struct lg_spec *spec, const char
     lg_tuner_info(ctx, &info);
     lg_tune_db_set_info(db, &info);
     struct lg_tuner_sweep sw = {.spec = spec, .tokens = o->ntokens ? o->tokens : NULL, .ntokens = o->ntokens,
-                                .only = o->only, .progress = o->quiet ? NULL : on_progress,
+                                .only = o->only, .attention = !o->no_attention, .progress = o->quiet ? NULL : on_progress,
                                 .opts = {.max_cands = o->max_cands, .rounds = o->rounds,
                                          .log = o->verbose ? on_log : NULL}};
     fprintf(stderr, "loragen tune: %s on %s (sm_%d, %d SMs): %d jobs, up to %d candidates per tile group\n",

@@ -6,6 +6,8 @@
  *   side-by-side round, and its entry keys this GPU.
  * - The database in use: a layer that sets no tiles picks the winner up from $LORAGEN_TUNE_DB and computes
  *   what the explicitly tuned layer computes, bit for bit.
+ * - A short tune of small attention shapes (head dim 64 with the atomic backward, 128 deterministic): no
+ *   candidate mismatches the per-arch defaults, the winner is never slower.
  * - A spec's sweep (specs/tiny.lua at two token counts): one entry per distinct shape and count.
  * LORAGEN_TUNE_TEST_CANDS (default 6) bounds the candidates per group. */
 #include "lg_ctx.h"
@@ -205,6 +207,29 @@ START_TEST(layer_uses_database)
 }
 END_TEST
 
+/* A short tune of a small attention shape: every kept candidate matches the per-arch defaults' output. */
+START_TEST(attention_short_tune)
+{
+    const int dims[2] = {64, 128};
+    for (int k = 0; k < 2; k++) {
+        struct lg_attn_params ap = {.hq = 4, .hkv = 2, .head_dim = dims[k], .dtype = LG_BF16,
+                                    .backend = LG_ATTN_GENERATED, .flags = k ? LG_ATTN_DETERMINISTIC : 0};
+        struct lg_tuner_opts o = {.max_cands = cands, .rounds = 3, .log = print_line};
+        struct lg_tuner_outcome r;
+        CHECK(lg_tuner_attn(ctx, &ap, 1500, 512, &o, &r));
+        const struct lg_tune_entry *e = &r.entry;
+        printf("attention d=%d %s: %d timed, %d pruned, %d failed, %d mismatched, max err %.2e; %.4f -> %.4f ms\n",
+               dims[k], k ? "det" : "atomic", e->candidates, r.pruned, r.failed, r.mismatched, r.max_err,
+               e->default_ms, e->time_ms);
+        ck_assert_int_eq(r.mismatched, 0);
+        ck_assert(r.max_err <= 1e-2);
+        ck_assert(e->time_ms > 0 && e->time_ms <= e->default_ms);
+        ck_assert_str_eq(e->key.shape, k ? "hq4_hkv2_d128_det" : "hq4_hkv2_d64_atomic");
+        ck_assert_int_eq(e->key.tokens, 0);
+    }
+}
+END_TEST
+
 START_TEST(spec_sweep)
 {
     struct lg_spec *spec;
@@ -248,6 +273,7 @@ int main(void)
     tcase_add_test(tc, harness_outcomes);
     tcase_add_test(tc, short_tune_matches_default);
     tcase_add_test(tc, layer_uses_database);
+    tcase_add_test(tc, attention_short_tune); /* after layer_uses_database: it reads the process database */
     tcase_add_test(tc, spec_sweep);
     suite_add_tcase(s, tc);
     int failed = lg_test_run(s, 1);

@@ -111,6 +111,18 @@ struct lg_attn_tiles {
     int dq_bm, dq_bn, dq_nw, dq_st;
 };
 LG_API enum lg_status lg_attn_set_tiles(lg_attn_t *a, const struct lg_attn_tiles *t);
+/* The tiles the layer runs: the per-arch defaults overlaid with set or tuned ones (zero: the generator's). */
+LG_API void lg_attn_get_tiles(const lg_attn_t *a, struct lg_attn_tiles *t);
+/* The tuning database's view (lg_tune.h): the key of a generated-backend layer on ctx's GPU (op "attn", shape
+ * "hq<hq>_hkv<hkv>_d<head_dim>_<det|atomic>", token bucket 0: one entry per GPU and model shape), and the tiles
+ * as an entry's named parameters (the fields below; zero ones left out). lg_attn_init takes the process
+ * database's winner where the key matches, over the per-arch defaults. */
+struct lg_tune_key;
+struct lg_tune_entry;
+LG_API void lg_attn_tune_key(lg_ctx_t *ctx, const struct lg_attn_params *p, struct lg_tune_key *out);
+LG_API void lg_attn_tiles_from_entry(const struct lg_tune_entry *e, struct lg_attn_tiles *t);
+LG_API void lg_attn_tiles_to_entry(const struct lg_attn_tiles *t, struct lg_tune_entry *e);
+
 /* The kernels' names as they will run (defaults filled in), for benchmark tables; each buffer LG_NAME_MAX. */
 LG_API enum lg_status lg_attn_kernel_names(lg_attn_t *a, char *fwd, char *dkv, char *dq);
 

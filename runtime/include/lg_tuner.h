@@ -20,6 +20,7 @@
 #ifndef LG_TUNER_H
 #define LG_TUNER_H
 
+#include "lg_attention.h"
 #include "lg_ctx.h"
 #include "lg_gen.h"
 #include "lg_lora.h"
@@ -50,6 +51,12 @@ struct lg_tuner_outcome {
 LG_API enum lg_status lg_tuner_lora(lg_ctx_t *ctx, const struct lg_lora_params *p, int64_t n,
                                     const struct lg_tuner_opts *o, struct lg_tuner_outcome *out);
 
+/* Tunes the generated attention backend's tiles for parameters p (backend LG_ATTN_GENERATED; its flags decide
+ * whether the deterministic dQ pass is tuned too) over `tokens` tokens packed as causal samples of sample_len
+ * (the last one shorter). Its key has token bucket 0: one entry per GPU and model shape. */
+LG_API enum lg_status lg_tuner_attn(lg_ctx_t *ctx, const struct lg_attn_params *p, int64_t tokens, int sample_len,
+                                    const struct lg_tuner_opts *o, struct lg_tuner_outcome *out);
+
 /* Where a database is measured: the GPU's name, SMs and arch, the driver, NVRTC and cuBLASLt versions, now. */
 LG_API void lg_tuner_info(lg_ctx_t *ctx, struct lg_tune_info *out);
 
@@ -67,6 +74,9 @@ struct lg_tuner_sweep {
     const int *tokens; /* token counts to tune at; NULL: the spec's own */
     int ntokens;
     const char *only;  /* one linear layer by name; NULL: all */
+    int attention;     /* 1: also the attention tiles of a model spec (deterministic backward), over the largest
+                        * token count packed as samples of up to attn_sample_len (0: 2048) tokens */
+    int attn_sample_len;
     struct lg_tuner_opts opts;
     void (*progress)(void *u, const struct lg_tuner_progress *p);
     void *progress_u;
@@ -81,7 +91,7 @@ struct lg_tuner_result {
     struct lg_tuner_outcome outcome;
 };
 
-/* Tunes every distinct FusedLoRA shape of the spec at every token count, putting each winner into db (which
+/* Tunes every distinct FusedLoRA shape of the spec at every token count (and attention, when asked), putting each winner into db (which
  * the caller saves). A job that fails (its reference configuration does not run) is recorded in its result and
  * the sweep goes on. *out: malloc'd array of *count results, in sweep order. */
 LG_API enum lg_status lg_tuner_spec(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, lg_tune_db_t *db,

@@ -7,6 +7,7 @@
  * needs nothing from the device and never waits for it. cuDNN calls go to attention_cudnn.c. */
 #include "lg_attention.h"
 #include "attention_internal.h"
+#include "attn_tune.h"
 #include "lg_base.h"
 #include "lg_gpu.h"
 #include "common/lg_attn_args.h"
@@ -114,6 +115,8 @@ enum lg_status lg_attn_set_tiles(lg_attn_t *a, const struct lg_attn_tiles *t)
     return LG_OK;
 }
 
+void lg_attn_get_tiles(const lg_attn_t *a, struct lg_attn_tiles *t) { *t = a->tiles; }
+
 /* The configuration kernel `which` is requested with (zero fields: the generator's defaults). */
 struct lg_kernel_cfg lg_ops_attn_cfg(const struct lg_attn_params *p, const struct lg_attn_tiles *t,
                                      enum lg_ops_attn_kernel which)
@@ -198,6 +201,9 @@ enum lg_status lg_attn_init(lg_ctx_t *ctx, const struct lg_attn_params *p, lg_at
         st = lg_fail(LG_ERR_INVALID, "lg_attn_init: no CUDA context is current (lg_ctx_init makes one current)");
     if (st == LG_OK)
         st = lg_attn_set_tiles(a, &(struct lg_attn_tiles){0});
+    struct lg_attn_tiles tuned; /* the tuning database's winner for this GPU and shape (attn_tune.c) */
+    if (st == LG_OK && p->backend == LG_ATTN_GENERATED && lg_ops_attn_tuned_tiles(ctx, p, &tuned))
+        st = lg_attn_set_tiles(a, &tuned);
     if (st == LG_OK && p->backend == LG_ATTN_CUDNN)
         st = lg_ops_attn_cudnn_init(p, a->scale, &a->dnn);
     if (st != LG_OK) {

@@ -1,6 +1,6 @@
 /* tuner_spec.c: a spec's sweep (lg_tuner_spec): every distinct FusedLoRA shape of the spec's linear layers
- * (layers sharing a shape are tuned once: q and o of Llama, k and v, gate and up) at every token count, with a
- * progress report before each job (what, how many remain, the time left at the pace so far), and where a
+ * (layers sharing a shape are tuned once: q and o of Llama, k and v, gate and up) at every token count, then
+ * (when asked) the attention tiles of a model spec, with a progress report before each job (what, how many remain, the time left at the pace so far), and where a
  * database is measured (lg_tuner_info). */
 #include "lg_tuner.h"
 #include "lg_base.h"
@@ -59,10 +59,39 @@ static int shapes_of(const struct lg_tuner_sweep *s, struct shape *out, int cap)
 
 #define MAX_SHAPES 64
 
+/* Attention is tuned for model specs whose head dim the generated kernels take (64, 128). */
+static int attn_job(const struct lg_tuner_sweep *s)
+{
+    const struct lg_spec_model *m = &s->spec->model;
+    return s->attention && m->present && !s->only && (m->head_dim == 64 || m->head_dim == 128);
+}
+
 int lg_tuner_spec_jobs(const struct lg_tuner_sweep *s)
 {
     struct shape sh[MAX_SHAPES];
-    return shapes_of(s, sh, MAX_SHAPES) * (s->tokens && s->ntokens > 0 ? s->ntokens : 1);
+    return shapes_of(s, sh, MAX_SHAPES) * (s->tokens && s->ntokens > 0 ? s->ntokens : 1) + attn_job(s);
+}
+
+/* The attention job: the spec's heads and head dim over the largest token count. */
+static void run_attn(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, const int *tok, int nt, lg_tune_db_t *db,
+                     struct lg_tuner_result *r, enum lg_status *st)
+{
+    const struct lg_spec_model *m = &s->spec->model;
+    int T = tok[0];
+    for (int i = 1; i < nt; i++)
+        T = tok[i] > T ? tok[i] : T;
+    const int L = s->attn_sample_len > 0 ? s->attn_sample_len : 2048;
+    struct lg_attn_params ap = {.hq = m->num_attention_heads, .hkv = m->num_key_value_heads, .head_dim = m->head_dim,
+                                .dtype = s->spec->dtype, .backend = LG_ATTN_GENERATED, .flags = LG_ATTN_DETERMINISTIC};
+    snprintf(r->label, sizeof r->label, "attention (samples of %d)", L < T ? L : T);
+    r->tokens = T;
+    r->status = lg_tuner_attn(ctx, &ap, T, L, &s->opts, &r->outcome);
+    if (r->status != LG_OK) {
+        snprintf(r->error, sizeof r->error, "%s", lg_last_error());
+        lg_clear_error();
+        return;
+    }
+    *st = lg_tune_db_put(db, &r->outcome.entry);
 }
 
 static double now_s(void)
@@ -85,7 +114,7 @@ enum lg_status lg_tuner_spec(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, lg_t
     const int own = s->spec->tokens;
     const int *tok = s->tokens && s->ntokens > 0 ? s->tokens : &own;
     const int nt = s->tokens && s->ntokens > 0 ? s->ntokens : 1;
-    const int total = ns * nt;
+    const int total = ns * nt + attn_job(s);
     struct lg_tuner_result *res = calloc((size_t)total, sizeof *res);
     if (!res)
         return lg_fail(LG_ERR_OOM, "tuner: out of memory");
@@ -117,6 +146,15 @@ enum lg_status lg_tuner_spec(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, lg_t
             }
             st = lg_tune_db_put(db, &r->outcome.entry);
         }
+    if (st == LG_OK && attn_job(s)) {
+        if (s->progress) {
+            double el = now_s() - t0;
+            struct lg_tuner_progress pr = {.what = "attention tiles", .done = done, .total = total, .elapsed_s = el,
+                                           .eta_s = done ? el / done * (total - done) : -1};
+            s->progress(s->progress_u, &pr);
+        }
+        run_attn(ctx, s, tok, nt, db, &res[done++], &st);
+    }
     if (st != LG_OK) {
         free(res);
         return st;
