@@ -462,17 +462,33 @@ START_TEST(gen_refuses_an_empty_arch)
 }
 END_TEST
 
-/* `loragen train` on a dataset with an id outside the tiny model's 512-token vocabulary: the trainer's token
- * reader is given the model's vocabulary and names the file, line and position. */
-START_TEST(train_refuses_ids_outside_the_vocabulary)
+/* The tiny model in tmp/model, for the `loragen train` cases. */
+static void init_tiny_model(void)
 {
-    setup_once();
     char *model = lg_test_path(tmp, "model"), *out, *err;
     int rc = lg_test_loragen_run(tmp, (const char *[]){"init-model", "specs/tiny.lua", model, "--dtype", "fp32", NULL},
                                  &out, &err);
     ck_assert_msg(rc == 0, "init-model: %s", err);
     free(out);
     free(err);
+    free(model);
+}
+
+/* `loragen train` on a job file of this text fails (exit 1) naming `where` and saying `want`. */
+static void expect_train_error(const char *text, const char *where, const char *want)
+{
+    char *job = lg_test_path(tmp, "job.lua");
+    lg_test_write_text(job, text);
+    expect_cli((const char *[]){"train", job, NULL}, 1, where);
+    expect_cli((const char *[]){"train", job, NULL}, 1, want);
+    free(job);
+}
+
+/* `loragen train` on a dataset with an id outside the tiny model's 512-token vocabulary: the trainer's token
+ * reader is given the model's vocabulary and names the file, line and position. */
+START_TEST(train_refuses_ids_outside_the_vocabulary)
+{
+    init_tiny_model();
     char cwd[1024];
     ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
     const char *sets[] = {"tokens_oov", "tokens_negative", "tokens_label_oov", "tokens_mask_two"};
@@ -480,18 +496,14 @@ START_TEST(train_refuses_ids_outside_the_vocabulary)
                           "input_ids[1] = -5 is not a token id", "labels[1] = 512 is not a token id",
                           "loss_mask[1] must be 0, 1 or a boolean"};
     for (int i = 0; i < 4; i++) {
-        char *job = lg_test_path(tmp, "job.lua"), text[2048], where[1200];
+        char text[2048], where[1200];
         snprintf(text, sizeof text,
                  "return { model = { path = 'model' }, training = { backend = 'cpu', output = 'out' },\n"
                  "  adapters = { { name = 'a', dataset = '%s/" DATA "%s.jsonl', global_batch = 1, steps = 1 } } }\n",
                  cwd, sets[i]);
-        lg_test_write_text(job, text);
         snprintf(where, sizeof where, DATA "%s.jsonl:2:", sets[i]);
-        expect_cli((const char *[]){"train", job, NULL}, 1, where);
-        expect_cli((const char *[]){"train", job, NULL}, 1, want[i]);
-        free(job);
+        expect_train_error(text, where, want[i]);
     }
-    free(model);
 }
 END_TEST
 
@@ -499,12 +511,7 @@ END_TEST
  * (the numerical guard would stop the run only after 8 skipped batches). */
 START_TEST(train_refuses_a_non_finite_init_adapter)
 {
-    char *model = lg_test_path(tmp, "model"), *out, *err;
-    int rc = lg_test_loragen_run(tmp, (const char *[]){"init-model", "specs/tiny.lua", model, "--dtype", "fp32", NULL},
-                                 &out, &err);
-    ck_assert_msg(rc == 0, "init-model: %s", err);
-    free(out);
-    free(err);
+    init_tiny_model();
     char cwd[1024];
     ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
     const char *sets[] = {"init_adapter_nan", "init_adapter_inf"};
@@ -513,20 +520,16 @@ START_TEST(train_refuses_a_non_finite_init_adapter)
                           "tensor base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight holds 1 non-finite "
                           "value(s), the first -inf at element 3"};
     for (int i = 0; i < 2; i++) {
-        char *job = lg_test_path(tmp, "job.lua"), text[4096], where[1200];
+        char text[4096], where[1200];
         snprintf(text, sizeof text,
                  "return { model = { path = 'model' }, training = { backend = 'cpu', output = 'out' },\n"
                  "  adapters = { { name = 'a', dataset = '%s/specs/jobs/data/toy-train.jsonl', global_batch = 1,\n"
                  "    steps = 1, rank = 1, alpha = 2, targets = { 'q_proj' },\n"
                  "    init_adapter = '%s/" DATA "%s' } } }\n",
                  cwd, cwd, sets[i]);
-        lg_test_write_text(job, text);
         snprintf(where, sizeof where, "init_adapter %s/" DATA "%s/adapter_model.safetensors: ", cwd, sets[i]);
-        expect_cli((const char *[]){"train", job, NULL}, 1, where);
-        expect_cli((const char *[]){"train", job, NULL}, 1, want[i]);
-        free(job);
+        expect_train_error(text, where, want[i]);
     }
-    free(model);
 }
 END_TEST
 
