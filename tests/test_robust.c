@@ -3,7 +3,9 @@
  * (backtracking patterns, huge repetitions, table.move over 10^15), that allocate in a loop, run past the CPU
  * deadline, nest past the parser, call error() without a message; numbers that are not finite or do not fit
  * the C field they are read into; names and paths with NUL bytes or invalid UTF-8; token datasets with ids
- * outside the vocabulary, duplicate keys and loss_mask values other than 0/1, also through `loragen train`;
+ * outside the vocabulary, duplicate keys and loss_mask values other than 0/1, also through `loragen train` and
+ * the scheduler's reader; job values past their C field (jobfile.c); init adapters with NaN or Inf weights;
+ * config.json, adapter_config.json and shard indexes with a NUL byte; checkpoint names that are not numbers;
  * `loragen gen --arch ,`. Also: the limited string functions give Lua's results. */
 #include "lg_ckpt.h"
 #include "lg_gen.h"
