@@ -129,7 +129,8 @@ static void ablation(void)
              {"no pacing", LG_PLAN_NO_PACING},
              {"no merge pass", LG_PLAN_NO_MERGE},
              {"no smoothing", LG_PLAN_NO_SMOOTH},
-             {"slot pass only", LG_PLAN_NO_REFINE}};
+             {"slot pass only", LG_PLAN_NO_REFINE},
+             {"no rank search", LG_PLAN_NO_RANK_SEARCH}};
     printf("\nablation: 4 adapters, S=4, DP=1, capacity %u, global batch %d\n", g_cap, g_batch);
     printf("%-6s %-18s | %6s %6s %6s | %7s | %9s | %6s | %7s\n", "trace", "variant", "mbs", "/LBpad", "/LBtok", "bubble",
            "ms", "waste", "plan ms");

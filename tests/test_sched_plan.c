@@ -144,7 +144,7 @@ START_TEST(every_variant_verifies)
 {
     rng_state = lg_test_seed() ^ 0x5678u;
     static const unsigned flags[] = {LG_PLAN_TOKENS_ONLY, LG_PLAN_NO_PACING, LG_PLAN_NO_MERGE, LG_PLAN_NO_SMOOTH,
-                                     LG_PLAN_NO_REFINE};
+                                     LG_PLAN_NO_REFINE, LG_PLAN_NO_RANK_SEARCH};
     for (int it = 0; it < 25; it++) {
         lg_job_t *job = random_job(it);
         struct lg_plan_params pp = lg_plan_params_default();
@@ -152,7 +152,7 @@ START_TEST(every_variant_verifies)
         pp.target = pad * uni(1, cap / pad); /* any fill target under the capacity */
         check_plan(job, &pp, it);
         pp.target = 0;
-        pp.flags = flags[it % 5];
+        pp.flags = flags[it % 6];
         check_plan(job, &pp, it);
         pp.flags = 0;
         pp.algo = LG_PLAN_MEGATRON;

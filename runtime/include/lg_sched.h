@@ -238,6 +238,7 @@ enum lg_plan_flags {
     LG_PLAN_NO_MERGE = 1 << 2,    /* ours: skip the window-wide merge pass (ablation) */
     LG_PLAN_NO_SMOOTH = 1 << 3,   /* ours: skip the cost-smoothing local search (ablation) */
     LG_PLAN_NO_REFINE = 1 << 4,   /* ours: the slot pass alone, no refinement (ablation; the search uses it) */
+    LG_PLAN_NO_RANK_SEARCH = 1 << 5, /* ours, D > 1: skip the simulated choice of each slot's ranks (ablation) */
 };
 
 struct lg_plan_params {
