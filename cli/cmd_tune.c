@@ -4,6 +4,7 @@
  * speed-up) to stdout. Entries already in --out for other keys are kept; a file there that is not a valid
  * database is refused, not overwritten. */
 #include "cli.h"
+#include "lg_attention.h"
 #include "lg_ctx.h"
 #include "lg_gen.h"
 #include "lg_tune.h"
@@ -29,6 +30,7 @@ struct tune_opts {
     int max_cands, rounds, device;
     int quiet, verbose;
     int no_attention;
+    int dry_run, arch;
 };
 
 static void usage(FILE *f)
@@ -52,6 +54,8 @@ static void usage(FILE *f)
             "  --no-attention        skip the attention tiles (tuned for a model spec over the largest\n"
             "                        token count, as samples of 2048 tokens)\n"
             "  --device N            CUDA device (default 0)\n"
+            "  --dry-run             list each job's candidates per tile group, pruned for --arch; no GPU\n"
+            "  --arch sm_XX          the arch --dry-run prunes for: sm_80, sm_86, sm_89, sm_90 (default)\n"
             "  -q, --quiet           no progress lines\n"
             "  -v, --verbose         also each group's pruning and every candidate that scored +inf\n"
             "  -h, --help            this text\n"
@@ -130,6 +134,15 @@ static int parse(int argc, char **argv, struct tune_opts *o)
             if ((x = int_arg(a, v, 0, 1023)) < 0)
                 return -1;
             o->device = (int)x, i++;
+        } else if (!strcmp(a, "--dry-run")) {
+            o->dry_run = 1;
+        } else if (!strcmp(a, "--arch")) {
+            if (!v || strncmp(v, "sm_", 3) || (x = strtol(v + 3, NULL, 10)) <= 0 ||
+                lg_arch_limits_get((int)x, &(struct lg_arch_limits){0}) != LG_OK) {
+                lg_cli_error("tune", "--arch expects sm_80, sm_86, sm_89 or sm_90, got '%s'", v ? v : "(nothing)");
+                return -1;
+            }
+            o->arch = (int)x, i++;
         } else if (!strcmp(a, "--no-attention")) {
             o->no_attention = 1;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
@@ -264,6 +277,73 @@ static int run(const struct tune_opts *o, const struct lg_spec *spec, const char
     return rc;
 }
 
+/* ---- --dry-run: the candidates, without a GPU ---- */
+
+static void dry_group(const char *name, enum lg_status st, const struct lg_tuner_space_info *in, int *total)
+{
+    if (st != LG_OK) {
+        printf("  %s: %s\n", name, lg_last_error());
+        return;
+    }
+    printf("  %-5s %4d variants, %4d pruned, %3d timed\n", name, in->variants, in->pruned, in->timed);
+    *total += in->timed;
+}
+
+static int dry_run(const struct tune_opts *o, const struct lg_spec *spec)
+{
+    lg_gen_t *gen;
+    if (lg_gen_init(&gen) != LG_OK) {
+        lg_cli_error("tune", "%s", lg_last_error());
+        return 1;
+    }
+    const int arch = o->arch ? o->arch : 90, max = o->max_cands;
+    struct lg_lora_tiles *lc = calloc((size_t)max + 1, sizeof *lc);
+    struct lg_attn_tiles *ac = calloc((size_t)max + 1, sizeof *ac);
+    int total = 0, shapes = 0, n;
+    printf("loragen tune --dry-run: %s for sm_%d, up to %d candidates per group\n", spec->path, arch, max);
+    for (int i = 0; i < spec->nlinears && lc && ac; i++) {
+        const struct lg_linear *l = &spec->linears[i];
+        int seen = 0;
+        for (int j = 0; j < i; j++)
+            seen |= spec->linears[j].in_features == l->in_features && spec->linears[j].out_features == l->out_features;
+        if (seen || (o->only && strcmp(o->only, l->name)))
+            continue;
+        shapes++;
+        struct lg_lora_params p = {.in_features = l->in_features, .out_features = l->out_features, .rank = spec->rank,
+                                   .alpha = (float)spec->alpha, .dropout = (float)spec->dropout, .dtype = spec->dtype};
+        char what[64];
+        snprintf(what, sizeof what, "k%lld_m%lld", (long long)l->in_features, (long long)l->out_features);
+        printf("lora %s (%s):\n", what, l->name);
+        for (int g = 0; g < LG_TUNER_LORA_GROUPS; g++) {
+            struct lg_tuner_space_info in;
+            struct lg_lora_tiles cur = {0};
+            enum lg_status st = lg_tuner_lora_group(gen, arch, &p, g, &cur, max, lc, &n, &in);
+            dry_group(lg_tuner_lora_group_name(g), st, &in, &total);
+        }
+        printf("  + up to 7 more cuBLASLt candidates for each of the forward and dX GEMMs (counted on the GPU)\n");
+        total += 14;
+    }
+    int jobs = shapes * (o->ntokens ? o->ntokens : 1);
+    total *= o->ntokens ? o->ntokens : 1;
+    const struct lg_spec_model *m = &spec->model;
+    if (!o->no_attention && m->present && !o->only && (m->head_dim == 64 || m->head_dim == 128) && ac) {
+        struct lg_attn_params ap = {.hq = m->num_attention_heads, .hkv = m->num_key_value_heads,
+                                    .head_dim = m->head_dim, .dtype = spec->dtype, .flags = LG_ATTN_DETERMINISTIC};
+        printf("attention hq%d_hkv%d_d%d_det:\n", ap.hq, ap.hkv, ap.head_dim);
+        for (int g = 0; g < lg_tuner_attn_groups(&ap); g++) {
+            struct lg_tuner_space_info in;
+            struct lg_attn_tiles cur = {0};
+            enum lg_status st = lg_tuner_attn_group(gen, arch, &ap, g, &cur, max, ac, &n, &in);
+            dry_group(lg_tuner_attn_group_name(g), st, &in, &total);
+        }
+        jobs++;
+    }
+    printf("%d jobs, at most %d candidates timed in all (%d rounds each)\n", jobs, total, o->rounds);
+    free(lc), free(ac);
+    lg_gen_free(gen);
+    return 0;
+}
+
 int lg_cmd_tune(int argc, char **argv)
 {
     struct tune_opts o;
@@ -279,7 +359,7 @@ int lg_cmd_tune(int argc, char **argv)
         fprintf(stderr, "%s\n", lg_last_error());
         return 1;
     }
-    int rc = run(&o, spec, out);
+    int rc = o.dry_run ? dry_run(&o, spec) : run(&o, spec, out);
     lg_spec_free(spec);
     return rc;
 }

@@ -7,8 +7,10 @@
 #include "lg_gen.h"
 #include "lg_test.h"
 #include "lg_tune.h"
+#include "lg_tuner.h"
 
 #include <check.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 static lg_gen_t *gen;
+static char *tmp; /* the db cases' scratch directory */
 
 static void gen_up(void) { CHECK(lg_gen_init(&gen)); }
 static void gen_down(void) { lg_gen_free(gen); }
@@ -274,6 +277,86 @@ START_TEST(space_per_arch)
     struct lg_tune_cand *c;
     int n;
     ck_assert_int_eq(lg_tune_space(gen, &base, vary, 70, &sh, &c, &n), LG_ERR_UNSUPPORTED);
+}
+END_TEST
+
+/* ---- the tuners' groups, as the GPU walks them ---- */
+
+/* Every FusedLoRA group's candidates differ from the current tiles only in the group's own fields, and the
+ * kernel each asks for passes the arch's rules. */
+START_TEST(lora_groups)
+{
+    struct lg_lora_params p = {.in_features = 4096, .out_features = 1024, .rank = 16, .alpha = 32, .dropout = 0.1f,
+                               .dtype = LG_BF16};
+    const int max = 6;
+    struct lg_lora_tiles cand[7], cur = {0};
+    cur.fwd_algo = 2, cur.dx_algo = 1; /* carried through every group untouched */
+    static const size_t own[3][5] = {
+        {offsetof(struct lg_lora_tiles, down_wm), offsetof(struct lg_lora_tiles, down_wk),
+         offsetof(struct lg_lora_tiles, down_mt), offsetof(struct lg_lora_tiles, down_u),
+         offsetof(struct lg_lora_tiles, down_minb)},
+        {offsetof(struct lg_lora_tiles, dy_nct), offsetof(struct lg_lora_tiles, dy_st),
+         offsetof(struct lg_lora_tiles, dy_minb), (size_t)-1, (size_t)-1},
+        {offsetof(struct lg_lora_tiles, da_minb), (size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1},
+    };
+    for (int g = 0; g < LG_TUNER_LORA_GROUPS; g++) {
+        int n;
+        struct lg_tuner_space_info in;
+        CHECK(lg_tuner_lora_group(gen, 90, &p, g, &cur, max, cand, &n, &in));
+        ck_assert_int_eq(n, in.timed + 1);
+        ck_assert_int_le(in.timed, max);
+        ck_assert_int_le(in.timed + in.pruned, in.variants);
+        ck_assert_int_gt(in.timed, 0);
+        ck_assert(!memcmp(&cand[0], &cur, sizeof cur));
+        for (int i = 1; i < n; i++) {
+            ck_assert_msg(memcmp(&cand[i], &cur, sizeof cur), "group %d candidate %d is the reference", g, i);
+            for (size_t b = 0; b < sizeof cur; b += sizeof(int)) {
+                int mine = 0;
+                for (int f = 0; f < 5; f++)
+                    mine |= own[g][f] == b;
+                if (!mine)
+                    ck_assert_int_eq(*(int *)((char *)&cand[i] + b), *(int *)((char *)&cur + b));
+                else
+                    ck_assert_int_gt(*(int *)((char *)&cand[i] + b), 0); /* set explicitly */
+            }
+        }
+    }
+    ck_assert_int_ne(lg_tuner_lora_group(gen, 90, &p, 3, &cur, max, cand, &(int){0}, NULL), LG_OK);
+}
+END_TEST
+
+/* Attention's groups: the deterministic backward has a dQ group, the atomic one does not; on sm_89 the
+ * 99 KiB limit prunes what sm_90 keeps. */
+START_TEST(attn_groups)
+{
+    struct lg_attn_params det = {.hq = 32, .hkv = 8, .head_dim = 128, .dtype = LG_BF16, .flags = LG_ATTN_DETERMINISTIC};
+    struct lg_attn_params at = det;
+    at.flags = 0;
+    ck_assert_int_eq(lg_tuner_attn_groups(&det), 3);
+    ck_assert_int_eq(lg_tuner_attn_groups(&at), 2);
+    struct lg_attn_tiles cand[17], cur = {0};
+    int n90, n89;
+    struct lg_tuner_space_info i90, i89;
+    CHECK(lg_tuner_attn_group(gen, 90, &det, 0, &cur, 16, cand, &n90, &i90));
+    CHECK(lg_tuner_attn_group(gen, 89, &det, 0, &cur, 16, cand, &n89, &i89));
+    ck_assert_int_gt(i89.pruned, i90.pruned);
+    ck_assert_int_lt(n89, n90);
+    for (int i = 1; i < n90; i++)
+        ck_assert(cand[i].fwd_bm > 0 && cand[i].dkv_bm == 0 && cand[i].dq_bm == 0);
+    ck_assert_int_ne(lg_tuner_attn_group(gen, 90, &at, 2, &cur, 16, cand, &n90, NULL), LG_OK);
+}
+END_TEST
+
+START_TEST(cli_dry_run)
+{
+    char *out, *err, *spec = realpath("specs/llama-3.1-8b.lua", NULL);
+    const char *args[] = {"tune", spec, "--dry-run", "--arch", "sm_89", "--tokens", "2048,8192", NULL};
+    int st = lg_test_loragen_run(tmp, args, &out, &err);
+    ck_assert_msg(st == 0, "exit %d: %s", st, err);
+    ck_assert_msg(strstr(out, "lora k4096_m14336 (gate_proj)") && strstr(out, "attention hq32_hkv8_d128_det") &&
+                  strstr(out, "9 jobs"), "%s", out);
+    ck_assert_int_eq(lg_test_count_substr(out, "  down "), 4);
+    free(out), free(err), free(spec);
 }
 END_TEST
 
@@ -576,6 +659,8 @@ int main(void)
     tcase_add_test(t, defaults_or_a_neighbour_fit_every_arch);
     tcase_add_test(t, space_order_and_filter);
     tcase_add_test(t, space_per_arch);
+    tcase_add_test(t, lora_groups);
+    tcase_add_test(t, attn_groups);
     suite_add_tcase(s, t);
     TCase *d = tcase_create("db");
     tcase_add_checked_fixture(d, tmp_up, tmp_down);
@@ -588,6 +673,7 @@ int main(void)
     tcase_add_test(d, default_db_set_path_missing);
     tcase_add_test(d, cli_errors);
     tcase_add_test(d, cli_without_gpu);
+    tcase_add_test(d, cli_dry_run);
     suite_add_tcase(s, d);
     return lg_test_run(s, 0);
 }

@@ -57,6 +57,29 @@ LG_API enum lg_status lg_tuner_lora(lg_ctx_t *ctx, const struct lg_lora_params *
 LG_API enum lg_status lg_tuner_attn(lg_ctx_t *ctx, const struct lg_attn_params *p, int64_t tokens, int sample_len,
                                     const struct lg_tuner_opts *o, struct lg_tuner_outcome *out);
 
+/* ---- the groups of the descents, without a GPU (what `loragen tune --dry-run` lists) ---- */
+
+struct lg_tuner_space_info {
+    int variants; /* the generator's variants of the group's fields */
+    int pruned;   /* of them, what the arch or shape cannot run */
+    int timed;    /* candidates besides the reference (at most max) */
+};
+
+#define LG_TUNER_LORA_GROUPS 3 /* down (wm wk mt u minb), dy (nct st minb), da (minb) */
+#define LG_TUNER_ATTN_GROUPS 3 /* fwd (bm bn nw st), dkv (bm nw st), dq (bm bn nw st; deterministic only) */
+LG_API const char *lg_tuner_lora_group_name(int g);
+LG_API const char *lg_tuner_attn_group_name(int g);
+/* FusedLoRA group g's candidates on arch: cand[0] = *cur, then cur with the group's tiles set to each variant the
+ * arch and shape allow, nearest first, at most max (cand holds max + 1); *n of them. */
+LG_API enum lg_status lg_tuner_lora_group(lg_gen_t *gen, int arch, const struct lg_lora_params *p, int g,
+                                          const struct lg_lora_tiles *cur, int max, struct lg_lora_tiles *cand,
+                                          int *n, struct lg_tuner_space_info *info);
+/* Attention's groups: 3 with the deterministic backward, 2 without (no dQ pass). */
+LG_API int lg_tuner_attn_groups(const struct lg_attn_params *p);
+LG_API enum lg_status lg_tuner_attn_group(lg_gen_t *gen, int arch, const struct lg_attn_params *p, int g,
+                                          const struct lg_attn_tiles *cur, int max, struct lg_attn_tiles *cand,
+                                          int *n, struct lg_tuner_space_info *info);
+
 /* Where a database is measured: the GPU's name, SMs and arch, the driver, NVRTC and cuBLASLt versions, now. */
 LG_API void lg_tuner_info(lg_ctx_t *ctx, struct lg_tune_info *out);
 

@@ -216,57 +216,21 @@ static enum lg_status measure(struct at *t, const char *group, int n, struct lg_
     return st;
 }
 
-/* One tile group: kernel op, its tile fields and where each lives in struct lg_attn_tiles. */
-struct group {
-    const char *name;
-    enum lg_kernel_op op;
-    const char *fields[4];
-    size_t off[4];
-};
-#define OFF(f) offsetof(struct lg_attn_tiles, f)
-
-static int *fld(struct lg_attn_tiles *t, size_t off) { return (int *)((char *)t + off); }
-
-static enum lg_status group_run(struct at *t, const struct group *g, struct lg_tuner_outcome *out, double *ms)
+/* Tile group g (lg_tuner_attn_group) around the best so far. */
+static enum lg_status group_run(struct at *t, int g, struct lg_tuner_outcome *out, double *ms)
 {
-    struct lg_kernel_cfg base = {.op = g->op, .dtype = t->p.dtype, .hd = t->p.head_dim,
-                                 .atomic = g->op == LG_OP_ATTN_BWD_DKV && !(t->p.flags & LG_ATTN_DETERMINISTIC)};
-    int nf;
-    const struct lg_kernel_field *kf = lg_kernel_fields(&nf);
-    unsigned vary = 0;
-    for (int f = 0; f < 4 && g->fields[f]; f++) {
-        vary |= lg_tune_field_bit(g->fields[f]);
-        for (int k = 0; k < nf; k++)
-            if (!strcmp(kf[k].name, g->fields[f]))
-                *(int *)((char *)&base + kf[k].offset) = *fld(&t->cand[0], g->off[f]);
-    }
-    struct lg_tune_shape sh = {.head_dim = t->p.head_dim};
-    struct lg_tune_cand *c;
-    int nc;
-    enum lg_status st = lg_tune_space(lg_ctx_gen(t->ctx), &base, vary, lg_ctx_arch(t->ctx), &sh, &c, &nc);
+    const int max = t->o_->max_cands > 0 ? t->o_->max_cands : 16;
+    const struct lg_attn_tiles cur = t->cand[0];
+    struct lg_tuner_space_info info;
+    int n;
+    enum lg_status st = lg_tuner_attn_group(lg_ctx_gen(t->ctx), lg_ctx_arch(t->ctx), &t->p, g, &cur, max, t->cand,
+                                            &n, &info);
     if (st != LG_OK)
         return st;
-    const int max = t->o_->max_cands > 0 ? t->o_->max_cands : 16;
-    int n = 1, pruned = 0;
-    for (int i = 1; i < nc; i++) {
-        if (c[i].pruned) {
-            pruned++;
-            continue;
-        }
-        if (n > max)
-            continue;
-        t->cand[n] = t->cand[0];
-        for (int f = 0; f < 4 && g->fields[f]; f++)
-            for (int k = 0; k < nf; k++)
-                if (!strcmp(kf[k].name, g->fields[f]))
-                    *fld(&t->cand[n], g->off[f]) = lg_kernel_cfg_get(&c[i].cfg, &kf[k]);
-        n++;
-    }
-    free(c);
-    out->pruned += pruned;
-    logf_(t, "  attn %s: %d variants, %d pruned for sm_%d, %d timed", g->name, nc - 1, pruned, lg_ctx_arch(t->ctx),
-          n - 1);
-    return n > 1 ? measure(t, g->name, n, out, ms) : LG_OK;
+    out->pruned += info.pruned;
+    logf_(t, "  attn %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_attn_group_name(g), info.variants,
+          info.pruned, lg_ctx_arch(t->ctx), info.timed);
+    return n > 1 ? measure(t, lg_tuner_attn_group_name(g), n, out, ms) : LG_OK;
 }
 
 enum lg_status lg_tuner_attn(lg_ctx_t *ctx, const struct lg_attn_params *p, int64_t tokens, int sample_len,
@@ -284,16 +248,10 @@ enum lg_status lg_tuner_attn(lg_ctx_t *ctx, const struct lg_attn_params *p, int6
         return lg_fail(LG_ERR_OOM, "tuner: out of memory");
     lg_attn_tune_key(ctx, p, &out->entry.key);
     enum lg_status st = setup(&t, sample_len);
-    const struct group groups[] = {
-        {"fwd", LG_OP_ATTN_FWD, {"bm", "bn", "nw", "st"}, {OFF(fwd_bm), OFF(fwd_bn), OFF(fwd_nw), OFF(fwd_st)}},
-        {"dkv", LG_OP_ATTN_BWD_DKV, {"bm", "nw", "st"}, {OFF(dkv_bm), OFF(dkv_nw), OFF(dkv_st)}},
-        {"dq", LG_OP_ATTN_BWD_DQ, {"bm", "bn", "nw", "st"}, {OFF(dq_bm), OFF(dq_bn), OFF(dq_nw), OFF(dq_st)}},
-    };
-    const int ngroups = (p->flags & LG_ATTN_DETERMINISTIC) ? 3 : 2; /* the atomic backward has no dQ pass */
     double ms[2] = {0, 0};
     t.cand[0] = t.base;
-    for (int g = 0; g < ngroups && st == LG_OK; g++)
-        st = group_run(&t, &groups[g], out, ms);
+    for (int g = 0; g < lg_tuner_attn_groups(p) && st == LG_OK; g++)
+        st = group_run(&t, g, out, ms);
     if (st == LG_OK) { /* the winner against the defaults, side by side */
         struct lg_attn_tiles win = t.cand[0];
         t.cand[0] = t.base, t.cand[1] = win;

@@ -242,60 +242,22 @@ static enum lg_status measure(struct lt *t, const char *group, int n, struct lg_
     return st;
 }
 
-/* A tile group: the generator's variants of the slot's kernel that differ in `fields`, pruned for the arch. */
-struct group {
-    const char *name;
-    enum lg_layer_slot slot;
-    const char *fields[5];
-    int *tile[5]; /* where each field goes in lg_lora_tiles (offsets into t->cand[k]) */
-};
-
-static int *tile_at(struct lg_lora_tiles *tl, const struct lg_lora_tiles *proto, int *field)
+/* Tile group g (lg_tuner_lora_group: the generator's variants of the slot's kernel, pruned for the arch and
+ * shape), around the best so far. */
+static enum lg_status tile_group(struct lt *t, int g, struct lg_tuner_outcome *out, double *ms)
 {
-    return (int *)((char *)tl + ((const char *)field - (const char *)proto));
-}
-
-static enum lg_status tile_group(struct lt *t, const struct lg_kernel_cfg *plan, const struct group *g,
-                                 struct lg_tuner_outcome *out, double *ms)
-{
-    struct lg_lora_tiles proto = t->cand[0];
-    struct lg_kernel_cfg base = plan[g->slot];
-    unsigned vary = 0;
-    int nf;
-    const struct lg_kernel_field *kf = lg_kernel_fields(&nf);
-    for (int f = 0; f < 5 && g->fields[f]; f++) {
-        vary |= lg_tune_field_bit(g->fields[f]);
-        int v = *g->tile[f];
-        for (int i = 0; i < nf; i++)
-            if (v && !strcmp(kf[i].name, g->fields[f]))
-                *(int *)((char *)&base + kf[i].offset) = v;
-    }
-    struct lg_tune_shape sh = {.k = t->K, .m = t->M};
-    struct lg_tune_cand *c;
-    int nc;
-    enum lg_status st = lg_tune_space(lg_ctx_gen(t->ctx), &base, vary, lg_ctx_arch(t->ctx), &sh, &c, &nc);
+    const int max = t->o->max_cands > 0 ? t->o->max_cands : 16;
+    const struct lg_lora_tiles cur = t->cand[0];
+    struct lg_tuner_space_info info;
+    int n;
+    enum lg_status st = lg_tuner_lora_group(lg_ctx_gen(t->ctx), lg_ctx_arch(t->ctx), &t->p, g, &cur, max, t->cand,
+                                            &n, &info);
     if (st != LG_OK)
         return st;
-    const int max = t->o->max_cands > 0 ? t->o->max_cands : 16;
-    int n = 1, pruned = 0;
-    for (int i = 1; i < nc; i++) {
-        if (c[i].pruned) {
-            pruned++;
-            continue;
-        }
-        if (n > max)
-            continue;
-        struct lg_lora_tiles tl = proto;
-        for (int f = 0; f < 5 && g->fields[f]; f++)
-            for (int k = 0; k < nf; k++)
-                if (!strcmp(kf[k].name, g->fields[f]))
-                    *tile_at(&tl, &t->cand[0], g->tile[f]) = lg_kernel_cfg_get(&c[i].cfg, &kf[k]);
-        t->cand[n++] = tl;
-    }
-    out->pruned += pruned;
-    logf_(t, "  %s: %d variants, %d pruned for sm_%d, %d timed", g->name, nc - 1, pruned, lg_ctx_arch(t->ctx), n - 1);
-    free(c);
-    return n > 1 ? measure(t, g->name, n, out, ms) : LG_OK;
+    out->pruned += info.pruned;
+    logf_(t, "  %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_lora_group_name(g), info.variants,
+          info.pruned, lg_ctx_arch(t->ctx), info.timed);
+    return n > 1 ? measure(t, lg_tuner_lora_group_name(g), n, out, ms) : LG_OK;
 }
 
 /* The forward (fwd = 1) or dX GEMM's cuBLASLt candidates, as the layer issues them. */
@@ -324,25 +286,15 @@ static enum lg_status algo_group(struct lt *t, int fwd, struct lg_tuner_outcome 
 
 static enum lg_status descend(struct lt *t, struct lg_tuner_outcome *out)
 {
-    struct lg_kernel_cfg plan[LG_SLOT_COUNT];
-    const double drop = lg_dropout_thresh16(t->p.dropout) ? t->p.dropout : 0.0;
-    enum lg_status st = lg_gen_layer_kernels(lg_ctx_gen(t->ctx), t->p.dtype, t->p.rank, drop, plan);
-    if (st != LG_OK)
-        return st;
     /* the reference: what the layer runs without an entry (the defaults, or the arch heuristic's fix of one
      * that cannot run here) */
-    struct lg_lora_tiles *b = &t->cand[0];
-    if ((st = lg_lora_arch_tiles(t->ctx, &t->p, b)) != LG_OK)
+    enum lg_status st = lg_lora_arch_tiles(t->ctx, &t->p, &t->cand[0]);
+    if (st != LG_OK)
         return st;
-    t->base = *b;
-    const struct group groups[] = {
-        {"down", LG_SLOT_DOWN, {"wm", "wk", "mt", "u", "minb"}, {&b->down_wm, &b->down_wk, &b->down_mt, &b->down_u, &b->down_minb}},
-        {"dy", LG_SLOT_DY, {"nct", "st", "minb"}, {&b->dy_nct, &b->dy_st, &b->dy_minb}},
-        {"da", LG_SLOT_DA_DX_TAIL, {"minb"}, {&b->da_minb}},
-    };
+    t->base = t->cand[0];
     double ms[2] = {0, 0};
-    for (size_t i = 0; i < sizeof groups / sizeof groups[0] && st == LG_OK; i++)
-        st = tile_group(t, plan, &groups[i], out, ms);
+    for (int g = 0; g < LG_TUNER_LORA_GROUPS && st == LG_OK; g++)
+        st = tile_group(t, g, out, ms);
     if (st == LG_OK)
         st = algo_group(t, 1, out, ms);
     if (st == LG_OK)
