@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "lg_attention.h"
 #include "lg_ctx.h"
+#include "lg_mlora.h"
 #include "lg_gen.h"
 #include "lg_tune.h"
 #include "lg_tuner.h"
@@ -29,7 +30,8 @@ struct tune_opts {
     int ntokens;
     int max_cands, rounds, device;
     int quiet, verbose;
-    int no_attention;
+    unsigned families;
+    int adapters;
     int dry_run, arch;
 };
 
@@ -39,8 +41,8 @@ static void usage(FILE *f)
             "usage: loragen tune SPEC [--tokens N[,N...]] [--out FILE] [--only LAYER] [--max-candidates N]\n"
             "                    [--rounds N] [--device N] [-q] [-v]\n"
             "\n"
-            "Tunes the FusedLoRA kernels and GEMM algorithms SPEC's layers need, and its attention tiles, on the\n"
-            "local GPU, and writes the winners into a tuning database that loragen reads at start\n"
+            "Tunes the kernel tiles and GEMM algorithms SPEC's layers need (FusedLoRA, FusedMultiLoRA, attention)\n"
+            "on the local GPU and writes the winners into a tuning database that loragen reads at start\n"
             "(docs/tuning.md).\n"
             "\n"
             "  --tokens LIST         token counts to tune at, comma-separated (default: the spec's own);\n"
@@ -51,8 +53,11 @@ static void usage(FILE *f)
             "  --only LAYER          tune one linear layer of the spec (e.g. q_proj)\n"
             "  --max-candidates N    candidates timed per tile group (default 16): the sweep's size\n"
             "  --rounds N            interleaved timing rounds per candidate, the median kept (default 9)\n"
-            "  --no-attention        skip the attention tiles (tuned for a model spec over the largest\n"
-            "                        token count, as samples of 2048 tokens)\n"
+            "  --families LIST       what to tune, comma-separated (default lora,mlora,attention):\n"
+            "                        lora: FusedLoRA layers (lg_lora_t: the benchmarks, the PyTorch binding);\n"
+            "                        mlora: FusedMultiLoRA layers as loragen train builds them (model specs);\n"
+            "                        attention: its tiles, over the largest token count (model specs)\n"
+            "  --adapters N          adapters of the FusedMultiLoRA layers (default 1), as in the job\n"
             "  --device N            CUDA device (default 0)\n"
             "  --dry-run             list each job's candidates per tile group, pruned for --arch; no GPU\n"
             "  --arch sm_XX          the arch --dry-run prunes for: sm_80, sm_86, sm_89, sm_90 (default)\n"
@@ -103,9 +108,34 @@ static int parse_tokens(struct tune_opts *o, const char *v)
     return 0;
 }
 
+static int parse_families(struct tune_opts *o, const char *v)
+{
+    char buf[128];
+    if (!v || !*v || strlen(v) >= sizeof buf) {
+        lg_cli_error("tune", "--families expects a comma-separated list of lora, mlora, attention");
+        return -1;
+    }
+    snprintf(buf, sizeof buf, "%s", v);
+    o->families = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(t, "lora"))
+            o->families |= LG_TUNER_LORA;
+        else if (!strcmp(t, "mlora"))
+            o->families |= LG_TUNER_MLORA;
+        else if (!strcmp(t, "attention"))
+            o->families |= LG_TUNER_ATTN;
+        else {
+            lg_cli_error("tune", "--families: '%s' is not one of lora, mlora, attention", t);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int parse(int argc, char **argv, struct tune_opts *o)
 {
-    *o = (struct tune_opts){.max_cands = 16, .rounds = 9};
+    *o = (struct tune_opts){.max_cands = 16, .rounds = 9, .families = LG_TUNER_ALL, .adapters = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long x;
@@ -143,8 +173,14 @@ static int parse(int argc, char **argv, struct tune_opts *o)
                 return -1;
             }
             o->arch = (int)x, i++;
-        } else if (!strcmp(a, "--no-attention")) {
-            o->no_attention = 1;
+        } else if (!strcmp(a, "--families")) {
+            if (parse_families(o, v))
+                return -1;
+            i++;
+        } else if (!strcmp(a, "--adapters")) {
+            if ((x = int_arg(a, v, 1, 4096)) < 0)
+                return -1;
+            o->adapters = (int)x, i++;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             o->quiet = 1;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
@@ -244,7 +280,8 @@ static int run(const struct tune_opts *o, const struct lg_spec *spec, const char
     lg_tuner_info(ctx, &info);
     lg_tune_db_set_info(db, &info);
     struct lg_tuner_sweep sw = {.spec = spec, .tokens = o->ntokens ? o->tokens : NULL, .ntokens = o->ntokens,
-                                .only = o->only, .attention = !o->no_attention, .progress = o->quiet ? NULL : on_progress,
+                                .only = o->only, .families = o->families, .mlora_adapters = o->adapters,
+                                .progress = o->quiet ? NULL : on_progress,
                                 .opts = {.max_cands = o->max_cands, .rounds = o->rounds,
                                          .log = o->verbose ? on_log : NULL}};
     fprintf(stderr, "loragen tune: %s on %s (sm_%d, %d SMs): %d jobs, up to %d candidates per tile group\n",
@@ -285,7 +322,7 @@ static void dry_group(const char *name, enum lg_status st, const struct lg_tuner
         printf("  %s: %s\n", name, lg_last_error());
         return;
     }
-    printf("  %-5s %4d variants, %4d pruned, %3d timed\n", name, in->variants, in->pruned, in->timed);
+    printf("  %-6s %4d variants, %4d pruned, %3d timed\n", name, in->variants, in->pruned, in->timed);
     *total += in->timed;
 }
 
@@ -296,24 +333,23 @@ static int dry_run(const struct tune_opts *o, const struct lg_spec *spec)
         lg_cli_error("tune", "%s", lg_last_error());
         return 1;
     }
-    const int arch = o->arch ? o->arch : 90, max = o->max_cands;
+    const int arch = o->arch ? o->arch : 90, max = o->max_cands, nt = o->ntokens ? o->ntokens : 1;
     struct lg_lora_tiles *lc = calloc((size_t)max + 1, sizeof *lc);
+    struct lg_mlora_tiles *mc = calloc((size_t)max + 1, sizeof *mc);
     struct lg_attn_tiles *ac = calloc((size_t)max + 1, sizeof *ac);
-    int total = 0, shapes = 0, n;
+    int total = 0, n;
     printf("loragen tune --dry-run: %s for sm_%d, up to %d candidates per group\n", spec->path, arch, max);
-    for (int i = 0; i < spec->nlinears && lc && ac; i++) {
+    for (int i = 0; (o->families & LG_TUNER_LORA) && i < spec->nlinears && lc; i++) {
         const struct lg_linear *l = &spec->linears[i];
         int seen = 0;
         for (int j = 0; j < i; j++)
             seen |= spec->linears[j].in_features == l->in_features && spec->linears[j].out_features == l->out_features;
         if (seen || (o->only && strcmp(o->only, l->name)))
             continue;
-        shapes++;
         struct lg_lora_params p = {.in_features = l->in_features, .out_features = l->out_features, .rank = spec->rank,
                                    .alpha = (float)spec->alpha, .dropout = (float)spec->dropout, .dtype = spec->dtype};
-        char what[64];
-        snprintf(what, sizeof what, "k%lld_m%lld", (long long)l->in_features, (long long)l->out_features);
-        printf("lora %s (%s):\n", what, l->name);
+        printf("lora k%lld_m%lld (%s), x%d token counts:\n", (long long)l->in_features, (long long)l->out_features,
+               l->name, nt);
         for (int g = 0; g < LG_TUNER_LORA_GROUPS; g++) {
             struct lg_tuner_space_info in;
             struct lg_lora_tiles cur = {0};
@@ -321,25 +357,49 @@ static int dry_run(const struct tune_opts *o, const struct lg_spec *spec)
             dry_group(lg_tuner_lora_group_name(g), st, &in, &total);
         }
         printf("  + up to 7 more cuBLASLt candidates for each of the forward and dX GEMMs (counted on the GPU)\n");
-        total += 14;
     }
-    int jobs = shapes * (o->ntokens ? o->ntokens : 1);
-    total *= o->ntokens ? o->ntokens : 1;
     const struct lg_spec_model *m = &spec->model;
-    if (!o->no_attention && m->present && !o->only && (m->head_dim == 64 || m->head_dim == 128) && ac) {
+    const int model = m->present && !o->only;
+    if ((o->families & LG_TUNER_MLORA) && model && mc) {
+        const int64_t H = m->hidden_size, q = (int64_t)m->num_attention_heads * m->head_dim,
+                      kv = (int64_t)m->num_key_value_heads * m->head_dim, I = m->intermediate_size;
+        const struct lg_tuner_mlora_shape shapes[4] = {
+            {.in_features = H, .nmod = 3, .out_features = {q, kv, kv}},
+            {.in_features = q, .nmod = 1, .out_features = {H}},
+            {.in_features = H, .nmod = 2, .out_features = {I, I}},
+            {.in_features = I, .nmod = 1, .out_features = {H}},
+        };
+        static const char *names[4] = {"q,k,v", "o", "gate,up", "down"};
+        for (int i = 0; i < 4; i++) {
+            struct lg_tuner_mlora_shape sh = shapes[i];
+            sh.nadapters = o->adapters, sh.rank = spec->rank, sh.alpha = (float)spec->alpha;
+            sh.dropout = (float)spec->dropout, sh.dtype = spec->dtype;
+            printf("mlora %s x%d adapters, x%d token counts:\n", names[i], o->adapters, nt);
+            for (int g = 0; g < LG_TUNER_MLORA_GROUPS; g++) {
+                struct lg_tuner_space_info in;
+                struct lg_mlora_tiles cur = {0};
+                enum lg_status st = lg_tuner_mlora_group(gen, arch, &sh, g, &cur, max, mc, &n, &in);
+                dry_group(lg_tuner_mlora_group_name(g), st, &in, &total);
+            }
+        }
+    }
+    total *= nt;
+    if ((o->families & LG_TUNER_ATTN) && model && (m->head_dim == 64 || m->head_dim == 128) && ac) {
         struct lg_attn_params ap = {.hq = m->num_attention_heads, .hkv = m->num_key_value_heads,
                                     .head_dim = m->head_dim, .dtype = spec->dtype, .flags = LG_ATTN_DETERMINISTIC};
-        printf("attention hq%d_hkv%d_d%d_det:\n", ap.hq, ap.hkv, ap.head_dim);
+        printf("attention hq%d_hkv%d_d%d_det, once:\n", ap.hq, ap.hkv, ap.head_dim);
         for (int g = 0; g < lg_tuner_attn_groups(&ap); g++) {
             struct lg_tuner_space_info in;
             struct lg_attn_tiles cur = {0};
             enum lg_status st = lg_tuner_attn_group(gen, arch, &ap, g, &cur, max, ac, &n, &in);
             dry_group(lg_tuner_attn_group_name(g), st, &in, &total);
         }
-        jobs++;
     }
-    printf("%d jobs, at most %d candidates timed in all (%d rounds each)\n", jobs, total, o->rounds);
-    free(lc), free(ac);
+    struct lg_tuner_sweep sw = {.spec = spec, .tokens = o->ntokens ? o->tokens : NULL, .ntokens = o->ntokens,
+                                .only = o->only, .families = o->families, .mlora_adapters = o->adapters};
+    printf("%d jobs, %d tile candidates timed in all (%d rounds each), plus the cuBLASLt ones\n",
+           lg_tuner_spec_jobs(&sw), total, o->rounds);
+    free(lc), free(mc), free(ac);
     lg_gen_free(gen);
     return 0;
 }

@@ -354,8 +354,9 @@ START_TEST(cli_dry_run)
     int st = lg_test_loragen_run(tmp, args, &out, &err);
     ck_assert_msg(st == 0, "exit %d: %s", st, err);
     ck_assert_msg(strstr(out, "lora k4096_m14336 (gate_proj)") && strstr(out, "attention hq32_hkv8_d128_det") &&
-                  strstr(out, "9 jobs"), "%s", out);
-    ck_assert_int_eq(lg_test_count_substr(out, "  down "), 4);
+                  strstr(out, "mlora q,k,v x1 adapters") && strstr(out, "17 jobs"), "%s", out);
+    ck_assert_int_eq(lg_test_count_substr(out, "  down "), 8);      /* 4 FusedLoRA shapes, 4 FusedMultiLoRA layers */
+    ck_assert_int_eq(lg_test_count_substr(out, "  expand "), 4);
     free(out), free(err), free(spec);
 }
 END_TEST
@@ -614,6 +615,9 @@ START_TEST(cli_errors)
         {{"tune", tiny, "--rounds", "many", NULL}, 2, "--rounds expects an integer"},
         {{"tune", tiny, "--out", NULL}, 2, "--out expects a file name"},
         {{"tune", tiny, "--frobnicate", NULL}, 2, "unknown option '--frobnicate'"},
+        {{"tune", tiny, "--families", "lora,gpu", NULL}, 2, "--families: 'gpu' is not one of lora, mlora, attention"},
+        {{"tune", tiny, "--adapters", "0", NULL}, 2, "--adapters expects an integer in 1..4096"},
+        {{"tune", tiny, "--arch", "sm_75", NULL}, 2, "--arch expects sm_80, sm_86, sm_89 or sm_90"},
         {{"tune", tiny, tiny, NULL}, 2, "one SPEC expected"},
         {{"tune", "specs/no-such-spec.lua", NULL}, 1, "specs/no-such-spec.lua"},
         {{"tune", tiny, "--out", bad, NULL}, 1, "is not a tuning database loragen can read"},

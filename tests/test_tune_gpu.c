@@ -8,12 +8,15 @@
  *   what the explicitly tuned layer computes, bit for bit.
  * - A short tune of small attention shapes (head dim 64 with the atomic backward, 128 deterministic): no
  *   candidate mismatches the per-arch defaults, the winner is never slower.
- * - A spec's sweep (specs/tiny.lua at two token counts): one entry per distinct shape and count.
+ * - A short tune of a small FusedMultiLoRA layer (3 modules, 3 adapters, uneven segments): same checks, and a
+ *   layer without tiles takes the database's winner.
+ * - A spec's sweep (specs/tiny.lua at two token counts, FusedLoRA and FusedMultiLoRA): one entry per job.
  * LORAGEN_TUNE_TEST_CANDS (default 6) bounds the candidates per group. */
 #include "lg_ctx.h"
 #include "lg_gpu_util.h"
 #include "lg_half.h"
 #include "lg_lora.h"
+#include "lg_mlora.h"
 #include "lg_test.h"
 #include "lg_tune.h"
 #include "lg_tuner.h"
@@ -161,6 +164,68 @@ static void layer_outputs(const struct lg_lora_params *lp, int64_t n, const stru
     lg_lora_free(L);
 }
 
+static struct lg_tuner_mlora_shape mlora_small(void)
+{
+    return (struct lg_tuner_mlora_shape){.in_features = 512, .nmod = 3, .out_features = {512, 256, 256},
+                                         .nadapters = 3, .rank = 16, .alpha = 32, .dropout = 0.1f,
+                                         .dtype = LG_BF16};
+}
+
+/* A short tune of a small merged q/k/v-like FusedMultiLoRA layer with three adapters on uneven segments. */
+START_TEST(mlora_short_tune)
+{
+    struct lg_tuner_mlora_shape sh = mlora_small();
+    struct lg_tuner_opts o = {.max_cands = cands, .rounds = 3, .log = print_line};
+    struct lg_tuner_outcome r;
+    CHECK(lg_tuner_mlora(ctx, &sh, 1000, &o, &r));
+    const struct lg_tune_entry *e = &r.entry;
+    printf("mlora: %d timed, %d pruned, %d failed, %d mismatched, max err %.2e; %.4f -> %.4f ms\n", e->candidates,
+           r.pruned, r.failed, r.mismatched, r.max_err, e->default_ms, e->time_ms);
+    ck_assert_int_eq(r.mismatched, 0);
+    ck_assert(r.max_err <= 1e-2);
+    ck_assert_int_gt(e->candidates, 3);
+    ck_assert(e->time_ms > 0 && e->time_ms <= e->default_ms);
+    ck_assert_str_eq(e->key.op, "mlora");
+    ck_assert_str_eq(e->key.shape, "k512_m512x256x256_r16_a3_p1");
+    ck_assert_int_eq(e->key.tokens, 1024);
+}
+END_TEST
+
+/* The tiles a fresh FusedMultiLoRA layer of shape sh uses for one forward at n tokens (no tiles set). */
+static struct lg_mlora_tiles mlora_used(const struct lg_tuner_mlora_shape *sh, int64_t n)
+{
+    struct lg_mlora_slot_params sp[9];
+    for (int i = 0; i < sh->nadapters * sh->nmod; i++)
+        sp[i] = (struct lg_mlora_slot_params){.rank = sh->rank, .alpha = sh->alpha, .dropout = sh->dropout};
+    struct lg_mlora_params mp = {.in_features = sh->in_features, .nmod = sh->nmod, .nadapters = sh->nadapters,
+                                 .slots = sp, .dtype = sh->dtype, .layer_id = 1};
+    int64_t MT = 0;
+    for (int m = 0; m < sh->nmod; m++)
+        mp.out_features[m] = sh->out_features[m], MT += sh->out_features[m];
+    lg_mlora_t *L;
+    CHECK(lg_mlora_init(ctx, &mp, &L));
+    lg_mlora_segments_t *sg;
+    CHECK(lg_mlora_segments_init(ctx, 4, &sg));
+    struct lg_mlora_seg segs[3] = {{0, 0, n / 3}, {1, n / 3, n / 3}, {2, 2 * (n / 3), n - 2 * (n / 3)}};
+    CHECK(lg_mlora_segments_set(sg, n, 3, segs, 3, 0));
+    const int64_t lds = (lg_mlora_compact_cols(L) + 7) / 8 * 8;
+    CUdeviceptr x, s, y;
+    CU_CHECK(cuMemAlloc(&x, (size_t)(n * sh->in_features) * 2));
+    CU_CHECK(cuMemAlloc(&s, (size_t)(n * lds) * 2));
+    CU_CHECK(cuMemAlloc(&y, (size_t)(n * MT) * 2));
+    CU_CHECK(cuMemsetD8(x, 0, (size_t)(n * sh->in_features) * 2));
+    struct lg_mlora_fwd f = {.n = n, .seg = sg, .x = x, .ldx = sh->in_features, .s = s, .lds = lds, .y = y, .ldy = MT,
+                             .seed = 1, .strategy = LG_MLORA_EXPAND};
+    CHECK(lg_mlora_forward(L, &f, 0));
+    CU_CHECK(cuCtxSynchronize());
+    struct lg_mlora_tiles t;
+    lg_mlora_get_tiles(L, &t);
+    cuMemFree(x), cuMemFree(s), cuMemFree(y);
+    lg_mlora_segments_free(sg);
+    lg_mlora_free(L);
+    return t;
+}
+
 START_TEST(layer_uses_database)
 {
     struct lg_lora_params lp = small(0.1f);
@@ -182,6 +247,17 @@ START_TEST(layer_uses_database)
     lg_tuner_info(ctx, &info);
     lg_tune_db_set_info(db, &info);
     CHECK(lg_tune_db_put(db, &r.entry));
+    /* and a FusedMultiLoRA winner (forced off the defaults too) */
+    struct lg_tuner_mlora_shape msh = mlora_small();
+    struct lg_tuner_outcome mr;
+    CHECK(lg_tuner_mlora(ctx, &msh, 1000, &o, &mr));
+    struct lg_mlora_tiles mwin;
+    lg_mlora_tiles_from_entry(&mr.entry, &mwin);
+    if (mr.entry.nparams == 0) {
+        mwin.dy_st = 2, mwin.expand_nct = 1;
+        lg_mlora_tiles_to_entry(&mwin, &mr.entry);
+    }
+    CHECK(lg_tune_db_put(db, &mr.entry));
     CHECK(lg_tune_db_save(db, path));
     ck_assert_msg(lg_tune_db_count(lg_tune_default()) == 1, "the process database was read too early: %s",
                   lg_tune_default_problem());
@@ -200,6 +276,8 @@ START_TEST(layer_uses_database)
     layer_outputs(&lp, 4 * n, NULL, y3, x3, a3, &used);
     ck_assert_msg(!memcmp(&used, &arch, sizeof used), "without an entry the layer did not take the arch heuristic");
     free(y3), free(x3), free(a3);
+    struct lg_mlora_tiles mu = mlora_used(&msh, n);
+    ck_assert_msg(!memcmp(&mu, &mwin, sizeof mu), "the FusedMultiLoRA layer did not take the database's tiles");
     ck_assert_msg(!memcmp(y1, y2, 2 * ny) && !memcmp(x1, x2, 2 * nx) && !memcmp(a1, a2, 4 * na),
                   "a layer without tiles did not compute what the database's winner computes");
     free(y1), free(y2), free(x1), free(x2), free(a1), free(a2);
@@ -235,7 +313,8 @@ START_TEST(spec_sweep)
     struct lg_spec *spec;
     CHECK(lg_spec_load("specs/tiny.lua", &spec));
     const int tokens[2] = {256, 1024};
-    struct lg_tuner_sweep sw = {.spec = spec, .tokens = tokens, .ntokens = 2, .opts = {.max_cands = 3, .rounds = 3}};
+    struct lg_tuner_sweep sw = {.spec = spec, .tokens = tokens, .ntokens = 2, .families = LG_TUNER_LORA | LG_TUNER_MLORA,
+                               .opts = {.max_cands = 3, .rounds = 3}};
     lg_tune_db_t *db;
     CHECK(lg_tune_db_init(&db));
     struct lg_tuner_result *res;
@@ -272,6 +351,7 @@ int main(void)
     tcase_set_timeout(tc, 0);
     tcase_add_test(tc, harness_outcomes);
     tcase_add_test(tc, short_tune_matches_default);
+    tcase_add_test(tc, mlora_short_tune);
     tcase_add_test(tc, layer_uses_database);
     tcase_add_test(tc, attention_short_tune); /* after layer_uses_database: it reads the process database */
     tcase_add_test(tc, spec_sweep);

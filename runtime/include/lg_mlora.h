@@ -174,7 +174,23 @@ struct lg_mlora_tiles {
     int dy_nct, dy_st, expand_nct;
     int down_minb, dy_minb, da_minb;
 };
+/* t = NULL: back to automatic tiles. Until a layer's tiles are set, each call looks up the tuning database
+ * (lg_tune.h) under lg_mlora_tune_key for its token count, or takes lg_mlora_arch_tiles where none matches. */
 LG_API enum lg_status lg_mlora_set_tiles(lg_mlora_t *l, const struct lg_mlora_tiles *t);
+/* The tiles the layer's last call used. */
+LG_API void lg_mlora_get_tiles(const lg_mlora_t *l, struct lg_mlora_tiles *t);
+
+/* The tuning database's view of a layer: its key at n tokens (op "mlora", shape
+ * "k<K>_m<M0>[x<M1>...]_r<R>_a<adapters>_p<0|1>", R the kernels' rank, p whether any slot has dropout, the token
+ * bucket of n), the tiles as an entry's named parameters (zero ones left out), and the tiles used without an
+ * entry: zero (the generator's defaults) except where a default cannot run on this arch (lg_tune.h's rules),
+ * which gets the nearest variant that can. */
+struct lg_tune_key;
+struct lg_tune_entry;
+LG_API void lg_mlora_tune_key(const lg_mlora_t *l, int64_t n, struct lg_tune_key *out);
+LG_API void lg_mlora_tiles_from_entry(const struct lg_tune_entry *e, struct lg_mlora_tiles *t);
+LG_API void lg_mlora_tiles_to_entry(const struct lg_mlora_tiles *t, struct lg_tune_entry *e);
+LG_API enum lg_status lg_mlora_arch_tiles(const lg_mlora_t *l, struct lg_mlora_tiles *t);
 
 #ifdef __cplusplus
 }

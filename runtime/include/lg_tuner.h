@@ -24,6 +24,7 @@
 #include "lg_ctx.h"
 #include "lg_gen.h"
 #include "lg_lora.h"
+#include "lg_mlora.h"
 #include "lg_tune.h"
 
 #ifdef __cplusplus
@@ -67,6 +68,12 @@ struct lg_tuner_space_info {
 
 #define LG_TUNER_LORA_GROUPS 3 /* down (wm wk mt u minb), dy (nct st minb), da (minb) */
 #define LG_TUNER_ATTN_GROUPS 3 /* fwd (bm bn nw st), dkv (bm nw st), dq (bm bn nw st; deterministic only) */
+#define LG_TUNER_MLORA_GROUPS 4 /* down (wm wk mt u minb), dy (nct st minb), da (minb), expand (nct) */
+struct lg_tuner_mlora_shape;
+LG_API const char *lg_tuner_mlora_group_name(int g);
+LG_API enum lg_status lg_tuner_mlora_group(lg_gen_t *gen, int arch, const struct lg_tuner_mlora_shape *s, int g,
+                                           const struct lg_mlora_tiles *cur, int max, struct lg_mlora_tiles *cand,
+                                           int *n, struct lg_tuner_space_info *info);
 LG_API const char *lg_tuner_lora_group_name(int g);
 LG_API const char *lg_tuner_attn_group_name(int g);
 /* FusedLoRA group g's candidates on arch: cand[0] = *cur, then cur with the group's tiles set to each variant the
@@ -80,6 +87,22 @@ LG_API enum lg_status lg_tuner_attn_group(lg_gen_t *gen, int arch, const struct 
                                           const struct lg_attn_tiles *cur, int max, struct lg_attn_tiles *cand,
                                           int *n, struct lg_tuner_space_info *info);
 
+/* A FusedMultiLoRA layer to tune: nmod modules reading one input (q/k/v: 3, gate/up: 2), nadapters adapters of
+ * one rank, alpha and dropout. */
+struct lg_tuner_mlora_shape {
+    int64_t in_features;
+    int nmod;
+    int64_t out_features[3];
+    int nadapters;
+    int rank;
+    float alpha, dropout;
+    enum lg_dtype dtype;
+};
+/* Tunes FusedMultiLoRA's tiles for shape s at n tokens (>= one per adapter), as the CUDA training backend runs
+ * the layer (strategy (b), S apart, uneven segments). */
+LG_API enum lg_status lg_tuner_mlora(lg_ctx_t *ctx, const struct lg_tuner_mlora_shape *s, int64_t n,
+                                     const struct lg_tuner_opts *o, struct lg_tuner_outcome *out);
+
 /* Where a database is measured: the GPU's name, SMs and arch, the driver, NVRTC and cuBLASLt versions, now. */
 LG_API void lg_tuner_info(lg_ctx_t *ctx, struct lg_tune_info *out);
 
@@ -92,14 +115,17 @@ struct lg_tuner_progress {
     double eta_s;     /* < 0 until one job has finished */
 };
 
+/* What a sweep tunes. FusedMultiLoRA and attention need a model spec (its `model` table). */
+enum lg_tuner_family { LG_TUNER_LORA = 1, LG_TUNER_MLORA = 2, LG_TUNER_ATTN = 4, LG_TUNER_ALL = 7 };
+
 struct lg_tuner_sweep {
     const struct lg_spec *spec;
     const int *tokens; /* token counts to tune at; NULL: the spec's own */
     int ntokens;
-    const char *only;  /* one linear layer by name; NULL: all */
-    int attention;     /* 1: also the attention tiles of a model spec (deterministic backward), over the largest
-                        * token count packed as samples of up to attn_sample_len (0: 2048) tokens */
-    int attn_sample_len;
+    const char *only;  /* one linear layer by name (FusedLoRA only); NULL: all */
+    unsigned families; /* LG_TUNER_LORA | LG_TUNER_MLORA | LG_TUNER_ATTN; 0: all */
+    int mlora_adapters;  /* adapters of the FusedMultiLoRA layers (0: 1) */
+    int attn_sample_len; /* attention's samples (0: 2048 tokens; the deterministic backward is tuned) */
     struct lg_tuner_opts opts;
     void (*progress)(void *u, const struct lg_tuner_progress *p);
     void *progress_u;
@@ -114,8 +140,8 @@ struct lg_tuner_result {
     struct lg_tuner_outcome outcome;
 };
 
-/* Tunes every distinct FusedLoRA shape of the spec at every token count (and attention, when asked), putting each winner into db (which
- * the caller saves). A job that fails (its reference configuration does not run) is recorded in its result and
+/* Tunes the spec's kernels (tuner_spec.c lists the jobs: FusedLoRA shapes and FusedMultiLoRA layers at every
+ * token count, attention once), putting each winner into db (which the caller saves). A job that fails (its reference configuration does not run) is recorded in its result and
  * the sweep goes on. *out: malloc'd array of *count results, in sweep order. */
 LG_API enum lg_status lg_tuner_spec(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, lg_tune_db_t *db,
                                     struct lg_tuner_result **out, int *count);

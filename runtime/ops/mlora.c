@@ -259,9 +259,15 @@ CUdeviceptr lg_mlora_ds_buffer(const lg_mlora_t *l, int64_t *ld)
 
 enum lg_status lg_mlora_set_tiles(lg_mlora_t *l, const struct lg_mlora_tiles *t)
 {
-    if (!l || !t)
+    if (!l)
         return lg_fail(LG_ERR_INVALID, "lg_mlora_set_tiles: null argument");
+    if (!t) { /* back to the tuning database's winners (or the arch heuristic) */
+        l->tiles_set = 0, l->tuned_bucket = 0;
+        memset(&l->tiles, 0, sizeof l->tiles);
+        return LG_OK;
+    }
     l->tiles = *t;
+    l->tiles_set = 1;
     return LG_OK;
 }
 

@@ -38,12 +38,20 @@ struct lg_mlora {
     CUdeviceptr ds_buf;
     int64_t ds_ld;
     struct lg_mlora_tiles tiles;
+    int tiles_set;                   /* lg_mlora_set_tiles chose them: the tuning database is not consulted */
+    int tuned_bucket;                /* the token bucket the tiles were looked up for (0: none yet) */
+    int arch_done;                   /* arch_tiles worked out */
+    struct lg_mlora_tiles arch_tiles; /* the arch heuristic's tiles (mlora_tune.c) */
     struct {
         struct lg_kernel_cfg c;
         const struct lg_kernel *k;
     } kc[LG_MLORA_KCACHE];
     int nkc;
 };
+
+/* Takes the tuning database's tiles for n tokens' bucket, or the arch heuristic's, unless the caller set tiles
+ * (mlora_tune.c). */
+void lg_ops_mlora_consult(lg_mlora_t *l, int64_t n);
 
 /* The device view of the current table. */
 struct lg_mlora_segs lg_mlora_segs_view(const struct lg_mlora_segments *s);

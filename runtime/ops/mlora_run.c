@@ -150,6 +150,8 @@ enum lg_status lg_mlora_forward(lg_mlora_t *l, const struct lg_mlora_fwd *f, CUs
         return lg_fail(LG_ERR_INVALID, "%s: unknown strategy %d", fn, (int)f->strategy);
     enum lg_status st = check_table(l, f->seg, f->n, fn);
     if (st == LG_OK)
+        lg_ops_mlora_consult(l, f->n);
+    if (st == LG_OK)
         st = check_buf(fn, "x", f->x, f->ldx, l->K);
     if (st == LG_OK)
         st = check_buf(fn, "y", f->y, f->ldy, l->MT);
@@ -299,6 +301,8 @@ enum lg_status lg_mlora_backward(lg_mlora_t *l, const struct lg_mlora_bwd *b, CU
     if (!l || !b)
         return lg_fail(LG_ERR_INVALID, "%s: null argument", fn);
     enum lg_status st = check_bwd(l, b);
+    if (st == LG_OK)
+        lg_ops_mlora_consult(l, b->n);
     const int ext = st == LG_OK && resolve(l, b->seg, b->strategy, b->ldx) == LG_MLORA_EXT_K;
     CUdeviceptr s = 0;
     int64_t lds = 0;

@@ -4,6 +4,7 @@
 #include "tuner_internal.h"
 #include "lg_base.h"
 #include "common/lg_philox.h"
+#include "lg_mlora.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,4 +123,46 @@ enum lg_status lg_tuner_attn_group(lg_gen_t *gen, int arch, const struct lg_attn
                                  .atomic = ATTN_OPS[g] == LG_OP_ATTN_BWD_DKV && !(p->flags & LG_ATTN_DETERMINISTIC)};
     struct lg_tune_shape sh = {.head_dim = p->head_dim};
     return lg_tuner_build_group(gen, arch, &sh, &base, &ATTN_GROUPS[g], cur, sizeof *cur, max, cand, n, info);
+}
+
+/* ---- FusedMultiLoRA's groups ---- */
+
+#define MT_(f) offsetof(struct lg_mlora_tiles, f)
+static const struct lg_tuner_tgroup MLORA_GROUPS[LG_TUNER_MLORA_GROUPS] = {
+    {"down", {"wm", "wk", "mt", "u", "minb"}, {MT_(down_wm), MT_(down_wk), MT_(down_mt), MT_(down_u), MT_(down_minb)}},
+    {"dy", {"nct", "st", "minb"}, {MT_(dy_nct), MT_(dy_st), MT_(dy_minb)}},
+    {"da", {"minb"}, {MT_(da_minb)}},
+    {"expand", {"nct"}, {MT_(expand_nct)}},
+};
+static const enum lg_kernel_op MLORA_OPS[LG_TUNER_MLORA_GROUPS] = {LG_OP_MLORA_DOWN, LG_OP_MLORA_DY, LG_OP_MLORA_DA,
+                                                                    LG_OP_MLORA_EXPAND};
+
+const char *lg_tuner_mlora_group_name(int g)
+{
+    return g >= 0 && g < LG_TUNER_MLORA_GROUPS ? MLORA_GROUPS[g].name : "?";
+}
+
+/* The kernels' rank: the slots' rank rounded up to 8 (lg_mlora.h). */
+static int kernel_rank(int r) { return (r + 7) / 8 * 8; }
+
+enum lg_status lg_tuner_mlora_group(lg_gen_t *gen, int arch, const struct lg_tuner_mlora_shape *s, int g,
+                                    const struct lg_mlora_tiles *cur, int max, struct lg_mlora_tiles *cand, int *n,
+                                    struct lg_tuner_space_info *info)
+{
+    if (g < 0 || g >= LG_TUNER_MLORA_GROUPS)
+        return lg_fail(LG_ERR_INVALID, "lg_tuner_mlora_group: group %d is not 0..%d", g, LG_TUNER_MLORA_GROUPS - 1);
+    const enum lg_kernel_op op = MLORA_OPS[g];
+    struct lg_kernel_cfg base = {.op = op, .dtype = s->dtype, .rank = kernel_rank(s->rank)};
+    if (op == LG_OP_MLORA_DOWN || op == LG_OP_MLORA_DA)
+        base.nmod = s->nmod;
+    const int drop = lg_dropout_thresh16(s->dropout) != 0;
+    if (op == LG_OP_MLORA_DOWN)
+        base.drop = drop;
+    if (op == LG_OP_MLORA_DA) /* the backend's layout: dS apart from dY, so the dA pass adds the dX correction */
+        base.fuse = 1, base.drop = drop;
+    int64_t mmin = s->out_features[0];
+    for (int m = 1; m < s->nmod; m++)
+        mmin = s->out_features[m] < mmin ? s->out_features[m] : mmin;
+    struct lg_tune_shape sh = {.k = s->in_features, .m = mmin};
+    return lg_tuner_build_group(gen, arch, &sh, &base, &MLORA_GROUPS[g], cur, sizeof *cur, max, cand, n, info);
 }

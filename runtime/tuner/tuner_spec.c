@@ -1,7 +1,9 @@
-/* tuner_spec.c: a spec's sweep (lg_tuner_spec): every distinct FusedLoRA shape of the spec's linear layers
- * (layers sharing a shape are tuned once: q and o of Llama, k and v, gate and up) at every token count, then
- * (when asked) the attention tiles of a model spec, with a progress report before each job (what, how many remain, the time left at the pace so far), and where a
- * database is measured (lg_tuner_info). */
+/* tuner_spec.c: a spec's sweep (lg_tuner_spec). The jobs, in order: every distinct FusedLoRA shape of the
+ * spec's linear layers (layers sharing a shape are tuned once: q and o of Llama, k and v, gate and up) at every
+ * token count; for a model spec, its FusedMultiLoRA layers as the CUDA training backend builds them (q/k/v
+ * merged, o, gate/up merged, down) at every token count; and its attention tiles once, over the largest token
+ * count. A progress report precedes each job (what, how many remain, the time left at the pace so far). Also
+ * where a database is measured (lg_tuner_info). */
 #include "lg_tuner.h"
 #include "lg_base.h"
 #include "lg_gpu.h"
@@ -29,13 +31,30 @@ void lg_tuner_info(lg_ctx_t *ctx, struct lg_tune_info *in)
     strftime(in->date, sizeof in->date, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* The distinct shapes of the spec (in order of first appearance), each with the names of its layers. */
-struct shape {
-    int64_t k, m;
+enum kind { J_LORA, J_MLORA, J_ATTN };
+
+struct job {
+    enum kind kind;
     char label[96];
+    int tokens;
+    int64_t k, m;                      /* J_LORA */
+    struct lg_tuner_mlora_shape ms;    /* J_MLORA */
+    struct lg_attn_params ap;          /* J_ATTN */
+    int sample_len;
 };
 
-static int shapes_of(const struct lg_tuner_sweep *s, struct shape *out, int cap)
+#define MAX_JOBS 512
+
+static unsigned families(const struct lg_tuner_sweep *s) { return s->families ? s->families : LG_TUNER_ALL; }
+
+static void add_label(char *label, size_t n, const char *name)
+{
+    size_t len = strlen(label);
+    snprintf(label + len, n - len, "%s%s", len ? "," : "", name);
+}
+
+/* The distinct FusedLoRA shapes, each with its layers' names. */
+static int lora_shapes(const struct lg_tuner_sweep *s, struct job *out, int cap)
 {
     int n = 0;
     for (int i = 0; i < s->spec->nlinears; i++) {
@@ -48,50 +67,81 @@ static int shapes_of(const struct lg_tuner_sweep *s, struct shape *out, int cap)
         if (j == n) {
             if (n == cap)
                 continue;
-            out[n].k = l->in_features, out[n].m = l->out_features, out[n].label[0] = 0;
+            memset(&out[n], 0, sizeof out[n]);
+            out[n].kind = J_LORA, out[n].k = l->in_features, out[n].m = l->out_features;
             n++;
         }
-        size_t len = strlen(out[j].label);
-        snprintf(out[j].label + len, sizeof out[j].label - len, "%s%s", len ? "," : "", l->name);
+        add_label(out[j].label, sizeof out[j].label, l->name);
     }
     return n;
 }
 
-#define MAX_SHAPES 64
-
-/* Attention is tuned for model specs whose head dim the generated kernels take (64, 128). */
-static int attn_job(const struct lg_tuner_sweep *s)
+/* The training backend's layers of a model spec: q/k/v, o, gate/up, down. */
+static int mlora_layers(const struct lg_tuner_sweep *s, struct job *out)
 {
     const struct lg_spec_model *m = &s->spec->model;
-    return s->attention && m->present && !s->only && (m->head_dim == 64 || m->head_dim == 128);
+    const int64_t H = m->hidden_size, q = (int64_t)m->num_attention_heads * m->head_dim,
+                  kv = (int64_t)m->num_key_value_heads * m->head_dim, I = m->intermediate_size;
+    const struct {
+        const char *label;
+        int64_t k;
+        int nmod;
+        int64_t out[3];
+    } L[4] = {{"q,k,v", H, 3, {q, kv, kv}}, {"o", q, 1, {H}}, {"gate,up", H, 2, {I, I}}, {"down", I, 1, {H}}};
+    for (int i = 0; i < 4; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].kind = J_MLORA;
+        snprintf(out[i].label, sizeof out[i].label, "mlora %s x%d", L[i].label, s->mlora_adapters > 0 ? s->mlora_adapters : 1);
+        out[i].ms = (struct lg_tuner_mlora_shape){.in_features = L[i].k, .nmod = L[i].nmod,
+                                                  .nadapters = s->mlora_adapters > 0 ? s->mlora_adapters : 1,
+                                                  .rank = s->spec->rank, .alpha = (float)s->spec->alpha,
+                                                  .dropout = (float)s->spec->dropout, .dtype = s->spec->dtype};
+        memcpy(out[i].ms.out_features, L[i].out, sizeof L[i].out);
+    }
+    return 4;
+}
+
+static int build_jobs(const struct lg_tuner_sweep *s, struct job *jobs)
+{
+    const int own = s->spec->tokens;
+    const int *tok = s->tokens && s->ntokens > 0 ? s->tokens : &own;
+    const int nt = s->tokens && s->ntokens > 0 ? s->ntokens : 1;
+    const struct lg_spec_model *m = &s->spec->model;
+    const int model = m->present && !s->only;
+    struct job base[64];
+    int n = 0, nb = 0;
+    if (families(s) & LG_TUNER_LORA)
+        nb = lora_shapes(s, base, 64 - 4);
+    if ((families(s) & LG_TUNER_MLORA) && model)
+        nb += mlora_layers(s, base + nb);
+    for (int ti = 0; ti < nt; ti++)
+        for (int b = 0; b < nb && n < MAX_JOBS - 1; b++) {
+            jobs[n] = base[b];
+            jobs[n++].tokens = tok[ti];
+        }
+    /* attention: the generated kernels take head dims 64 and 128 */
+    if ((families(s) & LG_TUNER_ATTN) && model && (m->head_dim == 64 || m->head_dim == 128)) {
+        int T = tok[0];
+        for (int i = 1; i < nt; i++)
+            T = tok[i] > T ? tok[i] : T;
+        const int L = s->attn_sample_len > 0 ? s->attn_sample_len : 2048;
+        struct job *j = &jobs[n++];
+        memset(j, 0, sizeof *j);
+        j->kind = J_ATTN, j->tokens = T, j->sample_len = L;
+        snprintf(j->label, sizeof j->label, "attention (samples of %d)", L < T ? L : T);
+        j->ap = (struct lg_attn_params){.hq = m->num_attention_heads, .hkv = m->num_key_value_heads,
+                                        .head_dim = m->head_dim, .dtype = s->spec->dtype,
+                                        .backend = LG_ATTN_GENERATED, .flags = LG_ATTN_DETERMINISTIC};
+    }
+    return n;
 }
 
 int lg_tuner_spec_jobs(const struct lg_tuner_sweep *s)
 {
-    struct shape sh[MAX_SHAPES];
-    return shapes_of(s, sh, MAX_SHAPES) * (s->tokens && s->ntokens > 0 ? s->ntokens : 1) + attn_job(s);
-}
-
-/* The attention job: the spec's heads and head dim over the largest token count. */
-static void run_attn(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, const int *tok, int nt, lg_tune_db_t *db,
-                     struct lg_tuner_result *r, enum lg_status *st)
-{
-    const struct lg_spec_model *m = &s->spec->model;
-    int T = tok[0];
-    for (int i = 1; i < nt; i++)
-        T = tok[i] > T ? tok[i] : T;
-    const int L = s->attn_sample_len > 0 ? s->attn_sample_len : 2048;
-    struct lg_attn_params ap = {.hq = m->num_attention_heads, .hkv = m->num_key_value_heads, .head_dim = m->head_dim,
-                                .dtype = s->spec->dtype, .backend = LG_ATTN_GENERATED, .flags = LG_ATTN_DETERMINISTIC};
-    snprintf(r->label, sizeof r->label, "attention (samples of %d)", L < T ? L : T);
-    r->tokens = T;
-    r->status = lg_tuner_attn(ctx, &ap, T, L, &s->opts, &r->outcome);
-    if (r->status != LG_OK) {
-        snprintf(r->error, sizeof r->error, "%s", lg_last_error());
-        lg_clear_error();
-        return;
-    }
-    *st = lg_tune_db_put(db, &r->outcome.entry);
+    struct job *jobs = malloc(sizeof *jobs * MAX_JOBS);
+    int n = jobs ? build_jobs(s, jobs) : 0;
+    free(jobs);
+    return n;
 }
 
 static double now_s(void)
@@ -101,60 +151,66 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static enum lg_status run_job(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, const struct job *j,
+                              struct lg_tuner_outcome *out)
+{
+    if (j->kind == J_ATTN)
+        return lg_tuner_attn(ctx, &j->ap, j->tokens, j->sample_len, &s->opts, out);
+    if (j->kind == J_MLORA)
+        return lg_tuner_mlora(ctx, &j->ms, j->tokens, &s->opts, out);
+    struct lg_lora_params p = {.in_features = j->k, .out_features = j->m, .rank = s->spec->rank,
+                               .alpha = (float)s->spec->alpha, .dropout = (float)s->spec->dropout,
+                               .dtype = s->spec->dtype};
+    return lg_tuner_lora(ctx, &p, j->tokens, &s->opts, out);
+}
+
 enum lg_status lg_tuner_spec(lg_ctx_t *ctx, const struct lg_tuner_sweep *s, lg_tune_db_t *db,
                              struct lg_tuner_result **out, int *count)
 {
     if (!ctx || !s || !s->spec || !db || !out || !count)
         return lg_fail(LG_ERR_INVALID, "lg_tuner_spec: a context, a sweep with a spec, a database and outputs are required");
-    struct shape sh[MAX_SHAPES];
-    const int ns = shapes_of(s, sh, MAX_SHAPES);
-    if (ns == 0)
-        return lg_fail(LG_ERR_INVALID, "lg_tuner_spec: %s has no linear layer%s%s", s->spec->path,
-                       s->only ? " named " : "", s->only ? s->only : "");
-    const int own = s->spec->tokens;
-    const int *tok = s->tokens && s->ntokens > 0 ? s->tokens : &own;
-    const int nt = s->tokens && s->ntokens > 0 ? s->ntokens : 1;
-    const int total = ns * nt + attn_job(s);
-    struct lg_tuner_result *res = calloc((size_t)total, sizeof *res);
-    if (!res)
+    struct job *jobs = malloc(sizeof *jobs * MAX_JOBS);
+    if (!jobs)
         return lg_fail(LG_ERR_OOM, "tuner: out of memory");
+    const int total = build_jobs(s, jobs);
+    if (total == 0) {
+        free(jobs);
+        return lg_fail(LG_ERR_INVALID, "lg_tuner_spec: nothing to tune in %s%s%s", s->spec->path,
+                       s->only ? ": no linear layer named " : "", s->only ? s->only : "");
+    }
+    struct lg_tuner_result *res = calloc((size_t)total, sizeof *res);
+    if (!res) {
+        free(jobs);
+        return lg_fail(LG_ERR_OOM, "tuner: out of memory");
+    }
     const double t0 = now_s();
     enum lg_status st = LG_OK;
-    int done = 0;
-    for (int ti = 0; ti < nt && st == LG_OK; ti++)
-        for (int si = 0; si < ns && st == LG_OK; si++, done++) {
-            struct lg_lora_params p = {.in_features = sh[si].k, .out_features = sh[si].m, .rank = s->spec->rank,
-                                       .alpha = (float)s->spec->alpha, .dropout = (float)s->spec->dropout,
-                                       .dtype = s->spec->dtype};
-            struct lg_tuner_result *r = &res[done];
-            snprintf(r->label, sizeof r->label, "%s", sh[si].label);
-            r->tokens = tok[ti];
-            if (s->progress) {
-                char what[192];
-                snprintf(what, sizeof what, "lora %s k%lld_m%lld @ %d tokens", sh[si].label, (long long)sh[si].k,
-                         (long long)sh[si].m, tok[ti]);
-                double el = now_s() - t0;
-                struct lg_tuner_progress pr = {.what = what, .done = done, .total = total, .elapsed_s = el,
-                                               .eta_s = done ? el / done * (total - done) : -1};
-                s->progress(s->progress_u, &pr);
-            }
-            r->status = lg_tuner_lora(ctx, &p, tok[ti], &s->opts, &r->outcome);
-            if (r->status != LG_OK) {
-                snprintf(r->error, sizeof r->error, "%s", lg_last_error());
-                lg_clear_error();
-                continue;
-            }
-            st = lg_tune_db_put(db, &r->outcome.entry);
-        }
-    if (st == LG_OK && attn_job(s)) {
+    for (int i = 0; i < total && st == LG_OK; i++) {
+        const struct job *j = &jobs[i];
+        struct lg_tuner_result *r = &res[i];
+        snprintf(r->label, sizeof r->label, "%s", j->label);
+        r->tokens = j->tokens;
         if (s->progress) {
+            char what[192];
+            if (j->kind == J_LORA)
+                snprintf(what, sizeof what, "lora %s k%lld_m%lld @ %d tokens", j->label, (long long)j->k,
+                         (long long)j->m, j->tokens);
+            else
+                snprintf(what, sizeof what, "%s @ %d tokens", j->label, j->tokens);
             double el = now_s() - t0;
-            struct lg_tuner_progress pr = {.what = "attention tiles", .done = done, .total = total, .elapsed_s = el,
-                                           .eta_s = done ? el / done * (total - done) : -1};
+            struct lg_tuner_progress pr = {.what = what, .done = i, .total = total, .elapsed_s = el,
+                                           .eta_s = i ? el / i * (total - i) : -1};
             s->progress(s->progress_u, &pr);
         }
-        run_attn(ctx, s, tok, nt, db, &res[done++], &st);
+        r->status = run_job(ctx, s, j, &r->outcome);
+        if (r->status != LG_OK) { /* recorded; the sweep goes on */
+            snprintf(r->error, sizeof r->error, "%s", lg_last_error());
+            lg_clear_error();
+            continue;
+        }
+        st = lg_tune_db_put(db, &r->outcome.entry);
     }
+    free(jobs);
     if (st != LG_OK) {
         free(res);
         return st;
