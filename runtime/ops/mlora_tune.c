@@ -7,6 +7,7 @@
 #include "lg_base.h"
 #include "lg_tune.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,7 +106,39 @@ static struct lg_kernel_cfg base_cfg(const lg_mlora_t *l, enum lg_kernel_op op)
     return c;
 }
 
+/* Process-wide memo: the heuristic depends on (rank, modules, dtype, arch) only, and a model has hundreds of
+ * layers sharing a few of those. */
+struct memo {
+    int R, nmod, arch;
+    enum lg_dtype dtype;
+    struct lg_mlora_tiles t;
+};
+static pthread_mutex_t memo_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct memo memo[64];
+static int nmemo;
+
+static void arch_tiles_uncached(const lg_mlora_t *l, struct lg_mlora_tiles *t);
+
 enum lg_status lg_mlora_arch_tiles(const lg_mlora_t *l, struct lg_mlora_tiles *t)
+{
+    const int arch = lg_ctx_arch(l->ctx);
+    pthread_mutex_lock(&memo_mu);
+    for (int i = 0; i < nmemo; i++)
+        if (memo[i].R == l->R && memo[i].nmod == l->nmod && memo[i].arch == arch && memo[i].dtype == l->dtype) {
+            *t = memo[i].t;
+            pthread_mutex_unlock(&memo_mu);
+            return LG_OK;
+        }
+    pthread_mutex_unlock(&memo_mu);
+    arch_tiles_uncached(l, t);
+    pthread_mutex_lock(&memo_mu);
+    if (nmemo < (int)(sizeof memo / sizeof memo[0]))
+        memo[nmemo++] = (struct memo){.R = l->R, .nmod = l->nmod, .arch = arch, .dtype = l->dtype, .t = *t};
+    pthread_mutex_unlock(&memo_mu);
+    return LG_OK;
+}
+
+static void arch_tiles_uncached(const lg_mlora_t *l, struct lg_mlora_tiles *t)
 {
     memset(t, 0, sizeof *t);
     lg_gen_t *gen = lg_ctx_gen(l->ctx);
@@ -118,7 +151,7 @@ enum lg_status lg_mlora_arch_tiles(const lg_mlora_t *l, struct lg_mlora_tiles *t
         int n;
         if (lg_tune_space(gen, &base, 0, arch, NULL, &c, &n) != LG_OK) {
             lg_clear_error(); /* no limits table for this arch: the defaults */
-            return LG_OK;
+            return;
         }
         int fine = !c[0].why[0];
         free(c);
@@ -141,7 +174,6 @@ enum lg_status lg_mlora_arch_tiles(const lg_mlora_t *l, struct lg_mlora_tiles *t
             }
         free(c);
     }
-    return LG_OK;
 }
 
 void lg_ops_mlora_consult(lg_mlora_t *l, int64_t n)
