@@ -62,7 +62,7 @@ static void usage(FILE *f)
             "  --dry-run             list each job's candidates per tile group, pruned for --arch; no GPU\n"
             "  --arch sm_XX          the arch --dry-run prunes for: sm_80, sm_86, sm_89, sm_90 (default)\n"
             "  -q, --quiet           no progress lines\n"
-            "  -v, --verbose         also each group's pruning and every candidate that scored +inf\n"
+            "  -v, --verbose         also each tile group's variants, pruning and timed count\n"
             "  -h, --help            this text\n"
             "\n"
             "Exit status: 0 tuned and written, 1 no GPU or a failure, 2 bad usage.\n");
@@ -226,18 +226,19 @@ static void params_text(const struct lg_tune_entry *e, char *buf, size_t n)
 
 static void print_table(const struct lg_tuner_result *r, int n)
 {
-    printf("%-28s %-22s %7s %10s %10s %8s  %s\n", "layers", "shape", "tokens", "default_ms", "winner_ms", "speedup",
-           "winner");
+    printf("%-28s %-30s %7s %10s %10s %8s %6s %5s  %s\n", "layers", "shape", "tokens", "default_ms", "winner_ms",
+           "speedup", "timed", "+inf", "winner");
     for (int i = 0; i < n; i++) {
         const struct lg_tune_entry *e = &r[i].outcome.entry;
         if (r[i].status != LG_OK) {
-            printf("%-28s %-22s %7lld FAILED: %s\n", r[i].label, e->key.shape, (long long)r[i].tokens, r[i].error);
+            printf("%-28s %-30s %7lld FAILED: %s\n", r[i].label, e->key.shape, (long long)r[i].tokens, r[i].error);
             continue;
         }
         char p[256];
         params_text(e, p, sizeof p);
-        printf("%-28s %-22s %7lld %10.4f %10.4f %7.3fx  %s\n", r[i].label, e->key.shape, (long long)r[i].tokens,
-               e->default_ms, e->time_ms, e->default_ms / e->time_ms, p);
+        printf("%-28s %-30s %7lld %10.4f %10.4f %7.3fx %6d %5d  %s\n", r[i].label, e->key.shape,
+               (long long)r[i].tokens, e->default_ms, e->time_ms, e->default_ms / e->time_ms, e->candidates,
+               r[i].outcome.failed + r[i].outcome.mismatched, p);
     }
 }
 
@@ -283,7 +284,7 @@ static int run(const struct tune_opts *o, const struct lg_spec *spec, const char
                                 .only = o->only, .families = o->families, .mlora_adapters = o->adapters,
                                 .progress = o->quiet ? NULL : on_progress,
                                 .opts = {.max_cands = o->max_cands, .rounds = o->rounds,
-                                         .log = o->verbose ? on_log : NULL}};
+                                         .log = on_log, .verbose = o->verbose}};
     fprintf(stderr, "loragen tune: %s on %s (sm_%d, %d SMs): %d jobs, up to %d candidates per tile group\n",
             spec->path, info.gpu, info.arch, info.sm_count, lg_tuner_spec_jobs(&sw), o->max_cands);
     struct timespec t0, t1;

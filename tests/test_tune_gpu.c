@@ -98,7 +98,7 @@ START_TEST(short_tune_matches_default)
     const float ps[2] = {0.1f, 0.0f};
     for (int k = 0; k < 2; k++) {
         struct lg_lora_params lp = small(ps[k]);
-        struct lg_tuner_opts o = {.max_cands = cands, .rounds = 3, .log = print_line};
+        struct lg_tuner_opts o = {.max_cands = cands, .rounds = 3, .log = print_line, .verbose = 1};
         struct lg_tuner_outcome r;
         CHECK(lg_tuner_lora(ctx, &lp, 1000, &o, &r));
         const struct lg_tune_entry *e = &r.entry;
@@ -175,7 +175,7 @@ static struct lg_tuner_mlora_shape mlora_small(void)
 START_TEST(mlora_short_tune)
 {
     struct lg_tuner_mlora_shape sh = mlora_small();
-    struct lg_tuner_opts o = {.max_cands = cands, .rounds = 3, .log = print_line};
+    struct lg_tuner_opts o = {.max_cands = cands, .rounds = 3, .log = print_line, .verbose = 1};
     struct lg_tuner_outcome r;
     CHECK(lg_tuner_mlora(ctx, &sh, 1000, &o, &r));
     const struct lg_tune_entry *e = &r.entry;
@@ -292,7 +292,7 @@ START_TEST(attention_short_tune)
     for (int k = 0; k < 2; k++) {
         struct lg_attn_params ap = {.hq = 4, .hkv = 2, .head_dim = dims[k], .dtype = LG_BF16,
                                     .backend = LG_ATTN_GENERATED, .flags = k ? LG_ATTN_DETERMINISTIC : 0};
-        struct lg_tuner_opts o = {.max_cands = cands, .rounds = 3, .log = print_line};
+        struct lg_tuner_opts o = {.max_cands = cands, .rounds = 3, .log = print_line, .verbose = 1};
         struct lg_tuner_outcome r;
         CHECK(lg_tuner_attn(ctx, &ap, 1500, 512, &o, &r));
         const struct lg_tune_entry *e = &r.entry;

@@ -35,8 +35,9 @@ struct lg_tuner_opts {
     int max_cands;   /* candidates timed per group besides the reference (0: 16); pruned ones do not count */
     int warmup;      /* 0: 2 */
     int rounds;      /* 0: 9 */
-    void (*log)(void *u, const char *line); /* each failed or mismatched candidate, and what was pruned; NULL: quiet */
+    void (*log)(void *u, const char *line); /* each candidate that scored +inf and why; NULL: quiet */
     void *log_u;
+    int verbose; /* also log each group's variants, pruning and timed count */
 };
 
 struct lg_tuner_outcome {

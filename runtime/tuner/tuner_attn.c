@@ -228,7 +228,8 @@ static enum lg_status group_run(struct at *t, int g, struct lg_tuner_outcome *ou
     if (st != LG_OK)
         return st;
     out->pruned += info.pruned;
-    logf_(t, "  attn %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_attn_group_name(g), info.variants,
+    if (t->o_->verbose)
+        logf_(t, "  attn %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_attn_group_name(g), info.variants,
           info.pruned, lg_ctx_arch(t->ctx), info.timed);
     return n > 1 ? measure(t, lg_tuner_attn_group_name(g), n, out, ms) : LG_OK;
 }

@@ -255,7 +255,8 @@ static enum lg_status tile_group(struct lt *t, int g, struct lg_tuner_outcome *o
     if (st != LG_OK)
         return st;
     out->pruned += info.pruned;
-    logf_(t, "  %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_lora_group_name(g), info.variants,
+    if (t->o->verbose)
+        logf_(t, "  %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_lora_group_name(g), info.variants,
           info.pruned, lg_ctx_arch(t->ctx), info.timed);
     return n > 1 ? measure(t, lg_tuner_lora_group_name(g), n, out, ms) : LG_OK;
 }
@@ -280,7 +281,8 @@ static enum lg_status algo_group(struct lt *t, int fwd, struct lg_tuner_outcome 
             *(fwd ? &t->cand[n].fwd_algo : &t->cand[n].dx_algo) = a;
             n++;
         }
-    logf_(t, "  %s GEMM: %d cuBLASLt candidates", fwd ? "forward" : "dX", cnt);
+    if (t->o->verbose)
+        logf_(t, "  %s GEMM: %d cuBLASLt candidates", fwd ? "forward" : "dX", cnt);
     return n > 1 ? measure(t, fwd ? "fwd_algo" : "dx_algo", n, out, ms) : LG_OK;
 }
 

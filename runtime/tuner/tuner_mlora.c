@@ -309,7 +309,8 @@ enum lg_status lg_tuner_mlora(lg_ctx_t *ctx, const struct lg_tuner_mlora_shape *
         if (st != LG_OK)
             break;
         out->pruned += info.pruned;
-        logf_(&t, "  mlora %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_mlora_group_name(g),
+        if (t.o->verbose)
+            logf_(&t, "  mlora %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_mlora_group_name(g),
               info.variants, info.pruned, lg_ctx_arch(ctx), info.timed);
         if (nc > 1)
             st = measure(&t, lg_tuner_mlora_group_name(g), nc, out, ms);
