@@ -172,7 +172,7 @@ START_TEST(dp2_matches_one_process)
     char *out, *err;
     int rc = run_cli((const char *[]){"train", "two.lua", "--procs", "2", "--backend", "cpu", NULL}, &out, &err);
     ck_assert_msg(rc == 0, "train --procs 2: %d\n%s\n%s", rc, out, err);
-    ck_assert_msg(strstr(out, "rank 0 of 2 (data-parallel rank 0 of 2): tcp"), "%s", out);
+    ck_assert_msg(strstr(out, "rank 0 of 2 (data-parallel rank 0 of 2, stage 0 of 1): tcp"), "%s", out);
     ck_assert_int_eq(lg_test_count_substr(out, "done: "), 1); /* rank 1 is silent */
     ck_assert_int_eq(lg_test_count_substr(out, "a step 20/20"), 1);
     int la, lb;

@@ -120,8 +120,14 @@ void lg_comm_free(lg_comm_t *c)
         return;
     lg_comm_nccl_free(c, c->aborted);
     lg_comm_tcp_close(c);
-    for (int i = 0; i < c->world; i++)
+    for (int i = 0; i < c->world; i++) {
         free(c->peer[i].in);
+        while (c->peer[i].held) {
+            struct lg_comm_msg *m = c->peer[i].held;
+            c->peer[i].held = m->next;
+            free(m);
+        }
+    }
     free(c->peer);
     free(c);
 }
@@ -197,6 +203,27 @@ enum lg_status lg_comm_recv(lg_comm_t *c, int peer, void *buf, size_t cap, size_
     } else {
         s = lg_comm_tcp_recv(c, peer, LG_COMM_K_P2P, buf, cap, &n);
     }
+    if (got)
+        *got = s == LG_OK ? n : 0;
+    return s;
+}
+
+enum lg_status lg_comm_send_host(lg_comm_t *c, int peer, const void *buf, size_t bytes)
+{
+    enum lg_status s = check_peer(c, peer, "lg_comm_send_host");
+    if (s == LG_OK && bytes && !buf)
+        s = lg_fail(LG_ERR_INVALID, "lg_comm_send_host: null buffer");
+    return s == LG_OK ? lg_comm_tcp_send(c, peer, LG_COMM_K_P2P, buf, bytes) : s;
+}
+
+enum lg_status lg_comm_recv_host(lg_comm_t *c, int peer, void *buf, size_t cap, size_t *got)
+{
+    enum lg_status s = check_peer(c, peer, "lg_comm_recv_host");
+    if (s == LG_OK && cap && !buf)
+        s = lg_fail(LG_ERR_INVALID, "lg_comm_recv_host: null buffer");
+    size_t n = 0;
+    if (s == LG_OK)
+        s = lg_comm_tcp_recv(c, peer, LG_COMM_K_P2P, buf, cap, &n);
     if (got)
         *got = s == LG_OK ? n : 0;
     return s;

@@ -23,7 +23,17 @@ enum lg_comm_kind {
     LG_COMM_K_BCAST,
 };
 
+/* A whole message that came in while the receiver waited for another kind (a pipeline activation arriving
+ * during an all-reduce): kept until asked for. Messages of one kind from one peer stay in order. */
+struct lg_comm_msg {
+    struct lg_comm_msg *next;
+    uint32_t kind;
+    size_t bytes;
+    unsigned char data[];
+};
+
 struct lg_comm_peer {
+    struct lg_comm_msg *held; /* in arrival order */
     int fd;              /* -1: none (self, or closed) */
     int eof;             /* the peer closed its end (its last bytes may still be in `in`) */
     unsigned char *in;   /* bytes read ahead while sending (so two ranks sending to each other never block) */

@@ -186,29 +186,87 @@ enum lg_status lg_comm_tcp_send(lg_comm_t *c, int peer, enum lg_comm_kind k, con
     return s == LG_OK && bytes ? write_all(c, peer, buf, bytes, dl) : s;
 }
 
+/* Takes the oldest held message of kind k from the peer, if any. */
+static struct lg_comm_msg *take_held(struct lg_comm_peer *p, uint32_t k)
+{
+    for (struct lg_comm_msg **m = &p->held; *m; m = &(*m)->next)
+        if ((*m)->kind == k) {
+            struct lg_comm_msg *x = *m;
+            *m = x->next;
+            return x;
+        }
+    return NULL;
+}
+
+static enum lg_status deliver(lg_comm_t *c, int peer, enum lg_comm_kind k, const void *data, size_t bytes,
+                              void *buf, size_t cap, size_t *got)
+{
+    if (bytes > cap) {
+        enum lg_status s = lg_fail(LG_ERR_IO, "comm: rank %d: rank %d sent a %s of %zu bytes where at most %zu fit",
+                                   c->rank, peer, kind_name(k), bytes, cap);
+        lg_comm_abort(c);
+        return s;
+    }
+    if (bytes)
+        memcpy(buf, data, bytes);
+    if (got)
+        *got = bytes;
+    return LG_OK;
+}
+
 enum lg_status lg_comm_tcp_recv(lg_comm_t *c, int peer, enum lg_comm_kind k, void *buf, size_t cap, size_t *got)
 {
+    struct lg_comm_peer *p = &c->peer[peer];
+    struct lg_comm_msg *m = take_held(p, (uint32_t)k);
+    if (m) {
+        enum lg_status s = deliver(c, peer, k, m->data, m->bytes, buf, cap, got);
+        free(m);
+        return s;
+    }
     double dl = deadline_of(c);
-    struct frame f;
-    enum lg_status s = read_exact(c, peer, &f, sizeof f, dl);
-    if (s != LG_OK)
-        return s;
-    if (f.magic != MAGIC || f.kind != (uint32_t)k) {
-        s = lg_fail(LG_ERR_IO, "comm: rank %d: expected a %s from rank %d, got a %s (the ranks disagree on the "
-                    "order of their operations, or something else connected)", c->rank, kind_name(k), peer,
-                    f.magic == MAGIC ? kind_name(f.kind) : "foreign message");
-        lg_comm_abort(c);
-        return s;
+    for (;;) {
+        struct frame f;
+        enum lg_status s = read_exact(c, peer, &f, sizeof f, dl);
+        if (s != LG_OK)
+            return s;
+        if (f.magic != MAGIC || f.kind < LG_COMM_K_HELLO || f.kind > LG_COMM_K_BCAST) {
+            s = lg_fail(LG_ERR_IO, "comm: rank %d: a foreign message from the connection of rank %d (something "
+                        "else connected, or the stream is corrupt)", c->rank, peer);
+            lg_comm_abort(c);
+            return s;
+        }
+        if (f.kind == (uint32_t)k) {
+            if (f.bytes > cap) {
+                s = lg_fail(LG_ERR_IO, "comm: rank %d: rank %d sent a %s of %llu bytes where at most %zu fit",
+                            c->rank, peer, kind_name(k), (unsigned long long)f.bytes, cap);
+                lg_comm_abort(c);
+                return s;
+            }
+            if (got)
+                *got = (size_t)f.bytes;
+            return f.bytes ? read_exact(c, peer, buf, (size_t)f.bytes, dl) : LG_OK;
+        }
+        /* another kind: hold it for the call that wants it */
+        struct lg_comm_msg *h = malloc(sizeof *h + (size_t)f.bytes + 1);
+        if (!h || f.bytes > ((size_t)1 << 40)) {
+            free(h);
+            s = lg_fail(LG_ERR_OOM, "comm: rank %d: no memory to hold a %llu-byte %s from rank %d", c->rank,
+                        (unsigned long long)f.bytes, kind_name(f.kind), peer);
+            lg_comm_abort(c);
+            return s;
+        }
+        h->next = NULL;
+        h->kind = f.kind;
+        h->bytes = (size_t)f.bytes;
+        if (f.bytes && (s = read_exact(c, peer, h->data, (size_t)f.bytes, dl)) != LG_OK) {
+            free(h);
+            return s;
+        }
+        struct lg_comm_msg **end = &p->held;
+        while (*end)
+            end = &(*end)->next;
+        *end = h;
     }
-    if (f.bytes > cap) {
-        s = lg_fail(LG_ERR_IO, "comm: rank %d: rank %d sent a %s of %llu bytes where at most %zu fit", c->rank,
-                    peer, kind_name(k), (unsigned long long)f.bytes, cap);
-        lg_comm_abort(c);
-        return s;
-    }
-    if (got)
-        *got = (size_t)f.bytes;
-    return f.bytes ? read_exact(c, peer, buf, (size_t)f.bytes, dl) : LG_OK;
 }
 
 /* ---- bootstrap ---- */

@@ -82,6 +82,10 @@ LG_API const char *lg_comm_transport_name(enum lg_comm_transport t);
 LG_API enum lg_status lg_comm_send(lg_comm_t *c, int peer, const void *buf, size_t bytes);
 LG_API enum lg_status lg_comm_recv(lg_comm_t *c, int peer, void *buf, size_t cap, size_t *got);
 
+/* The same for host memory over the TCP mesh, whatever the transport (the pipeline's activations today). */
+LG_API enum lg_status lg_comm_send_host(lg_comm_t *c, int peer, const void *buf, size_t bytes);
+LG_API enum lg_status lg_comm_recv_host(lg_comm_t *c, int peer, void *buf, size_t cap, size_t *got);
+
 /* In place: buf[0..n) becomes the sum over all ranks (transport memory). */
 LG_API enum lg_status lg_comm_allreduce_f32(lg_comm_t *c, float *buf, size_t n);
 /* The same for host doubles over the TCP mesh, whatever the transport (losses, counters). */

@@ -125,19 +125,25 @@ static enum lg_status init_group(lg_decoder_t *d, const lg_st_t *st, int layer, 
     return s;
 }
 
+/* The weights of layers [from, to): the embedding on the first stage (and on the last when the head is tied to
+ * it), the final norm and the head on the last, and the next stage's first norm (its layer's forward computes
+ * it with the residual it hands over). */
 static enum lg_status init_weights(lg_decoder_t *d, const lg_st_t *st)
 {
     const struct lg_model_config *c = d->cfg;
     int64_t H = c->hidden_size, V = c->vocab_size;
     int64_t emb[2] = {V, H};
-    enum lg_status s = upload_tensor(d, st, "model.embed_tokens.weight", 2, emb, &d->embed);
-    if (s == LG_OK && !c->tie_word_embeddings)
+    int L = c->num_hidden_layers, first = d->from == 0, last = d->to == L;
+    enum lg_status s = LG_OK;
+    if (first || (last && c->tie_word_embeddings))
+        s = upload_tensor(d, st, "model.embed_tokens.weight", 2, emb, &d->embed);
+    if (s == LG_OK && last && !c->tie_word_embeddings)
         s = upload_tensor(d, st, "lm_head.weight", 2, emb, &d->head);
-    if (s == LG_OK && c->tie_word_embeddings)
+    if (s == LG_OK && last && c->tie_word_embeddings)
         d->head = d->embed;
-    if (s == LG_OK)
+    if (s == LG_OK && last)
         s = upload_tensor(d, st, "model.norm.weight", 1, &H, &d->norm);
-    for (int l = 0; s == LG_OK && l < c->num_hidden_layers; l++) {
+    for (int l = d->from; s == LG_OK && l < d->to; l++) {
         char name[128];
         snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
         s = upload_tensor(d, st, name, 1, &H, &d->layers[l].ln1);
@@ -146,6 +152,11 @@ static enum lg_status init_weights(lg_decoder_t *d, const lg_st_t *st)
             s = upload_tensor(d, st, name, 1, &H, &d->layers[l].ln2);
         for (int g = 0; s == LG_OK && g < LG_GROUPS; g++)
             s = init_group(d, st, l, g);
+    }
+    if (s == LG_OK && !last) {
+        char name[128];
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", d->to);
+        s = upload_tensor(d, st, name, 1, &H, &d->layers[d->to].ln1);
     }
     return s;
 }
@@ -186,6 +197,16 @@ enum lg_status lg_decoder_init(lg_backend_t *be, const struct lg_decoder_params 
     d->ckpt_every = p->ckpt_every;
     d->max_tokens = p->max_tokens;
     d->max_seqs = p->max_seqs;
+    int L = p->cfg->num_hidden_layers;
+    d->from = p->layer_from;
+    d->to = p->layer_to ? p->layer_to : L;
+    if (d->from < 0 || d->from >= d->to || d->to > L || ((d->from > 0 || d->to < L) && p->ckpt_every)) {
+        free(d);
+        return lg_fail(LG_ERR_INVALID, "lg_decoder_init: layers %d..%d of %d%s", p->layer_from, p->layer_to, L,
+                       p->ckpt_every ? ": a pipeline stage keeps all its activations (activation checkpointing "
+                                       "inside a stage is not built yet: set training.checkpoint_layers = 0)"
+                                     : "");
+    }
     d->layers = calloc((size_t)p->cfg->num_hidden_layers, sizeof *d->layers);
     enum lg_status s = d->layers ? LG_OK : lg_fail(LG_ERR_OOM, "lg_decoder_init: out of memory");
     if (s == LG_OK)
@@ -212,13 +233,17 @@ void lg_decoder_free(lg_decoder_t *d)
             for (int g = 0; g < LG_GROUPS; g++)
                 if (d->layers[l].lin[g])
                     o->linear_free(d->be, d->layers[l].lin[g]);
-            o->release(d->be, d->layers[l].ln1);
-            o->release(d->be, d->layers[l].ln2);
+            if (d->layers[l].ln1)
+                o->release(d->be, d->layers[l].ln1);
+            if (d->layers[l].ln2)
+                o->release(d->be, d->layers[l].ln2);
         }
-    if (d->head != d->embed)
+    if (d->head && d->head != d->embed)
         o->release(d->be, d->head);
-    o->release(d->be, d->embed);
-    o->release(d->be, d->norm);
+    if (d->embed)
+        o->release(d->be, d->embed);
+    if (d->norm)
+        o->release(d->be, d->norm);
     o->release(d->be, d->arena);
     free(d->map.ckpt);
     free(d->map.win);
@@ -237,13 +262,17 @@ enum lg_status lg_decoder_lora(lg_decoder_t *d, int layer, enum lg_peft_module m
     enum lg_status s = group_of(m, &g, &i);
     if (s != LG_OK)
         return s;
+    if (layer < d->from || layer >= d->to) { /* another stage's layer */
+        memset(out, 0, sizeof *out);
+        return LG_OK;
+    }
     return d->be->ops->linear_params(d->be, d->layers[layer].lin[g], adapter, i, out);
 }
 
 enum lg_status lg_decoder_lora_sync(lg_decoder_t *d, int adapter)
 {
     enum lg_status s = LG_OK;
-    for (int l = 0; s == LG_OK && l < d->cfg->num_hidden_layers; l++)
+    for (int l = d->from; s == LG_OK && l < d->to; l++)
         for (int g = 0; s == LG_OK && g < LG_GROUPS; g++)
             s = d->be->ops->linear_sync(d->be, d->layers[l].lin[g], adapter);
     return s;

@@ -47,6 +47,7 @@ struct lg_decoder {
     int ckpt_every;
     int64_t max_tokens;
     int max_seqs;
+    int from, to; /* the layers this decoder holds, [from, to): all of them, or a pipeline stage's */
     lg_addr embed, head, norm;
     struct lg_ref_rope rope;
     struct lg_layer *layers;

@@ -117,6 +117,9 @@ static enum lg_status check_batch(const lg_decoder_t *d, const struct lg_decoder
 
 enum lg_status lg_decoder_step(lg_decoder_t *d, const struct lg_decoder_batch *b, int backward)
 {
+    if (d->from != 0 || d->to != d->cfg->num_hidden_layers)
+        return lg_fail(LG_ERR_INVALID, "lg_decoder_step: this decoder holds layers %d..%d of %d only (a pipeline "
+                       "stage: use lg_decoder_stage_forward/backward)", d->from, d->to - 1, d->cfg->num_hidden_layers);
     TRY(check_batch(d, b));
     struct lg_mb mb = *b->mb;
     const struct lg_model_config *c = d->cfg;
@@ -142,5 +145,62 @@ enum lg_status lg_decoder_step(lg_decoder_t *d, const struct lg_decoder_batch *b
         }
     }
     TRY(OPS->download(d->be, b->loss, m->loss, (size_t)mb.n * sizeof(float)));
+    return OPS->sync(d->be);
+}
+
+/* ---- pipeline stages ---- */
+
+size_t lg_decoder_boundary_bytes(const lg_decoder_t *d, int64_t tokens)
+{
+    return act_bytes(d, tokens, d->cfg->hidden_size);
+}
+
+enum lg_status lg_decoder_stage_forward(lg_decoder_t *d, const struct lg_decoder_batch *b, const void *h_in,
+                                        void *h_out)
+{
+    TRY(check_batch(d, b));
+    const struct lg_model_config *c = d->cfg;
+    const struct lg_arena_map *m = &d->map;
+    int L = c->num_hidden_layers;
+    if (d->from > 0 && !h_in)
+        return lg_fail(LG_ERR_INVALID, "lg_decoder_stage_forward: the stage of layers %d.. needs its input", d->from);
+    struct lg_mb mb = *b->mb;
+    TRY(upload_inputs(d, b, &mb));
+    if (OPS->begin)
+        TRY(OPS->begin(d->be, &mb));
+    if (d->from == 0)
+        TRY(OPS->embed(d->be, mb.n, c->hidden_size, m->ids, d->embed, c->vocab_size, m->h));
+    else
+        TRY(OPS->upload(d->be, m->h, h_in, lg_decoder_boundary_bytes(d, mb.n)));
+    TRY(enter_layer(d, &mb, d->from, m->h));
+    TRY(forward_layers(d, &mb, d->from, d->to, 1)); /* the last layer hands its residual to layer `to`'s slot */
+    if (d->to < L) {
+        if (h_out)
+            TRY(OPS->download(d->be, h_out, lg_dec_slot(d, d->to)->x_in, lg_decoder_boundary_bytes(d, mb.n)));
+        return OPS->sync(d->be);
+    }
+    TRY(head(d, &mb, 1));
+    TRY(OPS->download(d->be, b->loss, m->loss, (size_t)mb.n * sizeof(float)));
+    return OPS->sync(d->be);
+}
+
+enum lg_status lg_decoder_stage_backward(lg_decoder_t *d, const struct lg_decoder_batch *b, const void *dh_in,
+                                         void *dh_out)
+{
+    TRY(check_batch(d, b));
+    const struct lg_arena_map *m = &d->map;
+    int L = d->cfg->num_hidden_layers;
+    if ((d->to < L && !dh_in) || (d->from > 0 && !dh_out))
+        return lg_fail(LG_ERR_INVALID, "lg_decoder_stage_backward: layers %d..%d need the gradient at their output "
+                       "and a buffer for the one at their input", d->from, d->to - 1);
+    struct lg_mb mb = *b->mb;
+    mb.cu_dev = m->cu; /* uploaded by this microbatch's forward, the latest on this stage */
+    mb.pos_dev = m->pos;
+    if (d->to < L)
+        TRY(OPS->upload(d->be, m->dh, dh_in, lg_decoder_boundary_bytes(d, mb.n)));
+    for (int l = d->to - 1; l >= d->from; l--)
+        TRY(lg_dec_layer_bwd(d, &mb, l));
+    if (d->from > 0)
+        TRY(OPS->download(d->be, dh_out, m->dh, lg_decoder_boundary_bytes(d, mb.n)));
     return OPS->sync(d->be);
 }

@@ -46,6 +46,11 @@ struct lg_decoder_params {
     int ckpt_every;     /* 0: keep every layer's activations; N: checkpoint every N layers */
     int64_t max_tokens; /* the largest microbatch: sizes the arena */
     int max_seqs;       /* the most packed samples in a microbatch */
+    /* a pipeline stage: layers [layer_from, layer_to) only (0, 0: all). Only their weights are loaded (and the
+     * embedding on the first stage, the final norm and the head on the last, the next stage's first norm
+     * weight elsewhere); other layers' LoRA tensors have rank 0. A stage keeps every one of its layers'
+     * activations (ckpt_every must be 0) */
+    int layer_from, layer_to;
 };
 
 typedef struct lg_decoder lg_decoder_t;
@@ -58,7 +63,7 @@ void lg_decoder_free(lg_decoder_t *d);
 
 /* Adapter a's tensors for module m of layer l (rank 0 when not targeted). */
 enum lg_status lg_decoder_lora(lg_decoder_t *d, int layer, enum lg_peft_module m, int adapter,
-                               struct lg_lora_params *out);
+                               struct lg_lora_params *out); /* rank 0 for a layer outside a stage's range */
 /* After an optimizer step changed adapter a's masters. */
 enum lg_status lg_decoder_lora_sync(lg_decoder_t *d, int adapter);
 
@@ -74,6 +79,22 @@ struct lg_decoder_batch {
 /* Forward, and with backward = 1 the backward: the LoRA gradients of every adapter in the microbatch
  * accumulate into its gradient buffers. */
 enum lg_status lg_decoder_step(lg_decoder_t *d, const struct lg_decoder_batch *b, int backward);
+
+/* Pipeline stages (a decoder built with a layer range; lg_decoder_step needs all layers). Activations cross
+ * stage boundaries as host arrays of [n, hidden] in the backend's activation dtype (lg_decoder_boundary_bytes).
+ *
+ * Forward: the first stage embeds b->ids, a later one starts from h_in, layer from's input residual. A stage
+ * that is not the last writes layer to-1's output residual into h_out (NULL: not wanted, a recomputation);
+ * the last computes the loss into b->loss and its gradient. The arena then holds this microbatch.
+ * Backward: for the microbatch whose forward ran last on this stage (run the forward again first otherwise:
+ * it is exact). dh_in is the gradient at the stage's output residual (the next stage's dh_out; NULL on the
+ * last stage, which has it from the loss); the LoRA gradients of the stage's layers accumulate and, on every
+ * stage but the first, dh_out gets the gradient at the stage's input residual. */
+enum lg_status lg_decoder_stage_forward(lg_decoder_t *d, const struct lg_decoder_batch *b, const void *h_in,
+                                        void *h_out);
+enum lg_status lg_decoder_stage_backward(lg_decoder_t *d, const struct lg_decoder_batch *b, const void *dh_in,
+                                         void *dh_out);
+size_t lg_decoder_boundary_bytes(const lg_decoder_t *d, int64_t tokens);
 
 /* Bytes of the activation arena for the params (for capacity planning and the out-of-memory message). */
 size_t lg_decoder_arena_bytes(const lg_backend_t *be, const struct lg_decoder_params *p);

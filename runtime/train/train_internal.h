@@ -6,6 +6,7 @@
  *   train_report.c   metrics.jsonl, loss.svg and the progress events
  *   train_eval.c     validation losses and lg_eval_run
  *   train_dp.c       data parallelism: the order of the gradient all-reduces, and the all-reduce itself
+ *   train_pp.c       pipeline parallelism: the layer split, 1F1B over the stages, the whole-model step
  */
 #ifndef LG_TRAIN_INTERNAL_H
 #define LG_TRAIN_INTERNAL_H
@@ -115,7 +116,9 @@ struct lg_trainer {
     lg_comm_t *comm;
     int rank, world, local_rank;
     int dp, dp_rank;
+    int stages, stage;      /* world > 1: the pipeline stages and this rank's (1 and 0 in one process) */
     struct lg_dp_sched dps; /* world > 1 */
+    double pp_norm, pp_local_norm; /* stages > 1: the batch's gradient norm over the model, and this stage's */
 };
 
 /* train_setup.c */
@@ -141,6 +144,15 @@ enum lg_status lg_train_fill_mb(struct lg_trainer *tr, size_t i, struct lg_mb *m
 enum lg_status lg_dp_build(struct lg_trainer *tr);
 void lg_dp_free(struct lg_trainer *tr);
 enum lg_status lg_dp_reduce(struct lg_trainer *tr, struct lg_ad_state *a);
+
+/* train_pp.c */
+typedef enum lg_status (*lg_pp_done_fn)(struct lg_trainer *tr, struct lg_ad_state *a);
+void lg_pp_split(int layers, int stages, int stage, int *from, int *to);
+/* One epoch of this stage; `done` runs when an adapter's global batch is complete on it (the step). */
+enum lg_status lg_pp_epoch(struct lg_trainer *tr, lg_pp_done_fn done);
+enum lg_status lg_pp_step(struct lg_trainer *tr, struct lg_ad_state *a, double *lr, double *norm, int *skipped);
+/* Rank 0: every stage's tensors of adapter a, written as one PEFT adapter; other ranks send theirs. */
+enum lg_status lg_pp_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, const char *dir);
 
 /* train_ckpt.c */
 enum lg_status lg_ckpt_write(struct lg_trainer *tr);

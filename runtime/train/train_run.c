@@ -39,7 +39,7 @@ static enum lg_status count_steps(struct lg_trainer *tr)
 
 static enum lg_status validate(struct lg_trainer *tr, struct lg_ad_state *a)
 {
-    if (!a->val || tr->rank != 0) /* the adapters are the same on every rank: rank 0 validates */
+    if (!a->val || tr->rank != 0 || tr->stages > 1) /* rank 0 validates for all (not yet with stages) */
         return LG_OK;
     double loss;
     int64_t tokens;
@@ -66,7 +66,7 @@ static enum lg_status after_batch(struct lg_trainer *tr, struct lg_ad_state *a)
         s = lg_ad_zero_grads(tr, a);
     } else {
         why = "a gradient is not finite";
-        s = lg_ad_step(tr, a, &lr, &norm, &skipped);
+        s = tr->stages > 1 ? lg_pp_step(tr, a, &lr, &norm, &skipped) : lg_ad_step(tr, a, &lr, &norm, &skipped);
     }
     if (s != LG_OK)
         return s;
@@ -161,16 +161,22 @@ static enum lg_status finish(struct lg_trainer *tr, struct lg_train_result *r)
             return s;
         tr->tokens = (int64_t)t;
     }
-    for (int i = 0; s == LG_OK && tr->rank == 0 && i < tr->nad; i++) {
+    for (int i = 0; s == LG_OK && i < tr->nad; i++) {
         struct lg_ad_state *a = &tr->ad[i];
-        if ((s = validate(tr, a)) == LG_OK && (s = lg_ad_write_peft(tr, a, a->out_dir)) == LG_OK)
+        if (tr->stages > 1) /* every stage has its layers' tensors: rank 0 gathers and writes them */
+            s = lg_pp_write_peft(tr, a, a->out_dir);
+        else if (tr->rank == 0 && (s = validate(tr, a)) == LG_OK)
+            s = lg_ad_write_peft(tr, a, a->out_dir);
+        if (tr->rank != 0)
+            continue;
+        if (s == LG_OK)
             s = lg_report_write(tr, a);
         struct lg_train_progress p = {.event = LG_EV_DONE, .adapter = i, .name = a->cfg->name, .step = a->step,
                                       .steps = a->steps, .message = a->out_dir};
         if (s == LG_OK)
             lg_report(tr, &p);
     }
-    if (s == LG_OK && tr->rank == 0)
+    if (s == LG_OK && tr->rank == 0 && tr->stages == 1) /* a stage holds only its layers: no checkpoint yet */
         s = lg_ckpt_write(tr);
     struct lg_ad_state *a0 = &tr->ad[0];
     r->first_loss = a0->nhist ? a0->hist[0].loss : NAN;
@@ -257,7 +263,9 @@ static enum lg_status run(struct lg_trainer *tr, struct lg_train_result *r)
             s = lg_train_plan_epoch(tr);
         resumed = 0;
         size_t nmb = s == LG_OK && tr->world == 1 ? lg_plan_mb_count(tr->plan) : 0;
-        if (s == LG_OK && tr->world > 1 && ((s = run_epoch_dp(tr, r)) != LG_OK || r->interrupted))
+        if (s == LG_OK && tr->stages > 1 && (s = lg_pp_epoch(tr, after_batch)) != LG_OK)
+            return s;
+        if (s == LG_OK && tr->world > 1 && tr->stages == 1 && ((s = run_epoch_dp(tr, r)) != LG_OK || r->interrupted))
             return s;
         while (s == LG_OK && tr->mb_index < nmb && !all_done(tr)) {
             if (tr->opts->stop && *tr->opts->stop) {

@@ -103,6 +103,11 @@ static enum lg_status init_decoder(struct lg_trainer *tr)
     struct lg_decoder_params dp = {.cfg = &tr->mc, .nadapters = tr->nad, .adapters = tr->dad,
                                    .ckpt_every = tr->tc.checkpoint_layers, .max_tokens = tr->capacity,
                                    .max_seqs = (int)tr->capacity};
+    if (tr->stages > 1) {
+        lg_pp_split(tr->mc.num_hidden_layers, tr->stages, tr->stage, &dp.layer_from, &dp.layer_to);
+        lg_report_info(tr, "pipeline stage %d of %d: layers %d..%d (each stage its own); validation is not run "
+                       "under pipeline parallelism yet", tr->stage, tr->stages, dp.layer_from, dp.layer_to - 1);
+    }
     enum lg_status s = lg_decoder_init(tr->be, &dp, tr->st, &tr->dec);
     if (s != LG_OK)
         return s;
@@ -117,6 +122,7 @@ static enum lg_status read_world(struct lg_trainer *tr)
 {
     const struct lg_job_params *jp = lg_job_get_params(tr->job);
     tr->world = 1;
+    tr->stages = 1;
     tr->dp = jp->data_parallel;
     if (!tr->opts->distributed)
         return LG_OK;
@@ -133,10 +139,19 @@ static enum lg_status read_world(struct lg_trainer *tr)
         return lg_fail(LG_ERR_INVALID, "%s: pipeline = { data_parallel = %d, stages = %d } needs %d processes, but "
                        "WORLD_SIZE is %d (loragen train --procs/--gpus N starts N)", tr->tc.path, jp->data_parallel,
                        jp->stages, jp->data_parallel * jp->stages, tr->world);
-    if (jp->stages > 1)
-        return lg_fail(LG_ERR_UNSUPPORTED, "%s: pipeline.stages = %d: pipeline-parallel training over several "
-                       "processes is not built yet; run data parallel (stages = 1) or in one process", tr->tc.path,
-                       jp->stages);
+    if (jp->stages > 1 && jp->data_parallel > 1)
+        return lg_fail(LG_ERR_UNSUPPORTED, "%s: pipeline = { data_parallel = %d, stages = %d }: pipeline and data "
+                       "parallel together over processes are not built yet; run one of them (or one process)",
+                       tr->tc.path, jp->data_parallel, jp->stages);
+    if (jp->stages > tr->mc.num_hidden_layers)
+        return lg_fail(LG_ERR_INVALID, "%s: pipeline.stages = %d, but the model has %d layers", tr->tc.path,
+                       jp->stages, tr->mc.num_hidden_layers);
+    if (jp->stages > 1 && tr->tc.checkpoint_layers)
+        return lg_fail(LG_ERR_UNSUPPORTED, "%s: training.checkpoint_layers = %d: activation checkpointing inside a "
+                       "pipeline stage is not built yet; set it to 0 with pipeline.stages > 1", tr->tc.path,
+                       tr->tc.checkpoint_layers);
+    tr->stages = jp->stages;
+    tr->stage = tr->rank % jp->stages;
     if (tr->opts->resume)
         return lg_fail(LG_ERR_UNSUPPORTED, "--resume of a run over %d processes is not built yet: checkpoints hold "
                        "rank 0's gradients of the batches in progress only", tr->world);
@@ -165,8 +180,8 @@ static enum lg_status init_comm(struct lg_trainer *tr)
                                                                                               : LG_COMM_TCP;
     if ((s = lg_comm_init(&cp, &tr->comm)) != LG_OK)
         return s;
-    lg_report_info(tr, "rank %d of %d (data-parallel rank %d of %d): %s between the ranks", tr->rank, tr->world,
-                   tr->dp_rank, tr->dp, lg_comm_transport_name(cp.transport));
+    lg_report_info(tr, "rank %d of %d (data-parallel rank %d of %d, stage %d of %d): %s between the ranks", tr->rank,
+                   tr->world, tr->dp_rank, tr->dp, tr->stage, tr->stages, lg_comm_transport_name(cp.transport));
     return LG_OK;
 }
 
