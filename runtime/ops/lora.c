@@ -223,6 +223,19 @@ enum lg_status lg_lora_set_tiles(lg_lora_t *l, const struct lg_lora_tiles *t)
 
 void lg_lora_get_tiles(const lg_lora_t *l, struct lg_lora_tiles *t) { *t = l->tiles; }
 
+/* A GEMM at the layer's algorithm index; where an index from the tuning database is beyond what cuBLASLt offers
+ * for this call (another token count of the bucket it was tuned in), the heuristic's first instead. */
+static enum lg_status gemm_tuned(const lg_lora_t *l, struct lg_gemm *g, CUstream stream)
+{
+    enum lg_status st = lg_blas_gemm(lg_ctx_blas(l->ctx), g, stream);
+    if (st == LG_ERR_INVALID && g->algo_index > 0 && !l->tiles_set) {
+        g->algo_index = 0;
+        lg_clear_error();
+        st = lg_blas_gemm(lg_ctx_blas(l->ctx), g, stream);
+    }
+    return st;
+}
+
 /* The tuning database's winner for n tokens' bucket, unless the caller set tiles (lora_tune.c). */
 static void consult_tuned(lg_lora_t *l, int64_t n)
 {
@@ -449,7 +462,7 @@ enum lg_status lg_lora_forward(lg_lora_t *l, const struct lg_lora_fwd *f, CUstre
                         .trans_b = 1, .a = (const void *)f->x, .lda = f->ldx, .b = (const void *)l->wp,
                         .ldb = l->ldwp, .c = (void *)f->y, .ldc = f->ldy, .alpha = 1.f, .beta = 0.f,
                         .bias = (const void *)l->biasp, .algo_index = l->tiles.fwd_algo};
-    if ((st = lg_blas_gemm(lg_ctx_blas(l->ctx), &g, stream)) != LG_OK || ext_gemm)
+    if ((st = gemm_tuned(l, &g, stream)) != LG_OK || ext_gemm)
         return st;
     /* no room for S in X, or B not beside W: Y += S·Bᵀ as a second, skinny GEMM */
     struct lg_gemm u = {.dtype = l->p.dtype, .m = f->n, .n = l->M, .k = l->r, .trans_b = 1,
@@ -609,7 +622,7 @@ enum lg_status lg_lora_backward(lg_lora_t *l, const struct lg_lora_bwd *b, CUstr
                              .a = (const void *)b->dy, .lda = b->lddy, .b = (const void *)l->wp, .ldb = l->ldwp,
                              .c = (void *)b->dx, .ldc = b->lddx, .alpha = 1.f, .beta = 0.f,
                              .algo_index = l->tiles.dx_algo};
-        if ((st = lg_blas_gemm(lg_ctx_blas(l->ctx), &gx, stream)) != LG_OK)
+        if ((st = gemm_tuned(l, &gx, stream)) != LG_OK)
             return st;
     }
     /* 4. one pass over X: partial dA (+ the masked dX correction) */

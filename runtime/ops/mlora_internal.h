@@ -52,6 +52,9 @@ struct lg_mlora {
 /* Takes the tuning database's tiles for n tokens' bucket, or the arch heuristic's, unless the caller set tiles
  * (mlora_tune.c). */
 void lg_ops_mlora_consult(lg_mlora_t *l, int64_t n);
+/* A GEMM at the layer's algorithm index; an index from the database beyond what cuBLASLt offers for this call
+ * (another token count of its bucket) falls back to the heuristic's first (mlora_tune.c). */
+enum lg_status lg_ops_mlora_gemm(const lg_mlora_t *l, struct lg_gemm *g, CUstream stream);
 
 /* The device view of the current table. */
 struct lg_mlora_segs lg_mlora_segs_view(const struct lg_mlora_segments *s);

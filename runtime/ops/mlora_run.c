@@ -184,8 +184,8 @@ enum lg_status lg_mlora_forward(lg_mlora_t *l, const struct lg_mlora_fwd *f, CUs
     struct lg_gemm g = {.dtype = l->dtype, .m = f->n, .n = l->MT, .k = l->K + (ext ? fa.ext_span : 0),
                         .trans_b = 1, .a = (const void *)f->x, .lda = f->ldx, .b = (const void *)l->w,
                         .ldb = l->ldw, .c = (void *)f->y, .ldc = f->ldy, .alpha = 1.f, .beta = 0.f,
-                        .bias = (const void *)l->bias};
-    if ((st = lg_blas_gemm(lg_ctx_blas(l->ctx), &g, stream)) != LG_OK || ext || !fa.adapted)
+                        .bias = (const void *)l->bias, .algo_index = l->tiles.fwd_algo};
+    if ((st = lg_ops_mlora_gemm(l, &g, stream)) != LG_OK || ext || !fa.adapted)
         return st;
     /* (b): Y += S·Bᵀ per segment */
     struct lg_kernel_cfg c = cfg(l, LG_OP_MLORA_EXPAND);
@@ -351,8 +351,8 @@ enum lg_status lg_mlora_backward(lg_mlora_t *l, const struct lg_mlora_bwd *b, CU
     if (b->dx) {
         struct lg_gemm gx = {.dtype = l->dtype, .m = b->n, .n = l->K, .k = l->MT, .a = (const void *)b->dy,
                              .lda = b->lddy, .b = (const void *)l->w, .ldb = l->ldw, .c = (void *)b->dx,
-                             .ldc = b->lddx, .alpha = 1.f, .beta = 0.f};
-        if ((st = lg_blas_gemm(lg_ctx_blas(l->ctx), &gx, stream)) != LG_OK)
+                             .ldc = b->lddx, .alpha = 1.f, .beta = 0.f, .algo_index = l->tiles.dx_algo};
+        if ((st = lg_ops_mlora_gemm(l, &gx, stream)) != LG_OK)
             return st;
     }
     if (!fa.adapted)

@@ -19,7 +19,7 @@ static const struct {
 } TILES[] = {
 #define T(f) {#f, offsetof(struct lg_mlora_tiles, f)}
     T(down_wm), T(down_wk), T(down_mt), T(down_u), T(dy_nct), T(dy_st), T(expand_nct),
-    T(down_minb), T(dy_minb), T(da_minb),
+    T(down_minb), T(dy_minb), T(da_minb), T(fwd_algo), T(dx_algo),
 #undef T
 };
 #define NTILES ((int)(sizeof TILES / sizeof TILES[0]))
@@ -183,8 +183,12 @@ void lg_ops_mlora_consult(lg_mlora_t *l, int64_t n)
     struct lg_tune_key k;
     lg_mlora_tune_key(l, n, &k);
     const struct lg_tune_entry *e = lg_tune_lookup(&k);
+    struct lg_mlora_tiles t;
+    lg_mlora_tiles_from_entry(e, &t);
+    if (t.fwd_algo < 0 || t.fwd_algo >= 8 || t.dx_algo < 0 || t.dx_algo >= 8)
+        e = NULL; /* an index set_tiles refuses: the heuristic instead */
     if (e)
-        lg_mlora_tiles_from_entry(e, &l->tiles);
+        l->tiles = t;
     else {
         if (!l->arch_done) { /* per layer, once: it depends on the layer, not on n */
             lg_mlora_arch_tiles(l, &l->arch_tiles);
@@ -193,4 +197,15 @@ void lg_ops_mlora_consult(lg_mlora_t *l, int64_t n)
         l->tiles = l->arch_tiles;
     }
     l->tuned_bucket = k.tokens;
+}
+
+enum lg_status lg_ops_mlora_gemm(const lg_mlora_t *l, struct lg_gemm *g, CUstream stream)
+{
+    enum lg_status st = lg_blas_gemm(lg_ctx_blas(l->ctx), g, stream);
+    if (st == LG_ERR_INVALID && g->algo_index > 0 && !l->tiles_set) {
+        g->algo_index = 0;
+        lg_clear_error();
+        st = lg_blas_gemm(lg_ctx_blas(l->ctx), g, stream);
+    }
+    return st;
 }

@@ -3,7 +3,7 @@
  * one rank, alpha and dropout on uneven segments (adapter a gets a share proportional to a + 1). Forward +
  * backward timed whole on the tuner's own layer and buffers (gradients overwritten, never accumulated), by
  * coordinate descent over the down (wm wk mt u minb), dY (nct st minb), dA (minb) and expand (nct) groups of the
- * pruned space, each candidate checked against the reference's Y and dX (sampled rows) and every slot's dA and
+ * pruned space, then cuBLASLt's candidates for the frozen GEMM and the dX GEMM, each candidate checked against the reference's Y and dX (sampled rows) and every slot's dA and
  * dB; a final side-by-side round keeps the winner only if it beats the reference (lg_mlora_arch_tiles). */
 #include "tuner_internal.h"
 #include "lg_base.h"
@@ -281,6 +281,32 @@ static enum lg_status measure(struct mt_ *t, const char *group, int n, struct lg
     return st;
 }
 
+/* The frozen GEMM's (fwd = 1) or the dX GEMM's cuBLASLt candidates, as the layer issues them under strategy (b). */
+static enum lg_status algo_group(struct mt_ *t, int fwd, struct lg_tuner_outcome *out, double *ms)
+{
+    int64_t ldw;
+    CUdeviceptr w = lg_mlora_weights(t->L, &ldw);
+    const int64_t K = t->sh.in_features;
+    struct lg_gemm g = {.dtype = t->sh.dtype, .alpha = 1.f, .m = t->n, .b = (const void *)w, .ldb = ldw};
+    if (fwd)
+        g.n = t->MT, g.k = K, g.trans_b = 1, g.a = (const void *)t->x, g.lda = K, g.c = (void *)t->y, g.ldc = t->MT;
+    else
+        g.n = K, g.k = t->MT, g.a = (const void *)t->dy, g.lda = t->MT, g.c = (void *)t->dx, g.ldc = K;
+    int cnt = lg_blas_algo_count(lg_ctx_blas(t->ctx), &g);
+    if (cnt <= 0)
+        return lg_fail_wrap(LG_ERR_CUBLAS, "tuner: cuBLASLt candidates of the %s GEMM: ", fwd ? "frozen" : "dX");
+    int n = 1, cur = fwd ? t->cand[0].fwd_algo : t->cand[0].dx_algo;
+    for (int a = 0; a < cnt && a < 8; a++)
+        if (a != cur) {
+            t->cand[n] = t->cand[0];
+            *(fwd ? &t->cand[n].fwd_algo : &t->cand[n].dx_algo) = a;
+            n++;
+        }
+    if (t->o->verbose)
+        logf_(t, "  mlora %s GEMM: %d cuBLASLt candidates", fwd ? "frozen" : "dX", cnt);
+    return n > 1 ? measure(t, fwd ? "fwd_algo" : "dx_algo", n, out, ms) : LG_OK;
+}
+
 enum lg_status lg_tuner_mlora(lg_ctx_t *ctx, const struct lg_tuner_mlora_shape *s, int64_t n,
                               const struct lg_tuner_opts *o, struct lg_tuner_outcome *out)
 {
@@ -291,7 +317,7 @@ enum lg_status lg_tuner_mlora(lg_ctx_t *ctx, const struct lg_tuner_mlora_shape *
     memset(out, 0, sizeof *out);
     struct mt_ t = {.ctx = ctx, .sh = *s, .n = n, .o = o ? o : &none};
     const int max = t.o->max_cands > 0 ? t.o->max_cands : 16;
-    t.cand = calloc((size_t)max + 2, sizeof *t.cand);
+    t.cand = calloc((size_t)(max > 8 ? max : 8) + 2, sizeof *t.cand); /* a tile group, or 8 GEMM candidates */
     if (!t.cand)
         return lg_fail(LG_ERR_OOM, "tuner: out of memory");
     enum lg_status st = setup(&t);
@@ -315,6 +341,10 @@ enum lg_status lg_tuner_mlora(lg_ctx_t *ctx, const struct lg_tuner_mlora_shape *
         if (nc > 1)
             st = measure(&t, lg_tuner_mlora_group_name(g), nc, out, ms);
     }
+    if (st == LG_OK)
+        st = algo_group(&t, 1, out, ms);
+    if (st == LG_OK)
+        st = algo_group(&t, 0, out, ms);
     if (st == LG_OK) { /* the winner against the reference, side by side */
         struct lg_mlora_tiles win = t.cand[0];
         t.cand[0] = t.base, t.cand[1] = win;
