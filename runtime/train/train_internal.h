@@ -148,6 +148,9 @@ enum lg_status lg_dp_reduce(struct lg_trainer *tr, struct lg_ad_state *a);
 /* train_pp.c */
 typedef enum lg_status (*lg_pp_done_fn)(struct lg_trainer *tr, struct lg_ad_state *a);
 void lg_pp_split(int layers, int stages, int stage, int *from, int *to);
+/* Refuses a plan the 1F1B loop would deadlock on (a batch's microbatch before the previous batch is complete),
+ * before anything runs; lg_pp_epoch checks it too. */
+enum lg_status lg_pp_check(struct lg_trainer *tr);
 /* One epoch of this stage; `done` runs when an adapter's global batch is complete on it (the step). */
 enum lg_status lg_pp_epoch(struct lg_trainer *tr, lg_pp_done_fn done);
 enum lg_status lg_pp_step(struct lg_trainer *tr, struct lg_ad_state *a, double *lr, double *norm, int *skipped);

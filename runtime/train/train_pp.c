@@ -228,6 +228,20 @@ static int by_pos(const void *x, const void *y, void *plan)
     return a.pos < b.pos ? -1 : a.pos > b.pos;
 }
 
+enum lg_status lg_pp_check(struct lg_trainer *tr)
+{
+    size_t n = lg_plan_mb_count(tr->plan);
+    size_t *order = malloc((n + 1) * sizeof *order);
+    if (!order)
+        return lg_fail(LG_ERR_OOM, "trainer: out of memory");
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, n, sizeof *order, by_pos, tr->plan);
+    enum lg_status s = dry_run(tr, order, n);
+    free(order);
+    return s;
+}
+
 enum lg_status lg_pp_epoch(struct lg_trainer *tr, lg_pp_done_fn done)
 {
     struct pp_run p = {.S = tr->stages, .s = tr->stage, .arena = -1};
