@@ -38,8 +38,9 @@ struct tune_opts {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: loragen tune SPEC [--tokens N[,N...]] [--out FILE] [--only LAYER] [--max-candidates N]\n"
-            "                    [--rounds N] [--device N] [-q] [-v]\n"
+            "usage: loragen tune SPEC [--tokens N[,N...]] [--out FILE] [--families LIST] [--adapters N]\n"
+            "                    [--only LAYER] [--max-candidates N] [--rounds N] [--device N] [-q] [-v]\n"
+            "       loragen tune SPEC --dry-run [--arch sm_XX] [same options]\n"
             "\n"
             "Tunes the kernel tiles and GEMM algorithms SPEC's layers need (FusedLoRA, FusedMultiLoRA, attention)\n"
             "on the local GPU and writes the winners into a tuning database that loragen reads at start\n"
@@ -50,7 +51,7 @@ static void usage(FILE *f)
             "  --out FILE            the database to write (default: $LORAGEN_TUNE_DB, else\n"
             "                        $XDG_CACHE_HOME/loragen/tune.json or ~/.cache/loragen/tune.json);\n"
             "                        its entries for other keys are kept\n"
-            "  --only LAYER          tune one linear layer of the spec (e.g. q_proj)\n"
+            "  --only LAYER          tune one linear layer of the spec as FusedLoRA (e.g. q_proj), nothing else\n"
             "  --max-candidates N    candidates timed per tile group (default 16): the sweep's size\n"
             "  --rounds N            interleaved timing rounds per candidate, the median kept (default 9)\n"
             "  --families LIST       what to tune, comma-separated (default lora,mlora,attention):\n"
