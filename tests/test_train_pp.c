@@ -3,7 +3,8 @@
  * with the default gradient clip) on a tiny 3-layer model: S = 2 (layers 0-1 and 2) and S = 3 (one layer a
  * stage, so a middle stage both receives and sends in each direction). The stages' losses, gradient norms
  * (summed over the stages before the clip) and the adapter rank 0 gathers from all stages match the single
- * process within float tolerance. Also: the shapes not built yet (pipeline with data parallel, activation
+ * process within float tolerance, and rank 0 reports each epoch's per-stage busy time and measured bubble beside
+ * the simulator's prediction. Also: the shapes not built yet (pipeline with data parallel, activation
  * checkpointing inside a stage, more stages than layers) are refused with the field named. */
 #include "lg_hf.h"
 #include "lg_test.h"
@@ -174,6 +175,9 @@ static void pp_matches(int S)
     int rc = run_cli((const char *[]){"train", rmany, "--procs", procs, NULL}, &out, &err);
     ck_assert_msg(rc == 0, "train --procs %d: %d\n%s\n%s", S, rc, out, err);
     ck_assert_msg(strstr(out, "pipeline stage 0 of "), "%s", out);
+    /* per epoch: every stage's busy time and the measured bubble beside the simulator's */
+    ck_assert_int_eq(lg_test_count_substr(out, "measured bubble "), 2);
+    ck_assert_msg(strstr(out, "(simulator: ") && strstr(out, "stage 1 busy "), "%s", out);
     ck_assert_int_eq(lg_test_count_substr(out, "done: "), 1);
     int la, lb;
     char ma[64], mb[64], aa[80], ab[80];

@@ -88,6 +88,7 @@ struct pp_run {
     unsigned char *out, *grad;
     unsigned char *empty;  /* [n] microbatch k had nothing to run (its adapters are done) */
     long arena;            /* order index whose forward is in the decoder's arena; -1: none */
+    double busy;           /* seconds in the stage's forwards and backwards (recomputations included) */
 };
 
 static enum lg_status fill(struct lg_trainer *tr, struct pp_run *p, size_t k, struct lg_mb *mb,
@@ -115,8 +116,10 @@ static enum lg_status forward(struct lg_trainer *tr, struct pp_run *p, size_t k)
     if (in && (s = lg_comm_recv_host(tr->comm, tr->rank - 1, in, p->bytes, &got)) == LG_OK && got != bytes)
         s = lg_fail(LG_ERR_INTERNAL, "pipeline: stage %d got %zu bytes of activations for microbatch %zu, expected "
                     "%zu", p->s, got, p->order[k], bytes);
+    double t = lg_train_now();
     if (s == LG_OK)
         s = lg_decoder_stage_forward(tr->dec, &b, in, p->s + 1 < p->S ? p->out : NULL);
+    p->busy += lg_train_now() - t;
     if (s == LG_OK && p->s + 1 < p->S)
         s = lg_comm_send_host(tr->comm, tr->rank + 1, p->out, bytes);
     if (s != LG_OK)
@@ -192,16 +195,20 @@ static enum lg_status backward(struct lg_trainer *tr, struct pp_run *p, size_t k
     struct lg_decoder_batch b;
     enum lg_status s = fill(tr, p, k, &mb, &b);
     unsigned char *in = p->s > 0 ? p->saved[k % (size_t)p->limit] : NULL;
+    double t = lg_train_now();
     if (s == LG_OK && p->arena != (long)k) /* the arena holds a later forward: run this one's again */
         s = lg_decoder_stage_forward(tr->dec, &b, in, NULL);
+    p->busy += lg_train_now() - t;
     p->arena = (long)k;
     size_t bytes = lg_decoder_boundary_bytes(tr->dec, mb.n), got = 0;
     if (s == LG_OK && p->s + 1 < p->S && (s = lg_comm_recv_host(tr->comm, tr->rank + 1, p->grad, p->bytes, &got)) ==
                                              LG_OK && got != bytes)
         s = lg_fail(LG_ERR_INTERNAL, "pipeline: stage %d got %zu bytes of gradient for microbatch %zu, expected %zu",
                     p->s, got, p->order[k], bytes);
+    t = lg_train_now();
     if (s == LG_OK)
         s = lg_decoder_stage_backward(tr->dec, &b, p->s + 1 < p->S ? p->grad : NULL, p->s > 0 ? p->out : NULL);
+    p->busy += lg_train_now() - t;
     if (s == LG_OK && p->s > 0)
         s = lg_comm_send_host(tr->comm, tr->rank - 1, p->out, bytes);
     if (s != LG_OK)
@@ -217,6 +224,47 @@ static enum lg_status backward(struct lg_trainer *tr, struct pp_run *p, size_t k
         if ((a->batch_left[sv.batch] -= (int64_t)sv.nsamples) == 0 && (s = reduce(tr, a)) == LG_OK)
             s = done(tr, a);
     }
+    return s;
+}
+
+/* Per stage: busy time and the epoch's wall time, gathered on rank 0, and the measured bubble
+ * 1 - sum(busy) / (S x the longest wall time) beside the simulator's prediction for the same plan (its cost
+ * model's time units; it models no recomputation of forwards, which this runtime counts as busy). */
+static enum lg_status report_stages(struct lg_trainer *tr, double busy, double wall)
+{
+    int S = tr->stages;
+    double *v = calloc(2 * (size_t)S, sizeof *v);
+    if (!v)
+        return lg_fail(LG_ERR_OOM, "trainer: out of memory");
+    v[2 * tr->stage] = busy;
+    v[2 * tr->stage + 1] = wall;
+    enum lg_status s = lg_comm_allreduce_host_f64(tr->comm, v, 2 * (size_t)S);
+    if (s == LG_OK && tr->rank == 0) {
+        double sum = 0, span = 0;
+        char line[1024];
+        int at = 0;
+        for (int i = 0; i < S; i++) {
+            sum += v[2 * i];
+            span = v[2 * i + 1] > span ? v[2 * i + 1] : span;
+            at += snprintf(line + at, sizeof line - (size_t)at, "%s stage %d busy %.2f s of %.2f s", i ? ";" : "", i,
+                           v[2 * i], v[2 * i + 1]);
+            if (at >= (int)sizeof line - 80)
+                break;
+        }
+        lg_sim_t *sim = NULL;
+        struct lg_sim_stats st = {0};
+        double predicted = -1;
+        if (lg_sim_run(tr->job, tr->plan, NULL, &sim) == LG_OK) {
+            lg_sim_get_stats(sim, &st);
+            predicted = st.bubble;
+        }
+        lg_sim_free(sim);
+        lg_clear_error();
+        lg_report_info(tr, "pipeline, epoch %d: measured bubble %.1f%% (simulator: %.1f%% for this plan);%s",
+                       tr->epoch + 1, span > 0 ? 100 * (1 - sum / (S * span)) : 0.0,
+                       predicted >= 0 ? 100 * predicted : -1.0, line);
+    }
+    free(v);
     return s;
 }
 
@@ -265,6 +313,7 @@ enum lg_status lg_pp_epoch(struct lg_trainer *tr, lg_pp_done_fn done)
         s = dry_run(tr, p.order, p.n);
     }
     size_t f = 0, b = 0;
+    double t0 = lg_train_now();
     while (s == LG_OK && b < p.n) {
         if (f < p.n && f - b < (size_t)p.limit && allowed(tr, p.order[f]))
             s = forward(tr, &p, f++);
@@ -274,6 +323,8 @@ enum lg_status lg_pp_epoch(struct lg_trainer *tr, lg_pp_done_fn done)
             s = lg_fail(LG_ERR_INTERNAL, "pipeline: stage %d: microbatch %zu waits for a step nothing can complete",
                         p.s, p.order[f]);
     }
+    if (s == LG_OK)
+        s = report_stages(tr, p.busy, lg_train_now() - t0);
     for (int i = 0; p.saved && i < p.limit; i++)
         free(p.saved[i]);
     free(p.saved);
