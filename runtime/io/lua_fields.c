@@ -19,7 +19,7 @@ double lg_io_lua_num(lua_State *L, int t, const char *k, double dflt, const char
 int64_t lg_io_lua_int(lua_State *L, int t, const char *k, int64_t dflt, int64_t max, const char **bad)
 {
     int64_t v = dflt;
-    if (lua_getfield(L, t, k) == LUA_TNUMBER) {
+    if (lua_getfield(L, t, k) != LUA_TNIL) {
         int ok;
         lua_Integer x = lua_tointegerx(L, -1, &ok);
         if (ok && x >= 0 && x <= max)
