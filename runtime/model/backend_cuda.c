@@ -52,7 +52,15 @@ static void cuda_destroy(lg_backend_t *be)
 static enum lg_status cuda_alloc(lg_backend_t *be, size_t bytes, lg_addr *out)
 {
     CUdeviceptr p = 0;
-    enum lg_status s = lg_cu_check(cuMemAlloc(&p, bytes ? bytes : 256), "cuMemAlloc");
+    CUresult r = cuMemAlloc(&p, bytes ? bytes : 256);
+    if (r == CUDA_ERROR_OUT_OF_MEMORY) {
+        size_t fr = 0, tot = 0;
+        cuMemGetInfo_v2(&fr, &tot);
+        return lg_fail(LG_ERR_OOM, "out of GPU memory: %.1f MiB asked for, %.1f of %.1f GiB free on %s",
+                       (double)bytes / (1u << 20), (double)fr / (1u << 30), (double)tot / (1u << 30),
+                       lg_ctx_device_name(cb(be)->ctx));
+    }
+    enum lg_status s = lg_cu_check(r, "cuMemAlloc");
     if (s != LG_OK)
         return lg_fail_wrap(s, "cuda backend: %.1f MiB: ", (double)bytes / (1u << 20));
     *out = (lg_addr)p;

@@ -134,6 +134,15 @@ enum lg_status lg_cuda_linear_init(lg_backend_t *be, const struct lg_lora_linear
     }
     if (s != LG_OK) {
         lg_cuda_linear_free(be, l);
+        if (s == LG_ERR_OOM) {
+            size_t fr = 0, tot = 0;
+            cuMemGetInfo_v2(&fr, &tot);
+            return lg_fail_wrap(s, "loading the frozen weights (layer %u): %.1f of %.1f GiB free: the model does "
+                                   "not fit this GPU in %s; use a larger GPU or split the layers over several "
+                                   "(pipeline parallelism): ",
+                                d->layer_id / 8, (double)fr / (1u << 30), (double)tot / (1u << 30),
+                                lg_dtype_name(be->weight));
+        }
         return s;
     }
     *out = l;
