@@ -194,22 +194,48 @@ enum lg_status lg_dp_build(struct lg_trainer *tr)
 
 void lg_dp_free(struct lg_trainer *tr)
 {
+    if (tr->dp_scratch && tr->be)
+        tr->be->ops->release(tr->be, tr->dp_scratch);
+    tr->dp_scratch = 0;
+    tr->dp_scratch_n = 0;
     free(tr->dps.order);
     free(tr->dps.steps);
     memset(&tr->dps, 0, sizeof tr->dps);
 }
 
-/* Sums adapter a's gradients and its batch loss over the ranks. NCCL sums the backend's buffers in place;
- * the TCP transport sums host copies (one message for all of the adapter's tensors). */
+/* Sums adapter a's gradients and its batch loss over the ranks, one all-reduce for all of the adapter's
+ * tensors. */
 enum lg_status lg_dp_reduce(struct lg_trainer *tr, struct lg_ad_state *a)
 {
     lg_backend_t *be = tr->be;
     enum lg_status s = be->ops->sync(be);
     if (s != LG_OK)
         return s;
-    if (lg_comm_get_transport(tr->comm) == LG_COMM_NCCL) {
-        for (int i = 0; s == LG_OK && i < 2 * a->nt; i++)
-            s = lg_comm_allreduce_f32(tr->comm, (float *)(uintptr_t)a->opt[i].g, (size_t)a->opt[i].n);
+    /* one all-reduce of the tensors packed in backend memory, where the transport reads that memory: NCCL on
+     * the GPU, TCP on the CPU backend (whose memory is the host's); else (the GPU over TCP) through the host */
+    int packed = lg_comm_get_transport(tr->comm) == LG_COMM_NCCL || !strcmp(be->ops->name, "cpu");
+    if (packed) {
+        size_t n = 0, at = 0;
+        for (int i = 0; i < 2 * a->nt; i++)
+            n += (size_t)a->opt[i].n;
+        if (n > tr->dp_scratch_n) {
+            if (tr->dp_scratch)
+                be->ops->release(be, tr->dp_scratch);
+            tr->dp_scratch = 0;
+            tr->dp_scratch_n = 0;
+            if ((s = be->ops->alloc(be, n * sizeof(float), &tr->dp_scratch)) != LG_OK)
+                return lg_fail_wrap(s, "the all-reduce buffer of adapter '%s': ", a->cfg->name);
+            tr->dp_scratch_n = n;
+        }
+        for (int i = 0; s == LG_OK && i < 2 * a->nt; at += (size_t)a->opt[i].n, i++)
+            s = be->ops->copy(be, tr->dp_scratch + at * sizeof(float), a->opt[i].g, (size_t)a->opt[i].n * sizeof(float));
+        if (s == LG_OK)
+            s = be->ops->sync(be);
+        if (s == LG_OK)
+            s = lg_comm_allreduce_f32(tr->comm, (float *)(uintptr_t)tr->dp_scratch, n);
+        at = 0;
+        for (int i = 0; s == LG_OK && i < 2 * a->nt; at += (size_t)a->opt[i].n, i++)
+            s = be->ops->copy(be, a->opt[i].g, tr->dp_scratch + at * sizeof(float), (size_t)a->opt[i].n * sizeof(float));
     } else {
         size_t n = 0;
         for (int i = 0; i < 2 * a->nt; i++)

@@ -118,6 +118,8 @@ struct lg_trainer {
     int dp, dp_rank;
     int stages, stage;      /* world > 1: the pipeline stages and this rank's (1 and 0 in one process) */
     struct lg_dp_sched dps; /* world > 1 */
+    lg_addr dp_scratch;     /* NCCL: one adapter's gradients packed for one all-reduce */
+    size_t dp_scratch_n;
     double pp_norm, pp_local_norm; /* stages > 1: the batch's gradient norm over the model, and this stage's */
 };
 

@@ -241,6 +241,7 @@ enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts 
 void lg_train_teardown(struct lg_trainer *tr)
 {
     lg_comm_free(tr->comm); /* first: NCCL's stream lives in the backend's context */
+    lg_dp_free(tr);
     for (int i = 0; tr->ad && i < tr->nad; i++)
         lg_ad_free(tr, &tr->ad[i]);
     free(tr->ad);
@@ -248,7 +249,6 @@ void lg_train_teardown(struct lg_trainer *tr)
     if (tr->be)
         tr->be->ops->destroy(tr->be);
     lg_plan_free(tr->plan);
-    lg_dp_free(tr);
     lg_job_free(tr->job);
     lg_st_close(tr->st);
     lg_train_config_free(&tr->tc);
