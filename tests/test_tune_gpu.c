@@ -343,9 +343,12 @@ int main(void)
     if (c && atoi(c) > 0)
         cands = atoi(c);
     db_dir = lg_test_tmpdir("lg-tune-gpu"), db_path = lg_test_path(db_dir, "db.json");
-    CHECK(lg_tune_set_path(db_path));
+    /* outside a test case Check cannot report an assertion: failures here print and exit */
     struct lg_ctx_params cp = {.device = 0};
-    CHECK(lg_ctx_init(&cp, &ctx));
+    if (lg_tune_set_path(db_path) != LG_OK || lg_ctx_init(&cp, &ctx) != LG_OK) {
+        fprintf(stderr, "test_tune_gpu: setup failed: %s\n", lg_last_error());
+        return 1;
+    }
     printf("device: %s (sm_%d, %d SMs)\n", lg_ctx_device_name(ctx), lg_ctx_arch(ctx), lg_ctx_sm_count(ctx));
     Suite *s = suite_create("tune_gpu");
     TCase *tc = tcase_create("gpu");
