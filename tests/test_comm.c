@@ -1,10 +1,10 @@
 /* test_comm.c: the TCP transport of lg_comm with real processes on localhost. Each case forks its ranks; each
  * rank checks what it received and reports through its exit status (and, for failures, the error text it got,
  * through a pipe). Covers: all-reduce of fp32 and fp64 (exact sums of small integers, bit-identical on every
- * rank), broadcast, barrier, point-to-point messages of varying size around a ring with every rank sending a
- * large message before receiving (the read-ahead that keeps that from deadlocking), a message larger than the
- * receiver's buffer, a peer that exits (the others fail at once naming it), a peer that hangs (the call fails
- * after the communicator's timeout), and the environment variables' errors. */
+ * rank), group all-reduces of two groups at once, broadcast, barrier, point-to-point messages of varying size
+ * around a ring with every rank sending a large message before receiving (the read-ahead that keeps that from
+ * deadlocking), a message larger than the receiver's buffer, a peer that exits (the others fail at once naming
+ * it), a peer that hangs (the call fails after the communicator's timeout), and the environment's errors. */
 #include "lg_comm.h"
 #include "lg_test.h"
 
@@ -141,6 +141,15 @@ static int collectives(lg_comm_t *c, int fd)
     RCHECK(lg_comm_bcast_host(c, W - 1, b, sizeof b));
     RASSERT(!strcmp(b, "from the last rank"));
     RCHECK(lg_comm_barrier(c));
+    if (W == 4) { /* two groups at once, {0, 2} and {1, 3}, then the world again */
+        int g[2] = {r % 2, r % 2 + 2};
+        float x[3] = {(float)r, 1.0f, (float)(10 * r)};
+        RCHECK(lg_comm_allreduce_group_host_f32(c, g, 2, x, 3));
+        RASSERT(x[0] == (float)(2 * (r % 2) + 2) && x[1] == 2.0f && x[2] == (float)(10 * (2 * (r % 2) + 2)));
+        int bad[2] = {2, 0};
+        RASSERT(lg_comm_allreduce_group_host_f32(c, bad, 2, x, 3) == LG_ERR_INVALID);
+        RCHECK(lg_comm_barrier(c));
+    }
     return 0;
 }
 
@@ -180,6 +189,8 @@ START_TEST(allreduce_bcast_barrier)
 {
     struct world w;
     start(&w, 3, 60, collectives);
+    expect_all_ok(&w);
+    start(&w, 4, 60, collectives); /* with group all-reduces */
     expect_all_ok(&w);
     start(&w, 1, 60, collectives); /* a world of one: no sockets, the same calls */
     expect_all_ok(&w);

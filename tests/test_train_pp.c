@@ -1,11 +1,12 @@
 /* test_train_pp.c: pipeline-parallel training over processes on the CPU backend (`loragen train JOB --procs S`
  * with pipeline.stages = S), against one process running the same plan. Two adapters (one with dropout, both
  * with the default gradient clip) on a tiny 3-layer model: S = 2 (layers 0-1 and 2) and S = 3 (one layer a
- * stage, so a middle stage both receives and sends in each direction). The stages' losses, gradient norms
- * (summed over the stages before the clip) and the adapter rank 0 gathers from all stages match the single
- * process within float tolerance, and rank 0 reports each epoch's per-stage busy time and measured bubble beside
- * the simulator's prediction. Also: the shapes not built yet (pipeline with data parallel, activation
- * checkpointing inside a stage, more stages than layers) are refused with the field named. */
+ * stage, so a middle stage both receives and sends in each direction), and S = 2 with data_parallel = 2
+ * (four processes: two pipelines, each stage's gradients summed over its data-parallel pair). The losses,
+ * gradient norms (summed over the stages before the clip) and the adapters rank 0 gathers from all stages
+ * match the single process within float tolerance, and rank 0 reports each epoch's per-stage busy time and measured bubble beside
+ * the simulator's prediction. Also: activation checkpointing inside a stage (not built yet) and more stages
+ * than layers are refused with the field named. */
 #include "lg_hf.h"
 #include "lg_test.h"
 #include "lg_train.h"
@@ -155,17 +156,17 @@ static void compare_metrics(const char *rel_a, const char *rel_b, int *lines)
     free(pb);
 }
 
-static void pp_matches(int S)
+static void pp_matches(int S, int D)
 {
     setup_once();
     char one[32], many[32], rone[40], rmany[40], procs[8];
-    snprintf(one, sizeof one, "one%d", S);
-    snprintf(many, sizeof many, "pp%d", S);
+    snprintf(one, sizeof one, "one%d_%d", S, D);
+    snprintf(many, sizeof many, "pp%d_%d", S, D);
     snprintf(rone, sizeof rone, "%s.lua", one);
     snprintf(rmany, sizeof rmany, "%s.lua", many);
-    snprintf(procs, sizeof procs, "%d", S);
-    write_job(rone, one, S, 1, 0);
-    write_job(rmany, many, S, 1, 0);
+    snprintf(procs, sizeof procs, "%d", S * D);
+    write_job(rone, one, S, D, 0);
+    write_job(rmany, many, S, D, 0);
     char *job = path_in(rone);
     struct lg_train_opts o = {.job = job};
     struct lg_train_result r;
@@ -199,10 +200,14 @@ static void pp_matches(int S)
     free(err);
 }
 
-START_TEST(pp2_matches_one_process) { pp_matches(2); }
+START_TEST(pp2_matches_one_process) { pp_matches(2, 1); }
 END_TEST
 
-START_TEST(pp3_matches_one_process) { pp_matches(3); }
+START_TEST(pp3_matches_one_process) { pp_matches(3, 1); }
+END_TEST
+
+/* 4 processes: two pipelines of two stages, each stage's gradients summed over its pair */
+START_TEST(pp2_dp2_matches_one_process) { pp_matches(2, 2); }
 END_TEST
 
 static void refused(int stages, int dp, int ckpt, const char *needle)
@@ -220,7 +225,6 @@ static void refused(int stages, int dp, int ckpt, const char *needle)
 START_TEST(shapes_not_built_are_refused)
 {
     setup_once();
-    refused(2, 2, 0, "pipeline and data parallel together over processes are not built yet");
     refused(2, 1, 1, "training.checkpoint_layers = 1: activation checkpointing inside a pipeline stage");
     refused(4, 1, 0, "pipeline.stages = 4, but the model has 3 layers");
 }
@@ -232,6 +236,7 @@ int main(void)
     TCase *tc = tcase_create("cpu");
     tcase_add_test(tc, pp2_matches_one_process);
     tcase_add_test(tc, pp3_matches_one_process);
+    tcase_add_test(tc, pp2_dp2_matches_one_process);
     tcase_add_test(tc, shapes_not_built_are_refused);
     suite_add_tcase(s, tc);
     return lg_test_run(s, 0);

@@ -239,6 +239,25 @@ enum lg_status lg_comm_allreduce_f32(lg_comm_t *c, float *buf, size_t n)
     return c->transport == LG_COMM_NCCL ? lg_comm_nccl_allreduce(c, buf, n) : lg_comm_tcp_allreduce(c, buf, n, 4);
 }
 
+enum lg_status lg_comm_allreduce_group_host_f32(lg_comm_t *c, const int *ranks, int n, float *buf, size_t count)
+{
+    enum lg_status s = usable(c, "lg_comm_allreduce_group_host_f32");
+    if (s != LG_OK)
+        return s;
+    if (!ranks || n < 1 || n > c->world || (count && !buf))
+        return lg_fail(LG_ERR_INVALID, "lg_comm_allreduce_group_host_f32: %d ranks, buffer %p", n, (void *)buf);
+    int in = 0;
+    for (int k = 0; k < n; k++) {
+        if (ranks[k] < 0 || ranks[k] >= c->world || (k && ranks[k] <= ranks[k - 1]))
+            return lg_fail(LG_ERR_INVALID, "lg_comm_allreduce_group_host_f32: the group's ranks must rise within "
+                           "0..%d (rank %d at %d)", c->world - 1, ranks[k], k);
+        in |= ranks[k] == c->rank;
+    }
+    if (!in)
+        return lg_fail(LG_ERR_INVALID, "lg_comm_allreduce_group_host_f32: rank %d is not in the group", c->rank);
+    return n == 1 || count == 0 ? LG_OK : lg_comm_tcp_group_allreduce(c, ranks, n, buf, count);
+}
+
 enum lg_status lg_comm_allreduce_host_f64(lg_comm_t *c, double *buf, size_t n)
 {
     enum lg_status s = usable(c, "lg_comm_allreduce_host_f64");

@@ -21,6 +21,7 @@ enum lg_comm_kind {
     LG_COMM_K_SIZE, /* NCCL point to point: the size of the payload that follows over NCCL */
     LG_COMM_K_REDUCE,
     LG_COMM_K_BCAST,
+    LG_COMM_K_GREDUCE, /* an all-reduce within a group of ranks */
 };
 
 /* A whole message that came in while the receiver waited for another kind (a pipeline activation arriving
@@ -61,6 +62,7 @@ enum lg_status lg_comm_tcp_send(lg_comm_t *c, int peer, enum lg_comm_kind k, con
 enum lg_status lg_comm_tcp_recv(lg_comm_t *c, int peer, enum lg_comm_kind k, void *buf, size_t cap, size_t *got);
 /* Sum of host buffers of `elem`-byte floats (4 or 8), added on rank 0 in rank order, rank 0's result to all. */
 enum lg_status lg_comm_tcp_allreduce(lg_comm_t *c, void *buf, size_t n, size_t elem);
+enum lg_status lg_comm_tcp_group_allreduce(lg_comm_t *c, const int *ranks, int n, float *buf, size_t count);
 enum lg_status lg_comm_tcp_bcast(lg_comm_t *c, int root, void *buf, size_t bytes);
 /* A peer whose connection has closed (read ahead into its inbox meanwhile), or -1: lets a transport that
  * waits elsewhere (NCCL) notice a dead rank without waiting for the timeout. */

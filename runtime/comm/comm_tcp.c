@@ -174,7 +174,8 @@ static double deadline_of(const lg_comm_t *c) { return lg_comm_now() + c->timeou
 
 static const char *kind_name(uint32_t k)
 {
-    static const char *names[] = {"?", "hello", "address table", "message", "size", "all-reduce", "broadcast"};
+    static const char *names[] = {"?", "hello", "address table", "message", "size", "all-reduce", "broadcast",
+                                  "group all-reduce"};
     return k < sizeof names / sizeof *names ? names[k] : "?";
 }
 
@@ -229,7 +230,7 @@ enum lg_status lg_comm_tcp_recv(lg_comm_t *c, int peer, enum lg_comm_kind k, voi
         enum lg_status s = read_exact(c, peer, &f, sizeof f, dl);
         if (s != LG_OK)
             return s;
-        if (f.magic != MAGIC || f.kind < LG_COMM_K_HELLO || f.kind > LG_COMM_K_BCAST) {
+        if (f.magic != MAGIC || f.kind < LG_COMM_K_HELLO || f.kind > LG_COMM_K_GREDUCE) {
             s = lg_fail(LG_ERR_IO, "comm: rank %d: a foreign message from the connection of rank %d (something "
                         "else connected, or the stream is corrupt)", c->rank, peer);
             lg_comm_abort(c);
@@ -512,6 +513,35 @@ enum lg_status lg_comm_tcp_allreduce(lg_comm_t *c, void *buf, size_t n, size_t e
     free(tmp);
     for (int r = 1; s == LG_OK && r < c->world; r++)
         s = lg_comm_tcp_send(c, r, LG_COMM_K_REDUCE, buf, bytes);
+    return s;
+}
+
+enum lg_status lg_comm_tcp_group_allreduce(lg_comm_t *c, const int *ranks, int n, float *buf, size_t count)
+{
+    size_t bytes = count * sizeof *buf, got = 0;
+    int root = ranks[0];
+    enum lg_status s = LG_OK;
+    if (c->rank != root) {
+        s = lg_comm_tcp_send(c, root, LG_COMM_K_GREDUCE, buf, bytes);
+        if (s == LG_OK)
+            s = lg_comm_tcp_recv(c, root, LG_COMM_K_GREDUCE, buf, bytes, &got);
+        if (s == LG_OK && got != bytes)
+            s = comm_fail(c, "comm: rank %d: rank %d answered a group all-reduce with %s", root, "a different size");
+        return s;
+    }
+    float *tmp = malloc(bytes ? bytes : 1);
+    if (!tmp)
+        return lg_fail(LG_ERR_OOM, "comm: out of memory for a %zu-byte all-reduce", bytes);
+    for (int k = 1; s == LG_OK && k < n; k++) {
+        s = lg_comm_tcp_recv(c, ranks[k], LG_COMM_K_GREDUCE, tmp, bytes, &got);
+        if (s == LG_OK && got != bytes)
+            s = comm_fail(c, "comm: rank %d: rank %d gave %s", ranks[k], "another size to a group all-reduce");
+        if (s == LG_OK)
+            add_into(buf, tmp, count, 4);
+    }
+    free(tmp);
+    for (int k = 1; s == LG_OK && k < n; k++)
+        s = lg_comm_tcp_send(c, ranks[k], LG_COMM_K_GREDUCE, buf, bytes);
     return s;
 }
 

@@ -90,6 +90,11 @@ LG_API enum lg_status lg_comm_recv_host(lg_comm_t *c, int peer, void *buf, size_
 LG_API enum lg_status lg_comm_allreduce_f32(lg_comm_t *c, float *buf, size_t n);
 /* The same for host doubles over the TCP mesh, whatever the transport (losses, counters). */
 LG_API enum lg_status lg_comm_allreduce_host_f64(lg_comm_t *c, double *buf, size_t n);
+/* Host fp32 sum within a group of ranks (ranks[0..n), rising, this rank among them) over the TCP mesh: every
+ * member calls it, the others do not; the first member adds in the listed order. Groups that share no rank run
+ * concurrently (data-parallel groups of pipeline stages). */
+LG_API enum lg_status lg_comm_allreduce_group_host_f32(lg_comm_t *c, const int *ranks, int n, float *buf,
+                                                       size_t count);
 /* Broadcast of host bytes from `root` over the TCP mesh. */
 LG_API enum lg_status lg_comm_bcast_host(lg_comm_t *c, int root, void *buf, size_t bytes);
 LG_API enum lg_status lg_comm_barrier(lg_comm_t *c);

@@ -1,4 +1,4 @@
-/* train_pp.c: pipeline parallelism over processes, one rank per stage (data_parallel 1). Stage s holds layers
+/* train_pp.c: pipeline parallelism over processes, one rank per stage. Stage s holds layers
  * [from, to) of an even split (the first stages take the remainder, as the scheduler's cost model assumes) and
  * runs the plan's microbatches in their order under 1F1B: it runs the next forward when fewer than S - s
  * microbatches are in flight on it and the forward's adapters have had their previous optimizer steps on this
@@ -10,7 +10,11 @@
  * steps its own layers' tensors when its backward of a global batch's last microbatch is done; the batch's
  * loss (computed on the last stage) and the squared gradient norm are summed over the stages first, so the
  * clip, the skip of a non-finite batch and the reported loss and norm are those of the whole model. At the end
- * every stage sends its adapters' tensors to rank 0, which writes the PEFT files. */
+ * every stage sends its adapters' tensors to rank 0, which writes the PEFT files.
+ *
+ * With data parallel too (rank = d x S + s), pipeline d runs the plan's microbatches of rank d; a batch's step
+ * comes at the place in the backward order that train_dp.c's schedule gives (the same order on every rank), and
+ * each stage's gradients are first summed over its data-parallel group. */
 #include "train_internal.h"
 
 #include <math.h>
@@ -136,21 +140,35 @@ static enum lg_status forward(struct lg_trainer *tr, struct pp_run *p, size_t k)
     return LG_OK;
 }
 
-/* Squared norm of adapter a's gradients on this stage, then summed with the loss over the stages. */
+/* Adapter a's batch on this stage is complete everywhere: with data parallel, its gradients are summed over the
+ * stage's data-parallel group (ranks d x S + s) first; then the squared norm (counted once per stage) and the
+ * loss are summed over every rank. */
 static enum lg_status reduce(struct lg_trainer *tr, struct lg_ad_state *a)
 {
     double v[2] = {0, a->batch_loss};
-    enum lg_status s = tr->be->ops->sync(tr->be);
-    for (int i = 0; s == LG_OK && i < 2 * a->nt; i++) {
-        float *g = malloc((size_t)a->opt[i].n * sizeof *g);
-        if (!g)
-            return lg_fail(LG_ERR_OOM, "trainer: out of memory");
-        s = tr->be->ops->download(tr->be, g, a->opt[i].g, (size_t)a->opt[i].n * sizeof *g);
-        for (int64_t e = 0; s == LG_OK && e < a->opt[i].n; e++)
-            v[0] += (double)g[e] * g[e];
-        free(g);
+    size_t n = 0, at = 0;
+    for (int i = 0; i < 2 * a->nt; i++)
+        n += (size_t)a->opt[i].n;
+    float *g = malloc((n + 1) * sizeof *g);
+    int *group = calloc((size_t)tr->dp, sizeof *group);
+    enum lg_status s = g && group ? tr->be->ops->sync(tr->be) : lg_fail(LG_ERR_OOM, "trainer: out of memory");
+    for (int i = 0; s == LG_OK && i < 2 * a->nt; at += (size_t)a->opt[i].n, i++)
+        s = tr->be->ops->download(tr->be, g + at, a->opt[i].g, (size_t)a->opt[i].n * sizeof *g);
+    if (s == LG_OK && tr->dp > 1) {
+        for (int d = 0; d < tr->dp; d++)
+            group[d] = d * tr->stages + tr->stage;
+        s = lg_comm_allreduce_group_host_f32(tr->comm, group, tr->dp, g, n);
+        at = 0;
+        for (int i = 0; s == LG_OK && i < 2 * a->nt; at += (size_t)a->opt[i].n, i++)
+            s = tr->be->ops->upload(tr->be, a->opt[i].g, g + at, (size_t)a->opt[i].n * sizeof *g);
     }
+    for (size_t e = 0; s == LG_OK && e < n; e++)
+        v[0] += (double)g[e] * g[e];
+    free(g);
+    free(group);
     tr->pp_local_norm = sqrt(v[0]);
+    if (tr->dp_rank != 0) /* the stage's sum is the same on every member of its group: count it once */
+        v[0] = 0;
     if (s == LG_OK)
         s = lg_comm_allreduce_host_f64(tr->comm, v, 2);
     if (s != LG_OK)
@@ -219,7 +237,7 @@ static enum lg_status backward(struct lg_trainer *tr, struct pp_run *p, size_t k
         struct lg_seg_view sv;
         lg_plan_seg(tr->plan, p->order[k], j, &sv);
         struct lg_ad_state *a = &tr->ad[sv.adapter];
-        if (a->done)
+        if (a->done || tr->dp > 1) /* data parallel: the steps come from the shared schedule (lg_pp_epoch) */
             continue;
         if ((a->batch_left[sv.batch] -= (int64_t)sv.nsamples) == 0 && (s = reduce(tr, a)) == LG_OK)
             s = done(tr, a);
@@ -232,24 +250,25 @@ static enum lg_status backward(struct lg_trainer *tr, struct pp_run *p, size_t k
  * model's time units; it models no recomputation of forwards, which this runtime counts as busy). */
 static enum lg_status report_stages(struct lg_trainer *tr, double busy, double wall)
 {
-    int S = tr->stages;
-    double *v = calloc(2 * (size_t)S, sizeof *v);
+    int W = tr->world;
+    double *v = calloc(2 * (size_t)W, sizeof *v);
     if (!v)
         return lg_fail(LG_ERR_OOM, "trainer: out of memory");
-    v[2 * tr->stage] = busy;
-    v[2 * tr->stage + 1] = wall;
-    enum lg_status s = lg_comm_allreduce_host_f64(tr->comm, v, 2 * (size_t)S);
+    v[2 * tr->rank] = busy;
+    v[2 * tr->rank + 1] = wall;
+    enum lg_status s = lg_comm_allreduce_host_f64(tr->comm, v, 2 * (size_t)W);
     if (s == LG_OK && tr->rank == 0) {
         double sum = 0, span = 0;
         char line[1024];
         int at = 0;
-        for (int i = 0; i < S; i++) {
+        for (int i = 0; i < W; i++) {
             sum += v[2 * i];
             span = v[2 * i + 1] > span ? v[2 * i + 1] : span;
-            at += snprintf(line + at, sizeof line - (size_t)at, "%s stage %d busy %.2f s of %.2f s", i ? ";" : "", i,
-                           v[2 * i], v[2 * i + 1]);
-            if (at >= (int)sizeof line - 80)
-                break;
+            if (at < (int)sizeof line - 100)
+                at += snprintf(line + at, sizeof line - (size_t)at, "%s stage %d busy %.2f s of %.2f s",
+                               i ? ";" : "", i % tr->stages, v[2 * i], v[2 * i + 1]);
+            if (tr->dp > 1 && at < (int)sizeof line - 40) /* which pipeline */
+                at += snprintf(line + at, sizeof line - (size_t)at, " (data-parallel rank %d)", i / tr->stages);
         }
         lg_sim_t *sim = NULL;
         struct lg_sim_stats st = {0};
@@ -261,11 +280,23 @@ static enum lg_status report_stages(struct lg_trainer *tr, double busy, double w
         lg_sim_free(sim);
         lg_clear_error();
         lg_report_info(tr, "pipeline, epoch %d: measured bubble %.1f%% (simulator: %.1f%% for this plan);%s",
-                       tr->epoch + 1, span > 0 ? 100 * (1 - sum / (S * span)) : 0.0,
+                       tr->epoch + 1, span > 0 ? 100 * (1 - sum / (W * span)) : 0.0,
                        predicted >= 0 ? 100 * predicted : -1.0, line);
     }
     free(v);
     return s;
+}
+
+static enum lg_status dp_step(struct lg_trainer *tr, const struct lg_dp_step *st, lg_pp_done_fn done)
+{
+    struct lg_ad_state *a = &tr->ad[st->adapter];
+    if (a->done) /* alike on every rank: the steps before this one were the same everywhere */
+        return LG_OK;
+    if ((int64_t)st->batch != a->stepped_batches)
+        return lg_fail(LG_ERR_INTERNAL, "pipeline: adapter '%s' steps batch %zu after %lld steps", a->cfg->name,
+                       st->batch, (long long)a->stepped_batches);
+    enum lg_status s = reduce(tr, a);
+    return s == LG_OK ? done(tr, a) : s;
 }
 
 static int by_pos(const void *x, const void *y, void *plan)
@@ -308,13 +339,23 @@ enum lg_status lg_pp_epoch(struct lg_trainer *tr, lg_pp_done_fn done)
             s = lg_fail(LG_ERR_OOM, "trainer: out of memory for the pipeline's saved inputs");
     for (size_t i = 0; i < p.n; i++)
         p.order[i] = i;
-    if (s == LG_OK) {
+    const struct lg_dp_sched *ds = &tr->dps;
+    if (s == LG_OK && tr->dp > 1) { /* this pipeline's microbatches, and the steps' places shared by all */
+        if ((s = lg_dp_build(tr)) == LG_OK) {
+            p.n = ds->norder;
+            memcpy(p.order, ds->order, p.n * sizeof *p.order);
+        }
+    } else if (s == LG_OK) {
         qsort_r(p.order, p.n, sizeof *p.order, by_pos, tr->plan);
         s = dry_run(tr, p.order, p.n);
     }
     size_t f = 0, b = 0;
     double t0 = lg_train_now();
-    while (s == LG_OK && b < p.n) {
+    for (;;) {
+        while (s == LG_OK && tr->dp > 1 && tr->dps.next < ds->nsteps && ds->steps[tr->dps.next].at <= b)
+            s = dp_step(tr, &ds->steps[tr->dps.next++], done);
+        if (s != LG_OK || b == p.n)
+            break;
         if (f < p.n && f - b < (size_t)p.limit && allowed(tr, p.order[f]))
             s = forward(tr, &p, f++);
         else if (b < f)
@@ -422,6 +463,10 @@ enum lg_status lg_pp_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, co
     enum lg_status s = pack(tr, a, &mine, &bytes);
     if (s != LG_OK)
         return s;
+    if (tr->dp_rank != 0) { /* the other pipelines hold the same adapters */
+        free(mine);
+        return LG_OK;
+    }
     if (tr->rank != 0) {
         uint64_t n = bytes;
         s = lg_comm_send_host(tr->comm, 0, &n, sizeof n);

@@ -139,10 +139,6 @@ static enum lg_status read_world(struct lg_trainer *tr)
         return lg_fail(LG_ERR_INVALID, "%s: pipeline = { data_parallel = %d, stages = %d } needs %d processes, but "
                        "WORLD_SIZE is %d (loragen train --procs/--gpus N starts N)", tr->tc.path, jp->data_parallel,
                        jp->stages, jp->data_parallel * jp->stages, tr->world);
-    if (jp->stages > 1 && jp->data_parallel > 1)
-        return lg_fail(LG_ERR_UNSUPPORTED, "%s: pipeline = { data_parallel = %d, stages = %d }: pipeline and data "
-                       "parallel together over processes are not built yet; run one of them (or one process)",
-                       tr->tc.path, jp->data_parallel, jp->stages);
     if (jp->stages > tr->mc.num_hidden_layers)
         return lg_fail(LG_ERR_INVALID, "%s: pipeline.stages = %d, but the model has %d layers", tr->tc.path,
                        jp->stages, tr->mc.num_hidden_layers);
