@@ -121,11 +121,12 @@ int lg_cli_launch(int n, char **argv)
         pid[r] = p;
         running++;
     }
-    int killed = 0;
+    int killed = 0, forwarded = 0;
     while (running > 0) {
         if (got_signal) { /* Ctrl-C or SIGTERM: every rank gets it once (each checkpoints or stops) */
             signal_all(pid, n, got_signal);
             got_signal = 0;
+            forwarded = 1;
         }
         if (got_alarm && !killed) {
             fprintf(stderr, "loragen train: ranks still running %d s after rank %d failed: killing them\n", GRACE_S,
@@ -150,6 +151,10 @@ int lg_cli_launch(int n, char **argv)
         pid[r] = 0;
         running--;
         int c = status_code(st);
+        if (c == 130 && forwarded && failed < 0) { /* stopped as asked: not a failure */
+            code = 130;
+            continue;
+        }
         if (c != 0 && failed < 0) {
             failed = r;
             code = c;

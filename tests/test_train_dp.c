@@ -7,6 +7,7 @@
  *   - only rank 0 reports;
  *   - a rank killed mid-run stops the run: the launcher names the rank, the other rank fails at once (its
  *     peer's socket closed) instead of hanging, no rank process is left, and the status is non-zero;
+ *   - SIGTERM to the launcher stops every rank after the same step (exit 130, nothing failed);
  *   - a process count that is not data_parallel x stages is refused by every rank, naming both. */
 #include "lg_hf.h"
 #include "lg_test.h"
@@ -266,6 +267,41 @@ START_TEST(killed_rank_stops_the_run)
 }
 END_TEST
 
+/* SIGTERM to the launcher reaches every rank once; the stop travels with the next step's all-reduce, so both
+ * ranks stop after the same step and exit 130 together, and nothing is reported as failed. */
+START_TEST(sigterm_stops_every_rank_together)
+{
+    setup_once();
+    write_job("stop.lua", "stop", 200);
+    pid_t launcher = lg_test_spawn(root, (const char *[]){"train", "stop.lua", "--procs", "2", NULL});
+    char *fo = path_in("stdout.txt");
+    for (;;) {
+        size_t n;
+        char *text = access(fo, R_OK) == 0 ? lg_test_slurp(fo, &n) : NULL;
+        int seen = text && strstr(text, "step 2/") != NULL;
+        free(text);
+        if (seen)
+            break;
+        ck_assert_msg(waitpid(launcher, NULL, WNOHANG) == 0, "the launcher ended before its second step");
+        usleep(20000);
+    }
+    free(fo);
+    pid_t kids[4];
+    int nk = children(launcher, kids, 4);
+    ck_assert_int_eq(nk, 2);
+    ck_assert_int_eq(kill(launcher, SIGTERM), 0);
+    char *out, *err;
+    int rc = lg_test_wait(root, launcher, &out, &err);
+    ck_assert_msg(rc == 130, "%d\n%s\n%s", rc, out, err);
+    ck_assert_msg(strstr(out, "interrupted: a run over several processes stops without a checkpoint"), "%s", out);
+    ck_assert_msg(!strstr(err, "failed") && !strstr(err, "closed its connection"), "%s", err);
+    for (int i = 0; i < nk; i++)
+        ck_assert_int_eq(kill(kids[i], 0), -1);
+    free(out);
+    free(err);
+}
+END_TEST
+
 START_TEST(process_count_must_match_the_job)
 {
     setup_once();
@@ -291,6 +327,7 @@ int main(void)
     TCase *tc = tcase_create("cpu");
     tcase_add_test(tc, dp2_matches_one_process);
     tcase_add_test(tc, killed_rank_stops_the_run);
+    tcase_add_test(tc, sigterm_stops_every_rank_together);
     tcase_add_test(tc, process_count_must_match_the_job);
     suite_add_tcase(s, tc);
     return lg_test_run(s, 0);

@@ -253,8 +253,11 @@ enum lg_status lg_dp_reduce(struct lg_trainer *tr, struct lg_ad_state *a)
             s = be->ops->upload(be, a->opt[i].g, buf + at, (size_t)a->opt[i].n * sizeof *buf);
         free(buf);
     }
-    if (s == LG_OK)
-        s = lg_comm_allreduce_host_f64(tr->comm, &a->batch_loss, 1);
+    double v[2] = {a->batch_loss, lg_train_stop_wanted(tr)};
+    if (s == LG_OK && (s = lg_comm_allreduce_host_f64(tr->comm, v, 2)) == LG_OK) {
+        a->batch_loss = v[0];
+        tr->stop_all |= v[1] > 0; /* a rank was asked to stop: all stop after this step, at the same place */
+    }
     if (s != LG_OK)
         return lg_fail_wrap(s, "all-reduce of adapter '%s' batch %lld: ", a->cfg->name,
                             (long long)a->stepped_batches + 1);

@@ -120,6 +120,7 @@ struct lg_trainer {
     struct lg_dp_sched dps; /* world > 1 */
     lg_addr dp_scratch;     /* NCCL: one adapter's gradients packed for one all-reduce */
     size_t dp_scratch_n;
+    int stop_all;           /* world > 1: some rank was asked to stop; all stop after the same step */
     double pp_norm, pp_local_norm; /* stages > 1: the batch's gradient norm over the model, and this stage's */
 };
 
@@ -141,6 +142,9 @@ enum lg_status lg_ad_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, co
 /* train_loop.c */
 enum lg_status lg_train_plan_epoch(struct lg_trainer *tr);
 enum lg_status lg_train_fill_mb(struct lg_trainer *tr, size_t i, struct lg_mb *mb, int *empty);
+
+/* train_run.c */
+double lg_train_stop_wanted(const struct lg_trainer *tr); /* 1 when this process was asked to stop */
 
 /* train_dp.c */
 enum lg_status lg_dp_build(struct lg_trainer *tr);

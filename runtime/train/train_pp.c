@@ -145,7 +145,7 @@ static enum lg_status forward(struct lg_trainer *tr, struct pp_run *p, size_t k)
  * loss are summed over every rank. */
 static enum lg_status reduce(struct lg_trainer *tr, struct lg_ad_state *a)
 {
-    double v[2] = {0, a->batch_loss};
+    double v[3] = {0, a->batch_loss, lg_train_stop_wanted(tr)};
     size_t n = 0, at = 0;
     for (int i = 0; i < 2 * a->nt; i++)
         n += (size_t)a->opt[i].n;
@@ -170,11 +170,12 @@ static enum lg_status reduce(struct lg_trainer *tr, struct lg_ad_state *a)
     if (tr->dp_rank != 0) /* the stage's sum is the same on every member of its group: count it once */
         v[0] = 0;
     if (s == LG_OK)
-        s = lg_comm_allreduce_host_f64(tr->comm, v, 2);
+        s = lg_comm_allreduce_host_f64(tr->comm, v, 3);
     if (s != LG_OK)
         return lg_fail_wrap(s, "pipeline: reducing adapter '%s' batch %lld: ", a->cfg->name,
                             (long long)a->stepped_batches + 1);
     a->batch_loss = v[1];
+    tr->stop_all |= v[2] > 0; /* a rank was asked to stop: all stop after this step, at the same place */
     tr->pp_norm = sqrt(v[0]);
     return LG_OK;
 }
@@ -233,7 +234,7 @@ static enum lg_status backward(struct lg_trainer *tr, struct pp_run *p, size_t k
         return lg_fail_wrap(s, "epoch %d, microbatch %zu, stage %d backward: ", tr->epoch + 1, p->order[k], p->s);
     struct lg_mb_view v;
     lg_plan_mb(tr->plan, p->order[k], &v);
-    for (size_t j = 0; j < v.nseg && s == LG_OK; j++) {
+    for (size_t j = 0; j < v.nseg && s == LG_OK && !tr->stop_all; j++) {
         struct lg_seg_view sv;
         lg_plan_seg(tr->plan, p->order[k], j, &sv);
         struct lg_ad_state *a = &tr->ad[sv.adapter];
@@ -352,9 +353,10 @@ enum lg_status lg_pp_epoch(struct lg_trainer *tr, lg_pp_done_fn done)
     size_t f = 0, b = 0;
     double t0 = lg_train_now();
     for (;;) {
-        while (s == LG_OK && tr->dp > 1 && tr->dps.next < ds->nsteps && ds->steps[tr->dps.next].at <= b)
+        while (s == LG_OK && !tr->stop_all && tr->dp > 1 && tr->dps.next < ds->nsteps &&
+               ds->steps[tr->dps.next].at <= b)
             s = dp_step(tr, &ds->steps[tr->dps.next++], done);
-        if (s != LG_OK || b == p.n)
+        if (s != LG_OK || b == p.n || tr->stop_all)
             break;
         if (f < p.n && f - b < (size_t)p.limit && allowed(tr, p.order[f]))
             s = forward(tr, &p, f++);
@@ -364,7 +366,7 @@ enum lg_status lg_pp_epoch(struct lg_trainer *tr, lg_pp_done_fn done)
             s = lg_fail(LG_ERR_INTERNAL, "pipeline: stage %d: microbatch %zu waits for a step nothing can complete",
                         p.s, p.order[f]);
     }
-    if (s == LG_OK)
+    if (s == LG_OK && !tr->stop_all)
         s = report_stages(tr, p.busy, lg_train_now() - t0);
     for (int i = 0; p.saved && i < p.limit; i++)
         free(p.saved[i]);

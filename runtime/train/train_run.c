@@ -205,6 +205,8 @@ static enum lg_status start_afresh(struct lg_trainer *tr)
     return s;
 }
 
+double lg_train_stop_wanted(const struct lg_trainer *tr) { return tr->opts->stop && *tr->opts->stop ? 1 : 0; }
+
 /* The all-reduce of one adapter's batch and its optimizer step, identical on every rank. */
 static enum lg_status dp_step(struct lg_trainer *tr, const struct lg_dp_step *st)
 {
@@ -219,21 +221,22 @@ static enum lg_status dp_step(struct lg_trainer *tr, const struct lg_dp_step *st
 }
 
 /* One epoch on this data-parallel rank: its microbatches in their order, each adapter's all-reduce and step at
- * its place in the order all ranks share (train_dp.c). Interrupted, it stops without a checkpoint: the ranks
- * stop at different microbatches, and --resume of several processes is not built yet. */
+ * its place in the order all ranks share (train_dp.c). A stop asked of any rank travels with the next step's
+ * all-reduce, so every rank stops after that same step, without a checkpoint (--resume of several processes
+ * is not built yet). */
 static enum lg_status run_epoch_dp(struct lg_trainer *tr, struct lg_train_result *r)
 {
     struct lg_dp_sched *d = &tr->dps;
     enum lg_status s = lg_dp_build(tr);
     for (;;) {
-        while (s == LG_OK && d->next < d->nsteps && d->steps[d->next].at <= tr->mb_index)
+        while (s == LG_OK && !tr->stop_all && d->next < d->nsteps && d->steps[d->next].at <= tr->mb_index)
             s = dp_step(tr, &d->steps[d->next++]);
-        if (s != LG_OK || all_done(tr) || tr->mb_index >= d->norder)
-            return s;
-        if (tr->opts->stop && *tr->opts->stop) {
+        if (s == LG_OK && tr->stop_all) { /* agreed in the step's all-reduce: every rank stops here */
             r->interrupted = 1;
             return LG_OK;
         }
+        if (s != LG_OK || all_done(tr) || tr->mb_index >= d->norder)
+            return s;
         s = run_mb(tr, d->order[tr->mb_index], 0);
         tr->mb_index++;
         if (s == LG_OK && tr->ckpt_due) {
@@ -265,6 +268,10 @@ static enum lg_status run(struct lg_trainer *tr, struct lg_train_result *r)
         size_t nmb = s == LG_OK && tr->world == 1 ? lg_plan_mb_count(tr->plan) : 0;
         if (s == LG_OK && tr->stages > 1 && (s = lg_pp_epoch(tr, after_batch)) != LG_OK)
             return s;
+        if (s == LG_OK && tr->stop_all) {
+            r->interrupted = 1;
+            return LG_OK;
+        }
         if (s == LG_OK && tr->world > 1 && tr->stages == 1 && ((s = run_epoch_dp(tr, r)) != LG_OK || r->interrupted))
             return s;
         while (s == LG_OK && tr->mb_index < nmb && !all_done(tr)) {
