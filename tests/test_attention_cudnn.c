@@ -167,6 +167,36 @@ START_TEST(graphs_build_every_descriptor)
 }
 END_TEST
 
+/* The packed copies: none for packed rows or for the trainer's layout (each gradient strided like its
+ * input), the mismatched pairs' strided members for fused q/k/v with padded gradients, none in the forward
+ * by default, every strided tensor with ALWAYS, nothing with NEVER. */
+START_TEST(packed_copies_only_for_mismatched_pairs)
+{
+    const struct lg_attn_params p = {.hq = 10, .hkv = 2, .head_dim = 128, .dtype = LG_FP16};
+    const int64_t qr = 1280, kr = 256, F = qr + 2 * kr;
+    const int64_t packed[LG_DNN_NLD] = {qr, kr, kr, qr, qr, qr, kr, kr};
+    const int64_t train[LG_DNN_NLD] = {F, F, F, qr, qr, F, F, F};
+    const int64_t fused[LG_DNN_NLD] = {F, F, F, qr + 8, qr + 8, qr + 8, kr + 8, kr + 8};
+    const int64_t fwd[LG_DNN_NLD] = {F, F, F, qr + 8, 0, 0, 0, 0};
+    const unsigned qkv = 1u << LG_DNN_LD_Q | 1u << LG_DNN_LD_K | 1u << LG_DNN_LD_V;
+    const unsigned grads = 1u << LG_DNN_LD_DQ | 1u << LG_DNN_LD_DK | 1u << LG_DNN_LD_DV;
+    const unsigned od = 1u << LG_DNN_LD_O | 1u << LG_DNN_LD_DO;
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_MISMATCH, 1, packed), 0);
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_MISMATCH, 1, train), 0);
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_MISMATCH, 1, fused), qkv | grads);
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_MISMATCH, 0, fwd), 0);
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_ALWAYS, 1, fused), qkv | grads | od);
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_ALWAYS, 1, train), qkv | grads);
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_ALWAYS, 0, fwd), qkv | 1u << LG_DNN_LD_O);
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_NEVER, 1, fused), 0);
+    /* dq padded but q packed: only dq is copied */
+    int64_t one[LG_DNN_NLD];
+    memcpy(one, packed, sizeof one);
+    one[LG_DNN_LD_DQ] = qr + 8;
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_MISMATCH, 1, one), 1u << LG_DNN_LD_DQ);
+}
+END_TEST
+
 START_TEST(refused_descriptor_is_named)
 {
     if (!lg_attn_cudnn_version()) {
@@ -204,6 +234,7 @@ int main(void)
     tcase_add_test(tc, meta_holds_lengths_and_offsets);
     tcase_add_loop_test(tc, graphs_build_every_descriptor, 0, 5);
     tcase_add_test(tc, refused_descriptor_is_named);
+    tcase_add_test(tc, packed_copies_only_for_mismatched_pairs);
     suite_add_tcase(s, tc);
     return lg_test_run(s, 1) ? 1 : 0;
 }

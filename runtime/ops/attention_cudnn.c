@@ -58,8 +58,11 @@ struct lg_ops_attn_cudnn {
     CUevent ev[NSLOT];
     int ev_live[NSLOT], next_slot;
     int first_try[2]; /* per direction: the first fallback step worth trying (earlier ones were refused) */
-    char last_note[96];
+    int stage_mode;   /* LORAGEN_CUDNN_STAGE: STAGE_NEVER, STAGE_MISMATCH (default) or STAGE_ALWAYS */
+    char last_note[128];
 };
+
+enum { STAGE_NEVER = LG_DNN_STAGE_NEVER, STAGE_MISMATCH = LG_DNN_STAGE_MISMATCH, STAGE_ALWAYS = LG_DNN_STAGE_ALWAYS };
 
 int lg_attn_cudnn_version(void)
 {
@@ -91,6 +94,19 @@ enum lg_status lg_ops_attn_cudnn_init(const struct lg_attn_params *p, float scal
     d->neg_inf = v < 91000 ? -FLT_MAX : -INFINITY;
     const char *ex = getenv("LORAGEN_CUDNN_EXACT_SHAPES");
     d->exact = ex && ex[0] && strcmp(ex, "0");
+    const char *sm = getenv("LORAGEN_CUDNN_STAGE");
+    d->stage_mode = STAGE_MISMATCH;
+    if (sm && sm[0]) {
+        if (!strcmp(sm, "never"))
+            d->stage_mode = STAGE_NEVER;
+        else if (!strcmp(sm, "always"))
+            d->stage_mode = STAGE_ALWAYS;
+        else if (strcmp(sm, "mismatch")) {
+            free(d);
+            return lg_fail(LG_ERR_INVALID, "%s: LORAGEN_CUDNN_STAGE is '%s'; it takes never, mismatch or always", fn,
+                           sm);
+        }
+    }
     CUdevice dev;
     int major = 0, minor = 0;
     if (cuCtxGetDevice(&dev) == CUDA_SUCCESS) {
@@ -369,10 +385,94 @@ static enum lg_status copy_stats(const struct lg_ops_dnn_shape *s, const struct 
     return LG_OK;
 }
 
+/* ---- staging through packed copies ----
+ *
+ * On cuDNN 9.14 / sm_90 the backward computed dQ and dV wrongly for every sample after the first (dQ zero,
+ * dV left unwritten) when a gradient's row stride differed from its input's (dQ's from Q's, dV's from V's),
+ * while O, the LSE and dK were right: cuDNN's own tests only ever give each gradient its input's layout (dQ
+ * Q's strides and ragged offsets, dK K's, dV V's, dO O's). So by default (STAGE_MISMATCH) a backward pair
+ * whose row strides differ goes through packed copies: each member of the pair whose rows are not packed is
+ * copied into a packed buffer first (inputs) or from one afterwards (gradients), and cuDNN sees the packed
+ * layout, which is right for every sample. Pairs with equal strides (the trainer's fused q/k/v with fused
+ * dq/dk/dv; everything packed) are used in place. STAGE_ALWAYS packs every strided tensor of both
+ * directions, STAGE_NEVER none (LORAGEN_CUDNN_STAGE=always|never; tests use never to show cuDNN's own
+ * behaviour). */
+
+static const int pair_of[LG_DNN_NLD] = {[LG_DNN_LD_Q] = LG_DNN_LD_DQ, [LG_DNN_LD_K] = LG_DNN_LD_DK,
+                                        [LG_DNN_LD_V] = LG_DNN_LD_DV, [LG_DNN_LD_O] = LG_DNN_LD_DO,
+                                        [LG_DNN_LD_DO] = LG_DNN_LD_O, [LG_DNN_LD_DQ] = LG_DNN_LD_Q,
+                                        [LG_DNN_LD_DK] = LG_DNN_LD_K, [LG_DNN_LD_DV] = LG_DNN_LD_V};
+static const char *const ld_name[LG_DNN_NLD] = {"q", "k", "v", "o", "dout", "dq", "dk", "dv"};
+
+/* Elements per token of tensor i when packed. */
+static int64_t packed_width(const struct lg_attn_params *p, int i)
+{
+    const int kv = i == LG_DNN_LD_K || i == LG_DNN_LD_V || i == LG_DNN_LD_DK || i == LG_DNN_LD_DV;
+    return (int64_t)(kv ? p->hkv : p->hq) * p->head_dim;
+}
+
+static int is_output(int bwd, int i)
+{
+    return bwd ? i == LG_DNN_LD_DQ || i == LG_DNN_LD_DK || i == LG_DNN_LD_DV : i == LG_DNN_LD_O;
+}
+
+unsigned lg_ops_attn_cudnn_stage_mask(const struct lg_attn_params *p, int mode, int bwd,
+                                      const int64_t ld[LG_DNN_NLD])
+{
+    unsigned m = 0;
+    for (int i = 0; i < LG_DNN_NLD; i++) {
+        if (!ld[i] || ld[i] == packed_width(p, i))
+            continue;
+        if (mode == STAGE_ALWAYS || (mode == STAGE_MISMATCH && bwd && ld[pair_of[i]] != ld[i]))
+            m |= 1u << i;
+    }
+    return m;
+}
+
+static enum lg_status copy_rows(CUdeviceptr dst, int64_t dld, CUdeviceptr src, int64_t sld, int64_t width,
+                                int64_t rows, size_t esize, const char *what, CUstream stream)
+{
+    if (rows <= 0)
+        return LG_OK;
+    CUDA_MEMCPY2D m;
+    memset(&m, 0, sizeof m);
+    m.srcMemoryType = CU_MEMORYTYPE_DEVICE, m.srcDevice = src, m.srcPitch = (size_t)sld * esize;
+    m.dstMemoryType = CU_MEMORYTYPE_DEVICE, m.dstDevice = dst, m.dstPitch = (size_t)dld * esize;
+    m.WidthInBytes = (size_t)width * esize, m.Height = (size_t)rows;
+    return lg_cu_check(cuMemcpy2DAsync(&m, stream), what);
+}
+
+/* The staged tensors' packed copies, in or out (inputs before the graph, outputs after it). */
+static enum lg_status stage_copies(const struct lg_ops_attn_cudnn *d, int bwd, unsigned mask, int out,
+                                   const int64_t ld[LG_DNN_NLD], const CUdeviceptr ptr[LG_DNN_NLD],
+                                   const CUdeviceptr packed[LG_DNN_NLD], int64_t tokens, CUstream stream)
+{
+    const size_t e = lg_dtype_size(d->p.dtype);
+    for (int i = 0; i < LG_DNN_NLD; i++) {
+        if (!(mask >> i & 1) || is_output(bwd, i) != out)
+            continue;
+        const int64_t w = packed_width(&d->p, i);
+        char what[96];
+        snprintf(what, sizeof what, "cuDNN attention: packed copy of %s (row stride %lld)", ld_name[i],
+                 (long long)ld[i]);
+        enum lg_status st = out ? copy_rows(ptr[i], ld[i], packed[i], w, w, tokens, e, what, stream)
+                                : copy_rows(packed[i], w, ptr[i], ld[i], w, tokens, e, what, stream);
+        if (st != LG_OK)
+            return st;
+    }
+    return LG_OK;
+}
+
 static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, const struct lg_attn_seqs *sq,
-                          const int64_t ld[LG_DNN_NLD], const CUdeviceptr ptr[LG_DNN_NLD], CUdeviceptr lse,
+                          const int64_t ld_call[LG_DNN_NLD], const CUdeviceptr ptr_call[LG_DNN_NLD], CUdeviceptr lse,
                           CUstream stream)
 {
+    /* the layout cuDNN sees: staged tensors packed */
+    const unsigned mask = lg_ops_attn_cudnn_stage_mask(&d->p, d->stage_mode, bwd, ld_call);
+    int64_t ld[LG_DNN_NLD];
+    CUdeviceptr ptr[LG_DNN_NLD];
+    for (int i = 0; i < LG_DNN_NLD; i++)
+        ld[i] = mask >> i & 1 ? packed_width(&d->p, i) : ld_call[i], ptr[i] = ptr_call[i];
     struct lg_ops_dnn_shape key;
     enum lg_status st = lg_ops_attn_cudnn_shape(&d->p, d->version, d->arch, d->exact, bwd, sq, ld, &key);
     struct plan *pl = NULL;
@@ -384,6 +484,19 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
     snprintf(d->last_note, sizeof d->last_note, "b %d s %d, %s", s.b, s.s, pl->note);
     struct layout L;
     layout_of(pl, sq, &L);
+    size_t stage_at[LG_DNN_NLD] = {0};
+    for (int i = 0; i < LG_DNN_NLD; i++)
+        if (mask >> i & 1) {
+            stage_at[i] = L.total;
+            L.total += align256((size_t)sq->tokens * (size_t)ld[i] * lg_dtype_size(d->p.dtype));
+        }
+    if (mask) {
+        size_t nl = strlen(d->last_note);
+        nl += (size_t)snprintf(d->last_note + nl, sizeof d->last_note - nl, ", packed copies:");
+        for (int i = 0; i < LG_DNN_NLD && nl < sizeof d->last_note; i++)
+            if (mask >> i & 1)
+                nl += (size_t)snprintf(d->last_note + nl, sizeof d->last_note - nl, " %s", ld_name[i]);
+    }
     int slot = 0;
     if ((st = ensure_dev(d, L.total, stream)) != LG_OK || (st = stage_slot(d, L.meta_ints, &slot)) != LG_OK)
         return lg_fail_wrap(st, "%s: ", fn);
@@ -395,6 +508,11 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
     if (st != LG_OK)
         return lg_fail_wrap(st, "%s: ", fn);
     d->ev_live[slot] = 1;
+    for (int i = 0; i < LG_DNN_NLD; i++)
+        if (mask >> i & 1)
+            ptr[i] = d->dev + (CUdeviceptr)stage_at[i];
+    if (mask && (st = stage_copies(d, bwd, mask, 0, ld_call, ptr_call, ptr, sq->tokens, stream)) != LG_OK)
+        return lg_fail_wrap(st, "%s: ", fn);
 
     struct binding v = {.n = 0};
     static const int64_t uid_of[LG_DNN_NLD] = {
@@ -447,6 +565,8 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
         return lg_cudnn_check(cs, w);
     }
     if (s.padded_stats && !bwd && (st = copy_stats(&s, sq, stats, lse, 0, stream)) != LG_OK)
+        return lg_fail_wrap(st, "%s: ", fn);
+    if (mask && (st = stage_copies(d, bwd, mask, 1, ld_call, ptr_call, ptr, sq->tokens, stream)) != LG_OK)
         return lg_fail_wrap(st, "%s: ", fn);
     return LG_OK;
 }
