@@ -4,7 +4,8 @@
  * stage, so a middle stage both receives and sends in each direction), and S = 2 with data_parallel = 2
  * (four processes: two pipelines, each stage's gradients summed over its data-parallel pair). The losses,
  * gradient norms (summed over the stages before the clip) and the adapters rank 0 gathers from all stages
- * match the single process within float tolerance, and rank 0 reports each epoch's per-stage busy time and measured bubble beside
+ * match the single process within float tolerance, and so does the final validation loss (run through the
+ * pipeline), and rank 0 reports each epoch's per-stage busy time and measured bubble beside
  * the simulator's prediction. Also: activation checkpointing inside a stage (not built yet) and more stages
  * than layers are refused with the field named. */
 #include "lg_hf.h"
@@ -56,7 +57,7 @@ static void write_job(const char *rel, const char *out, int stages, int dp, int 
              "  pipeline = { stages = %d, data_parallel = %d },\n"
              "  training = { backend = 'cpu', output = '%s', log_every = 1, checkpoint_layers = %d },\n"
              "  adapters = {\n"
-             "  { name = 'a', dataset = 'a.jsonl', global_batch = 4, rank = 8, alpha = 16, dropout = 0.1, "
+             "  { name = 'a', dataset = 'a.jsonl', validation = 'va.jsonl', global_batch = 4, rank = 8, alpha = 16, dropout = 0.1, "
              "lr = 1e-2, seed = 3, epochs = 2 },\n"
              "  { name = 'b', dataset = 'b.jsonl', global_batch = 6, rank = 4, alpha = 4, dropout = 0, lr = 5e-3, "
              "seed = 9, epochs = 2, targets = { 'q_proj', 'v_proj', 'down_proj' } } } }\n",
@@ -84,6 +85,7 @@ static void setup_once(void)
     free(model);
     write_dataset("a.jsonl", 40, 11, 5, 3);
     write_dataset("b.jsonl", 36, 23, 7, 1);
+    write_dataset("va.jsonl", 12, 77, 5, 3);
     ck_assert_int_eq(chdir(root), 0); /* the job's relative paths */
 }
 
@@ -156,6 +158,18 @@ static void compare_metrics(const char *rel_a, const char *rel_b, int *lines)
     free(pb);
 }
 
+/* The last val_loss of a metrics.jsonl (NaN when none). */
+static double val_loss(const char *rel)
+{
+    char *p = path_in(rel), *t = lg_test_slurp(p, NULL), *at = t, *last = NULL;
+    while ((at = strstr(at, "\"val_loss\": ")))
+        last = at++;
+    double v = last ? strtod(last + 12, NULL) : NAN;
+    free(t);
+    free(p);
+    return v;
+}
+
 static void pp_matches(int S, int D)
 {
     setup_once();
@@ -190,6 +204,11 @@ static void pp_matches(int S, int D)
     compare_metrics(ma, mb, &lb);
     ck_assert_int_eq(la, 20);
     ck_assert_int_eq(lb, 12);
+    /* the final validation, run through the pipeline once training has drained */
+    snprintf(ma, sizeof ma, "%s/a/metrics.jsonl", one);
+    snprintf(mb, sizeof mb, "%s/a/metrics.jsonl", many);
+    double va = val_loss(ma), vb = val_loss(mb);
+    ck_assert_msg(isfinite(va) && fabs(va - vb) <= 1e-5 * fabs(va), "validation loss %.9g vs %.9g", va, vb);
     for (int k = 0; k < 2; k++) {
         snprintf(aa, sizeof aa, "%s/%c/adapter_model.safetensors", one, "ab"[k]);
         snprintf(ab, sizeof ab, "%s/%c/adapter_model.safetensors", many, "ab"[k]);

@@ -38,8 +38,8 @@ static enum lg_status eval_mb(struct lg_trainer *tr, int adapter, const lg_token
                        .train = 0};
     struct lg_decoder_batch b = {.mb = &mb, .ids = tr->ids, .target = tr->target, .weight = tr->weight,
                                  .loss = tr->loss};
-    enum lg_status s = lg_decoder_step(tr->dec, &b, 0);
-    for (int64_t t = 0; s == LG_OK && t < n; t++)
+    enum lg_status s = tr->stages > 1 ? lg_pp_eval_mb(tr, &b) : lg_decoder_step(tr->dec, &b, 0);
+    for (int64_t t = 0; s == LG_OK && t < n && (tr->stages == 1 || tr->stage == tr->stages - 1); t++)
         *sum += tr->loss[t];
     return s;
 }
@@ -65,6 +65,13 @@ enum lg_status lg_eval_tokens(struct lg_trainer *tr, int adapter, const lg_token
             fill = 0;
         }
         fill += len;
+    }
+    if (s == LG_OK && tr->stages > 1) { /* the last stages have the losses; every pipeline ran the same */
+        double v[2] = {sum, tr->stage == tr->stages - 1 ? (double)count : 0};
+        if ((s = lg_comm_allreduce_host_f64(tr->comm, v, 2)) == LG_OK) {
+            sum = v[0];
+            count = (int64_t)v[1];
+        }
     }
     *loss = count ? sum / (double)count : NAN;
     *tokens = count;

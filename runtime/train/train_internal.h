@@ -120,6 +120,7 @@ struct lg_trainer {
     struct lg_dp_sched dps; /* world > 1 */
     lg_addr dp_scratch;     /* NCCL: one adapter's gradients packed for one all-reduce */
     size_t dp_scratch_n;
+    int pp_drained;         /* stages > 1: training is over, the pipeline is empty (the final validation) */
     int stop_all;           /* world > 1: some rank was asked to stop; all stop after the same step */
     double pp_norm, pp_local_norm; /* stages > 1: the batch's gradient norm over the model, and this stage's */
 };
@@ -160,6 +161,8 @@ enum lg_status lg_pp_check(struct lg_trainer *tr);
 /* One epoch of this stage; `done` runs when an adapter's global batch is complete on it (the step). */
 enum lg_status lg_pp_epoch(struct lg_trainer *tr, lg_pp_done_fn done);
 enum lg_status lg_pp_step(struct lg_trainer *tr, struct lg_ad_state *a, double *lr, double *norm, int *skipped);
+/* A forward-only microbatch through the pipeline (validation, after training has drained). */
+enum lg_status lg_pp_eval_mb(struct lg_trainer *tr, const struct lg_decoder_batch *b);
 /* Rank 0: every stage's tensors of adapter a, written as one PEFT adapter; other ranks send theirs. */
 enum lg_status lg_pp_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, const char *dir);
 

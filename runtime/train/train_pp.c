@@ -10,7 +10,9 @@
  * steps its own layers' tensors when its backward of a global batch's last microbatch is done; the batch's
  * loss (computed on the last stage) and the squared gradient norm are summed over the stages first, so the
  * clip, the skip of a non-finite batch and the reported loss and norm are those of the whole model. At the end
- * every stage sends its adapters' tensors to rank 0, which writes the PEFT files.
+ * every stage sends its adapters' tensors to rank 0, which writes the PEFT files. The final validation runs
+ * through the pipeline once training has drained (periodic validation is not run: activations of training
+ * microbatches in flight would share the stages' channels).
  *
  * With data parallel too (rank = d x S + s), pipeline d runs the plan's microbatches of rank d; a batch's step
  * comes at the place in the backward order that train_dp.c's schedule gives (the same order on every rank), and
@@ -502,5 +504,28 @@ enum lg_status lg_pp_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, co
         free(packs[r]);
     free(packs);
     free(sizes);
+    return s;
+}
+
+/* One validation microbatch through the pipeline, forward only (no dropout), with the training drained: every
+ * rank of every pipeline calls it for the same samples; the last stage has the losses. */
+enum lg_status lg_pp_eval_mb(struct lg_trainer *tr, const struct lg_decoder_batch *b)
+{
+    size_t bytes = lg_decoder_boundary_bytes(tr->dec, b->mb->n), got = 0;
+    unsigned char *in = tr->stage > 0 ? malloc(bytes + 1) : NULL, *out = tr->stage + 1 < tr->stages ? malloc(bytes + 1)
+                                                                                                   : NULL;
+    enum lg_status s = (tr->stage > 0 && !in) || (tr->stage + 1 < tr->stages && !out)
+                           ? lg_fail(LG_ERR_OOM, "trainer: out of memory")
+                           : LG_OK;
+    if (s == LG_OK && in && (s = lg_comm_recv_host(tr->comm, tr->rank - 1, in, bytes, &got)) == LG_OK &&
+        got != bytes)
+        s = lg_fail(LG_ERR_INTERNAL, "pipeline: validation: stage %d got %zu bytes, expected %zu", tr->stage, got,
+                    bytes);
+    if (s == LG_OK)
+        s = lg_decoder_stage_forward(tr->dec, b, in, out);
+    if (s == LG_OK && out)
+        s = lg_comm_send_host(tr->comm, tr->rank + 1, out, bytes);
+    free(in);
+    free(out);
     return s;
 }

@@ -39,7 +39,8 @@ static enum lg_status count_steps(struct lg_trainer *tr)
 
 static enum lg_status validate(struct lg_trainer *tr, struct lg_ad_state *a)
 {
-    if (!a->val || tr->rank != 0 || tr->stages > 1) /* rank 0 validates for all (not yet with stages) */
+    /* rank 0 validates for all; a pipeline needs every rank, and validates only at the end */
+    if (!a->val || (tr->stages == 1 && tr->rank != 0) || (tr->stages > 1 && !tr->pp_drained))
         return LG_OK;
     double loss;
     int64_t tokens;
@@ -163,9 +164,11 @@ static enum lg_status finish(struct lg_trainer *tr, struct lg_train_result *r)
     }
     for (int i = 0; s == LG_OK && i < tr->nad; i++) {
         struct lg_ad_state *a = &tr->ad[i];
-        if (tr->stages > 1) /* every stage has its layers' tensors: rank 0 gathers and writes them */
-            s = lg_pp_write_peft(tr, a, a->out_dir);
-        else if (tr->rank == 0 && (s = validate(tr, a)) == LG_OK)
+        if (tr->stages > 1) { /* all ranks validate through the pipeline; rank 0 writes what every stage holds */
+            tr->pp_drained = 1;
+            if ((s = validate(tr, a)) == LG_OK)
+                s = lg_pp_write_peft(tr, a, a->out_dir);
+        } else if (tr->rank == 0 && (s = validate(tr, a)) == LG_OK)
             s = lg_ad_write_peft(tr, a, a->out_dir);
         if (tr->rank != 0)
             continue;

@@ -105,8 +105,9 @@ static enum lg_status init_decoder(struct lg_trainer *tr)
                                    .max_seqs = (int)tr->capacity};
     if (tr->stages > 1) {
         lg_pp_split(tr->mc.num_hidden_layers, tr->stages, tr->stage, &dp.layer_from, &dp.layer_to);
-        lg_report_info(tr, "pipeline stage %d of %d: layers %d..%d (each stage its own); validation is not run "
-                       "under pipeline parallelism yet", tr->stage, tr->stages, dp.layer_from, dp.layer_to - 1);
+        lg_report_info(tr, "pipeline stage %d of %d: layers %d..%d (each stage its own)%s", tr->stage, tr->stages,
+                       dp.layer_from, dp.layer_to - 1, tr->tc.eval_every > 0 ? "; validation runs at the end only "
+                       "under pipeline parallelism" : "");
     }
     enum lg_status s = lg_decoder_init(tr->be, &dp, tr->st, &tr->dec);
     if (s != LG_OK)
