@@ -379,7 +379,7 @@ static int run_case(const struct acase *c, int exact, const char *stage)
     for (int i = 0; i < c->nseq && strlen(lens) < 60; i++)
         snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%d", i ? "," : "", c->lens[i]);
     printf("  %-14s %-24s %2d/%-2d d%-3d %s %-5s %-5s | %8.2e %8.2e %8.2e %8.2e %8.2e | vs generated %8.2e | %s | "
-           "%s\n", c->name, lens, c->hq, c->hkv, c->hd, lg_dtype_name(c->t), lays[c->lay].name,
+           "%s\n", stage ? label : c->name, lens, c->hq, c->hkv, c->hd, lg_dtype_name(c->t), lays[c->lay].name,
            exact ? "exact" : "pow2", err[0], err[1], err[2], err[3], err[4],
            fmax(fmax(gerr[0], gerr[2]), fmax(gerr[3], gerr[4])), note, ok && agree ? "PASS" : "FAIL");
     if (!ok)
@@ -469,19 +469,23 @@ START_TEST(exact_shapes_match_reference) { must_match(&cases[4], 1); }
 END_TEST
 
 /* Every row layout on one GQA mix: with the backend's default (packed copies for a backward pair whose row
- * strides differ, attention_cudnn.c) each must match; then, to record what cuDNN itself does with each
- * layout, again with no copies (LORAGEN_CUDNN_STAGE=never: printed, not asserted, since a wrong result
- * there is cuDNN's, which the default works around) and with every strided tensor copied (always: must
- * match, the override the docs offer). */
+ * strides differ, attention_cudnn.c) and with every strided tensor copied (LORAGEN_CUDNN_STAGE=always, the
+ * override the docs offer) each must match. Then, to record what cuDNN itself does with each layout, again
+ * with no copies (never): printed, not asserted, since a wrong result there is cuDNN's own, which the
+ * default works around; run last of the suite, as cuDNN may write outside the buffers then. */
 START_TEST(every_layout_matches)
 {
     int failed = 0;
-    printf("  layouts (GQA 16/2 d64 bf16, lens 33,64,1,200,17; 'copies never' rows show cuDNN as is):\n");
+    printf("  layouts (GQA 16/2 d64 bf16, lens 33,64,1,200,17), default copies and 'always':\n");
     for (int l = 0; l < NLAYS; l++) {
         const struct acase c = {"layouts", 5, {33, 64, 1, 200, 17}, 16, 2, 64, LG_BF16, l};
         failed += run_case(&c, 0, NULL) != 3;
-        run_case(&c, 0, "never");
         failed += run_case(&c, 0, "always") != 3;
+    }
+    printf("  layouts as cuDNN computes them without packed copies ('never'; diagnostic, not asserted):\n");
+    for (int l = 0; l < NLAYS; l++) {
+        const struct acase c = {"layouts", 5, {33, 64, 1, 200, 17}, 16, 2, 64, LG_BF16, l};
+        printf("    %s: %s\n", lays[l].name, run_case(&c, 0, "never") == 3 ? "right" : "WRONG");
     }
     ck_assert_msg(!failed, "%d layout run(s) with the default or 'always' copies failed (printed above)", failed);
 }
@@ -565,8 +569,8 @@ int main(void)
     tcase_add_loop_test(tc, cases_match_reference, 0, NCASES);
     tcase_add_loop_test(tc, many_samples_match_reference, 0, 2);
     tcase_add_test(tc, exact_shapes_match_reference);
-    tcase_add_test(tc, every_layout_matches);
     tcase_add_test(tc, samples_are_isolated);
+    tcase_add_test(tc, every_layout_matches); /* last: its 'never' runs may leave cuDNN's errors behind */
     suite_add_tcase(s, tc);
     int failed = lg_test_run(s, 1);
     lg_ctx_free(ctx);

@@ -216,12 +216,27 @@ static enum lg_status cuda_rope(lg_backend_t *be, const struct lg_mb *mb, const 
     return lg_rope_apply(c->rope, &run, c->stream);
 }
 
+/* The attention backend (docs/attention.md): cuDNN's where the run is not deterministic and cuDNN initialises
+ * for these heads, else the generated kernels; LORAGEN_ATTN_BACKEND=generated|cudnn forces one. */
 static enum lg_status attn_obj(struct cuda_be *c, int hq, int hkv, int d)
 {
     if (c->attn)
         return LG_OK;
     struct lg_attn_params p = {.hq = hq, .hkv = hkv, .head_dim = d, .dtype = c->base.act,
                                .backend = LG_ATTN_GENERATED, .flags = c->deterministic ? LG_ATTN_DETERMINISTIC : 0};
+    const char *env = getenv("LORAGEN_ATTN_BACKEND");
+    if (env && env[0] && strcmp(env, "generated") && strcmp(env, "cudnn"))
+        return lg_fail(LG_ERR_INVALID, "LORAGEN_ATTN_BACKEND is '%s'; it takes generated or cudnn", env);
+    if (env && !strcmp(env, "cudnn")) {
+        p.backend = LG_ATTN_CUDNN;
+        return lg_attn_init(c->ctx, &p, &c->attn); /* asked for: its refusal is the error */
+    }
+    if (!(env && env[0]) && !c->deterministic) {
+        p.backend = LG_ATTN_CUDNN;
+        if (lg_attn_init(c->ctx, &p, &c->attn) == LG_OK)
+            return LG_OK;
+        c->attn = NULL, p.backend = LG_ATTN_GENERATED; /* no cuDNN 9.6+ here: the generated kernels */
+    }
     return lg_attn_init(c->ctx, &p, &c->attn);
 }
 
