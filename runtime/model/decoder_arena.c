@@ -1,7 +1,7 @@
 /* decoder_arena.c: the activation arena. One backend allocation, sized before the first step from the largest
  * microbatch (tokens T, samples S), carved into the buffers of struct lg_arena_map. With checkpointing every N
  * layers the window holds N layers' saved activations plus the inputs of layers 0, N, 2N, ...; without, the
- * window holds every layer. The same walk computes the size (base 0) and the addresses (base = the arena). */
+ * window holds every layer (a pipeline stage: its own layers and the next stage's input). The same walk computes the size (base 0) and the addresses (base = the arena). */
 #include "decoder_internal.h"
 
 #include <stdlib.h>
@@ -39,7 +39,14 @@ static struct dims dims_of(const lg_backend_t *be, const struct lg_decoder_param
         .layers = c->num_hidden_layers,
     };
     int N = p->ckpt_every;
-    if (N <= 0 || N >= d.layers) {
+    int from = p->layer_from, to = p->layer_to ? p->layer_to : d.layers;
+    if (from > 0 || to < d.layers) {
+        /* a pipeline stage (never checkpointed): its layers, and one slot more for the input residual of the
+         * next stage's first layer, where its last layer writes (slots are taken l % nwin: distinct for the
+         * to - from + 1 consecutive layers) */
+        d.nwin = to - from + (to < d.layers);
+        d.nckpt = 0;
+    } else if (N <= 0 || N >= d.layers) {
         d.nwin = d.layers;
         d.nckpt = 0;
     } else {
@@ -113,7 +120,7 @@ size_t lg_decoder_arena_bytes(const lg_backend_t *be, const struct lg_decoder_pa
 enum lg_status lg_decoder_arena_init(lg_decoder_t *dec)
 {
     struct lg_decoder_params p = {.cfg = dec->cfg, .ckpt_every = dec->ckpt_every, .max_tokens = dec->max_tokens,
-                                  .max_seqs = dec->max_seqs};
+                                  .max_seqs = dec->max_seqs, .layer_from = dec->from, .layer_to = dec->to};
     struct dims d = dims_of(dec->be, &p);
     struct lg_arena_map *m = &dec->map;
     m->nckpt = d.nckpt;
