@@ -18,7 +18,10 @@
  *   --tokens N: packs of N tokens instead of 8192 (4 x N/4, 1 x N, lognormal cut at N; small GPUs, and the
  *   CPU emulator's fake driver, tests/tools/attn_emu/fake.sh) 
  *   the sweep times a few tile sets of each kernel on 4 x 2048 (compiling each costs seconds) and keeps
- *   the fastest for the table; --no-sweep keeps the defaults. */
+ *   the fastest for the table; --no-sweep keeps the defaults.
+ *   --layout train: the trainer's rows (runtime/model/backend_cuda.c): q/k/v and dq/dk/dv views of one
+ *   [tokens, (hq + 2 hkv) d] buffer each, o and dout packed; validation and timing in that layout (for the
+ *   cuDNN backend this is a layout it uses in place, docs/attention.md). Default: packed. */
 #include "lg_attention.h"
 #include "lg_gpu_util.h"
 #include "lg_half.h"
@@ -72,10 +75,20 @@ static void lognormal_shape(struct shape *s, int tokens)
     shape_from_lens(s, name, lens, n);
 }
 
+static int g_train_layout; /* --layout train */
+
 struct bufs {
     CUdeviceptr q, k, v, o, lse, dout, dq, dk, dv, dq2, dk2, dv2, cu;
+    CUdeviceptr qkv, dqkv, dqkv2; /* the fused buffers of --layout train (else 0) */
+    int64_t ldq, ldk;             /* row strides of q (and dq) and of k, v (and dk, dv) */
     float *hq, *hk, *hv, *hdout; /* host copies of the inputs, dtype-rounded */
 };
+
+/* q, k, v views of one fused [T, (HQ + 2 HKV) HD] bf16 buffer at base. */
+static void fused_views(CUdeviceptr base, CUdeviceptr *q, CUdeviceptr *k, CUdeviceptr *v)
+{
+    *q = base, *k = base + 2 * HQ * HD, *v = base + 2 * (HQ + HKV) * HD;
+}
 
 static void bufs_init(struct bufs *b, const struct shape *s)
 {
@@ -85,23 +98,37 @@ static void bufs_init(struct bufs *b, const struct shape *s)
     lg_test_fill(b->hv, nk, 13, 1.0f), lg_test_fill(b->hdout, nq, 14, 1.0f);
     lg_host_round(b->hq, nq, LG_BF16), lg_host_round(b->hk, nk, LG_BF16);
     lg_host_round(b->hv, nk, LG_BF16), lg_host_round(b->hdout, nq, LG_BF16);
-    b->q = lg_dev_alloc(2 * nq), b->k = lg_dev_alloc(2 * nk), b->v = lg_dev_alloc(2 * nk);
+    b->qkv = b->dqkv = b->dqkv2 = 0;
+    if (g_train_layout) {
+        const size_t nf = (size_t)s->T * (HQ + 2 * HKV) * HD;
+        b->qkv = lg_dev_alloc(2 * nf), b->dqkv = lg_dev_alloc(2 * nf), b->dqkv2 = lg_dev_alloc(2 * nf);
+        fused_views(b->qkv, &b->q, &b->k, &b->v), fused_views(b->dqkv, &b->dq, &b->dk, &b->dv);
+        fused_views(b->dqkv2, &b->dq2, &b->dk2, &b->dv2);
+        b->ldq = b->ldk = (HQ + 2 * HKV) * HD;
+    } else {
+        b->q = lg_dev_alloc(2 * nq), b->k = lg_dev_alloc(2 * nk), b->v = lg_dev_alloc(2 * nk);
+        b->dq = lg_dev_alloc(2 * nq), b->dk = lg_dev_alloc(2 * nk), b->dv = lg_dev_alloc(2 * nk);
+        b->dq2 = lg_dev_alloc(2 * nq), b->dk2 = lg_dev_alloc(2 * nk), b->dv2 = lg_dev_alloc(2 * nk);
+        b->ldq = HQ * HD, b->ldk = HKV * HD;
+    }
     b->o = lg_dev_alloc(2 * nq), b->dout = lg_dev_alloc(2 * nq), b->lse = lg_dev_alloc(4 * (size_t)s->T * HQ);
-    b->dq = lg_dev_alloc(2 * nq), b->dk = lg_dev_alloc(2 * nk), b->dv = lg_dev_alloc(2 * nk);
-    b->dq2 = lg_dev_alloc(2 * nq), b->dk2 = lg_dev_alloc(2 * nk), b->dv2 = lg_dev_alloc(2 * nk);
     b->cu = lg_dev_alloc(4 * (size_t)(s->nseq + 1));
-    lg_dev_upload(b->q, HQ * HD, b->hq, s->T, HQ * HD, LG_BF16);
-    lg_dev_upload(b->k, HKV * HD, b->hk, s->T, HKV * HD, LG_BF16);
-    lg_dev_upload(b->v, HKV * HD, b->hv, s->T, HKV * HD, LG_BF16);
+    lg_dev_upload(b->q, b->ldq, b->hq, s->T, HQ * HD, LG_BF16);
+    lg_dev_upload(b->k, b->ldk, b->hk, s->T, HKV * HD, LG_BF16);
+    lg_dev_upload(b->v, b->ldk, b->hv, s->T, HKV * HD, LG_BF16);
     lg_dev_upload(b->dout, HQ * HD, b->hdout, s->T, HQ * HD, LG_BF16);
     CU_CHECK(cuMemcpyHtoD(b->cu, s->cu, 4 * (size_t)(s->nseq + 1)));
 }
 
 static void bufs_free(struct bufs *b)
 {
-    CUdeviceptr all[] = {b->q, b->k, b->v, b->o, b->lse, b->dout, b->dq, b->dk, b->dv, b->dq2, b->dk2, b->dv2, b->cu};
+    const int f = b->qkv != 0;
+    CUdeviceptr all[] = {f ? b->qkv : b->q, f ? b->dqkv : b->k, f ? b->dqkv2 : b->v, b->o, b->lse, b->dout,
+                         f ? 0 : b->dq, f ? 0 : b->dk, f ? 0 : b->dv, f ? 0 : b->dq2, f ? 0 : b->dk2,
+                         f ? 0 : b->dv2, b->cu};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        cuMemFree(all[i]);
+        if (all[i])
+            cuMemFree(all[i]);
     free(b->hq), free(b->hk), free(b->hv), free(b->hdout);
 }
 
@@ -119,18 +146,31 @@ static struct lg_attn_seqs seqs(const struct run *r)
                                  .max_len = r->s->max_len};
 }
 
+static struct lg_attn_fwd fwd_args(const struct run *r)
+{
+    const struct bufs *b = r->b;
+    return (struct lg_attn_fwd){.seqs = seqs(r), .q = b->q, .k = b->k, .v = b->v, .ldq = b->ldq, .ldk = b->ldk,
+                                .ldv = b->ldk, .o = b->o, .lse = b->lse};
+}
+
+static struct lg_attn_bwd bwd_args(const struct run *r, int second)
+{
+    const struct bufs *b = r->b;
+    return (struct lg_attn_bwd){.seqs = seqs(r), .q = b->q, .k = b->k, .v = b->v, .o = b->o, .dout = b->dout,
+                                .ldq = b->ldq, .ldk = b->ldk, .ldv = b->ldk, .lse = b->lse,
+                                .dq = second ? b->dq2 : b->dq, .dk = second ? b->dk2 : b->dk,
+                                .dv = second ? b->dv2 : b->dv, .lddq = b->ldq, .lddk = b->ldk, .lddv = b->ldk};
+}
+
 static void fwd(lg_attn_t *a, const struct run *r)
 {
-    struct lg_attn_fwd f = {.seqs = seqs(r), .q = r->b->q, .k = r->b->k, .v = r->b->v, .o = r->b->o, .lse = r->b->lse};
+    struct lg_attn_fwd f = fwd_args(r);
     CHECK(lg_attn_forward(a, &f, 0));
 }
 
 static void bwd(lg_attn_t *a, const struct run *r, int second)
 {
-    const struct bufs *b = r->b;
-    struct lg_attn_bwd g = {.seqs = seqs(r), .q = b->q, .k = b->k, .v = b->v, .o = b->o, .dout = b->dout,
-                            .lse = b->lse, .dq = second ? b->dq2 : b->dq, .dk = second ? b->dk2 : b->dk,
-                            .dv = second ? b->dv2 : b->dv};
+    struct lg_attn_bwd g = bwd_args(r, second);
     CHECK(lg_attn_backward(a, &g, 0));
 }
 
@@ -234,12 +274,13 @@ static int validate(struct run *r)
     float *dk = malloc(4 * nk), *dv = malloc(4 * nk), *dk2 = malloc(4 * nk), *dv2 = malloc(4 * nk);
     lg_dev_download(o, r->b->o, HQ * HD, s->T, HQ * HD, LG_BF16);
     lg_dev_download(lse, r->b->lse, HQ, s->T, HQ, LG_FP32);
-    lg_dev_download(dq, r->b->dq, HQ * HD, s->T, HQ * HD, LG_BF16);
-    lg_dev_download(dq2, r->b->dq2, HQ * HD, s->T, HQ * HD, LG_BF16);
-    lg_dev_download(dk, r->b->dk, HKV * HD, s->T, HKV * HD, LG_BF16);
-    lg_dev_download(dv, r->b->dv, HKV * HD, s->T, HKV * HD, LG_BF16);
-    lg_dev_download(dk2, r->b->dk2, HKV * HD, s->T, HKV * HD, LG_BF16);
-    lg_dev_download(dv2, r->b->dv2, HKV * HD, s->T, HKV * HD, LG_BF16);
+    const int64_t lq = r->b->ldq, lk = r->b->ldk;
+    lg_dev_download(dq, r->b->dq, lq, s->T, HQ * HD, LG_BF16);
+    lg_dev_download(dq2, r->b->dq2, lq, s->T, HQ * HD, LG_BF16);
+    lg_dev_download(dk, r->b->dk, lk, s->T, HKV * HD, LG_BF16);
+    lg_dev_download(dv, r->b->dv, lk, s->T, HKV * HD, LG_BF16);
+    lg_dev_download(dk2, r->b->dk2, lk, s->T, HKV * HD, LG_BF16);
+    lg_dev_download(dv2, r->b->dv2, lk, s->T, HKV * HD, LG_BF16);
     double worst[5] = {0};
     uint64_t st = 77;
     for (int k = 0; k < 24; k++) {
@@ -307,11 +348,8 @@ static struct lg_attn_tiles sweep(lg_ctx_t *ctx, struct run *r, int reps)
     printf("\ntile sweep on %s (ms): fwd, fast bwd, det bwd\n", r->s->name);
     for (int i = 0; i < n; i++) {
         r->fast = make(ctx, 0, &cand[i]), r->det = make(ctx, LG_ATTN_DETERMINISTIC, &cand[i]);
-        struct lg_attn_fwd f = {.seqs = seqs(r), .q = r->b->q, .k = r->b->k, .v = r->b->v, .o = r->b->o,
-                                .lse = r->b->lse};
-        const struct bufs *b = r->b;
-        struct lg_attn_bwd g = {.seqs = seqs(r), .q = b->q, .k = b->k, .v = b->v, .o = b->o, .dout = b->dout,
-                                .lse = b->lse, .dq = b->dq, .dk = b->dk, .dv = b->dv};
+        struct lg_attn_fwd f = fwd_args(r);
+        struct lg_attn_bwd g = bwd_args(r, 0);
         /* a candidate this device cannot run (shared memory) is skipped, not fatal */
         if (lg_attn_forward(r->fast, &f, 0) != LG_OK || lg_attn_backward(r->fast, &g, 0) != LG_OK ||
             lg_attn_backward(r->det, &g, 0) != LG_OK) {
@@ -350,9 +388,8 @@ static size_t cudnn_row(lg_attn_t *dnn, const struct shape *s, struct bufs *b, i
                         FILE *csv, char *out, size_t room, int *bad)
 {
     struct run r = {.s = s, .b = b, .fast = dnn, .det = dnn};
-    struct lg_attn_fwd f = {.seqs = seqs(&r), .q = b->q, .k = b->k, .v = b->v, .o = b->o, .lse = b->lse};
-    struct lg_attn_bwd g = {.seqs = seqs(&r), .q = b->q, .k = b->k, .v = b->v, .o = b->o, .dout = b->dout,
-                            .lse = b->lse, .dq = b->dq, .dk = b->dk, .dv = b->dv};
+    struct lg_attn_fwd f = fwd_args(&r);
+    struct lg_attn_bwd g = bwd_args(&r, 0);
     if (lg_attn_forward(dnn, &f, 0) != LG_OK || lg_attn_backward(dnn, &g, 0) != LG_OK) {
         printf("  %-15s cuDNN backend failed: %s\n", s->name, lg_last_error());
         return (size_t)snprintf(out, room, "  cudnn         | failed: see above\n");
@@ -419,11 +456,14 @@ int main(int argc, char **argv)
             print_lens = 1;
         else if (!strcmp(argv[i], "--no-cudnn"))
             use_cudnn = 0;
+        else if (!strcmp(argv[i], "--layout") && i + 1 < argc && (!strcmp(argv[i + 1], "train") ||
+                                                                   !strcmp(argv[i + 1], "packed")))
+            g_train_layout = !strcmp(argv[++i], "train");
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc && atoi(argv[i + 1]) >= 16)
             tokens = atoi(argv[++i]) / 16 * 16;
         else {
             fprintf(stderr, "usage: %s [--reps N] [--only SHAPE] [--csv FILE] [--torch-csv FILE] [--no-sweep] "
-                            "[--print-lens] [--tokens N] [--no-cudnn]\n", argv[0]);
+                            "[--print-lens] [--tokens N] [--no-cudnn] [--layout packed|train]\n", argv[0]);
             return 2;
         }
     }
@@ -439,8 +479,9 @@ int main(int argc, char **argv)
     lg_ctx_t *ctx;
     struct lg_ctx_params cp = {.device = 0};
     CHECK(lg_ctx_init(&cp, &ctx));
-    printf("bench_attention: causal GQA %d/%d, d=%d, bf16, on %s (sm_%d, %d SMs), cuDNN %d\n", HQ, HKV, HD,
-           lg_ctx_device_name(ctx), lg_ctx_arch(ctx), lg_ctx_sm_count(ctx), lg_attn_cudnn_version());
+    printf("bench_attention: causal GQA %d/%d, d=%d, bf16, %s rows, on %s (sm_%d, %d SMs), cuDNN %d\n", HQ, HKV,
+           HD, g_train_layout ? "the trainer's fused" : "packed", lg_ctx_device_name(ctx), lg_ctx_arch(ctx),
+           lg_ctx_sm_count(ctx), lg_attn_cudnn_version());
     struct shape shapes[3];
     const int four[4] = {tokens / 4, tokens / 4, tokens / 4, tokens / 4}, one[1] = {tokens};
     char n4[32], n1[32];
