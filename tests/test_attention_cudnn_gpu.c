@@ -140,6 +140,15 @@ struct dev {
     size_t bytes_o, bytes_dq, bytes_dk, bytes_dqkv;
 };
 
+/* Output and gradient buffers get room for rows of the widest stride, so that an engine addressing one
+ * with another tensor's layout (as cuDNN 9.14 did, docs/attention.md) stays inside it: the 'never' runs
+ * then show wrong values, not corrupted neighbours. */
+static CUdeviceptr alloc_roomy(size_t bytes, int64_t T, int64_t F, size_t e)
+{
+    const size_t room = (size_t)(T * F) * e;
+    return lg_dev_alloc(bytes > room ? bytes : room);
+}
+
 static void dev_alloc(struct dev *D, const struct acase *c, const struct host *h)
 {
     const struct lay *L = &lays[c->lay];
@@ -157,7 +166,8 @@ static void dev_alloc(struct dev *D, const struct acase *c, const struct host *h
     }
     D->ldo = qr + (L->o_pad ? 8 : 0);
     D->bytes_o = (size_t)(T * D->ldo) * e;
-    D->o = lg_dev_alloc(D->bytes_o), D->dout = lg_dev_alloc(D->bytes_o), D->lse = lg_dev_alloc((size_t)T * c->hq * 4);
+    D->o = alloc_roomy(D->bytes_o, T, F, e), D->dout = lg_dev_alloc(D->bytes_o);
+    D->lse = lg_dev_alloc((size_t)T * c->hq * 4);
     if (L->grads == 2) {
         D->bytes_dqkv = (size_t)(T * F) * e;
         D->dqkv = lg_dev_alloc(D->bytes_dqkv);
@@ -167,7 +177,8 @@ static void dev_alloc(struct dev *D, const struct acase *c, const struct host *h
         const int64_t pad = L->grads == 1 ? 8 : 0;
         D->lddq = qr + pad, D->lddk = kr + pad;
         D->bytes_dq = (size_t)(T * D->lddq) * e, D->bytes_dk = (size_t)(T * D->lddk) * e;
-        D->dq = lg_dev_alloc(D->bytes_dq), D->dk = lg_dev_alloc(D->bytes_dk), D->dv = lg_dev_alloc(D->bytes_dk);
+        D->dq = alloc_roomy(D->bytes_dq, T, F, e), D->dk = alloc_roomy(D->bytes_dk, T, F, e);
+        D->dv = alloc_roomy(D->bytes_dk, T, F, e);
     }
     D->cu = lg_dev_alloc(sizeof(int32_t) * (size_t)(c->nseq + 1));
 }

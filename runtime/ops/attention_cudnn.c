@@ -292,7 +292,10 @@ static void layout_of(const struct plan *pl, const struct lg_attn_seqs *sq, stru
     if (s->bwd) {
         const int packed = s->thd_workspace && !s->padded_stats;
         ssum_bytes = packed ? (size_t)sq->tokens * s->hq * 4 : (size_t)s->b * s->hq * s->s * 4;
-        dq_bytes = s->thd_workspace ? (size_t)sq->tokens * (size_t)s->ld[LG_DNN_LD_DQ] * 4
+        /* packed by token with dQ's row stride; sized for Q's too where that is wider (only with
+         * LORAGEN_CUDNN_STAGE=never: the engine may address it like Q, see the packed copies below) */
+        const int64_t ldq = s->ld[LG_DNN_LD_DQ] > s->ld[LG_DNN_LD_Q] ? s->ld[LG_DNN_LD_DQ] : s->ld[LG_DNN_LD_Q];
+        dq_bytes = s->thd_workspace ? (size_t)sq->tokens * (size_t)ldq * 4
                                     : (size_t)s->b * s->hq * s->s * (size_t)s->d * 4;
     }
     L->ssum = at, at += align256(ssum_bytes);
