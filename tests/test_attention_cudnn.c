@@ -167,9 +167,9 @@ START_TEST(graphs_build_every_descriptor)
 }
 END_TEST
 
-/* The packed copies: none for packed rows or for the trainer's layout (each gradient strided like its
- * input), the mismatched pairs' strided members for fused q/k/v with padded gradients, none in the forward
- * by default, every strided tensor with ALWAYS, nothing with NEVER. */
+/* The packed copies: none for packed rows; for the trainer's layout (each gradient strided like its input)
+ * none with MISMATCH, k/v/dk/dv with AUTO under GQA; the mismatched pairs' strided members for fused q/k/v
+ * with padded gradients; none in the forward by default; every strided tensor with ALWAYS, none with NEVER. */
 START_TEST(packed_copies_only_for_mismatched_pairs)
 {
     const struct lg_attn_params p = {.hq = 10, .hkv = 2, .head_dim = 128, .dtype = LG_FP16};
@@ -189,6 +189,15 @@ START_TEST(packed_copies_only_for_mismatched_pairs)
     ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_ALWAYS, 1, train), qkv | grads);
     ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_ALWAYS, 0, fwd), qkv | 1u << LG_DNN_LD_O);
     ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_NEVER, 1, fused), 0);
+    /* AUTO: the mismatched pairs, and with GQA k, v, dk, dv when one is strided; MHA as MISMATCH */
+    const unsigned kvg = 1u << LG_DNN_LD_K | 1u << LG_DNN_LD_V | 1u << LG_DNN_LD_DK | 1u << LG_DNN_LD_DV;
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_AUTO, 1, packed), 0);
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_AUTO, 1, train), kvg);
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_AUTO, 1, fused), qkv | grads);
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&p, LG_DNN_STAGE_AUTO, 0, fwd), 0);
+    const struct lg_attn_params mha = {.hq = 8, .hkv = 8, .head_dim = 64, .dtype = LG_BF16};
+    const int64_t mtrain[LG_DNN_NLD] = {1536, 1536, 1536, 512, 512, 1536, 1536, 1536};
+    ck_assert_uint_eq(lg_ops_attn_cudnn_stage_mask(&mha, LG_DNN_STAGE_AUTO, 1, mtrain), 0);
     /* dq padded but q packed: only dq is copied */
     int64_t one[LG_DNN_NLD];
     memcpy(one, packed, sizeof one);

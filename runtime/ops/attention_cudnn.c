@@ -58,11 +58,16 @@ struct lg_ops_attn_cudnn {
     CUevent ev[NSLOT];
     int ev_live[NSLOT], next_slot;
     int first_try[2]; /* per direction: the first fallback step worth trying (earlier ones were refused) */
-    int stage_mode;   /* LORAGEN_CUDNN_STAGE: STAGE_NEVER, STAGE_MISMATCH (default) or STAGE_ALWAYS */
+    int stage_mode;   /* LORAGEN_CUDNN_STAGE: STAGE_NEVER, STAGE_MISMATCH, STAGE_AUTO (default), STAGE_ALWAYS */
     char last_note[128];
 };
 
-enum { STAGE_NEVER = LG_DNN_STAGE_NEVER, STAGE_MISMATCH = LG_DNN_STAGE_MISMATCH, STAGE_ALWAYS = LG_DNN_STAGE_ALWAYS };
+enum {
+    STAGE_NEVER = LG_DNN_STAGE_NEVER,
+    STAGE_MISMATCH = LG_DNN_STAGE_MISMATCH,
+    STAGE_AUTO = LG_DNN_STAGE_AUTO,
+    STAGE_ALWAYS = LG_DNN_STAGE_ALWAYS
+};
 
 int lg_attn_cudnn_version(void)
 {
@@ -95,16 +100,18 @@ enum lg_status lg_ops_attn_cudnn_init(const struct lg_attn_params *p, float scal
     const char *ex = getenv("LORAGEN_CUDNN_EXACT_SHAPES");
     d->exact = ex && ex[0] && strcmp(ex, "0");
     const char *sm = getenv("LORAGEN_CUDNN_STAGE");
-    d->stage_mode = STAGE_MISMATCH;
+    d->stage_mode = STAGE_AUTO;
     if (sm && sm[0]) {
         if (!strcmp(sm, "never"))
             d->stage_mode = STAGE_NEVER;
+        else if (!strcmp(sm, "mismatch"))
+            d->stage_mode = STAGE_MISMATCH;
         else if (!strcmp(sm, "always"))
             d->stage_mode = STAGE_ALWAYS;
-        else if (strcmp(sm, "mismatch")) {
+        else if (strcmp(sm, "auto")) {
             free(d);
-            return lg_fail(LG_ERR_INVALID, "%s: LORAGEN_CUDNN_STAGE is '%s'; it takes never, mismatch or always", fn,
-                           sm);
+            return lg_fail(LG_ERR_INVALID, "%s: LORAGEN_CUDNN_STAGE is '%s'; it takes auto, mismatch, never or "
+                           "always", fn, sm);
         }
     }
     CUdevice dev;
@@ -393,13 +400,15 @@ static enum lg_status copy_stats(const struct lg_ops_dnn_shape *s, const struct 
  * On cuDNN 9.14 / sm_90 the backward computed dQ and dV wrongly for every sample after the first (dQ zero,
  * dV left unwritten) when a gradient's row stride differed from its input's (dQ's from Q's, dV's from V's),
  * while O, the LSE and dK were right: cuDNN's own tests only ever give each gradient its input's layout (dQ
- * Q's strides and ragged offsets, dK K's, dV V's, dO O's). So by default (STAGE_MISMATCH) a backward pair
- * whose row strides differ goes through packed copies: each member of the pair whose rows are not packed is
- * copied into a packed buffer first (inputs) or from one afterwards (gradients), and cuDNN sees the packed
- * layout, which is right for every sample. Pairs with equal strides (the trainer's fused q/k/v with fused
- * dq/dk/dv; everything packed) are used in place. STAGE_ALWAYS packs every strided tensor of both
- * directions, STAGE_NEVER none (LORAGEN_CUDNN_STAGE=always|never; tests use never to show cuDNN's own
- * behaviour). */
+ * Q's strides and ragged offsets, dK K's, dV V's, dO O's). So a backward pair whose row strides differ
+ * goes through packed copies: each member of the pair whose rows are not packed is copied into a packed
+ * buffer first (inputs) or from one afterwards (gradients), and cuDNN sees the packed layout, which is
+ * right for every sample (STAGE_MISMATCH). Both failing cases were GQA, whose dK/dV cuDNN sums from
+ * per-q-head partials laid out after dK's and dV's row strides (cudnn-frontend's ragged GQA backward), so
+ * by default (STAGE_AUTO) a GQA backward also copies k, v, dk and dv when one of them is not packed: a
+ * small copy (hkv·d per token each), leaving only q and dq, of matching strides, in place in the trainer's
+ * layout. STAGE_ALWAYS packs every strided tensor of both directions, STAGE_NEVER none
+ * (LORAGEN_CUDNN_STAGE=auto|mismatch|always|never; tests use never to show cuDNN's own behaviour). */
 
 static const int pair_of[LG_DNN_NLD] = {[LG_DNN_LD_Q] = LG_DNN_LD_DQ, [LG_DNN_LD_K] = LG_DNN_LD_DK,
                                         [LG_DNN_LD_V] = LG_DNN_LD_DV, [LG_DNN_LD_O] = LG_DNN_LD_DO,
@@ -422,11 +431,18 @@ static int is_output(int bwd, int i)
 unsigned lg_ops_attn_cudnn_stage_mask(const struct lg_attn_params *p, int mode, int bwd,
                                       const int64_t ld[LG_DNN_NLD])
 {
+    static const int kv[4] = {LG_DNN_LD_K, LG_DNN_LD_V, LG_DNN_LD_DK, LG_DNN_LD_DV};
+    int kv_strided = 0;
+    for (int j = 0; j < 4; j++)
+        kv_strided |= ld[kv[j]] && ld[kv[j]] != packed_width(p, kv[j]);
+    const int gqa_kv = mode == STAGE_AUTO && bwd && p->hq != p->hkv && kv_strided;
     unsigned m = 0;
     for (int i = 0; i < LG_DNN_NLD; i++) {
         if (!ld[i] || ld[i] == packed_width(p, i))
             continue;
-        if (mode == STAGE_ALWAYS || (mode == STAGE_MISMATCH && bwd && ld[pair_of[i]] != ld[i]))
+        const int is_kv = i == LG_DNN_LD_K || i == LG_DNN_LD_V || i == LG_DNN_LD_DK || i == LG_DNN_LD_DV;
+        const int pairs = (mode == STAGE_MISMATCH || mode == STAGE_AUTO) && bwd && ld[pair_of[i]] != ld[i];
+        if (mode == STAGE_ALWAYS || pairs || (gqa_kv && is_kv))
             m |= 1u << i;
     }
     return m;

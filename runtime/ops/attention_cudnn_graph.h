@@ -125,11 +125,12 @@ enum lg_status lg_ops_attn_cudnn_build(const struct lg_ops_dnn_shape *s, cudnnHa
                                        lg_dnn_t *exec, int64_t *ws, char *note, size_t note_size);
 /* The per-call device values: b lengths (0 past nseq), then per multiplier the b+1 offsets. */
 void lg_ops_attn_cudnn_meta(const struct lg_ops_dnn_shape *s, const struct lg_attn_seqs *sq, int32_t *out);
-/* Which tensors of a call go through packed copies (bit LG_DNN_LD_x: tensor x), by LORAGEN_CUDNN_STAGE's mode:
- * NEVER none; MISMATCH (the default) in the backward, each member of a pair (q, dq), (k, dk), (v, dv),
- * (o, dout) whose row strides differ and whose own rows are not packed; ALWAYS every tensor whose rows are
- * not packed, both directions. ld: the call's row strides (0: unused). */
-enum { LG_DNN_STAGE_NEVER, LG_DNN_STAGE_MISMATCH, LG_DNN_STAGE_ALWAYS };
+/* Which tensors of a call go through packed copies (bit LG_DNN_LD_x: tensor x), by LORAGEN_CUDNN_STAGE's mode
+ * (only tensors whose rows are not packed are ever copied): NEVER none; MISMATCH in the backward, each
+ * member of a pair (q, dq), (k, dk), (v, dv), (o, dout) whose row strides differ; AUTO (the default) those
+ * and, with GQA (hq != hkv), k, v, dk and dv whenever one of them is not packed; ALWAYS every tensor, both
+ * directions. ld: the call's row strides (0: unused). */
+enum { LG_DNN_STAGE_NEVER, LG_DNN_STAGE_MISMATCH, LG_DNN_STAGE_AUTO, LG_DNN_STAGE_ALWAYS };
 unsigned lg_ops_attn_cudnn_stage_mask(const struct lg_attn_params *p, int mode, int bwd,
                                       const int64_t ld[LG_DNN_NLD]);
 struct lg_ops_attn_cudnn;
