@@ -67,7 +67,7 @@ enum {
     STAGE_MISMATCH = LG_DNN_STAGE_MISMATCH,
     STAGE_AUTO = LG_DNN_STAGE_AUTO,
     STAGE_ALWAYS = LG_DNN_STAGE_ALWAYS
-};
+}; /* which tensors go through packed copies: attention_cudnn_stage.c */
 
 int lg_attn_cudnn_version(void)
 {
@@ -395,93 +395,6 @@ static enum lg_status copy_stats(const struct lg_ops_dnn_shape *s, const struct 
     return LG_OK;
 }
 
-/* ---- staging through packed copies ----
- *
- * On cuDNN 9.14 / sm_90 the backward computed dQ and dV wrongly for every sample after the first (dQ zero,
- * dV left unwritten) when a gradient's row stride differed from its input's (dQ's from Q's, dV's from V's),
- * while O, the LSE and dK were right: cuDNN's own tests only ever give each gradient its input's layout (dQ
- * Q's strides and ragged offsets, dK K's, dV V's, dO O's). So a backward pair whose row strides differ
- * goes through packed copies: each member of the pair whose rows are not packed is copied into a packed
- * buffer first (inputs) or from one afterwards (gradients), and cuDNN sees the packed layout, which is
- * right for every sample (STAGE_MISMATCH). Both failing cases were GQA, whose dK/dV cuDNN sums from
- * per-q-head partials laid out after dK's and dV's row strides (cudnn-frontend's ragged GQA backward), so
- * by default (STAGE_AUTO) a GQA backward also copies k, v, dk and dv when one of them is not packed: a
- * small copy (hkv·d per token each), leaving only q and dq, of matching strides, in place in the trainer's
- * layout. STAGE_ALWAYS packs every strided tensor of both directions, STAGE_NEVER none
- * (LORAGEN_CUDNN_STAGE=auto|mismatch|always|never; tests use never to show cuDNN's own behaviour). */
-
-static const int pair_of[LG_DNN_NLD] = {[LG_DNN_LD_Q] = LG_DNN_LD_DQ, [LG_DNN_LD_K] = LG_DNN_LD_DK,
-                                        [LG_DNN_LD_V] = LG_DNN_LD_DV, [LG_DNN_LD_O] = LG_DNN_LD_DO,
-                                        [LG_DNN_LD_DO] = LG_DNN_LD_O, [LG_DNN_LD_DQ] = LG_DNN_LD_Q,
-                                        [LG_DNN_LD_DK] = LG_DNN_LD_K, [LG_DNN_LD_DV] = LG_DNN_LD_V};
-static const char *const ld_name[LG_DNN_NLD] = {"q", "k", "v", "o", "dout", "dq", "dk", "dv"};
-
-/* Elements per token of tensor i when packed. */
-static int64_t packed_width(const struct lg_attn_params *p, int i)
-{
-    const int kv = i == LG_DNN_LD_K || i == LG_DNN_LD_V || i == LG_DNN_LD_DK || i == LG_DNN_LD_DV;
-    return (int64_t)(kv ? p->hkv : p->hq) * p->head_dim;
-}
-
-static int is_output(int bwd, int i)
-{
-    return bwd ? i == LG_DNN_LD_DQ || i == LG_DNN_LD_DK || i == LG_DNN_LD_DV : i == LG_DNN_LD_O;
-}
-
-unsigned lg_ops_attn_cudnn_stage_mask(const struct lg_attn_params *p, int mode, int bwd,
-                                      const int64_t ld[LG_DNN_NLD])
-{
-    static const int kv[4] = {LG_DNN_LD_K, LG_DNN_LD_V, LG_DNN_LD_DK, LG_DNN_LD_DV};
-    int kv_strided = 0;
-    for (int j = 0; j < 4; j++)
-        kv_strided |= ld[kv[j]] && ld[kv[j]] != packed_width(p, kv[j]);
-    const int gqa_kv = mode == STAGE_AUTO && bwd && p->hq != p->hkv && kv_strided;
-    unsigned m = 0;
-    for (int i = 0; i < LG_DNN_NLD; i++) {
-        if (!ld[i] || ld[i] == packed_width(p, i))
-            continue;
-        const int is_kv = i == LG_DNN_LD_K || i == LG_DNN_LD_V || i == LG_DNN_LD_DK || i == LG_DNN_LD_DV;
-        const int pairs = (mode == STAGE_MISMATCH || mode == STAGE_AUTO) && bwd && ld[pair_of[i]] != ld[i];
-        if (mode == STAGE_ALWAYS || pairs || (gqa_kv && is_kv))
-            m |= 1u << i;
-    }
-    return m;
-}
-
-static enum lg_status copy_rows(CUdeviceptr dst, int64_t dld, CUdeviceptr src, int64_t sld, int64_t width,
-                                int64_t rows, size_t esize, const char *what, CUstream stream)
-{
-    if (rows <= 0)
-        return LG_OK;
-    CUDA_MEMCPY2D m;
-    memset(&m, 0, sizeof m);
-    m.srcMemoryType = CU_MEMORYTYPE_DEVICE, m.srcDevice = src, m.srcPitch = (size_t)sld * esize;
-    m.dstMemoryType = CU_MEMORYTYPE_DEVICE, m.dstDevice = dst, m.dstPitch = (size_t)dld * esize;
-    m.WidthInBytes = (size_t)width * esize, m.Height = (size_t)rows;
-    return lg_cu_check(cuMemcpy2DAsync(&m, stream), what);
-}
-
-/* The staged tensors' packed copies, in or out (inputs before the graph, outputs after it). */
-static enum lg_status stage_copies(const struct lg_ops_attn_cudnn *d, int bwd, unsigned mask, int out,
-                                   const int64_t ld[LG_DNN_NLD], const CUdeviceptr ptr[LG_DNN_NLD],
-                                   const CUdeviceptr packed[LG_DNN_NLD], int64_t tokens, CUstream stream)
-{
-    const size_t e = lg_dtype_size(d->p.dtype);
-    for (int i = 0; i < LG_DNN_NLD; i++) {
-        if (!(mask >> i & 1) || is_output(bwd, i) != out)
-            continue;
-        const int64_t w = packed_width(&d->p, i);
-        char what[96];
-        snprintf(what, sizeof what, "cuDNN attention: packed copy of %s (row stride %lld)", ld_name[i],
-                 (long long)ld[i]);
-        enum lg_status st = out ? copy_rows(ptr[i], ld[i], packed[i], w, w, tokens, e, what, stream)
-                                : copy_rows(packed[i], w, ptr[i], ld[i], w, tokens, e, what, stream);
-        if (st != LG_OK)
-            return st;
-    }
-    return LG_OK;
-}
-
 static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, const struct lg_attn_seqs *sq,
                           const int64_t ld_call[LG_DNN_NLD], const CUdeviceptr ptr_call[LG_DNN_NLD], CUdeviceptr lse,
                           CUstream stream)
@@ -491,7 +404,7 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
     int64_t ld[LG_DNN_NLD];
     CUdeviceptr ptr[LG_DNN_NLD];
     for (int i = 0; i < LG_DNN_NLD; i++)
-        ld[i] = mask >> i & 1 ? packed_width(&d->p, i) : ld_call[i], ptr[i] = ptr_call[i];
+        ld[i] = mask >> i & 1 ? lg_ops_attn_cudnn_packed_width(&d->p, i) : ld_call[i], ptr[i] = ptr_call[i];
     struct lg_ops_dnn_shape key;
     enum lg_status st = lg_ops_attn_cudnn_shape(&d->p, d->version, d->arch, d->exact, bwd, sq, ld, &key);
     struct plan *pl = NULL;
@@ -514,7 +427,8 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
         nl += (size_t)snprintf(d->last_note + nl, sizeof d->last_note - nl, ", packed copies:");
         for (int i = 0; i < LG_DNN_NLD && nl < sizeof d->last_note; i++)
             if (mask >> i & 1)
-                nl += (size_t)snprintf(d->last_note + nl, sizeof d->last_note - nl, " %s", ld_name[i]);
+                nl += (size_t)snprintf(d->last_note + nl, sizeof d->last_note - nl, " %s",
+                                       lg_ops_attn_cudnn_ld_name(i));
     }
     int slot = 0;
     if ((st = ensure_dev(d, L.total, stream)) != LG_OK || (st = stage_slot(d, L.meta_ints, &slot)) != LG_OK)
@@ -530,7 +444,9 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
     for (int i = 0; i < LG_DNN_NLD; i++)
         if (mask >> i & 1)
             ptr[i] = d->dev + (CUdeviceptr)stage_at[i];
-    if (mask && (st = stage_copies(d, bwd, mask, 0, ld_call, ptr_call, ptr, sq->tokens, stream)) != LG_OK)
+    if (mask)
+        st = lg_ops_attn_cudnn_stage_copies(&d->p, bwd, mask, 0, ld_call, ptr_call, ptr, sq->tokens, stream);
+    if (st != LG_OK)
         return lg_fail_wrap(st, "%s: ", fn);
 
     struct binding v = {.n = 0};
@@ -585,7 +501,9 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
     }
     if (s.padded_stats && !bwd && (st = copy_stats(&s, sq, stats, lse, 0, stream)) != LG_OK)
         return lg_fail_wrap(st, "%s: ", fn);
-    if (mask && (st = stage_copies(d, bwd, mask, 1, ld_call, ptr_call, ptr, sq->tokens, stream)) != LG_OK)
+    if (mask)
+        st = lg_ops_attn_cudnn_stage_copies(&d->p, bwd, mask, 1, ld_call, ptr_call, ptr, sq->tokens, stream);
+    if (st != LG_OK)
         return lg_fail_wrap(st, "%s: ", fn);
     return LG_OK;
 }

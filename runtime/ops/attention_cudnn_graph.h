@@ -133,6 +133,14 @@ void lg_ops_attn_cudnn_meta(const struct lg_ops_dnn_shape *s, const struct lg_at
 enum { LG_DNN_STAGE_NEVER, LG_DNN_STAGE_MISMATCH, LG_DNN_STAGE_AUTO, LG_DNN_STAGE_ALWAYS };
 unsigned lg_ops_attn_cudnn_stage_mask(const struct lg_attn_params *p, int mode, int bwd,
                                       const int64_t ld[LG_DNN_NLD]);
+/* Elements per token of tensor i (LG_DNN_LD_*) when packed; its name ("q", ..., "dv"). */
+int64_t lg_ops_attn_cudnn_packed_width(const struct lg_attn_params *p, int i);
+const char *lg_ops_attn_cudnn_ld_name(int i);
+/* The copies of the tensors in mask (ld, ptr: the caller's; packed: their packed buffers, tokens rows): the
+ * inputs into packed (out = 0, before the graph) or the outputs from it (out = 1, after it). */
+enum lg_status lg_ops_attn_cudnn_stage_copies(const struct lg_attn_params *p, int bwd, unsigned mask, int out,
+                                              const int64_t ld[LG_DNN_NLD], const CUdeviceptr ptr[LG_DNN_NLD],
+                                              const CUdeviceptr packed[LG_DNN_NLD], int64_t tokens, CUstream stream);
 struct lg_ops_attn_cudnn;
 /* "b B s S, engine config i of n" of the last call (benchmarks, tests). */
 const char *lg_ops_attn_cudnn_note(const struct lg_ops_attn_cudnn *d);
