@@ -216,8 +216,10 @@ static enum lg_status cuda_rope(lg_backend_t *be, const struct lg_mb *mb, const 
     return lg_rope_apply(c->rope, &run, c->stream);
 }
 
-/* The attention backend (docs/attention.md): cuDNN's where the run is not deterministic and cuDNN initialises
- * for these heads, else the generated kernels; LORAGEN_ATTN_BACKEND=generated|cudnn forces one. */
+/* The attention backend (docs/attention.md): the generated kernels, or cuDNN's with LORAGEN_ATTN_BACKEND=cudnn
+ * (non-deterministic runs only; its refusal is the error). cuDNN is not the default: on the 8B benchmark it made
+ * 4 x 2048 microbatches 3% faster but a 5-step packed mix 6% slower, its execution plans being built for each new
+ * (samples, max length) bucket inside the measured steps (docs/perf.md, 2026-12-02). */
 static enum lg_status attn_obj(struct cuda_be *c, int hq, int hkv, int d)
 {
     if (c->attn)
@@ -227,16 +229,8 @@ static enum lg_status attn_obj(struct cuda_be *c, int hq, int hkv, int d)
     const char *env = getenv("LORAGEN_ATTN_BACKEND");
     if (env && env[0] && strcmp(env, "generated") && strcmp(env, "cudnn"))
         return lg_fail(LG_ERR_INVALID, "LORAGEN_ATTN_BACKEND is '%s'; it takes generated or cudnn", env);
-    if (env && !strcmp(env, "cudnn")) {
+    if (env && !strcmp(env, "cudnn"))
         p.backend = LG_ATTN_CUDNN;
-        return lg_attn_init(c->ctx, &p, &c->attn); /* asked for: its refusal is the error */
-    }
-    if (!(env && env[0]) && !c->deterministic) {
-        p.backend = LG_ATTN_CUDNN;
-        if (lg_attn_init(c->ctx, &p, &c->attn) == LG_OK)
-            return LG_OK;
-        c->attn = NULL, p.backend = LG_ATTN_GENERATED; /* no cuDNN 9.6+ here: the generated kernels */
-    }
     return lg_attn_init(c->ctx, &p, &c->attn);
 }
 
