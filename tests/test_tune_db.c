@@ -190,6 +190,20 @@ END_TEST
 
 /* ---- the process database ---- */
 
+/* Every shipped database (tunedb/) loads: a file the runtime would report and ignore must not ship. */
+START_TEST(shipped_databases_load)
+{
+    const char *files[] = {"tunedb/h200.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        lg_tune_db_t *db = NULL;
+        if (lg_tune_db_load(files[i], &db) != LG_OK)
+            ck_abort_msg("%s: %s", files[i], lg_last_error());
+        ck_assert_int_gt(lg_tune_db_count(db), 0);
+        lg_tune_db_free(db);
+    }
+}
+END_TEST
+
 START_TEST(default_db_from_env)
 {
     lg_tune_db_t *db = sample_db();
@@ -324,6 +338,7 @@ int main(void)
     tcase_add_test(d, db_round_trip);
     tcase_add_test(d, db_key_matching);
     tcase_add_test(d, db_refuses_bad_files);
+    tcase_add_test(d, shipped_databases_load);
     tcase_add_test(d, default_db_from_env);
     tcase_add_test(d, default_db_corrupt_is_ignored);
     tcase_add_test(d, default_db_override_and_off);
