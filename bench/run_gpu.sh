@@ -14,7 +14,9 @@ export LORAGEN_CACHE_DIR=/tmp/loragen-jit-cache
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$O/gpu.txt"
 summary=""
 if [ "$MODE" != "--bench-only" ]; then
-  for t in ${TESTS:-test_lora_gpu test_blas test_jit test_mlora_gpu test_decoder_ops_gpu test_attention_gpu}; do
+  for t in ${TESTS:-test_lora_gpu test_blas test_jit test_mlora_gpu
+             test_decoder_ops_gpu_norm test_decoder_ops_gpu_rope test_decoder_ops_gpu_swiglu test_decoder_ops_gpu_head
+             test_decoder_ops_gpu_adamw test_decoder_ops_gpu_calls test_attention_gpu}; do
     [ -x "$B/$t" ] || continue
     "$B/$t" >"$O/$t.log" 2>&1; rc=$?
     tail -3 "$O/$t.log"
@@ -67,7 +69,7 @@ printf "%b" "$summary"
 [ -f "$O/bench_mlora.log" ] && grep -E "MISMATCH|breakdown" "$O/bench_mlora.log"
 [ -f "$O/bench_mlora.log" ] && sed -n '/^mix /,$p' "$O/bench_mlora.log"
 [ -f "$O/bench_peft_patch.log" ] && grep -E "^(model|patched|validate|MISMATCH|A/B)|tokens/s|speedup|Error|error" "$O/bench_peft_patch.log"
-[ -f "$O/test_decoder_ops_gpu.log" ] && grep -E "^(FAIL|  FAIL)" "$O/test_decoder_ops_gpu.log" | head -20
+ls "$O"/test_decoder_ops_gpu_*.log >/dev/null 2>&1 && grep -hE "^(FAIL|  FAIL)" "$O"/test_decoder_ops_gpu_*.log | head -20
 [ -f "$O/bench_decoder_ops.log" ] && grep -E "MISMATCH|FAILED" "$O/bench_decoder_ops.log"
 [ -f "$O/bench_decoder_ops.log" ] && sed -n '/^copy bandwidth\|^device-to-device/p; /^op (8B shapes)/,$p' "$O/bench_decoder_ops.log"
 [ -f "$O/test_attention_gpu.log" ] && grep -E "^device|^  case |\| (PASS|FAIL)$|first bad|kernels:|skipped|isolation|reproducib|cuDNN backend|Checks|:F:|:E:" "$O/test_attention_gpu.log" | head -60
