@@ -32,7 +32,7 @@ static int run_adamw(const struct tcase *c, uint64_t seed)
     struct lg_lora_params lp = {.in_features = K, .out_features = M, .rank = (int)r, .alpha = 2.0f * r,
                                 .dtype = t, .layer_id = 3};
     lg_lora_t *L;
-    CHECK(lg_lora_init(ctx, &lp, &L));
+    CHECK(lg_lora_init(dec_ctx, &lp, &L));
     /* A, B with their copies inside FusedLoRA's buffer, and two tensors without a copy */
     const int64_t count[AW_T] = {r * K, M * r, 1000, 12004};
     float *hp[AW_T], *hg[AW_T], *hm[AW_T], *hv[AW_T];
@@ -40,21 +40,21 @@ static int run_adamw(const struct tcase *c, uint64_t seed)
     struct lg_adamw_tensor tt[AW_T];
     for (int i = 0; i < AW_T; i++) {
         const size_t b = sizeof(float) * (size_t)count[i];
-        hp[i] = rnd((size_t)count[i], seed + 10 + (uint64_t)i, 0.1f, t); /* dtype-exact: the copies start equal */
+        hp[i] = dec_rnd((size_t)count[i], seed + 10 + (uint64_t)i, 0.1f, t); /* dtype-exact: the copies start equal */
         hm[i] = calloc((size_t)count[i], sizeof(float)), hv[i] = calloc((size_t)count[i], sizeof(float));
         hg[i] = malloc(b);
-        dp[i] = upload_new(hp[i], count[i], 1, count[i], LG_FP32);
-        dm[i] = upload_new(hm[i], count[i], 1, count[i], LG_FP32), dv[i] = upload_new(hv[i], count[i], 1, count[i], LG_FP32);
+        dp[i] = dec_upload_new(hp[i], count[i], 1, count[i], LG_FP32);
+        dm[i] = dec_upload_new(hm[i], count[i], 1, count[i], LG_FP32), dv[i] = dec_upload_new(hv[i], count[i], 1, count[i], LG_FP32);
         dg[i] = lg_dev_alloc(b);
         tt[i] = (struct lg_adamw_tensor){.p = dp[i], .g = dg[i], .m = dm[i], .v = dv[i], .count = count[i]};
     }
     tt[0].half = lg_lora_weights(L) + (CUdeviceptr)((size_t)(M * ldw) * e), tt[0].half_cols = K, tt[0].half_ld = ldw;
     tt[1].half = lg_lora_weights(L) + (CUdeviceptr)((size_t)K * e), tt[1].half_cols = r, tt[1].half_ld = ldw;
-    uint16_t *a0 = to_half(hp[0], (size_t)count[0], t), *b0 = to_half(hp[1], (size_t)count[1], t);
+    uint16_t *a0 = dec_to_half(hp[0], (size_t)count[0], t), *b0 = dec_to_half(hp[1], (size_t)count[1], t);
     CHECK(lg_lora_set_weights(L, NULL, a0, b0, NULL));
     struct lg_adamw_params ap = {.dtype = t, .ntensors = AW_T, .tensors = tt, .chunk = 2048};
     lg_adamw_t *A;
-    CHECK(lg_adamw_init(ctx, &ap, &A));
+    CHECK(lg_adamw_init(dec_ctx, &ap, &A));
     const struct lg_adamw_hyper hy = {.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.1,
                                       .max_grad_norm = c->c / 1000.0};
     const struct lg_ref_adamw ro = {.lr = hy.lr, .beta1 = hy.beta1, .beta2 = hy.beta2, .eps = hy.eps,
@@ -69,7 +69,7 @@ static int run_adamw(const struct tcase *c, uint64_t seed)
             if (s == c->b && i == 1)
                 hg[i][5] = NAN;
             lg_dev_upload(dg[i], count[i], hg[i], 1, count[i], LG_FP32);
-            before[i] = download(dp[i], count[i], 1, count[i], LG_FP32);
+            before[i] = dec_download(dp[i], count[i], 1, count[i], LG_FP32);
         }
         CHECK(lg_adamw_step(A, &hy, 0));
         struct lg_adamw_status st;
@@ -89,18 +89,18 @@ static int run_adamw(const struct tcase *c, uint64_t seed)
         ok &= sok;
         for (int i = 0; i < AW_T; i++) {
             char what[48];
-            float *gp = download(dp[i], count[i], 1, count[i], LG_FP32);
-            float *gm = download(dm[i], count[i], 1, count[i], LG_FP32), *gv = download(dv[i], count[i], 1, count[i], LG_FP32);
+            float *gp = dec_download(dp[i], count[i], 1, count[i], LG_FP32);
+            float *gm = dec_download(dm[i], count[i], 1, count[i], LG_FP32), *gv = dec_download(dv[i], count[i], 1, count[i], LG_FP32);
             if (skipped) {
                 snprintf(what, sizeof what, "tensor %d: p untouched (skipped)", i);
-                ok &= same_bits(what, gp, before[i], 1, count[i]);
+                ok &= dec_same_bits(what, gp, before[i], 1, count[i]);
             }
             snprintf(what, sizeof what, "tensor %d: p", i);
-            ok &= close_f(what, gp, hp[i], 1, count[i], 2e-6, 1e-6);
+            ok &= dec_close_f(what, gp, hp[i], 1, count[i], 2e-6, 1e-6);
             snprintf(what, sizeof what, "tensor %d: m", i);
-            ok &= close_f(what, gm, hm[i], 1, count[i], 2e-6, 1e-6);
+            ok &= dec_close_f(what, gm, hm[i], 1, count[i], 2e-6, 1e-6);
             snprintf(what, sizeof what, "tensor %d: v", i);
-            ok &= close_f(what, gv, hv[i], 1, count[i], 2e-6, 1e-6);
+            ok &= dec_close_f(what, gv, hv[i], 1, count[i], 2e-6, 1e-6);
             if (i < 2) { /* the dtype copy inside FusedLoRA's buffer is the rounded master */
                 uint16_t *ha = malloc(sizeof(uint16_t) * (size_t)count[0]), *hb = malloc(sizeof(uint16_t) * (size_t)count[1]);
                 CHECK(lg_lora_get_adapter(L, ha, hb));

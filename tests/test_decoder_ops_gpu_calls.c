@@ -28,13 +28,13 @@ static int run_determinism(uint64_t seed)
     struct lg_norm_params np = {.hidden = H, .eps = 1e-5f, .dtype = t, .nlora = 3,
                                 .lora = {{16, 32, 0.1f, 1}, {16, 32, 0.1f, 2}, {16, 32, 0.1f, 3}}};
     lg_norm_t *N;
-    CHECK(lg_norm_init(ctx, &np, &N));
-    float *x = rnd((size_t)(n * H), seed, 1.0f, t), *a = rnd((size_t)(48 * H), seed + 1, 0.05f, t);
-    float *gam = rnd((size_t)H, seed + 2, 1.0f, t), *w = rnd((size_t)(V * 64), seed + 3, 1.0f, t);
-    CUdeviceptr X = upload_new(x, H, n, H, t), R = upload_new(x, H, n, H, t), Hh = lg_dev_alloc((size_t)(n * H) * e);
-    CUdeviceptr Y = lg_dev_alloc((size_t)(n * ldy) * e), RS = lg_dev_alloc((size_t)n * 4), G = upload_new(gam, H, 1, H, t);
-    CUdeviceptr A = upload_new(a, H, 48, H, t), D = lg_dev_alloc((size_t)(n * H) * e);
-    CUdeviceptr W = upload_new(w, 64, V, 64, t), LB = lg_dev_alloc((size_t)n * 4), WT = lg_dev_alloc((size_t)n * 4);
+    CHECK(lg_norm_init(dec_ctx, &np, &N));
+    float *x = dec_rnd((size_t)(n * H), seed, 1.0f, t), *a = dec_rnd((size_t)(48 * H), seed + 1, 0.05f, t);
+    float *gam = dec_rnd((size_t)H, seed + 2, 1.0f, t), *w = dec_rnd((size_t)(V * 64), seed + 3, 1.0f, t);
+    CUdeviceptr X = dec_upload_new(x, H, n, H, t), R = dec_upload_new(x, H, n, H, t), Hh = lg_dev_alloc((size_t)(n * H) * e);
+    CUdeviceptr Y = lg_dev_alloc((size_t)(n * ldy) * e), RS = lg_dev_alloc((size_t)n * 4), G = dec_upload_new(gam, H, 1, H, t);
+    CUdeviceptr A = dec_upload_new(a, H, 48, H, t), D = lg_dev_alloc((size_t)(n * H) * e);
+    CUdeviceptr W = dec_upload_new(w, 64, V, 64, t), LB = lg_dev_alloc((size_t)n * 4), WT = lg_dev_alloc((size_t)n * 4);
     CUdeviceptr LS = lg_dev_alloc((size_t)n * 4), DX = lg_dev_alloc((size_t)(n * 64) * e);
     int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
     for (int64_t i = 0; i < n; i++)
@@ -53,7 +53,7 @@ static int run_determinism(uint64_t seed)
     }
     struct lg_xent_params xp = {.hidden = 64, .vocab = V, .dtype = t, .chunk = ch};
     lg_xent_t *XE;
-    CHECK(lg_xent_init(ctx, &xp, &XE));
+    CHECK(lg_xent_init(dec_ctx, &xp, &XE));
     struct lg_xent_run xr = {.n = n, .x = X, .ldx = H, .w = W, .ldw = 64, .labels = LB, .weight = WT, .loss = LS,
                              .dx = DX, .lddx = 64};
     const size_t ny = (size_t)(n * ldy) * e, nd = (size_t)(n * H) * e, nx = (size_t)(n * 64) * e;
@@ -99,15 +99,15 @@ static void run_bad_calls(void)
     lg_norm_t *N;
     struct lg_norm_params np = {.hidden = 256, .eps = 1e-5f, .dtype = LG_BF16};
     struct lg_norm_params bad = np;
-    bad.hidden = 200, EXPECT_BAD(lg_norm_init(ctx, &bad, &N), LG_ERR_INVALID, "hidden");
-    bad = np, bad.dtype = LG_FP32, EXPECT_BAD(lg_norm_init(ctx, &bad, &N), LG_ERR_UNSUPPORTED, "fp32");
-    bad = np, bad.nlora = 4, EXPECT_BAD(lg_norm_init(ctx, &bad, &N), LG_ERR_INVALID, "nlora");
+    bad.hidden = 200, EXPECT_BAD(lg_norm_init(dec_ctx, &bad, &N), LG_ERR_INVALID, "hidden");
+    bad = np, bad.dtype = LG_FP32, EXPECT_BAD(lg_norm_init(dec_ctx, &bad, &N), LG_ERR_UNSUPPORTED, "fp32");
+    bad = np, bad.nlora = 4, EXPECT_BAD(lg_norm_init(dec_ctx, &bad, &N), LG_ERR_INVALID, "nlora");
     bad = np, bad.nlora = 1, bad.lora[0] = (struct lg_lora_reader){12, 24, 0, 0};
-    EXPECT_BAD(lg_norm_init(ctx, &bad, &N), LG_ERR_INVALID, "rank");
-    bad.lora[0] = (struct lg_lora_reader){16, 32, 1.0f, 0}, EXPECT_BAD(lg_norm_init(ctx, &bad, &N), LG_ERR_INVALID, "dropout");
+    EXPECT_BAD(lg_norm_init(dec_ctx, &bad, &N), LG_ERR_INVALID, "rank");
+    bad.lora[0] = (struct lg_lora_reader){16, 32, 1.0f, 0}, EXPECT_BAD(lg_norm_init(dec_ctx, &bad, &N), LG_ERR_INVALID, "dropout");
     bad.lora[0] = (struct lg_lora_reader){128, 32, 0, 0}, bad.nlora = 2, bad.lora[1] = bad.lora[0];
-    ck_assert_int_ne(lg_norm_init(ctx, &bad, &N), LG_OK); /* 2 x 128 accumulators: too many for one kernel */
-    CHECK(lg_norm_init(ctx, &np, &N));
+    ck_assert_int_ne(lg_norm_init(dec_ctx, &bad, &N), LG_OK); /* 2 x 128 accumulators: too many for one kernel */
+    CHECK(lg_norm_init(dec_ctx, &np, &N));
     struct lg_norm_fwd f = {.n = 64, .res = B, .ldres = 256, .gamma = B, .y = B + 64 * 256 * e, .ldy = 256, .rstd = B};
     struct lg_norm_fwd g = f;
     g.ldres = 250, EXPECT_BAD(lg_norm_forward(N, &g, 0), LG_ERR_INVALID, "res");
@@ -126,10 +126,10 @@ static void run_bad_calls(void)
     for (int i = 0; i < 64; i++)
         inv[i] = 1.0f / (float)(i + 1);
     struct lg_rope_params rp = {.head_dim = 100, .dtype = LG_BF16, .inv_freq = inv};
-    EXPECT_BAD(lg_rope_init(ctx, &rp, &R), LG_ERR_INVALID, "head_dim");
-    rp.head_dim = 128, rp.inv_freq = NULL, EXPECT_BAD(lg_rope_init(ctx, &rp, &R), LG_ERR_INVALID, "inv_freq");
+    EXPECT_BAD(lg_rope_init(dec_ctx, &rp, &R), LG_ERR_INVALID, "head_dim");
+    rp.head_dim = 128, rp.inv_freq = NULL, EXPECT_BAD(lg_rope_init(dec_ctx, &rp, &R), LG_ERR_INVALID, "inv_freq");
     rp.inv_freq = inv;
-    CHECK(lg_rope_init(ctx, &rp, &R));
+    CHECK(lg_rope_init(dec_ctx, &rp, &R));
     struct lg_rope_run rr = {.n = 8, .q = B, .ldq = 4 * 128, .hq = 4, .k = B, .ldk = 100, .hk = 1, .cu_seqlens = B, .nseq = 2};
     EXPECT_BAD(lg_rope_apply(R, &rr, 0), LG_ERR_INVALID, "k");
     rr.ldk = 128, rr.nseq = 9, EXPECT_BAD(lg_rope_apply(R, &rr, 0), LG_ERR_INVALID, "nseq");
@@ -137,9 +137,9 @@ static void run_bad_calls(void)
 
     lg_swiglu_t *S;
     struct lg_swiglu_params sp = {.inter = 100, .dtype = LG_BF16};
-    EXPECT_BAD(lg_swiglu_init(ctx, &sp, &S), LG_ERR_INVALID, "inter");
+    EXPECT_BAD(lg_swiglu_init(dec_ctx, &sp, &S), LG_ERR_INVALID, "inter");
     sp.inter = 256;
-    CHECK(lg_swiglu_init(ctx, &sp, &S));
+    CHECK(lg_swiglu_init(dec_ctx, &sp, &S));
     struct lg_swiglu_fwd sf = {.n = 4, .g = B, .ldg = 256, .u = B, .ldu = 256, .a = B, .lda = 256};
     EXPECT_BAD(lg_swiglu_forward(S, &sf, 0), LG_ERR_INVALID, "overwrite");
     sf.a = B + 4096, sf.with_s = 1, EXPECT_BAD(lg_swiglu_forward(S, &sf, 0), LG_ERR_INVALID, "with_lora");
@@ -147,9 +147,9 @@ static void run_bad_calls(void)
 
     lg_xent_t *XE;
     struct lg_xent_params xp = {.hidden = 64, .vocab = 1001, .dtype = LG_BF16};
-    EXPECT_BAD(lg_xent_init(ctx, &xp, &XE), LG_ERR_INVALID, "vocab");
+    EXPECT_BAD(lg_xent_init(dec_ctx, &xp, &XE), LG_ERR_INVALID, "vocab");
     xp.vocab = 1000, xp.chunk = 16;
-    CHECK(lg_xent_init(ctx, &xp, &XE));
+    CHECK(lg_xent_init(dec_ctx, &xp, &XE));
     struct lg_xent_run xr = {.n = 4, .x = B, .ldx = 64, .w = B, .ldw = 64, .labels = B, .weight = B, .loss = B,
                              .dx = B, .lddx = 64};
     EXPECT_BAD(lg_xent_apply(XE, &xr, 0), LG_ERR_INVALID, "dx");
@@ -159,23 +159,23 @@ static void run_bad_calls(void)
     lg_adamw_t *A;
     struct lg_adamw_tensor tt = {.p = B, .g = B + 64, .m = B + 128, .v = B + 192, .count = 6};
     struct lg_adamw_params ap = {.dtype = LG_BF16, .ntensors = 1, .tensors = &tt};
-    EXPECT_BAD(lg_adamw_init(ctx, &ap, &A), LG_ERR_INVALID, "count");
-    tt.count = 8, tt.g = B + 4, EXPECT_BAD(lg_adamw_init(ctx, &ap, &A), LG_ERR_INVALID, "g");
-    tt.g = B + 64, tt.half = B + 1024, tt.half_cols = 3, EXPECT_BAD(lg_adamw_init(ctx, &ap, &A), LG_ERR_INVALID, "half_cols");
+    EXPECT_BAD(lg_adamw_init(dec_ctx, &ap, &A), LG_ERR_INVALID, "count");
+    tt.count = 8, tt.g = B + 4, EXPECT_BAD(lg_adamw_init(dec_ctx, &ap, &A), LG_ERR_INVALID, "g");
+    tt.g = B + 64, tt.half = B + 1024, tt.half_cols = 3, EXPECT_BAD(lg_adamw_init(dec_ctx, &ap, &A), LG_ERR_INVALID, "half_cols");
     tt.half = 0;
-    CHECK(lg_adamw_init(ctx, &ap, &A));
+    CHECK(lg_adamw_init(dec_ctx, &ap, &A));
     struct lg_adamw_hyper hy = {.lr = 1e-3, .beta1 = 1.0, .beta2 = 0.999};
     EXPECT_BAD(lg_adamw_step(A, &hy, 0), LG_ERR_INVALID, "beta1");
     lg_adamw_free(A);
 
     lg_embed_t *E;
     struct lg_embed_params ep = {.hidden = 12, .vocab = 10, .dtype = LG_BF16};
-    EXPECT_BAD(lg_embed_init(ctx, &ep, &E), LG_ERR_INVALID, "hidden");
+    EXPECT_BAD(lg_embed_init(dec_ctx, &ep, &E), LG_ERR_INVALID, "hidden");
     cuMemFree(B);
     printf("PASS bad calls: every one an error status naming the argument\n");
 }
 
-START_TEST(deterministic) { ck_assert(run_determinism(case_seed(1000))); }
+START_TEST(deterministic) { ck_assert(run_determinism(dec_case_seed(1000))); }
 END_TEST
 
 START_TEST(bad_calls_are_errors) { run_bad_calls(); }

@@ -28,7 +28,7 @@ static int run_embed(const struct tcase *c, uint64_t seed)
 {
     const enum lg_dtype t = c->t;
     const int64_t n = c->n, H = c->k, V = c->a, pad = (c->flags & F_PAD) ? 8 : 0;
-    float *tab = rnd((size_t)(V * H), seed + 1, 1.0f, t), *u = rnd((size_t)n, seed + 2, 1.0f, LG_FP32);
+    float *tab = dec_rnd((size_t)(V * H), seed + 1, 1.0f, t), *u = dec_rnd((size_t)n, seed + 2, 1.0f, LG_FP32);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
     int nbad = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -37,22 +37,22 @@ static int run_embed(const struct tcase *c, uint64_t seed)
     }
     if (n > 2)
         ids[n / 2] = (int32_t)V, ids[1] = -1, nbad = 2; /* out of range both ways: zero rows, counted */
-    CUdeviceptr T = upload_new(tab, H + pad, V, H, t), O = lg_dev_alloc((size_t)(n * (H + pad)) * lg_dtype_size(t));
+    CUdeviceptr T = dec_upload_new(tab, H + pad, V, H, t), O = lg_dev_alloc((size_t)(n * (H + pad)) * lg_dtype_size(t));
     CUdeviceptr I = lg_dev_alloc(sizeof(int32_t) * (size_t)n);
     lg_dev_poison(O, (size_t)(n * (H + pad)) * lg_dtype_size(t));
     CU_CHECK(cuMemcpyHtoD(I, ids, sizeof(int32_t) * (size_t)n));
     struct lg_embed_params ep = {.hidden = H, .vocab = V, .dtype = t};
     lg_embed_t *E;
-    CHECK(lg_embed_init(ctx, &ep, &E));
+    CHECK(lg_embed_init(dec_ctx, &ep, &E));
     struct lg_embed_run er = {.n = n, .ids = I, .table = T, .ldt = H + pad, .out = O, .ldo = H + pad};
     CHECK(lg_embed_gather(E, &er, 0));
     int bad = -1;
     CHECK(lg_embed_bad_ids(E, 0, &bad));
-    float *got = download(O, H + pad, n, H, t), *want = calloc((size_t)(n * H), sizeof(float));
+    float *got = dec_download(O, H + pad, n, H, t), *want = calloc((size_t)(n * H), sizeof(float));
     for (int64_t i = 0; i < n; i++)
         if (ids[i] >= 0 && ids[i] < V)
             memcpy(want + i * H, tab + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
-    int ok = same_bits("out = table[ids] (bad ids: zero rows)", got, want, n, H);
+    int ok = dec_same_bits("out = table[ids] (bad ids: zero rows)", got, want, n, H);
     printf("  %s out-of-range ids counted: %d (want %d)\n", bad == nbad ? "PASS" : "FAIL", bad, nbad);
     ok &= bad == nbad;
     lg_embed_free(E);
@@ -72,8 +72,8 @@ static int run_xent(const struct tcase *c, uint64_t seed)
     const int64_t ldx = H + pad, ldw = H + (tied ? 8 : pad);
     /* logits of a few units: a bf16 logit that rounds the other way than the reference shifts lse and one row of
      * dx by p·ulp; at std 9 (ulp 1/16 at 12) that alone broke the tolerances below */
-    float *x = rnd((size_t)(n * H), seed + 1, 1.0f, t), *w = rnd((size_t)(V * H), seed + 2, 3.0f / sqrtf((float)H), t);
-    float *u = rnd((size_t)n, seed + 3, 1.0f, LG_FP32), *dx0 = rnd((size_t)(n * H), seed + 4, 0.01f, t);
+    float *x = dec_rnd((size_t)(n * H), seed + 1, 1.0f, t), *w = dec_rnd((size_t)(V * H), seed + 2, 3.0f / sqrtf((float)H), t);
+    float *u = dec_rnd((size_t)n, seed + 3, 1.0f, LG_FP32), *dx0 = dec_rnd((size_t)(n * H), seed + 4, 0.01f, t);
     int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
     float *wt = malloc(sizeof(float) * (size_t)n);
     int64_t counted = 0;
@@ -89,10 +89,10 @@ static int run_xent(const struct tcase *c, uint64_t seed)
         wt[i] = lab[i] == -100 || lab[i] >= V ? 7.0f : (0.5f + fabsf(u[i])) / (float)(counted ? counted : 1);
     const float gs = t == LG_FP16 ? (float)counted : 0.0f;
 
-    CUdeviceptr X = upload_new(x, ldx, n, H, t), W = upload_new(w, ldw, V, H, t);
-    CUdeviceptr LB = lg_dev_alloc(sizeof(int32_t) * (size_t)n), WT = upload_new(wt, n, 1, n, LG_FP32);
+    CUdeviceptr X = dec_upload_new(x, ldx, n, H, t), W = dec_upload_new(w, ldw, V, H, t);
+    CUdeviceptr LB = lg_dev_alloc(sizeof(int32_t) * (size_t)n), WT = dec_upload_new(wt, n, 1, n, LG_FP32);
     CUdeviceptr LS = lg_dev_alloc(sizeof(float) * (size_t)n), LSE = lg_dev_alloc(sizeof(float) * (size_t)n);
-    CUdeviceptr DX = acc ? upload_new(dx0, ldx, n, H, t) : lg_dev_alloc((size_t)(n * ldx) * e);
+    CUdeviceptr DX = acc ? dec_upload_new(dx0, ldx, n, H, t) : lg_dev_alloc((size_t)(n * ldx) * e);
     CU_CHECK(cuMemcpyHtoD(LB, lab, sizeof(int32_t) * (size_t)n));
     lg_dev_poison(LS, sizeof(float) * (size_t)n), lg_dev_poison(LSE, sizeof(float) * (size_t)n);
     if (!acc)
@@ -101,7 +101,7 @@ static int run_xent(const struct tcase *c, uint64_t seed)
     if (tied) { /* the head is the embedding table: the same buffer serves the gather */
         struct lg_embed_params ep = {.hidden = H, .vocab = V, .dtype = t};
         lg_embed_t *E;
-        CHECK(lg_embed_init(ctx, &ep, &E));
+        CHECK(lg_embed_init(dec_ctx, &ep, &E));
         CUdeviceptr O = lg_dev_alloc((size_t)(n * H) * e), I = lg_dev_alloc(sizeof(int32_t) * (size_t)n);
         int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
         for (int64_t i = 0; i < n; i++)
@@ -109,17 +109,17 @@ static int run_xent(const struct tcase *c, uint64_t seed)
         CU_CHECK(cuMemcpyHtoD(I, ids, sizeof(int32_t) * (size_t)n));
         struct lg_embed_run er = {.n = n, .ids = I, .table = W, .ldt = ldw, .out = O, .ldo = H};
         CHECK(lg_embed_gather(E, &er, 0));
-        float *got = download(O, H, n, H, t), *want = malloc(sizeof(float) * (size_t)(n * H));
+        float *got = dec_download(O, H, n, H, t), *want = malloc(sizeof(float) * (size_t)(n * H));
         for (int64_t i = 0; i < n; i++)
             memcpy(want + i * H, w + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
-        ok &= same_bits("tied: embed gather from the head", got, want, n, H);
+        ok &= dec_same_bits("tied: embed gather from the head", got, want, n, H);
         lg_embed_free(E);
         cuMemFree(O), cuMemFree(I);
         free(ids), free(got), free(want);
     }
     struct lg_xent_params xp = {.hidden = H, .vocab = V, .dtype = t, .chunk = chunk};
     lg_xent_t *XE;
-    CHECK(lg_xent_init(ctx, &xp, &XE));
+    CHECK(lg_xent_init(dec_ctx, &xp, &XE));
     struct lg_xent_run xr = {.n = n, .x = X, .ldx = ldx, .w = W, .ldw = ldw, .labels = LB, .weight = WT, .loss = LS,
                              .lse = LSE, .dx = DX, .lddx = ldx, .dx_beta = acc ? 1.0f : 0.0f, .grad_scale = gs};
     CHECK(lg_xent_apply(XE, &xr, 0));
@@ -157,14 +157,14 @@ static int run_xent(const struct tcase *c, uint64_t seed)
                     dxr[i * H + k] += dl / g * w[v * H + k];
         }
     }
-    float *lg = download(LS, n, 1, n, LG_FP32), *lseg = download(LSE, n, 1, n, LG_FP32);
-    float *dxg = download(DX, ldx, n, H, t);
+    float *lg = dec_download(LS, n, 1, n, LG_FP32), *lseg = dec_download(LSE, n, 1, n, LG_FP32);
+    float *dxg = dec_download(DX, ldx, n, H, t);
     /* a logit whose fp32 GEMM sum lies within rounding of a dtype tie may round the other way on the GPU: the
      * label's logit then moves the loss by one ulp of it (weighted), and the lse by its softmax share */
     size_t lbad = 0, lfirst = 0;
     for (int64_t i = 0; i < n; i++) {
         const double zl = lab[i] >= 0 && lab[i] < V ? fabs(lr[i] / (wt[i] ? wt[i] : 1) - lser[i]) : 0;
-        const double lim = 5e-5 * fabs(lr[i]) + 1e-7 + wt[i] * ulp(t) * (zl + 1.0);
+        const double lim = 5e-5 * fabs(lr[i]) + 1e-7 + wt[i] * dec_ulp(t) * (zl + 1.0);
         if (!(fabs(lg[i] - lr[i]) <= lim) && !lbad++)
             lfirst = (size_t)i;
     }
@@ -173,8 +173,8 @@ static int run_xent(const struct tcase *c, uint64_t seed)
     if (lbad)
         printf("; first at row %zu: got %.7g, want %.7g\n", lfirst, (double)lg[lfirst], lr[lfirst]);
     ok &= lbad == 0;
-    ok &= close_to("lse per token", lseg, lser, 1, n, 2e-4, 1e-7);
-    ok &= close_to(acc ? "dx (accumulated)" : "dx", dxg, dxr, n, H, ulp(t), 0.05 * ulp(t));
+    ok &= dec_close_to("lse per token", lseg, lser, 1, n, 2e-4, 1e-7);
+    ok &= dec_close_to(acc ? "dx (accumulated)" : "dx", dxg, dxr, n, H, dec_ulp(t), 0.05 * dec_ulp(t));
     printf("  %s bad labels counted: %d (want %d)\n", bad == nbad ? "PASS" : "FAIL", bad, nbad);
     ok &= bad == nbad;
     lg_xent_free(XE);

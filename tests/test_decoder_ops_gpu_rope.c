@@ -26,7 +26,7 @@
 static int32_t *make_cu(int64_t n, int nseq, uint64_t seed)
 {
     int32_t *cu = malloc(sizeof(int32_t) * (size_t)(nseq + 1));
-    float *u = rnd((size_t)nseq, seed, 1.0f, LG_FP32);
+    float *u = dec_rnd((size_t)nseq, seed, 1.0f, LG_FP32);
     cu[0] = 0;
     int64_t left = n;
     for (int i = 0; i < nseq; i++) {
@@ -62,20 +62,20 @@ static int run_rope(const struct tcase *c, uint64_t seed)
     printf("%s\n", c->c > 12 ? " ..." : "");
     struct lg_rope_params rpp = {.head_dim = d, .dtype = t, .inv_freq = inv};
     lg_rope_t *R;
-    CHECK(lg_rope_init(ctx, &rpp, &R));
+    CHECK(lg_rope_init(dec_ctx, &rpp, &R));
     CUdeviceptr dcu = lg_dev_alloc(sizeof(int32_t) * (size_t)(c->c + 1));
     CU_CHECK(cuMemcpyHtoD(dcu, cu, sizeof(int32_t) * (size_t)(c->c + 1)));
     struct lg_ref_seqs sq = {.n = n, .nseq = c->c, .cu = cu};
     int ok = 1;
     for (int dir = 0; dir < 2; dir++) {
-        float *q = rnd((size_t)(n * hq * d), seed + 10 + (uint64_t)dir, 1.0f, t);
-        float *k = rnd((size_t)(n * hk * d), seed + 20 + (uint64_t)dir, 1.0f, t);
-        CUdeviceptr dq = upload_new(q, ldq, n, hq * d, t), dk = upload_new(k, ldk, n, hk * d, t);
+        float *q = dec_rnd((size_t)(n * hq * d), seed + 10 + (uint64_t)dir, 1.0f, t);
+        float *k = dec_rnd((size_t)(n * hk * d), seed + 20 + (uint64_t)dir, 1.0f, t);
+        CUdeviceptr dq = dec_upload_new(q, ldq, n, hq * d, t), dk = dec_upload_new(k, ldk, n, hk * d, t);
         struct lg_rope_run rr = {.n = n, .q = dq, .ldq = ldq, .hq = (int)hq, .k = dk, .ldk = ldk, .hk = (int)hk,
                                  .cu_seqlens = dcu, .nseq = c->c, .backward = dir};
         CHECK(lg_rope_apply(R, &rr, 0));
         CU_CHECK(cuCtxSynchronize());
-        float *gq = download(dq, ldq, n, hq * d, t), *gk = download(dk, ldk, n, hk * d, t);
+        float *gq = dec_download(dq, ldq, n, hq * d, t), *gk = dec_download(dk, ldk, n, hk * d, t);
         float *rq = malloc(sizeof(float) * (size_t)(n * hq * d)), *rk = malloc(sizeof(float) * (size_t)(n * hk * d));
         if (dir == 0) {
             CHECK(lg_ref_rope_forward(&rp, &sq, hq, q, rq));
@@ -84,10 +84,10 @@ static int run_rope(const struct tcase *c, uint64_t seed)
             CHECK(lg_ref_rope_backward(&rp, &sq, hq, q, rq));
             CHECK(lg_ref_rope_backward(&rp, &sq, hk, k, rk));
         }
-        ok &= close_f(dir ? "dq (backward)" : "q (forward)", gq, rq, n, hq * d, ulp(t), 0.01 * ulp(t));
-        ok &= close_f(dir ? "dk (backward)" : "k (forward)", gk, rk, n, hk * d, ulp(t), 0.01 * ulp(t));
+        ok &= dec_close_f(dir ? "dq (backward)" : "q (forward)", gq, rq, n, hq * d, dec_ulp(t), 0.01 * dec_ulp(t));
+        ok &= dec_close_f(dir ? "dk (backward)" : "k (forward)", gk, rk, n, hk * d, dec_ulp(t), 0.01 * dec_ulp(t));
         if (pad) {
-            float *tail = download(dq + (CUdeviceptr)((size_t)(hq * d) * e), ldq, n, pad, t);
+            float *tail = dec_download(dq + (CUdeviceptr)((size_t)(hq * d) * e), ldq, n, pad, t);
             int untouched = 1;
             for (int64_t i = 0; i < n * pad; i++)
                 untouched &= isnan(tail[i]);

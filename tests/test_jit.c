@@ -66,22 +66,22 @@ START_TEST(key_changes_with_every_input)
     const char *opts_b[] = {"--gpu-architecture=sm_90", "-std=c++14", "--fmad=true", "-lineinfo"};
     const char *split1[] = {"ab", "c"}, *split2[] = {"a", "bc"};
     struct lg_jit_key k[10];
-    lg_jit_key_ex(AXPB_SRC, 90, 13000, opts, 4, 1, &k[0]);
+    lg_jit_key_ex(JIT_AXPB_SRC, 90, 13000, opts, 4, 1, &k[0]);
     lg_jit_key_ex("extern \"C\" __global__ void f() {}", 90, 13000, opts, 4, 1, &k[1]);
-    lg_jit_key_ex(AXPB_SRC, 89, 13000, opts, 4, 1, &k[2]);
-    lg_jit_key_ex(AXPB_SRC, 90, 13010, opts, 4, 1, &k[3]);
-    lg_jit_key_ex(AXPB_SRC, 90, 13000, opts, 5, 1, &k[4]);    /* an option added */
-    lg_jit_key_ex(AXPB_SRC, 90, 13000, opts_b, 4, 1, &k[5]);  /* an option changed */
-    lg_jit_key_ex(AXPB_SRC, 90, 13000, opts, 4, 2, &k[6]);    /* format version */
-    lg_jit_key_ex(AXPB_SRC, 90, 13000, split1, 2, 1, &k[7]);  /* same bytes, other option boundaries */
-    lg_jit_key_ex(AXPB_SRC, 90, 13000, split2, 2, 1, &k[8]);
-    lg_jit_key_ex(AXPB_SRC, 90, 13000, opts, 4, 1, &k[9]);    /* deterministic */
+    lg_jit_key_ex(JIT_AXPB_SRC, 89, 13000, opts, 4, 1, &k[2]);
+    lg_jit_key_ex(JIT_AXPB_SRC, 90, 13010, opts, 4, 1, &k[3]);
+    lg_jit_key_ex(JIT_AXPB_SRC, 90, 13000, opts, 5, 1, &k[4]);    /* an option added */
+    lg_jit_key_ex(JIT_AXPB_SRC, 90, 13000, opts_b, 4, 1, &k[5]);  /* an option changed */
+    lg_jit_key_ex(JIT_AXPB_SRC, 90, 13000, opts, 4, 2, &k[6]);    /* format version */
+    lg_jit_key_ex(JIT_AXPB_SRC, 90, 13000, split1, 2, 1, &k[7]);  /* same bytes, other option boundaries */
+    lg_jit_key_ex(JIT_AXPB_SRC, 90, 13000, split2, 2, 1, &k[8]);
+    lg_jit_key_ex(JIT_AXPB_SRC, 90, 13000, opts, 4, 1, &k[9]);    /* deterministic */
     for (int i = 0; i < 9; i++)
         for (int j = i + 1; j < 9; j++)
             ck_assert_msg(strcmp(k[i].hex, k[j].hex) != 0, "keys %d and %d collide", i, j);
     ck_assert_str_eq(k[0].hex, k[9].hex);
     /* one changed byte at the end of the source */
-    char *src = strdup(AXPB_SRC);
+    char *src = strdup(JIT_AXPB_SRC);
     src[strlen(src) - 2] = ' ';
     struct lg_jit_key kb;
     lg_jit_key_ex(src, 90, 13000, opts, 4, 1, &kb);
@@ -93,10 +93,10 @@ END_TEST
 START_TEST(public_key_is_hex_and_follows_source_and_arch)
 {
     char a[33], b[33], c[33], again[33];
-    lg_jit_cache_key(AXPB_SRC, 90, a);
-    lg_jit_cache_key(AXPB_SRC, 80, b);
-    lg_jit_cache_key(BAD_SRC, 90, c);
-    lg_jit_cache_key(AXPB_SRC, 90, again);
+    lg_jit_cache_key(JIT_AXPB_SRC, 90, a);
+    lg_jit_cache_key(JIT_AXPB_SRC, 80, b);
+    lg_jit_cache_key(JIT_BAD_SRC, 90, c);
+    lg_jit_cache_key(JIT_AXPB_SRC, 90, again);
     ck_assert_uint_eq(strlen(a), 32);
     ck_assert_uint_eq(strspn(a, "0123456789abcdef"), 32);
     ck_assert_str_ne(a, b);
@@ -105,7 +105,7 @@ START_TEST(public_key_is_hex_and_follows_source_and_arch)
     struct lg_jit_key k;
     int nopt;
     const char *const *opts = lg_nvrtc_options(90, &nopt);
-    lg_jit_key_ex(AXPB_SRC, 90, lg_nvrtc_version(), opts, nopt, LG_JIT_FORMAT_VERSION, &k);
+    lg_jit_key_ex(JIT_AXPB_SRC, 90, lg_nvrtc_version(), opts, nopt, LG_JIT_FORMAT_VERSION, &k);
     ck_assert_str_eq(a, k.hex);
 }
 END_TEST
@@ -144,9 +144,9 @@ START_TEST(compile_valid_kernel)
     void *cubin = NULL;
     size_t n = 0;
     char *log = NULL;
-    enum lg_status st = lg_nvrtc_compile(AXPB_SRC, "axpb.cu", ARCHS[_i], &cubin, &n, &log);
+    enum lg_status st = lg_nvrtc_compile(JIT_AXPB_SRC, "axpb.cu", ARCHS[_i], &cubin, &n, &log);
     ck_assert_msg(st == LG_OK, "sm_%d: %s", ARCHS[_i], lg_last_error());
-    assert_cubin_elf(cubin, n);
+    jit_assert_cubin_elf(cubin, n);
     ck_assert_ptr_nonnull(log);
     free(cubin);
     free(log);
@@ -158,7 +158,7 @@ START_TEST(compile_error_reports_source_and_line)
     void *cubin = NULL;
     size_t n = 0;
     char *log = (char *)1;
-    enum lg_status st = lg_nvrtc_compile(BAD_SRC, "bad_kernel.cu", 90, &cubin, &n, &log);
+    enum lg_status st = lg_nvrtc_compile(JIT_BAD_SRC, "bad_kernel.cu", 90, &cubin, &n, &log);
     ck_assert_int_eq(st, LG_ERR_NVRTC);
     ck_assert_ptr_null(cubin);
     ck_assert_ptr_null(log);
@@ -173,10 +173,10 @@ START_TEST(compile_bad_arch_fails_cleanly)
 {
     void *cubin = NULL;
     size_t n = 0;
-    ck_assert_int_eq(lg_nvrtc_compile(AXPB_SRC, "a.cu", 5, &cubin, &n, NULL), LG_ERR_UNSUPPORTED);
-    ck_assert_int_eq(lg_nvrtc_compile(AXPB_SRC, "a.cu", 1000, &cubin, &n, NULL), LG_ERR_UNSUPPORTED);
+    ck_assert_int_eq(lg_nvrtc_compile(JIT_AXPB_SRC, "a.cu", 5, &cubin, &n, NULL), LG_ERR_UNSUPPORTED);
+    ck_assert_int_eq(lg_nvrtc_compile(JIT_AXPB_SRC, "a.cu", 1000, &cubin, &n, NULL), LG_ERR_UNSUPPORTED);
     /* in range for us, but no NVRTC 13 target: NVRTC's own refusal comes back as a status */
-    enum lg_status st = lg_nvrtc_compile(AXPB_SRC, "a.cu", 11, &cubin, &n, NULL);
+    enum lg_status st = lg_nvrtc_compile(JIT_AXPB_SRC, "a.cu", 11, &cubin, &n, NULL);
     ck_assert_int_eq(st, LG_ERR_NVRTC);
     ck_assert(strstr(lg_last_error(), "a.cu: ") == lg_last_error());
     ck_assert_int_eq(lg_nvrtc_compile(NULL, "a.cu", 90, &cubin, &n, NULL), LG_ERR_INVALID);
@@ -225,28 +225,28 @@ START_TEST(gpu_launch)
     CU_CHECK(cuDevicePrimaryCtxRetain(&ctx, dev));
     CU_CHECK(cuCtxSetCurrent(ctx));
     uint64_t seed = lg_test_seed();
-    char *dir = make_tmpdir();
+    char *dir = jit_tmpdir();
     struct lg_jit_params p = {.cache_dir = dir}; /* arch 0: the current device's */
     lg_jit_t *jit;
     ck_assert_msg(lg_jit_init(&p, &jit) == LG_OK, "%s", lg_last_error());
     CUfunction f, f2;
-    ck_assert_msg(lg_jit_get(jit, AXPB_SRC, "lg_test_axpb", &f) == LG_OK, "%s", lg_last_error());
-    ck_assert_int_eq(lg_jit_get(jit, AXPB_SRC, "lg_test_axpb", &f2), LG_OK);
+    ck_assert_msg(lg_jit_get(jit, JIT_AXPB_SRC, "lg_test_axpb", &f) == LG_OK, "%s", lg_last_error());
+    ck_assert_int_eq(lg_jit_get(jit, JIT_AXPB_SRC, "lg_test_axpb", &f2), LG_OK);
     ck_assert_ptr_eq(f, f2);
-    assert_stats(jit, 1, 0, 1, 0);
-    ck_assert_int_eq(lg_jit_get(jit, AXPB_SRC, "lg_test_missing", &f2), LG_ERR_CUDA);
+    jit_assert_stats(jit, 1, 0, 1, 0);
+    ck_assert_int_eq(lg_jit_get(jit, JIT_AXPB_SRC, "lg_test_missing", &f2), LG_ERR_CUDA);
     ck_assert_msg(strstr(lg_last_error(), "CUDA_ERROR_NOT_FOUND"), "detail: %s", lg_last_error());
     run_axpb(f, 1000, seed);
     lg_jit_free(jit);
 
     /* a second instance loads the disk entry into the driver */
     ck_assert_int_eq(lg_jit_init(&p, &jit), LG_OK);
-    ck_assert_int_eq(lg_jit_get(jit, AXPB_SRC, "lg_test_axpb", &f), LG_OK);
-    assert_stats(jit, 0, 1, 0, 0);
+    ck_assert_int_eq(lg_jit_get(jit, JIT_AXPB_SRC, "lg_test_axpb", &f), LG_OK);
+    jit_assert_stats(jit, 0, 1, 0, 0);
     run_axpb(f, 4097, seed + 1);
     lg_jit_free(jit);
     cuDevicePrimaryCtxRelease(dev);
-    rm_rf(dir);
+    jit_rm_rf(dir);
     free(dir);
 }
 END_TEST
@@ -254,17 +254,17 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("jit");
-    TCase *tc = tcase(s, "key");
+    TCase *tc = jit_tcase(s, "key");
     tcase_add_test(tc, hash_matches_murmur3_reference);
     tcase_add_test(tc, hash_streaming_equals_one_shot);
     tcase_add_test(tc, key_changes_with_every_input);
     tcase_add_test(tc, public_key_is_hex_and_follows_source_and_arch);
-    tc = tcase(s, "nvrtc");
+    tc = jit_tcase(s, "nvrtc");
     tcase_add_test(tc, options_are_as_specified);
     tcase_add_loop_test(tc, compile_valid_kernel, 0, 3);
     tcase_add_test(tc, compile_error_reports_source_and_line);
     tcase_add_test(tc, compile_bad_arch_fails_cleanly);
-    tc = tcase(s, "gpu");
+    tc = jit_tcase(s, "gpu");
     tcase_add_test(tc, gpu_launch);
     int failed = lg_test_run(s, 0);
     return failed ? 1 : 0;

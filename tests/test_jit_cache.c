@@ -86,63 +86,63 @@ static void get_cubin(lg_jit_t *jit, const char *src, int arch, uint8_t **c, siz
 
 START_TEST(memory_cache_hits)
 {
-    char *dir = make_tmpdir();
+    char *dir = jit_tmpdir();
     lg_jit_t *jit = jit_at(dir, 90);
     uint8_t *a, *b, *c;
     size_t na, nb, nc;
-    get_cubin(jit, AXPB_SRC, 90, &a, &na);
-    get_cubin(jit, AXPB_SRC, 0, &b, &nb); /* 0: the jit's arch, the same entry */
-    assert_stats(jit, 1, 0, 1, 0);
+    get_cubin(jit, JIT_AXPB_SRC, 90, &a, &na);
+    get_cubin(jit, JIT_AXPB_SRC, 0, &b, &nb); /* 0: the jit's arch, the same entry */
+    jit_assert_stats(jit, 1, 0, 1, 0);
     ck_assert(na == nb && memcmp(a, b, na) == 0);
-    get_cubin(jit, AXPB_SRC, 89, &c, &nc); /* another arch is another entry */
-    assert_stats(jit, 1, 0, 2, 0);
-    assert_cubin_elf(c, nc);
+    get_cubin(jit, JIT_AXPB_SRC, 89, &c, &nc); /* another arch is another entry */
+    jit_assert_stats(jit, 1, 0, 2, 0);
+    jit_assert_cubin_elf(c, nc);
     ck_assert_int_eq(count_files(dir), 2);
     free(a), free(b), free(c);
     lg_jit_free(jit);
-    rm_rf(dir);
+    jit_rm_rf(dir);
     free(dir);
 }
 END_TEST
 
 START_TEST(disk_cache_round_trip)
 {
-    char *dir = make_tmpdir();
+    char *dir = jit_tmpdir();
     lg_jit_t *j1 = jit_at(dir, 90);
     ck_assert_str_eq(lg_jit_cache_dir(j1), dir);
     ck_assert_str_eq(lg_jit_cache_note(j1), "");
     uint8_t *a, *b;
     size_t na, nb;
-    get_cubin(j1, AXPB_SRC, 90, &a, &na);
-    assert_stats(j1, 0, 0, 1, 0);
+    get_cubin(j1, JIT_AXPB_SRC, 90, &a, &na);
+    jit_assert_stats(j1, 0, 0, 1, 0);
     lg_jit_free(j1);
     ck_assert_int_eq(count_files(dir), 1); /* the entry, and no temp file left behind */
-    char *path = entry_path(dir, AXPB_SRC, 90);
+    char *path = entry_path(dir, JIT_AXPB_SRC, 90);
     ck_assert_int_eq(access(path, R_OK), 0);
 
     lg_jit_t *j2 = jit_at(dir, 90);
-    get_cubin(j2, AXPB_SRC, 90, &b, &nb);
-    assert_stats(j2, 0, 1, 0, 0);
+    get_cubin(j2, JIT_AXPB_SRC, 90, &b, &nb);
+    jit_assert_stats(j2, 0, 1, 0, 0);
     ck_assert(na == nb && memcmp(a, b, na) == 0);
     lg_jit_free(j2);
     free(a), free(b), free(path);
-    rm_rf(dir);
+    jit_rm_rf(dir);
     free(dir);
 }
 END_TEST
 
 START_TEST(compile_error_through_jit_writes_nothing)
 {
-    char *dir = make_tmpdir();
+    char *dir = jit_tmpdir();
     lg_jit_t *jit = jit_at(dir, 90);
     void *c = NULL;
     size_t n = 0;
-    ck_assert_int_eq(lg_jit_get_cubin(jit, BAD_SRC, 90, &c, &n), LG_ERR_NVRTC);
+    ck_assert_int_eq(lg_jit_get_cubin(jit, JIT_BAD_SRC, 90, &c, &n), LG_ERR_NVRTC);
     ck_assert_msg(strstr(lg_last_error(), "(3): error") != NULL, "detail: %s", lg_last_error());
-    assert_stats(jit, 0, 0, 0, 0);
+    jit_assert_stats(jit, 0, 0, 0, 0);
     ck_assert_int_eq(count_files(dir), 0);
     lg_jit_free(jit);
-    rm_rf(dir);
+    jit_rm_rf(dir);
     free(dir);
 }
 END_TEST
@@ -171,7 +171,7 @@ static void corrupt(const char *path, enum corruption how)
     }
     if (how == OTHER_KEY) { /* a whole, valid entry, but for another source */
         struct lg_jit_key k;
-        lg_jit_key(BAD_SRC, 90, &k);
+        lg_jit_key(JIT_BAD_SRC, 90, &k);
         size_t m;
         void *other = lg_jit_entry_encode(&k, 90, e + LG_JIT_ENTRY_HEADER, n - LG_JIT_ENTRY_HEADER, &m);
         spit(path, other, m);
@@ -186,17 +186,17 @@ static void corrupt(const char *path, enum corruption how)
 
 START_TEST(corrupt_entry_is_rebuilt)
 {
-    char *dir = make_tmpdir();
-    char *path = entry_path(dir, AXPB_SRC, 90);
+    char *dir = jit_tmpdir();
+    char *path = entry_path(dir, JIT_AXPB_SRC, 90);
     uint8_t *good, *rebuilt, *again;
     size_t ngood, nrebuilt, nagain;
     lg_jit_t *j1 = jit_at(dir, 90);
-    get_cubin(j1, AXPB_SRC, 90, &good, &ngood);
+    get_cubin(j1, JIT_AXPB_SRC, 90, &good, &ngood);
     lg_jit_free(j1);
 
     corrupt(path, (enum corruption)_i);
     struct lg_jit_key k;
-    lg_jit_key(AXPB_SRC, 90, &k);
+    lg_jit_key(JIT_AXPB_SRC, 90, &k);
     size_t n;
     uint8_t *e = slurp(path, &n);
     char why[256];
@@ -204,9 +204,9 @@ START_TEST(corrupt_entry_is_rebuilt)
     free(e);
 
     lg_jit_t *j2 = jit_at(dir, 90);
-    get_cubin(j2, AXPB_SRC, 90, &rebuilt, &nrebuilt);
-    assert_stats(j2, 0, 0, 1, 1);
-    assert_cubin_elf(rebuilt, nrebuilt);
+    get_cubin(j2, JIT_AXPB_SRC, 90, &rebuilt, &nrebuilt);
+    jit_assert_stats(j2, 0, 0, 1, 1);
+    jit_assert_cubin_elf(rebuilt, nrebuilt);
     lg_jit_free(j2);
 
     e = slurp(path, &n); /* the rewritten entry is whole */
@@ -214,13 +214,13 @@ START_TEST(corrupt_entry_is_rebuilt)
                   why);
     free(e);
     lg_jit_t *j3 = jit_at(dir, 90);
-    get_cubin(j3, AXPB_SRC, 90, &again, &nagain);
-    assert_stats(j3, 0, 1, 0, 0);
+    get_cubin(j3, JIT_AXPB_SRC, 90, &again, &nagain);
+    jit_assert_stats(j3, 0, 1, 0, 0);
     ck_assert(nagain == nrebuilt && memcmp(again, rebuilt, nagain) == 0);
     lg_jit_free(j3);
     ck_assert_int_eq(count_files(dir), 1);
     free(good), free(rebuilt), free(again), free(path);
-    rm_rf(dir);
+    jit_rm_rf(dir);
     free(dir);
 }
 END_TEST
@@ -270,7 +270,7 @@ static void assert_dir_resolves_to(const char *param, const char *want)
 START_TEST(cache_dir_resolution)
 {
     env_save();
-    char *tmp = make_tmpdir();
+    char *tmp = jit_tmpdir();
     char *env_dir = path_join(tmp, "env/deep"), *param_dir = path_join(tmp, "param");
     char *xdg = path_join(tmp, "xdg"), *xdg_dir = path_join(xdg, "loragen");
     char *home = path_join(tmp, "home"), *home_dir = path_join(home, ".cache/loragen");
@@ -288,13 +288,13 @@ START_TEST(cache_dir_resolution)
     lg_jit_t *jit = jit_at(NULL, 90);
     uint8_t *c;
     size_t n;
-    get_cubin(jit, AXPB_SRC, 90, &c, &n);
-    char *path = entry_path(env_dir, AXPB_SRC, 90);
+    get_cubin(jit, JIT_AXPB_SRC, 90, &c, &n);
+    char *path = entry_path(env_dir, JIT_AXPB_SRC, 90);
     ck_assert_int_eq(access(path, R_OK), 0);
     lg_jit_free(jit);
     free(c), free(path);
     free(env_dir), free(param_dir), free(xdg), free(xdg_dir), free(home), free(home_dir);
-    rm_rf(tmp);
+    jit_rm_rf(tmp);
     free(tmp);
     env_restore();
 }
@@ -308,10 +308,10 @@ static void assert_memory_only_works(const char *dir, const char *bad_path)
     ck_assert_msg(strstr(note, "memory-only") && strstr(note, bad_path), "note: %s", note);
     uint8_t *a, *b;
     size_t na, nb;
-    get_cubin(jit, AXPB_SRC, 90, &a, &na);
-    get_cubin(jit, AXPB_SRC, 90, &b, &nb);
-    assert_stats(jit, 1, 0, 1, 0);
-    assert_cubin_elf(a, na);
+    get_cubin(jit, JIT_AXPB_SRC, 90, &a, &na);
+    get_cubin(jit, JIT_AXPB_SRC, 90, &b, &nb);
+    jit_assert_stats(jit, 1, 0, 1, 0);
+    jit_assert_cubin_elf(a, na);
     free(a), free(b);
     lg_jit_free(jit);
 }
@@ -319,31 +319,31 @@ static void assert_memory_only_works(const char *dir, const char *bad_path)
 /* A path under a regular file cannot be created, whoever we run as (root ignores permission bits). */
 START_TEST(uncreatable_dir_falls_back_to_memory)
 {
-    char *tmp = make_tmpdir();
+    char *tmp = jit_tmpdir();
     char *file = path_join(tmp, "file"), *under = path_join(file, "sub/dir");
     spit(file, "x", 1);
     assert_memory_only_works(under, file);
     assert_memory_only_works(file, file); /* the path exists, but is no directory */
     free(file), free(under);
-    rm_rf(tmp);
+    jit_rm_rf(tmp);
     free(tmp);
 }
 END_TEST
 
 START_TEST(no_disk_flag_writes_nothing)
 {
-    char *dir = make_tmpdir();
+    char *dir = jit_tmpdir();
     struct lg_jit_params p = {.cache_dir = dir, .arch = 90, .flags = LG_JIT_NO_DISK_CACHE};
     lg_jit_t *jit;
     ck_assert_int_eq(lg_jit_init(&p, &jit), LG_OK);
     ck_assert_ptr_null(lg_jit_cache_dir(jit));
     uint8_t *c;
     size_t n;
-    get_cubin(jit, AXPB_SRC, 90, &c, &n);
+    get_cubin(jit, JIT_AXPB_SRC, 90, &c, &n);
     ck_assert_int_eq(count_files(dir), 0);
     free(c);
     lg_jit_free(jit);
-    rm_rf(dir);
+    jit_rm_rf(dir);
     free(dir);
 }
 END_TEST
@@ -355,23 +355,23 @@ START_TEST(readonly_dir_is_read_not_written)
         printf("readonly_dir_is_read_not_written: running as root, permission bits do not bind: skipped\n");
         return;
     }
-    char *dir = make_tmpdir();
+    char *dir = jit_tmpdir();
     lg_jit_t *j1 = jit_at(dir, 90);
     uint8_t *a, *b, *c;
     size_t na, nb, nc;
-    get_cubin(j1, AXPB_SRC, 90, &a, &na);
+    get_cubin(j1, JIT_AXPB_SRC, 90, &a, &na);
     lg_jit_free(j1);
     ck_assert_int_eq(chmod(dir, 0555), 0);
     lg_jit_t *j2 = jit_at(dir, 90);
     ck_assert(strstr(lg_jit_cache_note(j2), "read-only") != NULL);
-    get_cubin(j2, AXPB_SRC, 90, &b, &nb);  /* read */
-    get_cubin(j2, AXPB_SRC, 89, &c, &nc);  /* compiled, not written */
-    assert_stats(j2, 0, 1, 1, 0);
+    get_cubin(j2, JIT_AXPB_SRC, 90, &b, &nb);  /* read */
+    get_cubin(j2, JIT_AXPB_SRC, 89, &c, &nc);  /* compiled, not written */
+    jit_assert_stats(j2, 0, 1, 1, 0);
     ck_assert_int_eq(count_files(dir), 1);
     lg_jit_free(j2);
     chmod(dir, 0755);
     free(a), free(b), free(c);
-    rm_rf(dir);
+    jit_rm_rf(dir);
     free(dir);
 }
 END_TEST
@@ -386,15 +386,15 @@ START_TEST(no_context_is_a_status)
     ck_assert_ptr_null(jit);
     ck_assert_msg(strstr(lg_last_error(), "arch 0") != NULL, "detail: %s", lg_last_error());
 
-    char *dir = make_tmpdir();
+    char *dir = jit_tmpdir();
     jit = jit_at(dir, 90);
     CUfunction f;
-    st = lg_jit_get(jit, AXPB_SRC, "lg_test_axpb", &f);
+    st = lg_jit_get(jit, JIT_AXPB_SRC, "lg_test_axpb", &f);
     ck_assert_msg(st == LG_ERR_NO_GPU || st == LG_ERR_CUDA, "status %d", st);
     ck_assert_msg(strstr(lg_last_error(), "kernel lg_test_axpb: ") == lg_last_error(), "detail: %s",
                   lg_last_error());
     lg_jit_free(jit);
-    rm_rf(dir);
+    jit_rm_rf(dir);
     free(dir);
 }
 END_TEST
@@ -402,7 +402,7 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("jit_cache");
-    TCase *tc = tcase(s, "cache");
+    TCase *tc = jit_tcase(s, "cache");
     tcase_add_test(tc, memory_cache_hits);
     tcase_add_test(tc, disk_cache_round_trip);
     tcase_add_test(tc, compile_error_through_jit_writes_nothing);

@@ -12,30 +12,30 @@
 
 #include <check.h>
 
-extern lg_ctx_t *ctx; /* device 0's, made by lg_dec_gpu_main */
+extern lg_ctx_t *dec_ctx; /* device 0's, made by lg_dec_gpu_main */
 
-float *rnd(size_t n, uint64_t seed, float scale, enum lg_dtype t);
-uint16_t *to_half(const float *v, size_t n, enum lg_dtype t);
+float *dec_rnd(size_t n, uint64_t seed, float scale, enum lg_dtype t);
+uint16_t *dec_to_half(const float *v, size_t n, enum lg_dtype t);
 /* One unit in the last place of dtype, relative. */
-double ulp(enum lg_dtype t);
+double dec_ulp(enum lg_dtype t);
 /* Every element: |got - ref| <= atol + rtol·|ref| with atol = aabs · rms(ref); NaN fails. Prints one line. */
-int close_to(const char *what, const float *got, const double *ref, int64_t rows, int64_t cols, double rtol,
+int dec_close_to(const char *what, const float *got, const double *ref, int64_t rows, int64_t cols, double rtol,
              double aabs);
-double *dbl(const float *v, size_t n);
-int close_f(const char *what, const float *got, const float *ref, int64_t rows, int64_t cols, double rtol,
+double *dec_dbl(const float *v, size_t n);
+int dec_close_f(const char *what, const float *got, const float *ref, int64_t rows, int64_t cols, double rtol,
             double aabs);
 /* Bitwise equality of two dtype matrices read back as floats (NaN fails). */
-int same_bits(const char *what, const float *got, const float *want, int64_t rows, int64_t cols);
-float *download(CUdeviceptr p, int64_t ld, int64_t rows, int64_t cols, enum lg_dtype t);
-CUdeviceptr upload_new(const float *v, int64_t ld, int64_t rows, int64_t cols, enum lg_dtype t);
+int dec_same_bits(const char *what, const float *got, const float *want, int64_t rows, int64_t cols);
+float *dec_download(CUdeviceptr p, int64_t ld, int64_t rows, int64_t cols, enum lg_dtype t);
+CUdeviceptr dec_upload_new(const float *v, int64_t ld, int64_t rows, int64_t cols, enum lg_dtype t);
 /* Copies rows x cols dtype elements between strided device buffers. */
-void copy_rows(CUdeviceptr dst, int64_t ldd, CUdeviceptr src, int64_t lds, int64_t rows, int64_t cols, size_t e);
-uint64_t case_seed(int i);
+void dec_copy_rows(CUdeviceptr dst, int64_t ldd, CUdeviceptr src, int64_t lds, int64_t rows, int64_t cols, size_t e);
+uint64_t dec_case_seed(int i);
 
 /* ---- the table ---- */
 
 enum op { T_NORM_FWD, T_NORM_BWD, T_PLACE, T_ROPE, T_SWIGLU, T_EMBED, T_XENT, T_ADAMW };
-extern const char *const op_name[];
+extern const char *const dec_op_name[];
 
 enum {
     F_NOADD = 1,    /* norm: no x (h = res) */
@@ -58,12 +58,12 @@ struct tcase {
 };
 
 /* The readers of a case: ranks from the table, alpha = 2r, layer ids 11, 12, 13. */
-struct lg_lora_reader reader(const struct tcase *c, int i);
+struct lg_lora_reader dec_reader(const struct tcase *c, int i);
 /* A FusedLoRA layer for reader i of a case (in = K, out = 64): its A block is where the norm reads A. */
-lg_lora_t *reader_layer(const struct tcase *c, int i, int64_t K, uint64_t seed, float **a_host);
-CUdeviceptr reader_a(lg_lora_t *L, int64_t K, int r, enum lg_dtype t);
+lg_lora_t *dec_reader_layer(const struct tcase *c, int i, int64_t K, uint64_t seed, float **a_host);
+CUdeviceptr dec_reader_a(lg_lora_t *L, int64_t K, int r, enum lg_dtype t);
 /* S = s·keep·(y ⊙ mask)·Aᵀ in double from the GPU's y. */
-double *ref_s(const struct tcase *c, int i, const float *y, int64_t n, int64_t K, const float *a, uint64_t seed);
+double *dec_ref_s(const struct tcase *c, int i, const float *y, int64_t n, int64_t K, const float *a, uint64_t seed);
 
 /* Runs one suite: lg_test_require_gpu() (exits 77 without a GPU), the context, then the loop test
  * op_matches_reference over cases[0..ncases) through run (ncases may be 0), then extra(tc) to add more tests

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-const char *const AXPB_SRC =
+const char *const JIT_AXPB_SRC =
     "extern \"C\" __global__ void lg_test_axpb(float *y, const float *x, float a, float b, int n)\n"
     "{\n"
     "    int i = blockIdx.x * blockDim.x + threadIdx.x;\n"
@@ -19,25 +19,25 @@ const char *const AXPB_SRC =
     "}\n";
 
 /* The error is on line 3. */
-const char *const BAD_SRC = "extern \"C\" __global__ void lg_test_bad(float *y)\n"
-                            "{\n"
-                            "    y[0] = 1.0f +;\n"
-                            "}\n";
+const char *const JIT_BAD_SRC = "extern \"C\" __global__ void lg_test_bad(float *y)\n"
+                                "{\n"
+                                "    y[0] = 1.0f +;\n"
+                                "}\n";
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     return remove(path);
 }
 
-void rm_rf(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+void jit_rm_rf(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
 
-char *make_tmpdir(void)
+char *jit_tmpdir(void)
 {
     char *d = strdup("/tmp/lg_jit_test.XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(d));
     return d;
 }
 
-void assert_cubin_elf(const uint8_t *c, size_t n)
+void jit_assert_cubin_elf(const uint8_t *c, size_t n)
 {
     ck_assert_uint_gt(n, 64);
     ck_assert_mem_eq(c, "\x7f" "ELF", 4);
@@ -45,7 +45,7 @@ void assert_cubin_elf(const uint8_t *c, size_t n)
     ck_assert_uint_eq(c[18] | (c[19] << 8), 190);     /* EM_CUDA */
 }
 
-void assert_stats(lg_jit_t *jit, unsigned mem, unsigned disk, unsigned comp, unsigned corrupt)
+void jit_assert_stats(lg_jit_t *jit, unsigned mem, unsigned disk, unsigned comp, unsigned corrupt)
 {
     struct lg_jit_stats s;
     lg_jit_get_stats(jit, &s);
@@ -54,7 +54,7 @@ void assert_stats(lg_jit_t *jit, unsigned mem, unsigned disk, unsigned comp, uns
                   s.disk_hits, s.compiles, s.corrupt_rebuilt, mem, disk, comp, corrupt);
 }
 
-TCase *tcase(Suite *s, const char *name)
+TCase *jit_tcase(Suite *s, const char *name)
 {
     TCase *tc = tcase_create(name);
     tcase_set_timeout(tc, 0); /* no time limits in tests: NVRTC speed varies by machine */

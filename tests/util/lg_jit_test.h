@@ -10,14 +10,14 @@
 #include <check.h>
 #include <stdint.h>
 
-extern const char *const AXPB_SRC; /* lg_test_axpb(y, x, a, b, n): y = a·x + b */
+extern const char *const JIT_AXPB_SRC; /* lg_test_axpb(y, x, a, b, n): y = a·x + b */
 /* The error is on line 3. */
-extern const char *const BAD_SRC;
+extern const char *const JIT_BAD_SRC;
 
-void rm_rf(const char *dir);
-char *make_tmpdir(void); /* /tmp/lg_jit_test.XXXXXX; free() it */
-void assert_cubin_elf(const uint8_t *c, size_t n);
-void assert_stats(lg_jit_t *jit, unsigned mem, unsigned disk, unsigned comp, unsigned corrupt);
-TCase *tcase(Suite *s, const char *name); /* added to s, no time limit */
+void jit_rm_rf(const char *dir);
+char *jit_tmpdir(void); /* /tmp/lg_jit_test.XXXXXX; free() it */
+void jit_assert_cubin_elf(const uint8_t *c, size_t n);
+void jit_assert_stats(lg_jit_t *jit, unsigned mem, unsigned disk, unsigned comp, unsigned corrupt);
+TCase *jit_tcase(Suite *s, const char *name); /* added to s, no time limit */
 
 #endif
