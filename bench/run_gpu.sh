@@ -16,7 +16,7 @@ summary=""
 if [ "$MODE" != "--bench-only" ]; then
   for t in ${TESTS:-test_lora_gpu test_blas test_jit test_mlora_gpu
              test_decoder_ops_gpu_norm test_decoder_ops_gpu_rope test_decoder_ops_gpu_swiglu test_decoder_ops_gpu_head
-             test_decoder_ops_gpu_adamw test_decoder_ops_gpu_calls test_attention_gpu}; do
+             test_decoder_ops_gpu_adamw test_decoder_ops_gpu_calls test_attention_gpu test_attention_gpu_calls}; do
     [ -x "$B/$t" ] || continue
     "$B/$t" >"$O/$t.log" 2>&1; rc=$?
     tail -3 "$O/$t.log"
@@ -72,7 +72,9 @@ printf "%b" "$summary"
 ls "$O"/test_decoder_ops_gpu_*.log >/dev/null 2>&1 && grep -hE "^(FAIL|  FAIL)" "$O"/test_decoder_ops_gpu_*.log | head -20
 [ -f "$O/bench_decoder_ops.log" ] && grep -E "MISMATCH|FAILED" "$O/bench_decoder_ops.log"
 [ -f "$O/bench_decoder_ops.log" ] && sed -n '/^copy bandwidth\|^device-to-device/p; /^op (8B shapes)/,$p' "$O/bench_decoder_ops.log"
-[ -f "$O/test_attention_gpu.log" ] && grep -E "^device|^  case |\| (PASS|FAIL)$|first bad|kernels:|skipped|isolation|reproducib|cuDNN backend|Checks|:F:|:E:" "$O/test_attention_gpu.log" | head -60
+for f in "$O/test_attention_gpu.log" "$O/test_attention_gpu_calls.log"; do
+  [ -f "$f" ] && grep -E "^device|^  case |\| (PASS|FAIL)$|first bad|kernels:|skipped|isolation|reproducib|cuDNN backend|Checks|:F:|:E:" "$f" | head -60
+done
 [ -f "$O/attention_torch.log" ] && cat "$O/attention_torch.log"
 [ -f "$O/bench_attention.log" ] && grep -E "MISMATCH|validation|picked|^kernels" "$O/bench_attention.log"
 [ -f "$O/bench_attention.log" ] && sed -n '/^shape  /,$p' "$O/bench_attention.log"
