@@ -27,7 +27,8 @@ static void usage(FILE *f)
                "  --svg FILE        draw the simulated timeline (stages as rows, adapters as colours)\n"
                "  --algo NAME       packed (ours, default), megatron or mlora: the plan to write and draw\n"
                "  --capacity N      cap microbatches at N tokens (default: the job's capacity policy)\n"
-               "  --target N        fill target in tokens (default: chosen by simulating candidates)\n"
+               "  --target N        fill target in tokens (default: the job's batching.target, else chosen by\n"
+               "                    simulating candidates)\n"
                "  --no-baselines    skip the baseline simulations\n"
                "  --quiet           no progress lines on stderr\n"
                "  -h, --help        this help\n\n"
@@ -167,6 +168,8 @@ static void print_plan(enum lg_plan_algo algo, const struct run *r)
     printf("\nplan (%s): %.2f ms to plan", lg_plan_algo_name(algo), s->plan_ms);
     if (s->candidates > 1)
         printf(", fill target %u tokens chosen among %zu simulated candidates", s->target, s->candidates);
+    else if (algo == LG_PLAN_PACKED && s->target)
+        printf(", fill target %u tokens (given)", s->target);
     printf("\n  microbatches   %zu (%zu per rank); bounds ceil(tokens / C) = %zu (x%.3f), ceil(padded / C) = %zu "
            "(x%.3f)\n",
            s->microbatches, s->slots, s->lower_bound, (double)s->microbatches / (double)s->lower_bound,

@@ -5,6 +5,7 @@
  *   optimizer time, where the order alone guaranteed nothing and the old count was 0.
  * - `--capacity` below the longest sample fails with exit 1, naming the job file's adapter and the dataset's
  *   file and line, as the job's own oversize error does.
+ * - a job file's batching.target is the fill target (it used to be read and ignored); --target overrides it.
  *
  * The binary is found next to this test executable; ctest runs in the source root. */
 #include "lg_test.h"
@@ -110,6 +111,61 @@ START_TEST(capacity_below_a_sample_names_file_and_line)
 }
 END_TEST
 
+/* A job file's batching.target is the planner's fill target (it was read and ignored): the plan says so and has
+ * the same microbatches as --target with that value; --target still overrides it; one above the capacity fails
+ * naming the field. */
+static char *plan_out(const char *dir, const char *text, const char *extra, int want_rc)
+{
+    char *job = lg_test_path(dir, "job.lua"), *out, *err;
+    lg_test_write_text(job, text);
+    const char *argv[] = {"plan", job, "--no-baselines", "--quiet", extra, extra ? "2048" : NULL, NULL};
+    int rc = lg_test_loragen_run(dir, argv, &out, &err);
+    ck_assert_msg(rc == want_rc, "exit %d (want %d), stderr:\n%s", rc, want_rc, err);
+    char *r = want_rc ? err : out;
+    free(want_rc ? out : err);
+    free(job);
+    return r;
+}
+
+/* The "microbatches" line of a plan's printout. */
+static char *mb_line(const char *out)
+{
+    const char *m = strstr(out, "  microbatches");
+    ck_assert_msg(m != NULL, "no microbatches line in:\n%s", out);
+    return strndup(m, strcspn(m, "\n"));
+}
+
+START_TEST(job_fill_target_is_used)
+{
+    char root[PATH_MAX], with[PATH_MAX + 512], without[PATH_MAX + 512], both[PATH_MAX + 512], over[PATH_MAX + 512];
+    ck_assert_ptr_nonnull(realpath("specs/jobs/data", root));
+    const char *fmt = "return { name = \"t\", pipeline = { stages = 2 }, batching = { capacity = 4096%s },\n"
+                      "  adapters = { { name = \"mix\", dataset = \"%s/mix.trace\", global_batch = 8 } } }\n";
+    snprintf(with, sizeof with, fmt, ", target = 2048", root);
+    snprintf(without, sizeof without, fmt, "", root);
+    snprintf(both, sizeof both, fmt, ", target = 4096", root);
+    snprintf(over, sizeof over, fmt, ", target = 5000", root);
+    char *dir = lg_test_tmpdir("lg_plan_cli");
+    char *a = plan_out(dir, with, NULL, 0), *b = plan_out(dir, without, "--target", 0),
+         *c = plan_out(dir, without, NULL, 0);
+    ck_assert_msg(strstr(a, "fill target 2048 tokens (given)"), "the job's target is not used:\n%s", a);
+    ck_assert_msg(!strstr(c, "(given)"), "no target given, yet:\n%s", c);
+    char *la = mb_line(a), *lb = mb_line(b);
+    ck_assert_msg(!strcmp(la, lb), "batching.target = 2048 and --target 2048 differ:\n%s\n%s", la, lb);
+    free(la), free(lb), free(a), free(b), free(c);
+    /* --target overrides the file's */
+    char *d = plan_out(dir, both, "--target", 0);
+    ck_assert_msg(strstr(d, "fill target 2048 tokens (given)"), "--target did not override:\n%s", d);
+    free(d);
+    /* above the capacity: an error naming the field */
+    char *e = plan_out(dir, over, NULL, 1);
+    ck_assert_msg(strstr(e, "batching.target = 5000 exceeds the capacity 4096"), "stderr:\n%s", e);
+    free(e);
+    lg_test_rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sched_cli");
@@ -117,6 +173,7 @@ int main(void)
     tcase_add_test(tc, explicit_waits_are_the_holds_dp2);
     tcase_add_test(tc, explicit_waits_are_the_holds_dp1_optimizer);
     tcase_add_test(tc, capacity_below_a_sample_names_file_and_line);
+    tcase_add_test(tc, job_fill_target_is_used);
     suite_add_tcase(s, tc);
     return lg_test_run(s, 0);
 }

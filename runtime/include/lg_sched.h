@@ -167,6 +167,8 @@ struct lg_job_params {
     struct lg_costmodel cost;
     double p2p_us;       /* activation send between stages */
     double optimizer_us; /* an adapter's optimizer step (and its DP all-reduce) between global batches */
+    uint32_t fill_target; /* the packed planner's fill target in tokens when the request gives none (the job
+                           * file's batching.target); 0: chosen by simulating candidates */
 };
 
 /* S=1, D=1, pad 16, fixed capacity 4096, error on oversize, dataset order, the default cost model. */

@@ -110,6 +110,7 @@ static enum lg_status read_params(lua_State *L, int top, const char *path, struc
     p->optimizer_us = lg_io_lua_num(L, top, "optimizer_us", 0, &bad);
     p->pad_multiple = (int)lg_io_lua_int(L, top, "pad_multiple", 16, INT32_MAX, &bad);
     p->shuffle_seed = (uint64_t)lg_io_lua_int(L, top, "seed", 0, INT64_MAX, &bad);
+    p->fill_target = (uint32_t)lg_io_lua_int(L, top, "target", 0, UINT32_MAX, &bad);
     const char *ov = str(L, top, "oversize");
     p->oversize = !strcmp(ov, "truncate") ? LG_OVERSIZE_TRUNCATE
                   : !strcmp(ov, "skip")   ? LG_OVERSIZE_SKIP

@@ -129,6 +129,15 @@ enum lg_status lg_plan_build(const lg_job_t *job, const struct lg_plan_params *p
 {
     if (!job || !pp || !out)
         return lg_fail(LG_ERR_INVALID, "lg_plan_build: null argument");
+    /* the request's fill target, else the job file's (batching.target), else chosen by simulation */
+    struct lg_plan_params q = *pp;
+    if (q.algo == LG_PLAN_PACKED && !q.target && job->p.fill_target) {
+        q.target = job->p.fill_target;
+        uint32_t lim = q.capacity ? q.capacity : job->cap_limit;
+        if (q.target > lim)
+            return lg_fail(LG_ERR_INVALID, "plan: batching.target = %u exceeds the capacity %u", q.target, lim);
+    }
+    pp = &q;
     uint32_t cap = 0;
     enum lg_status s = check_request(job, pp, &cap);
     if (s != LG_OK)
