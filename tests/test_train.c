@@ -8,6 +8,7 @@
 #include "lg_ckpt.h"
 #include "lg_hf.h"
 #include "lg_test.h"
+#include "lg_train_test.h"
 #include "lg_train.h"
 
 #include <check.h>
@@ -20,32 +21,9 @@ static char *root;
 
 static char *path_in(const char *rel) { return lg_test_path(root, rel); }
 
-static void write_text(const char *rel, const char *text)
-{
-    char *p = path_in(rel);
-    lg_test_write_text(p, text);
-    free(p);
-}
-
-/* A dataset where token t is followed by (5t + 3) mod 64: learnable by LoRA on a random base. */
-static void write_dataset(const char *rel, int samples, uint64_t seed)
-{
-    char *p = path_in(rel);
-    FILE *f = fopen(p, "w");
-    ck_assert_ptr_nonnull(f);
-    for (int s = 0; s < samples; s++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        int n = 16 + (int)((seed >> 33) % 40), t = (int)((seed >> 20) % 64);
-        fprintf(f, "{\"input_ids\": [");
-        for (int i = 0; i < n; i++) {
-            fprintf(f, "%s%d", i ? ", " : "", t);
-            t = (5 * t + 3) % 64;
-        }
-        fprintf(f, "]}\n");
-    }
-    fclose(f);
-    free(p);
-}
+/* Samples of 16 to 55 tokens where token t is followed by (5t + 3) mod 64: learnable by LoRA on a random
+ * base. */
+static const struct tt_task TASK = {16, 40, 64, 5, 3};
 
 static void write_job(const char *rel, const char *out, const char *extra_training, const char *extra_adapter)
 {
@@ -56,7 +34,7 @@ static void write_job(const char *rel, const char *out, const char *extra_traini
              "  adapters = {\n    { name = \"map\", dataset = \"train.jsonl\", validation = \"val.jsonl\",\n"
              "      global_batch = 8, rank = 8, alpha = 16, lr = 1e-2, steps = 30, seed = 5%s },\n  },\n}\n",
              out, extra_training, extra_adapter);
-    write_text(rel, text);
+    tt_write_text(root, rel, text);
 }
 
 static void fixture_once(void)
@@ -77,8 +55,8 @@ static void fixture_once(void)
     char *model = path_in("model");
     CHECK(lg_model_write_random(&c, LG_FP32, model, 3));
     free(model);
-    write_dataset("train.jsonl", 120, 1);
-    write_dataset("val.jsonl", 16, 99);
+    tt_write_dataset(root, "train.jsonl", 120, 1, &TASK);
+    tt_write_dataset(root, "val.jsonl", 16, 99, &TASK);
 }
 
 static struct lg_train_result train(const char *job, int resume, volatile int *stop,
@@ -182,7 +160,7 @@ START_TEST(merge_equals_base_plus_adapter)
              "  training = { backend = \"cpu\", output = \"out_mm\" },\n"
              "  adapters = { { name = \"map\", dataset = \"train.jsonl\", validation = \"val.jsonl\", global_batch = 4,"
              " rank = 8 } } }\n");
-    write_text("job_merged.lua", text);
+    tt_write_text(root, "job_merged.lua", text);
     char *jm = path_in("job_merged.lua");
     struct lg_eval_opts eo = {.job = jm, .base_only = 1};
     struct lg_eval_result em;
@@ -266,7 +244,7 @@ END_TEST
 START_TEST(bad_jobs_name_the_field)
 {
     fixture_once();
-    write_text("bad_model.lua", "return { name = 'x', model = { path = 'nowhere' },\n"
+    tt_write_text(root, "bad_model.lua", "return { name = 'x', model = { path = 'nowhere' },\n"
                                 "  adapters = { { name = 'a', dataset = 'train.jsonl', global_batch = 2 } } }\n");
     char *p = path_in("bad_model.lua");
     struct lg_train_opts o = {.job = p};
@@ -274,7 +252,7 @@ START_TEST(bad_jobs_name_the_field)
     ck_assert_int_eq(lg_train_run(&o, &r), LG_ERR_SPEC);
     ck_assert_ptr_nonnull(strstr(lg_last_error(), "model.path"));
     free(p);
-    write_text("bad_field.lua", "return { name = 'x', model = { path = 'model' },\n"
+    tt_write_text(root, "bad_field.lua", "return { name = 'x', model = { path = 'model' },\n"
                                 "  adapters = { { name = 'a', dataset = 'train.jsonl', global_batch = 2,\n"
                                 "    schedule = 'sometimes' } } }\n");
     p = path_in("bad_field.lua");

@@ -11,12 +11,12 @@
  *   - a process count that is not data_parallel x stages is refused by every rank, naming both. */
 #include "lg_hf.h"
 #include "lg_test.h"
+#include "lg_train_test.h"
 #include "lg_train.h"
 
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
-#include <math.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -26,32 +26,8 @@ static char *root;
 
 static char *path_in(const char *rel) { return lg_test_path(root, rel); }
 
-static void write_text(const char *rel, const char *text)
-{
-    char *p = path_in(rel);
-    lg_test_write_text(p, text);
-    free(p);
-}
-
-/* Samples where t is followed by (mul·t + add) mod 48: one task per adapter. */
-static void write_dataset(const char *rel, int samples, uint64_t seed, int mul, int add)
-{
-    char *p = path_in(rel);
-    FILE *f = fopen(p, "w");
-    ck_assert_ptr_nonnull(f);
-    for (int s = 0; s < samples; s++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        int n = 8 + (int)((seed >> 33) % 50), t = (int)((seed >> 20) % 48);
-        fprintf(f, "{\"input_ids\": [");
-        for (int i = 0; i < n; i++) {
-            fprintf(f, "%s%d", i ? ", " : "", t);
-            t = (mul * t + add) % 48;
-        }
-        fprintf(f, "]}\n");
-    }
-    fclose(f);
-    free(p);
-}
+/* Samples of 8 to 57 tokens where t is followed by (mul·t + add) mod 48: one task per adapter. */
+static const struct tt_task TASK_A = {8, 50, 48, 5, 3}, TASK_B = {8, 50, 48, 7, 1};
 
 static void write_job(const char *rel, const char *out, int epochs)
 {
@@ -65,7 +41,7 @@ static void write_job(const char *rel, const char *out, int epochs)
              "  { name = 'b', dataset = 'b.jsonl', global_batch = 6, rank = 4, alpha = 4, dropout = 0, lr = 5e-3, "
              "seed = 9, epochs = %d, targets = { 'q_proj', 'v_proj', 'down_proj' } } } }\n",
              out, epochs, epochs);
-    write_text(rel, text);
+    tt_write_text(root, rel, text);
 }
 
 static void setup_once(void)
@@ -73,92 +49,13 @@ static void setup_once(void)
     if (root)
         return;
     root = lg_test_tmpdir("lg_train_dp");
-    struct lg_model_config c;
-    lg_model_config_defaults(LG_FAMILY_LLAMA, &c);
-    c.hidden_size = 48;
-    c.intermediate_size = 96;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 12;
-    c.num_hidden_layers = 2;
-    c.vocab_size = 64;
-    c.max_position_embeddings = 256;
-    char *model = path_in("model");
-    CHECK(lg_model_write_random(&c, LG_FP32, model, 5));
-    free(model);
-    write_dataset("a.jsonl", 40, 11, 5, 3);
-    write_dataset("b.jsonl", 36, 23, 7, 1);
+    tt_write_tiny_model(root, "model", LG_FAMILY_LLAMA, 2);
+    tt_write_dataset(root, "a.jsonl", 40, 11, &TASK_A);
+    tt_write_dataset(root, "b.jsonl", 36, 23, &TASK_B);
     ck_assert_int_eq(chdir(root), 0); /* the job's relative paths */
 }
 
 static int run_cli(const char *const *args, char **out, char **err) { return lg_test_loragen_run(root, args, out, err); }
-
-/* The largest relative difference between the same tensors of two adapter files. */
-static double compare_adapters(const char *rel_a, const char *rel_b)
-{
-    char *pa = path_in(rel_a), *pb = path_in(rel_b);
-    lg_st_t *a, *b;
-    CHECK(lg_st_open(pa, &a));
-    CHECK(lg_st_open(pb, &b));
-    ck_assert_uint_eq(lg_st_count(a), lg_st_count(b));
-    double worst = 0;
-    for (size_t i = 0; i < lg_st_count(a); i++) {
-        struct lg_st_tensor ta, tb;
-        CHECK(lg_st_tensor(a, i, &ta));
-        CHECK(lg_st_find(b, ta.name, &tb));
-        ck_assert_int_eq(ta.numel, tb.numel);
-        float *x = malloc((size_t)ta.numel * sizeof *x), *y = malloc((size_t)ta.numel * sizeof *y);
-        CHECK(lg_st_read_f32(a, ta.name, ta.ndim, ta.shape, x));
-        CHECK(lg_st_read_f32(b, ta.name, ta.ndim, ta.shape, y));
-        double num = 0, den = 0;
-        for (int64_t k = 0; k < ta.numel; k++) {
-            ck_assert(isfinite(x[k]) && isfinite(y[k]));
-            num += ((double)x[k] - y[k]) * ((double)x[k] - y[k]);
-            den += (double)y[k] * y[k];
-        }
-        double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-        if (rel > worst)
-            worst = rel;
-        free(x);
-        free(y);
-    }
-    lg_st_close(a);
-    lg_st_close(b);
-    free(pa);
-    free(pb);
-    return worst;
-}
-
-/* Every line's loss and grad_norm of two metrics.jsonl files (same steps, same order). */
-static void compare_metrics(const char *rel_a, const char *rel_b, int *lines)
-{
-    char *pa = path_in(rel_a), *pb = path_in(rel_b);
-    char *ta = lg_test_slurp(pa, NULL), *tb = lg_test_slurp(pb, NULL);
-    char *sa = ta, *sb = tb;
-    *lines = 0;
-    for (;;) {
-        char *la = strstr(sa, "\"loss\": "), *lb = strstr(sb, "\"loss\": ");
-        ck_assert_msg(!la == !lb, "%s and %s have different numbers of lines", rel_a, rel_b);
-        if (!la)
-            break;
-        double x = strtod(la + 8, NULL), y = strtod(lb + 8, NULL);
-        ck_assert_msg(fabs(x - y) <= 1e-5 * fabs(y), "%s line %d: loss %.9g vs %.9g", rel_a, *lines + 1, x, y);
-        char *ga = strstr(la, "\"grad_norm\": "), *gb = strstr(lb, "\"grad_norm\": ");
-        if (ga && gb) {
-            x = strtod(ga + 13, NULL);
-            y = strtod(gb + 13, NULL);
-            ck_assert_msg(fabs(x - y) <= 1e-4 * fabs(y) + 1e-7, "%s line %d: grad_norm %.9g vs %.9g", rel_a,
-                          *lines + 1, x, y);
-        }
-        sa = la + 8;
-        sb = lb + 8;
-        (*lines)++;
-    }
-    free(ta);
-    free(tb);
-    free(pa);
-    free(pb);
-}
 
 START_TEST(dp2_matches_one_process)
 {
@@ -177,12 +74,12 @@ START_TEST(dp2_matches_one_process)
     ck_assert_int_eq(lg_test_count_substr(out, "done: "), 1); /* rank 1 is silent */
     ck_assert_int_eq(lg_test_count_substr(out, "a step 20/20"), 1);
     int la, lb;
-    compare_metrics("one/a/metrics.jsonl", "two/a/metrics.jsonl", &la);
-    compare_metrics("one/b/metrics.jsonl", "two/b/metrics.jsonl", &lb);
+    tt_compare_metrics(root, "one/a/metrics.jsonl", "two/a/metrics.jsonl", &la);
+    tt_compare_metrics(root, "one/b/metrics.jsonl", "two/b/metrics.jsonl", &lb);
     ck_assert_int_eq(la, 20); /* 40 samples / 4 per batch, 2 epochs */
     ck_assert_int_eq(lb, 12);
-    double da = compare_adapters("one/a/adapter_model.safetensors", "two/a/adapter_model.safetensors");
-    double db = compare_adapters("one/b/adapter_model.safetensors", "two/b/adapter_model.safetensors");
+    double da = tt_adapter_diff(root, "one/a/adapter_model.safetensors", "two/a/adapter_model.safetensors");
+    double db = tt_adapter_diff(root, "one/b/adapter_model.safetensors", "two/b/adapter_model.safetensors");
     ck_assert_msg(da < 1e-4 && db < 1e-4, "adapters differ: a %.3g, b %.3g", da, db);
     /* and the training moved them: the comparison is not between two untrained adapters */
     ck_assert_msg(strstr(out, "loss ") != NULL, "%s", out);
@@ -222,14 +119,12 @@ static int rank_of(pid_t pid)
     return -1;
 }
 
-START_TEST(killed_rank_stops_the_run)
+/* Until rank 0 reports its second step (no time limit: the run is long but ends on its own); the launcher
+ * must still be running. */
+static void wait_for_step_2(pid_t launcher)
 {
-    setup_once();
-    write_job("long.lua", "long", 200);
-    pid_t launcher = lg_test_spawn(root, (const char *[]){"train", "long.lua", "--procs", "2", NULL});
     char *fo = path_in("stdout.txt");
-    pid_t kids[4], victim = 0, other = 0;
-    for (;;) { /* until rank 0 reports its second step (no time limit: the run is long but ends on its own) */
+    for (;;) {
         size_t n;
         char *text = access(fo, R_OK) == 0 ? lg_test_slurp(fo, &n) : NULL;
         int seen = text && strstr(text, "step 2/") != NULL;
@@ -240,6 +135,15 @@ START_TEST(killed_rank_stops_the_run)
         usleep(20000);
     }
     free(fo);
+}
+
+START_TEST(killed_rank_stops_the_run)
+{
+    setup_once();
+    write_job("long.lua", "long", 200);
+    pid_t launcher = lg_test_spawn(root, (const char *[]){"train", "long.lua", "--procs", "2", NULL});
+    wait_for_step_2(launcher);
+    pid_t kids[4], victim = 0, other = 0;
     int nk = children(launcher, kids, 4);
     ck_assert_int_eq(nk, 2);
     for (int i = 0; i < nk; i++) {
@@ -274,18 +178,7 @@ START_TEST(sigterm_stops_every_rank_together)
     setup_once();
     write_job("stop.lua", "stop", 200);
     pid_t launcher = lg_test_spawn(root, (const char *[]){"train", "stop.lua", "--procs", "2", NULL});
-    char *fo = path_in("stdout.txt");
-    for (;;) {
-        size_t n;
-        char *text = access(fo, R_OK) == 0 ? lg_test_slurp(fo, &n) : NULL;
-        int seen = text && strstr(text, "step 2/") != NULL;
-        free(text);
-        if (seen)
-            break;
-        ck_assert_msg(waitpid(launcher, NULL, WNOHANG) == 0, "the launcher ended before its second step");
-        usleep(20000);
-    }
-    free(fo);
+    wait_for_step_2(launcher);
     pid_t kids[4];
     int nk = children(launcher, kids, 4);
     ck_assert_int_eq(nk, 2);
