@@ -5,15 +5,14 @@
  * lg_lora_arch_tiles' fix of one this arch cannot run). A last measurement puts the winner against the
  * reference side by side: the times in the entry come from it, and a winner that is not faster there is
  * dropped (the entry then holds the reference's tiles). */
-#include "lg_tuner.h"
+#include "tuner_internal.h"
 #include "lg_base.h"
 #include "lg_gpu.h"
 #include "lg_half.h"
 #include "common/lg_philox.h"
 
 #include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,30 +33,10 @@ struct lt {
     struct lg_lora_tiles *cand;
     struct lg_lora_tiles base; /* the reference's tiles (lg_lora_arch_tiles) */
     const struct lg_tuner_opts *o;
+    struct lg_tuner_run run;
 };
 
-static void logf_(const struct lt *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(const struct lt *t, const char *fmt, ...)
-{
-    if (!t->o->log)
-        return;
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    t->o->log(t->o->log_u, line);
-}
-
 /* ---- scratch buffers and inputs ---- */
-
-static uint64_t mix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 /* rows x cols values in [-scale, scale) of the layer's dtype at row stride ld, uploaded to a fresh buffer. */
 static enum lg_status upload_random(struct lt *t, int64_t rows, int64_t cols, int64_t ld, float scale, uint64_t seed,
@@ -69,7 +48,7 @@ static enum lg_status upload_random(struct lt *t, int64_t rows, int64_t cols, in
         return lg_fail(LG_ERR_OOM, "tuner: out of host memory");
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++) {
-            float u = (float)(mix(&seed) >> 40) / (float)(1 << 24);
+            float u = (float)(lg_tuner_mix(&seed) >> 40) / (float)(1 << 24);
             h[i * ld + j] = lg_f32_to_half(t->p.dtype, (2 * u - 1) * scale);
         }
     enum lg_status st = LG_OK;
@@ -146,44 +125,15 @@ static enum lg_status cb_run(void *u, CUstream s)
     return st == LG_OK ? lg_lora_backward(t->L, &b, s) : st;
 }
 
-static enum lg_status fetch_rows(const struct lt *t, CUdeviceptr src, int64_t cols, float *dst)
-{
-    uint16_t *h = malloc((size_t)cols * 2);
-    if (!h)
-        return lg_fail(LG_ERR_OOM, "tuner: out of host memory");
-    enum lg_status st = LG_OK;
-    for (int i = 0; i < t->nrows && st == LG_OK; i++) {
-        st = lg_cu_check(cuMemcpyDtoH(h, src + (CUdeviceptr)(t->rows[i] * cols * 2), (size_t)cols * 2),
-                         "tuner: reading outputs");
-        for (int64_t j = 0; j < cols && st == LG_OK; j++)
-            dst[(size_t)i * (size_t)cols + (size_t)j] = lg_half_to_f32(t->p.dtype, h[j]);
-    }
-    free(h);
-    return st;
-}
-
-/* Relative L2 error of got against ref over [lo, hi); NaN anywhere gives NaN. */
-static double rel_l2(const float *got, const float *ref, size_t lo, size_t hi)
-{
-    double num = 0, den = 0;
-    for (size_t i = lo; i < hi; i++) {
-        double d = (double)got[i] - (double)ref[i];
-        num += d * d, den += (double)ref[i] * ref[i];
-    }
-    if (isnan(num))
-        return NAN;
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 static enum lg_status cb_check(void *u, int i, double *err, int *ok)
 {
     struct lt *t = u;
     float *dst = t->have_ref ? t->got : t->ref;
     const size_t ny = (size_t)t->nrows * (size_t)t->M, nx = (size_t)t->nrows * (size_t)t->K;
     const size_t na = (size_t)(t->r * t->K);
-    enum lg_status st = fetch_rows(t, t->y, t->M, dst);
+    enum lg_status st = lg_tuner_fetch_rows(t->p.dtype, t->rows, t->nrows, t->y, t->M, dst);
     if (st == LG_OK)
-        st = fetch_rows(t, t->dx, t->K, dst + ny);
+        st = lg_tuner_fetch_rows(t->p.dtype, t->rows, t->nrows, t->dx, t->K, dst + ny);
     if (st == LG_OK)
         st = lg_cu_check(cuMemcpyDtoH(dst + ny + nx, t->da, na * 4), "tuner: reading dA");
     if (st == LG_OK)
@@ -201,46 +151,13 @@ static enum lg_status cb_check(void *u, int i, double *err, int *ok)
         return LG_OK;
     }
     const size_t cut[5] = {0, ny, ny + nx, ny + nx + na, t->nref};
-    double e = 0;
-    for (int k = 0; k < 4; k++) {
-        double ek = rel_l2(t->got, t->ref, cut[k], cut[k + 1]);
-        e = isnan(ek) || ek > e ? ek : e;
-    }
+    double e = lg_tuner_worst_err(t->got, t->ref, cut, 4);
     *err = e;
     *ok = !isnan(e) && e <= t->tol;
     return LG_OK;
 }
 
 /* ---- the descent ---- */
-
-/* Measures t->cand[0..n) (0 = the best so far); returns the index of the fastest. */
-static enum lg_status measure(struct lt *t, const char *group, int n, struct lg_tuner_outcome *out, double *ms)
-{
-    struct lg_tune_result *res = calloc((size_t)n, sizeof *res);
-    if (!res)
-        return lg_fail(LG_ERR_OOM, "tuner: out of memory");
-    struct lg_tune_bench b = {.ncand = n, .u = t, .select = cb_select, .run = cb_run, .check = cb_check,
-                              .warmup = t->o->warmup, .rounds = t->o->rounds};
-    int best = 0;
-    enum lg_status st = lg_tune_measure(&b, res, &best);
-    for (int i = 0; i < n && st == LG_OK; i++) {
-        if (res[i].outcome == LG_TUNE_FAILED)
-            out->failed++;
-        if (res[i].outcome == LG_TUNE_MISMATCH)
-            out->mismatched++;
-        if (res[i].outcome != LG_TUNE_KEPT)
-            logf_(t, "  %s candidate %d scores +inf: %s", group, i, res[i].why);
-        else if (res[i].err > out->max_err)
-            out->max_err = res[i].err;
-    }
-    if (st == LG_OK) {
-        out->entry.candidates += n - 1;
-        ms[0] = res[0].ms, ms[1] = res[best].ms;
-        t->cand[0] = t->cand[best];
-    }
-    free(res);
-    return st;
-}
 
 /* Tile group g (lg_tuner_lora_group: the generator's variants of the slot's kernel, pruned for the arch and
  * shape), around the best so far. */
@@ -256,9 +173,9 @@ static enum lg_status tile_group(struct lt *t, int g, struct lg_tuner_outcome *o
         return st;
     out->pruned += info.pruned;
     if (t->o->verbose)
-        logf_(t, "  %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_lora_group_name(g), info.variants,
-          info.pruned, lg_ctx_arch(t->ctx), info.timed);
-    return n > 1 ? measure(t, lg_tuner_lora_group_name(g), n, out, ms) : LG_OK;
+        lg_tuner_logf(t->o, "  %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_lora_group_name(g),
+                      info.variants, info.pruned, lg_ctx_arch(t->ctx), info.timed);
+    return n > 1 ? lg_tuner_measure(&t->run, lg_tuner_lora_group_name(g), n, out, ms) : LG_OK;
 }
 
 /* The forward (fwd = 1) or dX GEMM's cuBLASLt candidates, as the layer issues them. */
@@ -274,16 +191,11 @@ static enum lg_status algo_group(struct lt *t, int fwd, struct lg_tuner_outcome 
     int cnt = lg_blas_algo_count(lg_ctx_blas(t->ctx), &g);
     if (cnt <= 0)
         return lg_fail_wrap(LG_ERR_CUBLAS, "tuner: cuBLASLt candidates of the %s GEMM: ", fwd ? "forward" : "dX");
-    int n = 1, cur = fwd ? t->cand[0].fwd_algo : t->cand[0].dx_algo;
-    for (int a = 0; a < cnt && a < 8; a++)
-        if (a != cur) {
-            t->cand[n] = t->cand[0];
-            *(fwd ? &t->cand[n].fwd_algo : &t->cand[n].dx_algo) = a;
-            n++;
-        }
+    const size_t field = fwd ? offsetof(struct lg_lora_tiles, fwd_algo) : offsetof(struct lg_lora_tiles, dx_algo);
+    int n = lg_tuner_algo_cands(&t->run, field, cnt);
     if (t->o->verbose)
-        logf_(t, "  %s GEMM: %d cuBLASLt candidates", fwd ? "forward" : "dX", cnt);
-    return n > 1 ? measure(t, fwd ? "fwd_algo" : "dx_algo", n, out, ms) : LG_OK;
+        lg_tuner_logf(t->o, "  %s GEMM: %d cuBLASLt candidates", fwd ? "forward" : "dX", cnt);
+    return n > 1 ? lg_tuner_measure(&t->run, fwd ? "fwd_algo" : "dx_algo", n, out, ms) : LG_OK;
 }
 
 static enum lg_status descend(struct lt *t, struct lg_tuner_outcome *out)
@@ -304,25 +216,6 @@ static enum lg_status descend(struct lt *t, struct lg_tuner_outcome *out)
     return st;
 }
 
-/* The winner against the defaults, side by side: the entry's times, and the defaults when it does not win. */
-static enum lg_status final_round(struct lt *t, struct lg_tuner_outcome *out)
-{
-    struct lg_lora_tiles win = t->cand[0];
-    t->cand[0] = t->base;
-    t->cand[1] = win;
-    double ms[2];
-    int kept_cands = out->entry.candidates;
-    enum lg_status st = measure(t, "final", 2, out, ms);
-    out->entry.candidates = kept_cands;
-    if (st != LG_OK)
-        return st;
-    /* measure() moved the faster one to cand[0] */
-    out->entry.default_ms = ms[0];
-    out->entry.time_ms = ms[1];
-    lg_lora_tiles_to_entry(&t->cand[0], &out->entry);
-    return LG_OK;
-}
-
 enum lg_status lg_tuner_lora(lg_ctx_t *ctx, const struct lg_lora_params *p, int64_t n,
                              const struct lg_tuner_opts *o, struct lg_tuner_outcome *out)
 {
@@ -339,15 +232,18 @@ enum lg_status lg_tuner_lora(lg_ctx_t *ctx, const struct lg_lora_params *p, int6
     t.cand = calloc((size_t)(max > 8 ? max : 8) + 2, sizeof *t.cand);
     if (!t.cand)
         return lg_fail(LG_ERR_OOM, "tuner: out of memory");
+    t.run = (struct lg_tuner_run){.o = t.o, .u = &t, .select = cb_select, .run = cb_run, .check = cb_check,
+                                  .cand = t.cand, .csize = sizeof *t.cand};
     lg_lora_tune_key(ctx, p, n, &out->entry.key);
     enum lg_status st = setup(&t);
     if (st == LG_OK)
         st = descend(&t, out);
+    if (st == LG_OK) /* the winner against the defaults, side by side: the entry's times, and the defaults
+                      * when it does not win */
+        st = lg_tuner_final(&t.run, &t.base, out);
     if (st == LG_OK)
-        st = final_round(&t, out);
+        lg_lora_tiles_to_entry(&t.cand[0], &out->entry);
     teardown(&t);
     free(t.cand);
-    if (st == LG_OK && out->entry.candidates < 1)
-        out->entry.candidates = 1;
     return st == LG_OK ? LG_OK : lg_fail_wrap(st, "tuning lora %s at %lld tokens: ", out->entry.key.shape, (long long)n);
 }

@@ -12,9 +12,7 @@
 #include "lg_mlora.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,34 +32,14 @@ struct mt_ {
     int have_ref;
     struct lg_mlora_tiles *cand, base;
     const struct lg_tuner_opts *o;
+    struct lg_tuner_run run;
 };
-
-static void logf_(const struct mt_ *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(const struct mt_ *t, const char *fmt, ...)
-{
-    if (!t->o->log)
-        return;
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    t->o->log(t->o->log_u, line);
-}
-
-static uint64_t mix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static uint16_t *host_random(enum lg_dtype t, size_t cnt, float scale, uint64_t seed)
 {
     uint16_t *h = malloc(cnt * 2 + 2);
     for (size_t i = 0; h && i < cnt; i++)
-        h[i] = lg_f32_to_half(t, (float)((double)(mix(&seed) >> 11) / 9007199254740992.0 * 2 - 1) * scale);
+        h[i] = lg_f32_to_half(t, (float)((double)(lg_tuner_mix(&seed) >> 11) / 9007199254740992.0 * 2 - 1) * scale);
     return h;
 }
 
@@ -183,22 +161,6 @@ static enum lg_status cb_run(void *u, CUstream s)
     return st == LG_OK ? lg_mlora_backward(t->L, &b, s) : st;
 }
 
-static enum lg_status fetch_rows(const struct mt_ *t, CUdeviceptr src, int64_t cols, float *dst)
-{
-    uint16_t *h = malloc((size_t)cols * 2);
-    if (!h)
-        return lg_fail(LG_ERR_OOM, "tuner: out of host memory");
-    enum lg_status st = LG_OK;
-    for (int i = 0; i < t->nrows && st == LG_OK; i++) {
-        st = lg_cu_check(cuMemcpyDtoH(h, src + (CUdeviceptr)(t->rows[i] * cols * 2), (size_t)cols * 2),
-                         "tuner: reading outputs");
-        for (int64_t j = 0; j < cols && st == LG_OK; j++)
-            dst[(size_t)i * (size_t)cols + (size_t)j] = lg_half_to_f32(t->sh.dtype, h[j]);
-    }
-    free(h);
-    return st;
-}
-
 static enum lg_status fetch_grads(const struct mt_ *t, float *dst)
 {
     const int64_t K = t->sh.in_features, r = t->sh.rank;
@@ -218,24 +180,14 @@ static enum lg_status fetch_grads(const struct mt_ *t, float *dst)
     return st;
 }
 
-static double rel_l2(const float *g, const float *r, size_t lo, size_t hi)
-{
-    double num = 0, den = 0;
-    for (size_t i = lo; i < hi; i++) {
-        double x = (double)g[i] - (double)r[i];
-        num += x * x, den += (double)r[i] * r[i];
-    }
-    return isnan(num) ? NAN : den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 static enum lg_status cb_check(void *u, int i, double *err, int *ok)
 {
     struct mt_ *t = u;
     float *dst = t->have_ref ? t->got : t->ref;
     const size_t ny = (size_t)t->nrows * (size_t)t->MT, nx = (size_t)t->nrows * (size_t)t->sh.in_features;
-    enum lg_status st = fetch_rows(t, t->y, t->MT, dst);
+    enum lg_status st = lg_tuner_fetch_rows(t->sh.dtype, t->rows, t->nrows, t->y, t->MT, dst);
     if (st == LG_OK)
-        st = fetch_rows(t, t->dx, t->sh.in_features, dst + ny);
+        st = lg_tuner_fetch_rows(t->sh.dtype, t->rows, t->nrows, t->dx, t->sh.in_features, dst + ny);
     if (st == LG_OK)
         st = fetch_grads(t, dst + ny + nx);
     if (st != LG_OK)
@@ -246,39 +198,9 @@ static enum lg_status cb_check(void *u, int i, double *err, int *ok)
         return LG_OK;
     }
     const size_t cut[4] = {0, ny, ny + nx, t->nref};
-    double e = 0;
-    for (int k = 0; k < 3; k++) {
-        double ek = rel_l2(t->got, t->ref, cut[k], cut[k + 1]);
-        e = isnan(ek) || ek > e ? ek : e;
-    }
+    double e = lg_tuner_worst_err(t->got, t->ref, cut, 3);
     *err = e, *ok = !isnan(e) && e <= 1e-2;
     return LG_OK;
-}
-
-static enum lg_status measure(struct mt_ *t, const char *group, int n, struct lg_tuner_outcome *out, double *ms)
-{
-    struct lg_tune_result *res = calloc((size_t)n, sizeof *res);
-    if (!res)
-        return lg_fail(LG_ERR_OOM, "tuner: out of memory");
-    struct lg_tune_bench b = {.ncand = n, .u = t, .select = cb_select, .run = cb_run, .check = cb_check,
-                              .warmup = t->o->warmup, .rounds = t->o->rounds};
-    int best = 0;
-    enum lg_status st = lg_tune_measure(&b, res, &best);
-    for (int i = 0; i < n && st == LG_OK; i++) {
-        out->failed += res[i].outcome == LG_TUNE_FAILED;
-        out->mismatched += res[i].outcome == LG_TUNE_MISMATCH;
-        if (res[i].outcome != LG_TUNE_KEPT)
-            logf_(t, "  %s candidate %d scores +inf: %s", group, i, res[i].why);
-        else if (res[i].err > out->max_err)
-            out->max_err = res[i].err;
-    }
-    if (st == LG_OK) {
-        out->entry.candidates += n - 1;
-        ms[0] = res[0].ms, ms[1] = res[best].ms;
-        t->cand[0] = t->cand[best];
-    }
-    free(res);
-    return st;
 }
 
 /* The frozen GEMM's (fwd = 1) or the dX GEMM's cuBLASLt candidates, as the layer issues them under strategy (b). */
@@ -295,16 +217,11 @@ static enum lg_status algo_group(struct mt_ *t, int fwd, struct lg_tuner_outcome
     int cnt = lg_blas_algo_count(lg_ctx_blas(t->ctx), &g);
     if (cnt <= 0)
         return lg_fail_wrap(LG_ERR_CUBLAS, "tuner: cuBLASLt candidates of the %s GEMM: ", fwd ? "frozen" : "dX");
-    int n = 1, cur = fwd ? t->cand[0].fwd_algo : t->cand[0].dx_algo;
-    for (int a = 0; a < cnt && a < 8; a++)
-        if (a != cur) {
-            t->cand[n] = t->cand[0];
-            *(fwd ? &t->cand[n].fwd_algo : &t->cand[n].dx_algo) = a;
-            n++;
-        }
+    const size_t field = fwd ? offsetof(struct lg_mlora_tiles, fwd_algo) : offsetof(struct lg_mlora_tiles, dx_algo);
+    int n = lg_tuner_algo_cands(&t->run, field, cnt);
     if (t->o->verbose)
-        logf_(t, "  mlora %s GEMM: %d cuBLASLt candidates", fwd ? "frozen" : "dX", cnt);
-    return n > 1 ? measure(t, fwd ? "fwd_algo" : "dx_algo", n, out, ms) : LG_OK;
+        lg_tuner_logf(t->o, "  mlora %s GEMM: %d cuBLASLt candidates", fwd ? "frozen" : "dX", cnt);
+    return n > 1 ? lg_tuner_measure(&t->run, fwd ? "fwd_algo" : "dx_algo", n, out, ms) : LG_OK;
 }
 
 enum lg_status lg_tuner_mlora(lg_ctx_t *ctx, const struct lg_tuner_mlora_shape *s, int64_t n,
@@ -320,6 +237,8 @@ enum lg_status lg_tuner_mlora(lg_ctx_t *ctx, const struct lg_tuner_mlora_shape *
     t.cand = calloc((size_t)(max > 8 ? max : 8) + 2, sizeof *t.cand); /* a tile group, or 8 GEMM candidates */
     if (!t.cand)
         return lg_fail(LG_ERR_OOM, "tuner: out of memory");
+    t.run = (struct lg_tuner_run){.o = t.o, .u = &t, .select = cb_select, .run = cb_run, .check = cb_check,
+                                  .cand = t.cand, .csize = sizeof *t.cand};
     enum lg_status st = setup(&t);
     if (st == LG_OK) {
         lg_mlora_tune_key(t.L, n, &out->entry.key);
@@ -336,24 +255,19 @@ enum lg_status lg_tuner_mlora(lg_ctx_t *ctx, const struct lg_tuner_mlora_shape *
             break;
         out->pruned += info.pruned;
         if (t.o->verbose)
-            logf_(&t, "  mlora %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_mlora_group_name(g),
-              info.variants, info.pruned, lg_ctx_arch(ctx), info.timed);
+            lg_tuner_logf(t.o, "  mlora %s: %d variants, %d pruned for sm_%d, %d timed", lg_tuner_mlora_group_name(g),
+                          info.variants, info.pruned, lg_ctx_arch(ctx), info.timed);
         if (nc > 1)
-            st = measure(&t, lg_tuner_mlora_group_name(g), nc, out, ms);
+            st = lg_tuner_measure(&t.run, lg_tuner_mlora_group_name(g), nc, out, ms);
     }
     if (st == LG_OK)
         st = algo_group(&t, 1, out, ms);
     if (st == LG_OK)
         st = algo_group(&t, 0, out, ms);
-    if (st == LG_OK) { /* the winner against the reference, side by side */
-        struct lg_mlora_tiles win = t.cand[0];
-        t.cand[0] = t.base, t.cand[1] = win;
-        int kept = out->entry.candidates;
-        st = measure(&t, "final", 2, out, ms);
-        out->entry.candidates = kept > 0 ? kept : 1;
-        out->entry.default_ms = ms[0], out->entry.time_ms = ms[1];
+    if (st == LG_OK) /* the winner against the reference, side by side */
+        st = lg_tuner_final(&t.run, &t.base, out);
+    if (st == LG_OK)
         lg_mlora_tiles_to_entry(&t.cand[0], &out->entry);
-    }
     teardown(&t);
     free(t.cand);
     return st == LG_OK ? LG_OK : lg_fail_wrap(st, "tuning mlora %s: ", out->entry.key.shape);
