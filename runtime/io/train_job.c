@@ -6,45 +6,14 @@
 #include "lg_base.h"
 #include "lg_hf.h"
 #include "lg_lua.h"
+#include "lua_fields.h"
 
 #include <lauxlib.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-/* Numbers as the schema (generator/job.lua) bounds them: finite, and integers read as integers within the
- * range of their C field, never through a float-to-int cast. A value outside is a bound missing from the
- * schema: *bad names the first such field. */
-static double num(lua_State *L, int t, const char *k, double dflt, const char **bad)
-{
-    double v = dflt;
-    if (lua_getfield(L, t, k) == LUA_TNUMBER)
-        v = lua_tonumber(L, -1);
-    lua_pop(L, 1);
-    if (!isfinite(v)) {
-        *bad = *bad ? *bad : k;
-        return dflt;
-    }
-    return v;
-}
-
-static int64_t inum(lua_State *L, int t, const char *k, int64_t dflt, int64_t max, const char **bad)
-{
-    int64_t v = dflt;
-    if (lua_getfield(L, t, k) != LUA_TNIL) {
-        int ok;
-        lua_Integer x = lua_tointegerx(L, -1, &ok);
-        if (ok && x >= 0 && x <= max)
-            v = (int64_t)x;
-        else
-            *bad = *bad ? *bad : k;
-    }
-    lua_pop(L, 1);
-    return v;
-}
 
 /* Drops "." components and folds "dir/.." pairs, lexically (specs/jobs/../../out -> out), in place. */
 static void tidy_path(char *p)
@@ -118,7 +87,7 @@ static enum lg_status read_adapter(lua_State *L, int t, const struct lg_train_co
                                    struct lg_train_adapter *a)
 {
     const char *p = tc->path, *bad = NULL;
-    a->line = (int)inum(L, t, "line", 1, INT32_MAX, &bad);
+    a->line = (int)lg_io_lua_int(L, t, "line", 1, INT32_MAX, &bad);
     a->name = str(L, t, "name", p, 0);
     a->dataset = str(L, t, "dataset", p, 1);
     a->validation = str(L, t, "validation", p, 1);
@@ -129,20 +98,20 @@ static enum lg_status read_adapter(lua_State *L, int t, const struct lg_train_co
         if ((a->output_dir = malloc(n)))
             snprintf(a->output_dir, n, "%s/%s", tc->output_dir, a->name);
     }
-    a->rank = (int)inum(L, t, "rank", 16, INT32_MAX, &bad);
-    a->alpha = num(L, t, "alpha", 32, &bad);
-    a->dropout = num(L, t, "dropout", 0, &bad);
-    a->lr = num(L, t, "lr", 2e-4, &bad);
-    a->warmup = num(L, t, "warmup", 0, &bad);
-    a->beta1 = num(L, t, "beta1", 0.9, &bad);
-    a->beta2 = num(L, t, "beta2", 0.999, &bad);
-    a->eps = num(L, t, "eps", 1e-8, &bad);
-    a->weight_decay = num(L, t, "weight_decay", 0, &bad);
-    a->grad_clip = num(L, t, "grad_clip", 0, &bad);
-    a->global_batch = (int)inum(L, t, "global_batch", 1, INT32_MAX, &bad);
-    a->epochs = (int)inum(L, t, "epochs", 1, INT32_MAX, &bad);
-    a->steps = inum(L, t, "steps", 0, INT32_MAX, &bad);
-    a->seed = (uint64_t)inum(L, t, "seed", 0, INT64_MAX, &bad);
+    a->rank = (int)lg_io_lua_int(L, t, "rank", 16, INT32_MAX, &bad);
+    a->alpha = lg_io_lua_num(L, t, "alpha", 32, &bad);
+    a->dropout = lg_io_lua_num(L, t, "dropout", 0, &bad);
+    a->lr = lg_io_lua_num(L, t, "lr", 2e-4, &bad);
+    a->warmup = lg_io_lua_num(L, t, "warmup", 0, &bad);
+    a->beta1 = lg_io_lua_num(L, t, "beta1", 0.9, &bad);
+    a->beta2 = lg_io_lua_num(L, t, "beta2", 0.999, &bad);
+    a->eps = lg_io_lua_num(L, t, "eps", 1e-8, &bad);
+    a->weight_decay = lg_io_lua_num(L, t, "weight_decay", 0, &bad);
+    a->grad_clip = lg_io_lua_num(L, t, "grad_clip", 0, &bad);
+    a->global_batch = (int)lg_io_lua_int(L, t, "global_batch", 1, INT32_MAX, &bad);
+    a->epochs = (int)lg_io_lua_int(L, t, "epochs", 1, INT32_MAX, &bad);
+    a->steps = lg_io_lua_int(L, t, "steps", 0, INT32_MAX, &bad);
+    a->seed = (uint64_t)lg_io_lua_int(L, t, "seed", 0, INT64_MAX, &bad);
     char *sched = str(L, t, "schedule", p, 0);
     a->schedule = !sched || !strcmp(sched, "cosine") ? LG_LR_COSINE
                   : !strcmp(sched, "linear")         ? LG_LR_LINEAR
@@ -192,10 +161,10 @@ static enum lg_status read_config(lua_State *L, int top, struct lg_train_config 
     lua_getfield(L, tt, "deterministic");
     tc->deterministic = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    tc->checkpoint_every = (int)inum(L, tt, "checkpoint_every", 0, INT32_MAX, &bad);
-    tc->checkpoint_layers = (int)inum(L, tt, "checkpoint_layers", 0, INT32_MAX, &bad);
-    tc->eval_every = (int)inum(L, tt, "eval_every", 0, INT32_MAX, &bad);
-    tc->log_every = (int)inum(L, tt, "log_every", 10, INT32_MAX, &bad);
+    tc->checkpoint_every = (int)lg_io_lua_int(L, tt, "checkpoint_every", 0, INT32_MAX, &bad);
+    tc->checkpoint_layers = (int)lg_io_lua_int(L, tt, "checkpoint_layers", 0, INT32_MAX, &bad);
+    tc->eval_every = (int)lg_io_lua_int(L, tt, "eval_every", 0, INT32_MAX, &bad);
+    tc->log_every = (int)lg_io_lua_int(L, tt, "log_every", 10, INT32_MAX, &bad);
     tc->output_dir = str(L, tt, "output", p, 1);
     lua_pop(L, 1);
     if (!tc->output_dir && tc->name) {
