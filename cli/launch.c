@@ -74,6 +74,15 @@ static void child(int rank, int n, int port, pid_t parent, char **argv)
     _exit(127);
 }
 
+/* The rank of a child, or n when it is none of the ranks. */
+static int rank_of_pid(const pid_t *pid, int n, pid_t p)
+{
+    int r = 0;
+    while (r < n && pid[r] != p)
+        r++;
+    return r;
+}
+
 static void signal_all(const pid_t *pid, int n, int sig)
 {
     for (int r = 0; r < n; r++)
@@ -143,14 +152,31 @@ int lg_cli_launch(int n, char **argv)
             nanosleep(&ts, NULL);
             continue;
         }
-        int r = 0;
-        while (r < n && pid[r] != p)
-            r++;
+        int r = rank_of_pid(pid, n, p);
         if (r == n)
             continue;
         pid[r] = 0;
         running--;
         int c = status_code(st);
+        if (c != 0 && failed < 0 && !WIFSIGNALED(st)) {
+            /* a rank that exits with an error may only be reacting to a peer's death (a closed connection):
+             * when a rank that was killed has already exited too, that one is the cause and is named */
+            int st2;
+            pid_t q;
+            while ((q = waitpid(-1, &st2, WNOHANG)) > 0) {
+                int r2 = rank_of_pid(pid, n, q);
+                if (r2 == n)
+                    continue;
+                pid[r2] = 0;
+                running--;
+                if (WIFSIGNALED(st2)) {
+                    fprintf(stderr, "loragen train: rank %d of %d failed (exit status %d) after rank %d's end\n", r,
+                            n, c, r2);
+                    r = r2, st = st2, c = status_code(st2);
+                    break;
+                }
+            }
+        }
         if (c == 130 && forwarded && failed < 0) { /* stopped as asked: not a failure */
             code = 130;
             continue;
