@@ -167,16 +167,21 @@ pid_t lg_test_spawn(const char *dir, const char *const *args)
         argv[argc++] = *args;
     argv[argc] = NULL;
     char *fo = lg_test_path(dir, "stdout.txt"), *fe = lg_test_path(dir, "stderr.txt");
+    /* Truncated here, before the fork: opened in the child, the truncation could land while the caller is
+     * already reading the previous run's output (it polls stdout.txt right after this returns). */
+    int o = open(fo, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), e = open(fe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ck_assert_msg(o >= 0 && e >= 0, "open %s, %s: %s", fo, fe, strerror(errno));
     fflush(NULL);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        int o = open(fo, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(fe, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(o, 1);
         dup2(e, 2);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
+    close(o);
+    close(e);
     free(fo);
     free(fe);
     return pid;
