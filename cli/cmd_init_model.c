@@ -12,9 +12,10 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: loragen init-model SPEC OUT_DIR [--seed N] [--dtype bf16|fp16|fp32]\n\n"
+    fprintf(f, "usage: loragen init-model SPEC OUT_DIR [--seed N] [--dtype bf16|fp16|fp32] [--layers N]\n\n"
                "Writes OUT_DIR/config.json and model.safetensors with random weights (normal, std 0.02; norms 1)\n"
-               "for the decoder SPEC describes (e.g. specs/tiny.lua). Default seed 1, dtype: the spec's.\n");
+               "for the decoder SPEC describes (e.g. specs/tiny.lua). Default seed 1, dtype: the spec's;\n"
+               "--layers N writes N decoder layers instead of the spec's count (benchmarks: bench/bench_layer.sh).\n");
 }
 
 static struct lg_model_config config_of(const struct lg_spec_model *m)
@@ -47,6 +48,7 @@ int lg_cmd_init_model(int argc, char **argv)
 {
     const char *spec_path = NULL, *out = NULL, *dtype = NULL;
     unsigned long long seed = 1;
+    long layers = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -57,6 +59,13 @@ int lg_cmd_init_model(int argc, char **argv)
             seed = strtoull(argv[++i], &end, 10);
             if (*end) {
                 lg_cli_error("init-model", "--seed needs an integer, not '%s'", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(a, "--layers") && i + 1 < argc) {
+            char *end;
+            layers = strtol(argv[++i], &end, 10);
+            if (*end || layers < 1 || layers > 1024) {
+                lg_cli_error("init-model", "--layers needs an integer in 1..1024, not '%s'", argv[i]);
                 return 2;
             }
         } else if (!strcmp(a, "--dtype") && i + 1 < argc) {
@@ -92,6 +101,8 @@ int lg_cmd_init_model(int argc, char **argv)
     }
     struct lg_model_config c = config_of(&spec->model);
     lg_spec_free(spec);
+    if (layers)
+        c.num_hidden_layers = (int)layers;
     if (lg_model_write_random(&c, dt, out, seed) != LG_OK) {
         lg_cli_error("init-model", "%s", lg_last_error());
         return 1;
