@@ -213,8 +213,8 @@ int lg_cmd_train(int argc, char **argv)
     fmt_time(r.seconds, el, sizeof el);
     if (o.distributed && v.quiet && rank && strcmp(rank, "0"))
         return r.interrupted ? 130 : 0;
-    if (r.interrupted && o.distributed) {
-        printf("interrupted: a run over several processes stops without a checkpoint\n");
+    if (r.interrupted && o.distributed) { /* the ranks wrote their shards of one checkpoint */
+        printf("interrupted: checkpoint written; continue with the same command and --resume\n");
         return 130;
     }
     if (r.interrupted) {

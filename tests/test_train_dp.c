@@ -161,7 +161,7 @@ START_TEST(killed_rank_stops_the_run)
     /* rank 0 stops either through the launcher's SIGTERM (at its next microbatch) or, if its next all-reduce
      * comes first, failing on the closed connection */
     ck_assert_msg((strstr(err, "rank 0 of 2: ") && strstr(err, "rank 1 closed its connection")) ||
-                      strstr(out, "interrupted: a run over several processes stops without a checkpoint"),
+                      strstr(out, "interrupted: checkpoint written; continue with the same command and --resume"),
                   "%s\n%s", out, err);
     /* no rank is left: the launcher reaped both */
     ck_assert_int_eq(kill(victim, 0), -1);
@@ -186,7 +186,7 @@ START_TEST(sigterm_stops_every_rank_together)
     char *out, *err;
     int rc = lg_test_wait(root, launcher, &out, &err);
     ck_assert_msg(rc == 130, "%d\n%s\n%s", rc, out, err);
-    ck_assert_msg(strstr(out, "interrupted: a run over several processes stops without a checkpoint"), "%s", out);
+    ck_assert_msg(strstr(out, "interrupted: checkpoint written; continue with the same command and --resume"), "%s", out);
     ck_assert_msg(!strstr(err, "failed") && !strstr(err, "closed its connection"), "%s", err);
     for (int i = 0; i < nk; i++)
         ck_assert_int_eq(kill(kids[i], 0), -1);

@@ -1,34 +1,51 @@
-/* train_ckpt.c: the trainer's checkpoints, on lg_ckpt.h's crash-safe directories. A checkpoint holds
- * everything the run's future depends on, so that --resume gives the same losses bit for bit:
- *   state.safetensors      the position (epoch, microbatch), token count, seconds so far; per adapter its
- *                          step, whether it is done, the loss of the global batch in progress, the history
- *                          of losses (for metrics.jsonl and loss.svg) — all F64, exact;
- *   adapter-<i>.safetensors  per (layer, module): A, B, their AdamW moments, and the gradients accumulated
- *                          by the global batch in progress (a checkpoint may fall inside a batch when the run
- *                          is interrupted).
- * Dropout masks and the data order are functions of (seed, epoch, microbatch): nothing random to save. */
+/* train_ckpt.c: writing the trainer's checkpoints, on lg_ckpt.h's crash-safe directories, from one process or
+ * from every rank of a run over several (train_ckpt_load.c reads them back). A checkpoint holds everything the
+ * run's future depends on, so that --resume gives the same losses and adapters bit for bit. Format 2, one
+ * directory:
+ *   state.safetensors        (rank 0) the format, the epoch, the seconds so far, the run's shape (processes,
+ *                            the job's data_parallel and stages, adapters); per adapter its step, whether it
+ *                            is done, the skips in a row and the history of losses (metrics.jsonl, loss.svg);
+ *   adapter-<i>.safetensors  (rank 0; with pipeline stages adapter-<i>.stage-<s>.safetensors, from stage s of
+ *                            data-parallel rank 0) adapter i's A, B and AdamW moments of the stage's layers:
+ *                            the same on every data-parallel rank, so written once;
+ *   rank-<r>.safetensors     (every rank) what is rank r's own: its position in the epoch (the next microbatch
+ *                            of its order, the next all-reduce of the shared schedule), the tokens it ran,
+ *                            and per adapter the global batch in progress: its partial loss, its batches' samples
+ *                            still to run, the batches stepped, and the gradients accumulated so far.
+ * The in-progress gradients are saved per rank rather than checkpointing only where they are zero: with
+ * several adapters whose batches interleave, a point where no adapter has a batch in progress on any rank may
+ * never come; a run must be able to stop at the step it agreed on. Everything is F32 or F64, exact.
+ * Dropout masks and the data order are functions of (seed, epoch, microbatch): nothing random to save.
+ *
+ * Over several processes the save is collective, at a point every rank agrees on (after the same optimizer
+ * step; a pipeline first drains, train_pp.c): rank 0 opens the temporary directory and sends its name, every
+ * rank writes and syncs its files into it (the ranks share one file system), an all-reduce confirms that all
+ * did, and only then rank 0 writes the manifest over every file (every shard's size and hash) and commits. A
+ * rank killed during the save fails that all-reduce everywhere, so no checkpoint missing a shard is committed;
+ * `latest` keeps naming the previous one. */
 #include "lg_ckpt.h"
 #include "train_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define LG_TRAIN_CKPT_FORMAT 1.0
-#define NSTATE 6 /* step, steps, done, batch_loss, skipped_in_a_row, format */
-static const char *const parts[8] = {"A", "B", "mA", "vA", "mB", "vB", "dA", "dB"};
+const char *const lg_ckpt_parts[8] = {"A", "B", "mA", "vA", "mB", "vB", "dA", "dB"};
 
-static void ckpt_root(const struct lg_trainer *tr, char *buf, size_t n)
+void lg_ckpt_root(const struct lg_trainer *tr, char *buf, size_t n) { snprintf(buf, n, "%s/checkpoints", tr->out_root); }
+
+void lg_ckpt_weights_file(const struct lg_trainer *tr, int adapter, char *buf, size_t n)
 {
-    snprintf(buf, n, "%s/checkpoints", tr->out_root);
+    if (tr->stages > 1)
+        snprintf(buf, n, "adapter-%d.stage-%d.safetensors", adapter, tr->stage);
+    else
+        snprintf(buf, n, "adapter-%d.safetensors", adapter);
 }
 
-/* The address and element count of tensor part k (0..7) of an adapter tensor. */
-static void part_of(const struct lg_ad_tensor *t, int k, lg_addr *addr, int64_t *rows, int64_t *cols)
+void lg_ckpt_part(const struct lg_ad_tensor *t, int k, lg_addr *addr, int64_t *rows, int64_t *cols)
 {
     const struct lg_lora_params *p = &t->p;
     int isb = k == 1 || k == 4 || k == 5 || k == 7;
@@ -38,45 +55,132 @@ static void part_of(const struct lg_ad_tensor *t, int k, lg_addr *addr, int64_t 
     *addr = a[k];
 }
 
-static enum lg_status write_adapter(struct lg_trainer *tr, const struct lg_ad_state *a, const char *dir)
+enum lg_status lg_train_agree(struct lg_trainer *tr, enum lg_status s, const char *what)
 {
-    int n = 8 * a->nt;
-    struct lg_st_write_tensor *w = calloc((size_t)n, sizeof *w);
-    char (*names)[64] = calloc((size_t)n, sizeof *names);
-    float **bufs = calloc((size_t)n, sizeof *bufs);
-    enum lg_status s = w && names && bufs ? LG_OK : lg_fail(LG_ERR_OOM, "checkpoint: out of memory");
-    for (int i = 0; s == LG_OK && i < a->nt; i++)
-        for (int k = 0; s == LG_OK && k < 8; k++) {
-            int j = 8 * i + k;
-            lg_addr addr;
-            int64_t rows, cols;
-            part_of(&a->t[i], k, &addr, &rows, &cols);
-            size_t bytes = (size_t)(rows * cols) * sizeof(float);
-            snprintf(names[j], sizeof names[j], "%d.%s.%s", a->t[i].layer, lg_peft_module_name(a->t[i].mod),
-                     parts[k]);
-            if (!(bufs[j] = malloc(bytes)))
-                s = lg_fail(LG_ERR_OOM, "checkpoint: out of memory");
-            else
-                s = tr->be->ops->download(tr->be, bufs[j], addr, bytes);
-            w[j] = (struct lg_st_write_tensor){.name = names[j], .dtype = LG_ST_F32, .ndim = 2,
-                                               .shape = {rows, cols}, .data = bufs[j]};
-        }
+    if (tr->world == 1)
+        return s;
+    char mine[1024];
+    snprintf(mine, sizeof mine, "%s", s != LG_OK ? lg_last_error() : "");
+    double *v = calloc((size_t)tr->world, sizeof *v);
+    if (!v)
+        return lg_fail(LG_ERR_OOM, "trainer: out of memory");
+    v[tr->rank] = s != LG_OK;
+    enum lg_status c = lg_comm_allreduce_host_f64(tr->comm, v, (size_t)tr->world);
+    int first = -1;
+    for (int r = 0; c == LG_OK && r < tr->world && first < 0; r++)
+        if (v[r] > 0)
+            first = r;
+    free(v);
+    if (s != LG_OK) /* this rank's own reason, whatever the others said */
+        return lg_fail(s, "%s", mine);
+    if (c != LG_OK)
+        return lg_fail_wrap(c, "%s: ", what);
+    if (first >= 0)
+        return lg_fail(LG_ERR_IO, "%s: rank %d of %d failed (its own message says why)", what, first, tr->world);
+    return LG_OK;
+}
+
+/* Tensors to write, with the names and the host buffers they own. */
+struct tlist {
+    struct lg_st_write_tensor *w;
+    char (*names)[96];
+    void **bufs;
+    size_t n, cap;
+};
+
+static void tl_free(struct tlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->bufs[i]);
+    free(l->w);
+    free(l->names);
+    free(l->bufs);
+    memset(l, 0, sizeof *l);
+}
+
+/* A [rows] (cols 0) or [rows, cols] tensor; its buffer, or NULL when out of memory. */
+static void *tl_add(struct tlist *l, const char *name, enum lg_st_dtype dt, int64_t rows, int64_t cols)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        struct lg_st_write_tensor *w = realloc(l->w, cap * sizeof *w);
+        if (w)
+            l->w = w;
+        char(*names)[96] = realloc(l->names, cap * sizeof *names);
+        if (names)
+            l->names = names;
+        void **bufs = realloc(l->bufs, cap * sizeof *bufs);
+        if (bufs)
+            l->bufs = bufs;
+        if (!w || !names || !bufs)
+            return NULL;
+        l->cap = cap;
+    }
+    size_t numel = (size_t)(cols ? rows * cols : rows);
+    void *buf = malloc((numel ? numel : 1) * lg_st_dtype_size(dt));
+    if (!buf)
+        return NULL;
+    snprintf(l->names[l->n], sizeof l->names[l->n], "%s", name);
+    l->bufs[l->n] = buf;
+    l->w[l->n] = (struct lg_st_write_tensor){.name = l->names[l->n], .dtype = dt, .ndim = cols ? 2 : 1,
+                                             .shape = {rows, cols}, .data = buf};
+    l->n++;
+    return buf;
+}
+
+static enum lg_status tl_write(struct tlist *l, const char *dir, const char *file, const char *const *meta)
+{
     char path[1400];
-    snprintf(path, sizeof path, "%s/adapter-%d.safetensors", dir, a->index);
-    const char *meta[] = {"adapter", a->cfg->name, NULL};
-    if (s == LG_OK)
-        s = lg_st_write(path, w, (size_t)n, meta);
-    for (int j = 0; bufs && j < n; j++)
-        free(bufs[j]);
-    free(bufs);
-    free(names);
-    free(w);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    for (size_t i = 0; i < l->n; i++) /* the names moved when the arrays grew */
+        l->w[i].name = l->names[i];
+    enum lg_status s = lg_st_write(path, l->w, l->n, meta);
+    tl_free(l);
     return s;
 }
 
-static double *hist_array(const struct lg_point *p, size_t n)
+/* Tensor parts [from, to) of every tensor of adapter a, named "<prefix><layer>.<module>.<part>". */
+static enum lg_status add_parts(struct lg_trainer *tr, struct tlist *l, const struct lg_ad_state *a,
+                                const char *prefix, int from, int to)
 {
-    double *h = malloc((n ? n : 1) * 4 * sizeof *h);
+    for (int i = 0; i < a->nt; i++)
+        for (int k = from; k < to; k++) {
+            lg_addr addr;
+            int64_t rows, cols;
+            lg_ckpt_part(&a->t[i], k, &addr, &rows, &cols);
+            char name[96];
+            snprintf(name, sizeof name, "%s%d.%s.%s", prefix, a->t[i].layer, lg_peft_module_name(a->t[i].mod),
+                     lg_ckpt_parts[k]);
+            float *buf = tl_add(l, name, LG_ST_F32, rows, cols);
+            if (!buf)
+                return lg_fail(LG_ERR_OOM, "checkpoint: out of memory");
+            enum lg_status s = tr->be->ops->download(tr->be, buf, addr, (size_t)(rows * cols) * sizeof(float));
+            if (s != LG_OK)
+                return s;
+        }
+    return LG_OK;
+}
+
+/* adapter-<i>[.stage-<s>].safetensors: A, B and the moments of this stage's tensors of adapter a. */
+static enum lg_status write_weights(struct lg_trainer *tr, const struct lg_ad_state *a, const char *dir)
+{
+    struct tlist l = {0};
+    enum lg_status s = add_parts(tr, &l, a, "", 0, 6);
+    char file[128], stage[16], stages[16];
+    lg_ckpt_weights_file(tr, a->index, file, sizeof file);
+    snprintf(stage, sizeof stage, "%d", tr->stage);
+    snprintf(stages, sizeof stages, "%d", tr->stages);
+    const char *meta[] = {"adapter", a->cfg->name, "stage", stage, "stages", stages, NULL};
+    if (s != LG_OK) {
+        tl_free(&l);
+        return s;
+    }
+    return tl_write(&l, dir, file, meta);
+}
+
+static double *hist_add(struct tlist *l, const char *name, const struct lg_point *p, size_t n)
+{
+    double *h = tl_add(l, name, LG_ST_F64, (int64_t)n, 4);
     for (size_t i = 0; h && i < n; i++) {
         h[4 * i] = (double)p[i].step;
         h[4 * i + 1] = p[i].loss;
@@ -86,58 +190,88 @@ static double *hist_array(const struct lg_point *p, size_t n)
     return h;
 }
 
+/* state.safetensors: the run's shared state (rank 0). */
 static enum lg_status write_state(struct lg_trainer *tr, const char *dir)
 {
-    int n = 1 + 3 * tr->nad;
-    struct lg_st_write_tensor *w = calloc((size_t)n, sizeof *w);
-    double **bufs = calloc((size_t)n, sizeof *bufs);
-    char (*names)[32] = calloc((size_t)n, sizeof *names);
-    if (!w || !bufs || !names) {
-        free(w);
-        free(bufs);
-        free(names);
+    const struct lg_job_params *jp = lg_job_get_params(tr->job);
+    struct tlist l = {0};
+    double *job = tl_add(&l, "job", LG_ST_F64, LG_CKPT_JOB_N, 0);
+    int ok = job != NULL;
+    if (ok) {
+        double v[LG_CKPT_JOB_N] = {LG_TRAIN_CKPT_FORMAT, tr->epoch, tr->elapsed_before + (lg_train_now() - tr->t0),
+                                   tr->world, jp->data_parallel, jp->stages, tr->nad};
+        memcpy(job, v, sizeof v);
+    }
+    for (int i = 0; ok && i < tr->nad; i++) {
+        const struct lg_ad_state *a = &tr->ad[i];
+        char name[32];
+        snprintf(name, sizeof name, "a%d.state", i);
+        double *st = tl_add(&l, name, LG_ST_F64, LG_CKPT_AD_N, 0);
+        if (st) {
+            double v[LG_CKPT_AD_N] = {(double)a->step, (double)a->steps, a->done, 0, (double)a->skipped_in_a_row,
+                                      LG_TRAIN_CKPT_FORMAT};
+            memcpy(st, v, sizeof v);
+        }
+        snprintf(name, sizeof name, "a%d.hist", i);
+        ok = st && hist_add(&l, name, a->hist, a->nhist);
+        snprintf(name, sizeof name, "a%d.vhist", i);
+        ok = ok && hist_add(&l, name, a->vhist, a->nvhist);
+    }
+    if (!ok) {
+        tl_free(&l);
         return lg_fail(LG_ERR_OOM, "checkpoint: out of memory");
     }
-    double elapsed = tr->elapsed_before + (lg_train_now() - tr->t0);
-    double job[5] = {LG_TRAIN_CKPT_FORMAT, tr->epoch, (double)tr->mb_index, (double)tr->tokens, elapsed};
-    w[0] = (struct lg_st_write_tensor){.name = "job", .dtype = LG_ST_F64, .ndim = 1, .shape = {5}, .data = job};
-    int ok = 1;
-    for (int i = 0; i < tr->nad; i++) {
+    return tl_write(&l, dir, "state.safetensors", NULL);
+}
+
+/* rank-<r>.safetensors: this rank's position, and its part of every global batch in progress. */
+static enum lg_status write_rank(struct lg_trainer *tr, const char *dir)
+{
+    const struct lg_job_params *jp = lg_job_get_params(tr->job);
+    struct tlist l = {0};
+    double *pos = tl_add(&l, "position", LG_ST_F64, LG_CKPT_POS_N, 0);
+    enum lg_status s = pos ? LG_OK : lg_fail(LG_ERR_OOM, "checkpoint: out of memory");
+    if (pos) {
+        double v[LG_CKPT_POS_N] = {(double)tr->mb_index, (double)tr->dps.next, (double)tr->tokens};
+        memcpy(pos, v, sizeof v);
+    }
+    for (int i = 0; s == LG_OK && i < tr->nad; i++) {
         const struct lg_ad_state *a = &tr->ad[i];
-        double *st = bufs[3 * i] = malloc(NSTATE * sizeof *st);
-        bufs[3 * i + 1] = hist_array(a->hist, a->nhist);
-        bufs[3 * i + 2] = hist_array(a->vhist, a->nvhist);
-        if (!st || !bufs[3 * i + 1] || !bufs[3 * i + 2]) {
-            ok = 0;
+        char name[32];
+        snprintf(name, sizeof name, "a%d.batch", i);
+        double *b = tl_add(&l, name, LG_ST_F64, 3, 0);
+        snprintf(name, sizeof name, "a%d.left", i);
+        double *left = b ? tl_add(&l, name, LG_ST_F64, (int64_t)a->nbatches, 0) : NULL;
+        if (!left) {
+            s = lg_fail(LG_ERR_OOM, "checkpoint: out of memory");
             break;
         }
-        double v[NSTATE] = {(double)a->step, (double)a->steps, a->done, a->batch_loss, (double)a->skipped_in_a_row,
-                            LG_TRAIN_CKPT_FORMAT};
-        memcpy(st, v, sizeof v);
-        snprintf(names[3 * i], 32, "a%d.state", i);
-        snprintf(names[3 * i + 1], 32, "a%d.hist", i);
-        snprintf(names[3 * i + 2], 32, "a%d.vhist", i);
-        w[1 + 3 * i] = (struct lg_st_write_tensor){.name = names[3 * i], .dtype = LG_ST_F64, .ndim = 1,
-                                                   .shape = {NSTATE}, .data = st};
-        w[2 + 3 * i] = (struct lg_st_write_tensor){.name = names[3 * i + 1], .dtype = LG_ST_F64, .ndim = 2,
-                                                   .shape = {(int64_t)a->nhist, 4}, .data = bufs[3 * i + 1]};
-        w[3 + 3 * i] = (struct lg_st_write_tensor){.name = names[3 * i + 2], .dtype = LG_ST_F64, .ndim = 2,
-                                                   .shape = {(int64_t)a->nvhist, 4}, .data = bufs[3 * i + 2]};
+        b[0] = a->batch_loss;
+        b[1] = (double)a->stepped_batches;
+        b[2] = (double)a->nbatches;
+        for (size_t g = 0; g < a->nbatches; g++)
+            left[g] = (double)a->batch_left[g];
+        snprintf(name, sizeof name, "a%d.", i);
+        s = add_parts(tr, &l, a, name, 6, 8);
     }
-    char path[1400];
-    snprintf(path, sizeof path, "%s/state.safetensors", dir);
-    enum lg_status s = ok ? lg_st_write(path, w, (size_t)n, NULL) : lg_fail(LG_ERR_OOM, "checkpoint: out of memory");
-    for (int i = 0; i < 3 * tr->nad; i++)
-        free(bufs[i]);
-    free(bufs);
-    free(names);
-    free(w);
-    return s;
+    char file[64], rank[16], world[16], stage[16], stages[16], dp[16];
+    snprintf(file, sizeof file, "rank-%d.safetensors", tr->rank);
+    snprintf(rank, sizeof rank, "%d", tr->rank);
+    snprintf(world, sizeof world, "%d", tr->world);
+    snprintf(stage, sizeof stage, "%d", tr->stage);
+    snprintf(stages, sizeof stages, "%d", jp->stages);
+    snprintf(dp, sizeof dp, "%d", jp->data_parallel);
+    const char *meta[] = {"rank", rank, "world", world, "stage", stage, "stages", stages, "data_parallel", dp, NULL};
+    if (s != LG_OK) {
+        tl_free(&l);
+        return s;
+    }
+    return tl_write(&l, dir, file, meta);
 }
 
 /* Removes from each adapter's output directory the temporary files of atomic writes (metrics.jsonl,
  * loss.svg, the PEFT files: "<name>.tmp-PID-N") whose writer was killed before its rename. */
-static void remove_stale_outputs(const struct lg_trainer *tr)
+void lg_ckpt_remove_stale_outputs(const struct lg_trainer *tr)
 {
     for (int i = 0; i < tr->nad; i++) {
         DIR *d = opendir(tr->ad[i].out_dir);
@@ -158,186 +292,55 @@ static void remove_stale_outputs(const struct lg_trainer *tr)
     }
 }
 
+/* This rank's files of the checkpoint. */
+static enum lg_status write_shard(struct lg_trainer *tr, const char *dir)
+{
+    enum lg_status s = tr->be->ops->sync(tr->be);
+    if (s == LG_OK && tr->rank == 0)
+        s = write_state(tr, dir);
+    for (int i = 0; s == LG_OK && tr->dp_rank == 0 && i < tr->nad; i++)
+        s = write_weights(tr, &tr->ad[i], dir);
+    if (s == LG_OK)
+        s = write_rank(tr, dir);
+    return s;
+}
+
 enum lg_status lg_ckpt_write(struct lg_trainer *tr)
 {
-    remove_stale_outputs(tr);
-    char root[1100];
-    ckpt_root(tr, root, sizeof root);
-    lg_ckpt_writer_t *w;
-    enum lg_status s = lg_ckpt_begin(root, &w);
-    if (s != LG_OK)
-        return s;
-    s = write_state(tr, lg_ckpt_dir(w));
-    for (int i = 0; s == LG_OK && i < tr->nad; i++)
-        s = write_adapter(tr, &tr->ad[i], lg_ckpt_dir(w));
-    if (s != LG_OK) {
-        lg_ckpt_abort(w);
-        return s;
+    char root[1100], dir[1200] = "";
+    lg_ckpt_root(tr, root, sizeof root);
+    lg_ckpt_writer_t *w = NULL;
+    enum lg_status s = LG_OK;
+    if (tr->rank == 0) {
+        lg_ckpt_remove_stale_outputs(tr);
+        if ((s = lg_ckpt_begin(root, &w)) == LG_OK)
+            snprintf(dir, sizeof dir, "%s", lg_ckpt_dir(w));
     }
-    if ((s = lg_ckpt_commit(w, 2)) != LG_OK)
+    /* the other ranks write into rank 0's temporary directory */
+    s = lg_train_agree(tr, s, "starting a checkpoint");
+    if (s == LG_OK && tr->world > 1)
+        s = lg_comm_bcast_host(tr->comm, 0, dir, sizeof dir);
+    if (s == LG_OK)
+        s = write_shard(tr, dir);
+    s = lg_train_agree(tr, s, "writing a checkpoint's shards");
+    enum lg_status c = s;
+    if (tr->rank == 0 && s == LG_OK) /* every shard is written and synced: the manifest covers them all */
+        c = lg_ckpt_commit(w, 2);
+    else if (tr->rank == 0)
+        lg_ckpt_abort(w);
+    if (s != LG_OK) /* known to every rank alike */
         return s;
-    for (int i = 0; s == LG_OK && i < tr->nad; i++)
+    s = lg_train_agree(tr, c, "committing a checkpoint"); /* rank 0's outcome, for all */
+    for (int i = 0; s == LG_OK && tr->rank == 0 && i < tr->nad; i++)
         s = lg_report_write(tr, &tr->ad[i]);
     int64_t steps = 0;
     for (int i = 0; i < tr->nad; i++)
         steps += tr->ad[i].step;
     tr->ckpt_steps = steps;
     char latest[1200];
-    if (s == LG_OK && lg_ckpt_latest(root, latest, sizeof latest) == LG_OK) {
+    if (s == LG_OK && tr->rank == 0 && lg_ckpt_latest(root, latest, sizeof latest) == LG_OK) {
         struct lg_train_progress p = {.event = LG_EV_CKPT, .adapter = -1, .name = tr->tc.name, .message = latest};
         lg_report(tr, &p);
     }
-    return s;
-}
-
-/* ---- resume ---- */
-
-static enum lg_status read_f64(const lg_st_t *st, const char *name, int64_t rows, int64_t cols, double *out)
-{
-    struct lg_st_tensor t;
-    enum lg_status s = lg_st_find(st, name, &t);
-    if (s != LG_OK)
-        return s;
-    int64_t want = cols ? rows * cols : rows;
-    if (t.dtype != LG_ST_F64 || t.numel != want)
-        return lg_fail(LG_ERR_IO, "%s: %s: expected %lld F64 values", lg_st_path(st), name, (long long)want);
-    memcpy(out, t.data, (size_t)want * sizeof *out);
-    return LG_OK;
-}
-
-static enum lg_status load_hist(const lg_st_t *st, const char *name, struct lg_point **arr, size_t *n, size_t *cap)
-{
-    struct lg_st_tensor t;
-    enum lg_status s = lg_st_find(st, name, &t);
-    if (s != LG_OK)
-        return s;
-    size_t rows = t.ndim == 2 ? (size_t)t.shape[0] : 0;
-    double *h = malloc((rows ? rows : 1) * 4 * sizeof *h);
-    if (!h)
-        return lg_fail(LG_ERR_OOM, "checkpoint: out of memory");
-    s = read_f64(st, name, (int64_t)rows, 4, h);
-    free(*arr);
-    *arr = calloc(rows + 1, sizeof **arr);
-    *n = 0;
-    *cap = rows + 1;
-    for (size_t i = 0; s == LG_OK && *arr && i < rows; i++)
-        (*arr)[(*n)++] = (struct lg_point){(int64_t)h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]};
-    free(h);
-    return s == LG_OK && !*arr ? lg_fail(LG_ERR_OOM, "checkpoint: out of memory") : s;
-}
-
-static enum lg_status load_adapter(struct lg_trainer *tr, struct lg_ad_state *a, const char *dir)
-{
-    char path[1400];
-    snprintf(path, sizeof path, "%s/adapter-%d.safetensors", dir, a->index);
-    lg_st_t *st;
-    enum lg_status s = lg_st_open(path, &st);
-    if (s != LG_OK)
-        return s;
-    const char *name = lg_st_metadata(st, "adapter");
-    if (!name || strcmp(name, a->cfg->name))
-        s = lg_fail(LG_ERR_IO, "%s: holds adapter '%s', the job's adapter %d is '%s'", path, name ? name : "?",
-                    a->index, a->cfg->name);
-    for (int i = 0; s == LG_OK && i < a->nt; i++)
-        for (int k = 0; s == LG_OK && k < 8; k++) {
-            lg_addr addr;
-            int64_t shape[2];
-            part_of(&a->t[i], k, &addr, &shape[0], &shape[1]);
-            char tn[64];
-            snprintf(tn, sizeof tn, "%d.%s.%s", a->t[i].layer, lg_peft_module_name(a->t[i].mod), parts[k]);
-            float *buf = malloc((size_t)(shape[0] * shape[1]) * sizeof *buf);
-            s = buf ? lg_st_read_f32(st, tn, 2, shape, buf) : lg_fail(LG_ERR_OOM, "checkpoint: out of memory");
-            if (s == LG_OK)
-                s = tr->be->ops->upload(tr->be, addr, buf, (size_t)(shape[0] * shape[1]) * sizeof *buf);
-            free(buf);
-        }
-    lg_st_close(st);
-    return s == LG_OK ? lg_decoder_lora_sync(tr->dec, a->index) : s;
-}
-
-/* Replays the sample counts of the microbatches before the checkpoint's position (nothing runs). */
-static enum lg_status replay_position(struct lg_trainer *tr)
-{
-    for (size_t i = 0; i < tr->mb_index; i++) {
-        struct lg_mb_view v;
-        enum lg_status s = lg_plan_mb(tr->plan, i, &v);
-        for (size_t j = 0; s == LG_OK && j < v.nseg; j++) {
-            struct lg_seg_view sv;
-            if ((s = lg_plan_seg(tr->plan, i, j, &sv)) != LG_OK)
-                break;
-            struct lg_ad_state *a = &tr->ad[sv.adapter];
-            a->batch_left[sv.batch] -= (int64_t)sv.nsamples;
-            if (a->batch_left[sv.batch] == 0)
-                a->stepped_batches++;
-        }
-        if (s != LG_OK)
-            return s;
-    }
-    return LG_OK;
-}
-
-enum lg_status lg_ckpt_resume(struct lg_trainer *tr)
-{
-    char root[1100], dir[1200], path[1300];
-    ckpt_root(tr, root, sizeof root);
-    enum lg_status s = lg_ckpt_latest(root, dir, sizeof dir);
-    if (s != LG_OK)
-        return s;
-    remove_stale_outputs(tr);
-    snprintf(path, sizeof path, "%s/state.safetensors", dir);
-    lg_st_t *st;
-    if ((s = lg_st_open(path, &st)) != LG_OK)
-        return s;
-    double job[5];
-    s = read_f64(st, "job", 5, 0, job);
-    if (s == LG_OK && job[0] != LG_TRAIN_CKPT_FORMAT)
-        s = lg_fail(LG_ERR_IO, "%s: checkpoint format %g, this build reads %g", path, job[0], LG_TRAIN_CKPT_FORMAT);
-    for (int i = 0; s == LG_OK && i < tr->nad; i++) {
-        struct lg_ad_state *a = &tr->ad[i];
-        double v[NSTATE];
-        char name[32];
-        snprintf(name, sizeof name, "a%d.state", i);
-        if ((s = read_f64(st, name, NSTATE, 0, v)) != LG_OK)
-            break;
-        a->step = (int64_t)v[0];
-        a->done = v[2] != 0;
-        a->batch_loss = v[3];
-        a->skipped_in_a_row = (int64_t)v[4];
-        snprintf(name, sizeof name, "a%d.hist", i);
-        if ((s = load_hist(st, name, &a->hist, &a->nhist, &a->caphist)) != LG_OK)
-            break;
-        snprintf(name, sizeof name, "a%d.vhist", i);
-        s = load_hist(st, name, &a->vhist, &a->nvhist, &a->capvhist);
-    }
-    lg_st_close(st);
-    if (s != LG_OK)
-        return lg_fail_wrap(s, "resuming from %s: ", dir);
-    tr->epoch = (int)job[1];
-    tr->mb_index = (size_t)job[2];
-    tr->tokens = (int64_t)job[3];
-    tr->elapsed_before = job[4];
-    for (int i = 0; s == LG_OK && i < tr->nad; i++)
-        s = load_adapter(tr, &tr->ad[i], dir);
-    /* planning the epoch resets the batch in progress: keep it across the replay */
-    double *bl = malloc((size_t)tr->nad * sizeof *bl);
-    if (!bl)
-        return lg_fail(LG_ERR_OOM, "checkpoint: out of memory");
-    for (int i = 0; i < tr->nad; i++)
-        bl[i] = tr->ad[i].batch_loss;
-    if (s == LG_OK)
-        s = lg_train_plan_epoch(tr);
-    if (s == LG_OK)
-        s = replay_position(tr);
-    for (int i = 0; i < tr->nad; i++)
-        tr->ad[i].batch_loss = bl[i];
-    free(bl);
-    for (int i = 0; s == LG_OK && i < tr->nad; i++)
-        s = lg_report_write(tr, &tr->ad[i]);
-    int64_t steps = 0;
-    for (int i = 0; i < tr->nad; i++)
-        steps += tr->ad[i].step;
-    tr->ckpt_steps = steps;
-    if (s == LG_OK)
-        lg_report_info(tr, "resumed from %s: epoch %d, microbatch %zu", dir, tr->epoch + 1, tr->mb_index);
     return s;
 }

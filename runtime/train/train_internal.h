@@ -2,7 +2,8 @@
  *   train_setup.c    loading the job, the model, the datasets; the backend and the decoder
  *   train_adapter.c  each adapter's tensors, moments, initialisation, optimizer step, PEFT output
  *   train_loop.c     executing the plan: microbatches, global batches, steps, the run as a whole
- *   train_ckpt.c     checkpoints: write (temp dir, fsync, rename, checksummed manifest), verify, resume
+ *   train_ckpt.c     checkpoints: each rank's shard, written together (temp dir, fsync, rename, manifest)
+ *   train_ckpt_load.c  --resume: verify, check the run's shape, load the shared state and this rank's shard
  *   train_report.c   metrics.jsonl, loss.svg and the progress events
  *   train_eval.c     validation losses and lg_eval_run
  *   train_dp.c       data parallelism: the order of the gradient all-reduces, and the all-reduce itself
@@ -123,6 +124,9 @@ struct lg_trainer {
     int pp_drained;         /* stages > 1: training is over, the pipeline is empty (the final validation) */
     int stop_all;           /* world > 1: some rank was asked to stop; all stop after the same step */
     double pp_norm, pp_local_norm; /* stages > 1: the batch's gradient norm over the model, and this stage's */
+    size_t pp_fwd;          /* stages > 1: forwards this stage has run in the epoch (positions of its order) */
+    size_t pp_fill;         /* stages > 1: at the latest step, the forwards stage 0 of this pipeline had run */
+    size_t dp_next_resume;  /* --resume: the shared schedule's next all-reduce in the resumed epoch */
 };
 
 /* train_setup.c */
@@ -166,8 +170,24 @@ enum lg_status lg_pp_eval_mb(struct lg_trainer *tr, const struct lg_decoder_batc
 /* Rank 0: every stage's tensors of adapter a, written as one PEFT adapter; other ranks send theirs. */
 enum lg_status lg_pp_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, const char *dir);
 
-/* train_ckpt.c */
+/* train_ckpt.c, train_ckpt_load.c */
+#define LG_TRAIN_CKPT_FORMAT 2
+#define LG_CKPT_JOB_N 7 /* state.safetensors "job": format, epoch, seconds, processes, data_parallel, stages, adapters */
+#define LG_CKPT_AD_N 6  /* "a<i>.state": step, steps, done, 0 (the batch loss is per rank), skipped in a row, format */
+#define LG_CKPT_POS_N 3 /* rank-<r>.safetensors "position": microbatch of the order, next all-reduce, tokens */
+extern const char *const lg_ckpt_parts[8]; /* A, B, their moments, their gradients */
+void lg_ckpt_root(const struct lg_trainer *tr, char *buf, size_t n);
+/* The file of adapter i's weights and moments of this rank's stage. */
+void lg_ckpt_weights_file(const struct lg_trainer *tr, int adapter, char *buf, size_t n);
+/* The address and shape of part k (lg_ckpt_parts) of an adapter tensor. */
+void lg_ckpt_part(const struct lg_ad_tensor *t, int k, lg_addr *addr, int64_t *rows, int64_t *cols);
+void lg_ckpt_remove_stale_outputs(const struct lg_trainer *tr);
+/* Collective (world > 1): every rank's outcome s of a phase, agreed; LG_OK when all succeeded, else this
+ * rank's own error or one naming the first rank that failed. */
+enum lg_status lg_train_agree(struct lg_trainer *tr, enum lg_status s, const char *what);
+/* Collective: every rank calls it at the same point (after the same step; a pipeline drained). */
 enum lg_status lg_ckpt_write(struct lg_trainer *tr);
+/* Collective: every rank resumes from `latest`, or all fail. */
 enum lg_status lg_ckpt_resume(struct lg_trainer *tr);
 
 /* train_report.c */

@@ -54,7 +54,8 @@ static enum lg_status dry_run(struct lg_trainer *tr, const size_t *order, size_t
     size_t *stepped = calloc((size_t)tr->nad, sizeof *stepped);
     int64_t **left = calloc((size_t)tr->nad, sizeof *left);
     enum lg_status s = stepped && left ? LG_OK : lg_fail(LG_ERR_OOM, "trainer: out of memory");
-    for (int a = 0; s == LG_OK && a < tr->nad; a++) {
+    for (int a = 0; s == LG_OK && a < tr->nad; a++) { /* from where the epoch stands (resumed: mid-epoch) */
+        stepped[a] = (size_t)tr->ad[a].stepped_batches;
         if (!(left[a] = calloc(tr->ad[a].nbatches + 1, sizeof **left)))
             s = lg_fail(LG_ERR_OOM, "trainer: out of memory");
         else
@@ -147,13 +148,20 @@ static enum lg_status forward(struct lg_trainer *tr, struct pp_run *p, size_t k)
  * loss are summed over every rank. */
 static enum lg_status reduce(struct lg_trainer *tr, struct lg_ad_state *a)
 {
-    double v[3] = {0, a->batch_loss, lg_train_stop_wanted(tr)};
+    /* the squared norm, the loss, a stop wanted, and each pipeline's stage-0 forwards (a drain's target) */
+    size_t nv = 3 + (size_t)tr->dp;
+    double *v = calloc(nv, sizeof *v);
     size_t n = 0, at = 0;
     for (int i = 0; i < 2 * a->nt; i++)
         n += (size_t)a->opt[i].n;
     float *g = malloc((n + 1) * sizeof *g);
     int *group = calloc((size_t)tr->dp, sizeof *group);
-    enum lg_status s = g && group ? tr->be->ops->sync(tr->be) : lg_fail(LG_ERR_OOM, "trainer: out of memory");
+    enum lg_status s = g && group && v ? tr->be->ops->sync(tr->be) : lg_fail(LG_ERR_OOM, "trainer: out of memory");
+    if (v) {
+        v[1] = a->batch_loss;
+        v[2] = lg_train_stop_wanted(tr);
+        v[3 + tr->dp_rank] = tr->stage == 0 ? (double)tr->pp_fwd : 0;
+    }
     for (int i = 0; s == LG_OK && i < 2 * a->nt; at += (size_t)a->opt[i].n, i++)
         s = tr->be->ops->download(tr->be, g + at, a->opt[i].g, (size_t)a->opt[i].n * sizeof *g);
     if (s == LG_OK && tr->dp > 1) {
@@ -172,13 +180,17 @@ static enum lg_status reduce(struct lg_trainer *tr, struct lg_ad_state *a)
     if (tr->dp_rank != 0) /* the stage's sum is the same on every member of its group: count it once */
         v[0] = 0;
     if (s == LG_OK)
-        s = lg_comm_allreduce_host_f64(tr->comm, v, 3);
-    if (s != LG_OK)
+        s = lg_comm_allreduce_host_f64(tr->comm, v, nv);
+    if (s != LG_OK) {
+        free(v);
         return lg_fail_wrap(s, "pipeline: reducing adapter '%s' batch %lld: ", a->cfg->name,
                             (long long)a->stepped_batches + 1);
+    }
     a->batch_loss = v[1];
     tr->stop_all |= v[2] > 0; /* a rank was asked to stop: all stop after this step, at the same place */
     tr->pp_norm = sqrt(v[0]);
+    tr->pp_fill = (size_t)v[3 + tr->dp_rank];
+    free(v);
     return LG_OK;
 }
 
@@ -236,7 +248,7 @@ static enum lg_status backward(struct lg_trainer *tr, struct pp_run *p, size_t k
         return lg_fail_wrap(s, "epoch %d, microbatch %zu, stage %d backward: ", tr->epoch + 1, p->order[k], p->s);
     struct lg_mb_view v;
     lg_plan_mb(tr->plan, p->order[k], &v);
-    for (size_t j = 0; j < v.nseg && s == LG_OK && !tr->stop_all; j++) {
+    for (size_t j = 0; j < v.nseg && s == LG_OK; j++) {
         struct lg_seg_view sv;
         lg_plan_seg(tr->plan, p->order[k], j, &sv);
         struct lg_ad_state *a = &tr->ad[sv.adapter];
@@ -350,24 +362,48 @@ enum lg_status lg_pp_epoch(struct lg_trainer *tr, lg_pp_done_fn done)
         }
     } else if (s == LG_OK) {
         qsort_r(p.order, p.n, sizeof *p.order, by_pos, tr->plan);
-        s = dry_run(tr, p.order, p.n);
+        s = tr->mb_index <= p.n ? dry_run(tr, p.order + tr->mb_index, p.n - tr->mb_index) : LG_OK;
     }
-    size_t f = 0, b = 0;
+    if (s == LG_OK && tr->dp > 1 && (tr->dps.next = tr->dp_next_resume) > ds->nsteps)
+        s = lg_fail(LG_ERR_IO, "--resume: the checkpoint's next all-reduce is %zu of %zu in epoch %d", tr->dps.next,
+                    ds->nsteps, tr->epoch + 1);
+    tr->dp_next_resume = 0;
+    /* resumed: the pipeline was empty at the checkpoint, at position mb_index of the order */
+    size_t f = tr->mb_index, b = tr->mb_index, drain = SIZE_MAX;
+    if (s == LG_OK && b > p.n)
+        s = lg_fail(LG_ERR_IO, "--resume: the checkpoint's position %zu is past the %zu microbatches of epoch %d", b,
+                    p.n, tr->epoch + 1);
+    tr->pp_fwd = f;
     double t0 = lg_train_now();
     for (;;) {
-        while (s == LG_OK && !tr->stop_all && tr->dp > 1 && tr->dps.next < ds->nsteps &&
+        while (s == LG_OK && drain == SIZE_MAX && tr->dp > 1 && tr->dps.next < ds->nsteps &&
                ds->steps[tr->dps.next].at <= b)
             s = dp_step(tr, &ds->steps[tr->dps.next++], done);
-        if (s != LG_OK || b == p.n || tr->stop_all)
+        /* A checkpoint (due, or a stop asked), agreed at a step: the stages drain to the forwards stage 0 had
+         * run then, so no activation is in flight; with data parallel, no further all-reduce before it. */
+        if (s == LG_OK && drain == SIZE_MAX && (tr->ckpt_due || tr->stop_all))
+            drain = tr->pp_fill;
+        if (s == LG_OK && b == drain) {
+            tr->ckpt_due = 0;
+            tr->mb_index = b;
+            drain = SIZE_MAX;
+            if ((s = lg_ckpt_write(tr)) != LG_OK || tr->stop_all)
+                break;
+            continue;
+        }
+        if (s != LG_OK || b == p.n)
             break;
-        if (f < p.n && f - b < (size_t)p.limit && allowed(tr, p.order[f]))
+        if (f < p.n && f < drain && f - b < (size_t)p.limit && allowed(tr, p.order[f])) {
             s = forward(tr, &p, f++);
-        else if (b < f)
+            tr->pp_fwd = f;
+        } else if (b < f) {
             s = backward(tr, &p, b++, done);
-        else
+        } else {
             s = lg_fail(LG_ERR_INTERNAL, "pipeline: stage %d: microbatch %zu waits for a step nothing can complete",
                         p.s, p.order[f]);
+        }
     }
+    tr->mb_index = b;
     if (s == LG_OK && !tr->stop_all)
         s = report_stages(tr, p.busy, lg_train_now() - t0);
     for (int i = 0; p.saved && i < p.limit; i++)

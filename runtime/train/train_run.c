@@ -103,7 +103,8 @@ static enum lg_status after_batch(struct lg_trainer *tr, struct lg_ad_state *a)
         return s;
     /* Due, but written once the whole microbatch is done (run()): a checkpoint taken here would record this
      * microbatch as not yet run although its gradients are in it, and miss the steps of other adapters' batches
-     * it completes after this one, so a resume would train on it twice. */
+     * it completes after this one, so a resume would train on it twice. Over several processes it is written
+     * after this step (data parallel: run_epoch_dp) or once the pipeline has drained (lg_pp_epoch). */
     int64_t every = (int64_t)tr->tc.checkpoint_every * tr->nad;
     if (every > 0 && total_steps(tr) - tr->ckpt_steps >= every)
         tr->ckpt_due = 1;
@@ -179,7 +180,7 @@ static enum lg_status finish(struct lg_trainer *tr, struct lg_train_result *r)
         if (s == LG_OK)
             lg_report(tr, &p);
     }
-    if (s == LG_OK && tr->rank == 0 && tr->stages == 1) /* a stage holds only its layers: no checkpoint yet */
+    if (s == LG_OK) /* every rank its shard */
         s = lg_ckpt_write(tr);
     struct lg_ad_state *a0 = &tr->ad[0];
     r->first_loss = a0->nhist ? a0->hist[0].loss : NAN;
@@ -224,29 +225,33 @@ static enum lg_status dp_step(struct lg_trainer *tr, const struct lg_dp_step *st
 }
 
 /* One epoch on this data-parallel rank: its microbatches in their order, each adapter's all-reduce and step at
- * its place in the order all ranks share (train_dp.c). A stop asked of any rank travels with the next step's
- * all-reduce, so every rank stops after that same step, without a checkpoint (--resume of several processes
- * is not built yet). */
+ * its place in the order all ranks share (train_dp.c). Checkpoints come right after the step that makes one
+ * due, before anything else runs: every rank is then between the same two all-reduces (at its own position in
+ * its order, with its own partial gradients, all saved in its shard). A stop asked of any rank travels with the
+ * next step's all-reduce, so every rank stops after that same step, with a checkpoint. */
 static enum lg_status run_epoch_dp(struct lg_trainer *tr, struct lg_train_result *r)
 {
     struct lg_dp_sched *d = &tr->dps;
     enum lg_status s = lg_dp_build(tr);
+    if (s == LG_OK && (d->next = tr->dp_next_resume) > d->nsteps)
+        s = lg_fail(LG_ERR_IO, "--resume: the checkpoint's next all-reduce is %zu of %zu in epoch %d", d->next,
+                    d->nsteps, tr->epoch + 1);
+    tr->dp_next_resume = 0;
     for (;;) {
-        while (s == LG_OK && !tr->stop_all && d->next < d->nsteps && d->steps[d->next].at <= tr->mb_index)
+        while (s == LG_OK && d->next < d->nsteps && d->steps[d->next].at <= tr->mb_index) {
             s = dp_step(tr, &d->steps[d->next++]);
-        if (s == LG_OK && tr->stop_all) { /* agreed in the step's all-reduce: every rank stops here */
-            r->interrupted = 1;
-            return LG_OK;
+            if (s != LG_OK || (!tr->ckpt_due && !tr->stop_all)) /* both agreed, alike on every rank */
+                continue;
+            tr->ckpt_due = 0;
+            if ((s = lg_ckpt_write(tr)) == LG_OK && tr->stop_all) {
+                r->interrupted = 1;
+                return LG_OK;
+            }
         }
         if (s != LG_OK || all_done(tr) || tr->mb_index >= d->norder)
             return s;
         s = run_mb(tr, d->order[tr->mb_index], 0);
         tr->mb_index++;
-        if (s == LG_OK && tr->ckpt_due) {
-            tr->ckpt_due = 0;
-            if (tr->rank == 0)
-                s = lg_ckpt_write(tr);
-        }
     }
 }
 

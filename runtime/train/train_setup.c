@@ -149,9 +149,6 @@ static enum lg_status read_world(struct lg_trainer *tr)
                        tr->tc.checkpoint_layers);
     tr->stages = jp->stages;
     tr->stage = tr->rank % jp->stages;
-    if (tr->opts->resume)
-        return lg_fail(LG_ERR_UNSUPPORTED, "--resume of a run over %d processes is not built yet: checkpoints hold "
-                       "rank 0's gradients of the batches in progress only", tr->world);
     tr->dp_rank = tr->rank / jp->stages;
     return LG_OK;
 }
