@@ -231,7 +231,9 @@ int lg_cmd_plan(int argc, char **argv)
     if (!o.quiet)
         fprintf(stderr, "loading %s\n", o.job);
     lg_job_t *job;
-    if (lg_job_load(o.job, &job) != LG_OK) {
+    /* with --capacity, a training job whose capacity = "auto" is sized by loragen train (no memory budget)
+     * is planned at the capacity given */
+    if ((o.capacity ? lg_job_load_device(o.job, 0, &job) : lg_job_load(o.job, &job)) != LG_OK) {
         fprintf(stderr, "%s\n", lg_last_error());
         return 1;
     }

@@ -25,6 +25,7 @@ M.TRAIN_DEFAULTS = {
   { where = "training", key = "checkpoint_layers", default = 0, help = "activation checkpointing every N layers (0: off)" },
   { where = "training", key = "eval_every", default = 0, help = "steps between validation losses (0: at the end only)" },
   { where = "training", key = "log_every", default = 10, help = "steps between progress lines when not on a terminal" },
+  { where = "training", key = "memory_gb", default = nil, help = "device memory the run may use per GPU, GiB (default: what is free); sizes capacity = \"auto\"" },
   { where = "adapter", key = "rank", default = 16, help = "LoRA rank r" },
   { where = "adapter", key = "alpha", default = 32, help = "LoRA alpha (scale alpha/r; default 2r)" },
   { where = "adapter", key = "dropout", default = 0.05, help = "LoRA dropout probability" },
@@ -143,6 +144,7 @@ local function schema_for(job)
           checkpoint_layers = { type = "integer", min = 0, max = B.layers },
           eval_every = { type = "integer", min = 0, max = B.steps },
           log_every = { type = "integer", min = 1, max = B.steps },
+          memory_gb = { type = "number", min_excl = 0, max = 1e6 },
         },
       },
       adapters = {
@@ -181,11 +183,13 @@ local function schema_for(job)
 end
 
 -- Rules that span fields: checked after the schema, so each message can name both.
-local function cross_checks(job, errs)
+local function cross_checks(job, errs, opts)
   local b = job.batching
   if type(b) == "table" then
-    if b.capacity == "auto" and b.memory_budget_gb == nil then
-      errs:add({ "batching", "capacity" }, 'capacity = "auto" needs batching.memory_budget_gb')
+    -- a trainer (opts.device) sizes an "auto" capacity from the device's memory; the planner needs a budget
+    if b.capacity == "auto" and b.memory_budget_gb == nil and not opts.device then
+      errs:add({ "batching", "capacity" }, 'capacity = "auto" needs batching.memory_budget_gb to be planned '
+        .. '(loragen train sizes it from the GPU\'s free memory instead; loragen plan --capacity N plans one size)')
     end
     local pad = b.pad_multiple or 16
     if math.type(b.capacity) == "integer" and math.type(pad) == "integer" and pad > 0 and b.capacity % pad ~= 0 then
@@ -242,17 +246,33 @@ local function peft_targets(list)
   return out
 end
 
-local function normalise(job, loc)
+-- The largest capacity the schema takes, a multiple of pad.
+local function capacity_max(pad)
+  return (1 << 24) // pad * pad
+end
+
+local function normalise(job, loc, opts)
   local b, p, t = job.batching or { capacity = 4096 }, job.pipeline or { stages = 1 }, job.training or {}
+  local pad = b.pad_multiple or 16
+  -- capacity = "auto" without a budget, read by a trainer: the trainer measures the device and loads the job
+  -- again with opts.capacity; until then the job is planned at the schema's largest capacity
+  local from_device = b.capacity == "auto" and b.memory_budget_gb == nil
+  local capacity = b.capacity
+  if opts.capacity then
+    capacity = opts.capacity
+  elseif from_device then
+    capacity = capacity_max(pad)
+  end
   local out = {
     name = job.name or "job",
     stages = p.stages,
     data_parallel = p.data_parallel or 1,
     p2p_us = p.p2p_us or 0,
     optimizer_us = p.optimizer_us or 0,
-    capacity = b.capacity,
-    memory_budget_gb = b.memory_budget_gb or 0,
-    pad_multiple = b.pad_multiple or 16,
+    capacity = capacity,
+    capacity_from_device = from_device,
+    memory_budget_gb = (opts.capacity or from_device) and 0 or b.memory_budget_gb or 0,
+    pad_multiple = pad,
     oversize = b.oversize or "error",
     seed = b.seed or 0,
     target = b.target or 0,
@@ -266,6 +286,7 @@ local function normalise(job, loc)
       checkpoint_layers = t.checkpoint_layers or train_default("checkpoint_layers"),
       eval_every = t.eval_every or train_default("eval_every"),
       log_every = t.log_every or train_default("log_every"),
+      memory_gb = t.memory_gb or 0,
     },
     adapters = {},
   }
@@ -303,19 +324,23 @@ local function normalise(job, loc)
   return out
 end
 
-local function load(text, path)
+local function load(text, path, opts)
   local job, err = sandbox.eval(text, path)
   if not job then error(err, 0) end
   local errs = sandbox.errors(path, text)
   sandbox.validate(job, schema_for(job), errs)
-  cross_checks(job, errs)
+  cross_checks(job, errs, opts)
   if errs:count() > 0 then error(errs:report(), 0) end
-  return normalise(job, sandbox.locator(text))
+  return normalise(job, sandbox.locator(text), opts)
 end
 
 -- Evaluates and validates a job file. Returns the normalised table; raises "file:line: error: ..." lines.
-function M.load(text, path)
-  return sandbox.protect(path, load, text, path)
+-- opts (optional): device = true when a trainer reads it (capacity = "auto" may then come without a memory
+-- budget: the trainer sizes it from the device; capacity_from_device says so); capacity = N plans the job at a
+-- fixed capacity of N tokens whatever its capacity policy (the trainer's second load, once it has measured).
+function M.load(text, path, opts)
+  opts = type(opts) == "table" and opts or {}
+  return sandbox.protect(path, load, text, path, opts)
 end
 
 return M

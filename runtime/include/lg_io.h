@@ -54,6 +54,11 @@ LG_API enum lg_status lg_dataset_load(const char *path, enum lg_dataset_format f
 /* Loads a Lua job file (schema: generator/job.lua). Dataset paths are relative to the job file. Errors read
  * "path:line: error: field: message", every schema error at once. */
 LG_API enum lg_status lg_job_load(const char *path, lg_job_t **out);
+/* The same job as a trainer reads it: capacity = "auto" may come without batching.memory_budget_gb (the
+ * trainer sizes it from the device). capacity 0: such a job is loaded at the schema's largest capacity (its
+ * samples' lengths, batches and the pipeline shape are then known); capacity N > 0: any job is loaded with a
+ * fixed capacity of N tokens, as if its file said capacity = N (the oversize policy applies at N). */
+LG_API enum lg_status lg_job_load_device(const char *path, uint32_t capacity, lg_job_t **out);
 
 /* ---- plans and timelines ------------------------------------------------------------------------------- */
 

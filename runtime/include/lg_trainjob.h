@@ -55,6 +55,8 @@ struct lg_train_config {
     int checkpoint_layers;   /* activation checkpointing every N layers; 0: off */
     int eval_every;          /* steps between validation losses; 0: only at the end */
     int log_every;           /* steps between progress lines when the output is not a terminal */
+    int capacity_auto;       /* batching.capacity = "auto" without memory_budget_gb: sized from the device */
+    double memory_gb;        /* training.memory_gb: device memory the run may use, GiB; 0: what is free */
     int nadapters;
     struct lg_train_adapter *adapters;
 };

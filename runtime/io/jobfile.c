@@ -211,7 +211,8 @@ static enum lg_status build(lua_State *L, const char *path, lg_job_t **out)
     return LG_OK;
 }
 
-enum lg_status lg_job_load(const char *path, lg_job_t **out)
+/* device: read by a trainer (lg_job_load_device); capacity > 0 overrides the capacity policy. */
+static enum lg_status load(const char *path, int device, uint32_t capacity, lg_job_t **out)
 {
     if (!path || !out)
         return lg_fail(LG_ERR_INVALID, "lg_job_load: null argument");
@@ -228,9 +229,23 @@ enum lg_status lg_job_load(const char *path, lg_job_t **out)
     lua_pushlstring(L, text, size);
     lua_pushstring(L, path);
     free(text);
-    s = lg_lua_pcall_module(L, "generator.job", "load", 2, 1, LG_ERR_SPEC);
+    lua_createtable(L, 0, 2);
+    lua_pushboolean(L, device);
+    lua_setfield(L, -2, "device");
+    if (capacity) {
+        lua_pushinteger(L, (lua_Integer)capacity);
+        lua_setfield(L, -2, "capacity");
+    }
+    s = lg_lua_pcall_module(L, "generator.job", "load", 3, 1, LG_ERR_SPEC);
     if (s == LG_OK)
         s = build(L, path, out);
     lua_close(L);
     return s;
+}
+
+enum lg_status lg_job_load(const char *path, lg_job_t **out) { return load(path, 0, 0, out); }
+
+enum lg_status lg_job_load_device(const char *path, uint32_t capacity, lg_job_t **out)
+{
+    return load(path, 1, capacity, out);
 }

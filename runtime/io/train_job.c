@@ -154,6 +154,9 @@ static enum lg_status read_config(lua_State *L, int top, struct lg_train_config 
     if (stat(tc->model_dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return lg_fail(LG_ERR_SPEC, "%s: error: model.path: %s is not a directory (write a tiny one with "
                        "`loragen init-model specs/tiny.lua DIR`)", p, tc->model_dir);
+    lua_getfield(L, top, "capacity_from_device");
+    tc->capacity_auto = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     lua_getfield(L, top, "training");
     int tt = lua_gettop(L);
     const char *bad = NULL;
@@ -165,6 +168,7 @@ static enum lg_status read_config(lua_State *L, int top, struct lg_train_config 
     tc->checkpoint_layers = (int)lg_io_lua_int(L, tt, "checkpoint_layers", 0, INT32_MAX, &bad);
     tc->eval_every = (int)lg_io_lua_int(L, tt, "eval_every", 0, INT32_MAX, &bad);
     tc->log_every = (int)lg_io_lua_int(L, tt, "log_every", 10, INT32_MAX, &bad);
+    tc->memory_gb = lg_io_lua_num(L, tt, "memory_gb", 0, &bad);
     tc->output_dir = str(L, tt, "output", p, 1);
     lua_pop(L, 1);
     if (!tc->output_dir && tc->name) {
@@ -212,7 +216,10 @@ enum lg_status lg_train_config_load(const char *path, struct lg_train_config *ou
     lua_pushlstring(L, text, size);
     lua_pushstring(L, path);
     free(text);
-    s = lg_lua_pcall_module(L, "generator.job", "load", 2, 1, LG_ERR_SPEC);
+    lua_createtable(L, 0, 1);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "device"); /* a trainer: capacity = "auto" may be sized from the device */
+    s = lg_lua_pcall_module(L, "generator.job", "load", 3, 1, LG_ERR_SPEC);
     if (s == LG_OK && !(out->path = strdup(path)))
         s = lg_fail(LG_ERR_OOM, "job: out of memory");
     if (s == LG_OK)

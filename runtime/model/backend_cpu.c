@@ -4,26 +4,45 @@
  * LoRA linear layers live in backend_cpu_linear.c. */
 #include "backend_cpu.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define P(a) ((void *)(uintptr_t)(a))
 #define F(a) ((float *)(uintptr_t)(a))
 #define CF(a) ((const float *)(uintptr_t)(a))
 #define I32(a) ((const int32_t *)(uintptr_t)(a))
 
+/* The backend counts the bytes it holds (mem_info's used): each block carries its size in a 64-byte header. */
+struct cpu_be {
+    lg_backend_t base; /* first: the backend handle is this struct */
+    size_t used;
+};
+
+#define HDR 64
+
 static void cpu_destroy(lg_backend_t *be) { free(be); }
 
 static enum lg_status cpu_alloc(lg_backend_t *be, size_t bytes, lg_addr *out)
 {
     void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+    if (posix_memalign(&p, 64, HDR + (bytes ? bytes : 64)) != 0)
         return lg_fail(LG_ERR_OOM, "cpu backend: out of memory allocating %.1f MiB", (double)bytes / (1u << 20));
-    *out = (lg_addr)(uintptr_t)p;
+    *(size_t *)p = bytes;
+    ((struct cpu_be *)be)->used += bytes;
+    *out = (lg_addr)(uintptr_t)((char *)p + HDR);
     return LG_OK;
 }
 
-static void cpu_release(lg_backend_t *be, lg_addr p) { free(P(p)); }
+static void cpu_release(lg_backend_t *be, lg_addr p)
+{
+    if (!p)
+        return;
+    char *b = (char *)P(p) - HDR;
+    ((struct cpu_be *)be)->used -= *(size_t *)b;
+    free(b);
+}
 
 static enum lg_status cpu_upload(lg_backend_t *be, lg_addr dst, const void *src, size_t n)
 {
@@ -54,6 +73,35 @@ static enum lg_status cpu_sync(lg_backend_t *be) { return LG_OK; }
 static enum lg_status cpu_upload_weight(lg_backend_t *be, lg_addr dst, const float *src, int64_t count)
 {
     memcpy(P(dst), src, (size_t)count * sizeof(float));
+    return LG_OK;
+}
+
+/* The host's memory: MemAvailable and MemTotal of /proc/meminfo (sysconf's pages where it cannot be read);
+ * used: the bytes of the blocks this backend holds (the linear layers' own host buffers are not counted). */
+static enum lg_status cpu_mem_info(lg_backend_t *be, size_t *free_bytes, size_t *total_bytes, size_t *used_bytes)
+{
+    *used_bytes = ((struct cpu_be *)be)->used;
+    unsigned long long avail = 0, total = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long long kb;
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            avail = kb * 1024;
+        else if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+            total = kb * 1024;
+    }
+    if (f)
+        fclose(f);
+    long page = sysconf(_SC_PAGESIZE);
+    if (!total && page > 0)
+        total = (unsigned long long)sysconf(_SC_PHYS_PAGES) * (unsigned long long)page;
+    if (!avail && page > 0)
+        avail = (unsigned long long)sysconf(_SC_AVPHYS_PAGES) * (unsigned long long)page;
+    if (!total)
+        return lg_fail(LG_ERR_UNSUPPORTED, "cpu backend: the host's memory size cannot be read");
+    *free_bytes = (size_t)avail;
+    *total_bytes = (size_t)total;
     return LG_OK;
 }
 
@@ -272,6 +320,7 @@ static const struct lg_backend_ops cpu_ops = {
     .zero = cpu_zero,
     .copy = cpu_copy,
     .sync = cpu_sync,
+    .mem_info = cpu_mem_info,
     .upload_weight = cpu_upload_weight,
     .weight_size = cpu_weight_size,
     .embed = cpu_embed,
@@ -294,9 +343,10 @@ static const struct lg_backend_ops cpu_ops = {
 
 enum lg_status lg_backend_cpu_init(lg_backend_t **out)
 {
-    lg_backend_t *be = calloc(1, sizeof *be);
-    if (!be)
+    struct cpu_be *c = calloc(1, sizeof *c);
+    if (!c)
         return lg_fail(LG_ERR_OOM, "cpu backend: out of memory");
+    lg_backend_t *be = &c->base;
     be->ops = &cpu_ops;
     be->act = LG_FP32;
     be->weight = LG_FP32;

@@ -125,6 +125,16 @@ static enum lg_status cuda_sync(lg_backend_t *be)
     return LG_OK;
 }
 
+/* used: the device's free memory when the backend was made less what is free now (anything this process, or
+ * another one on the same GPU, took since). */
+static enum lg_status cuda_mem_info(lg_backend_t *be, size_t *free_bytes, size_t *total_bytes, size_t *used_bytes)
+{
+    CU(cuMemGetInfo_v2(free_bytes, total_bytes), "cuMemGetInfo");
+    size_t f0 = cb(be)->free_at_init;
+    *used_bytes = f0 > *free_bytes ? f0 - *free_bytes : 0;
+    return LG_OK;
+}
+
 static size_t cuda_weight_size(const lg_backend_t *be, int64_t count) { return (size_t)count * 2; }
 
 /* fp32 host -> the weight dtype on the device, a slice at a time. */
@@ -374,6 +384,7 @@ const struct lg_backend_ops lg_cuda_ops = {
     .zero = cuda_zero,
     .copy = cuda_copy,
     .sync = cuda_sync,
+    .mem_info = cuda_mem_info,
     .upload_weight = cuda_upload_weight,
     .begin = lg_cuda_begin,
     .weight_size = cuda_weight_size,
@@ -388,6 +399,7 @@ const struct lg_backend_ops lg_cuda_ops = {
     .xent = cuda_xent,
     .linear_init = lg_cuda_linear_init,
     .linear_free = lg_cuda_linear_free,
+    .linear_reserve = lg_cuda_linear_reserve,
     .linear_params = lg_cuda_linear_params,
     .linear_fwd = lg_cuda_linear_fwd,
     .linear_bwd = lg_cuda_linear_bwd,
@@ -418,6 +430,9 @@ enum lg_status lg_backend_cuda_init(const struct lg_backend_cuda_params *p, lg_b
     c->deterministic = p ? p->deterministic : 1;
     c->max_tokens = p ? p->max_tokens : 0;
     c->nadapters = p && p->nadapters > 0 ? p->nadapters : 1;
+    size_t total = 0;
+    if (cuMemGetInfo_v2(&c->free_at_init, &total) != CUDA_SUCCESS)
+        c->free_at_init = 0;
     snprintf(c->base.desc, sizeof c->base.desc, "cuda: %s (sm_%d), %s", lg_ctx_device_name(c->ctx),
              lg_ctx_arch(c->ctx), lg_dtype_name(c->base.act));
     *out = &c->base;

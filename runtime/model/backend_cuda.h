@@ -27,6 +27,7 @@ struct cuda_be {
     size_t staged;          /* bytes in use since the last synchronisation */
     int deterministic;
     int64_t max_tokens;
+    size_t free_at_init; /* device memory free once the context and stream were made */
     lg_norm_t *norm;
     lg_rope_t *rope;
     lg_swiglu_t *swiglu;
@@ -50,6 +51,7 @@ void lg_cuda_prof_free(struct cuda_be *c);
 enum lg_status lg_cuda_linear_init(lg_backend_t *be, const struct lg_lora_linear_desc *d, const float *const *w,
                                    const float *const *bias, lg_lora_linear_t **out);
 void lg_cuda_linear_free(lg_backend_t *be, lg_lora_linear_t *l);
+enum lg_status lg_cuda_linear_reserve(lg_backend_t *be, lg_lora_linear_t *l, int64_t max_tokens);
 enum lg_status lg_cuda_linear_params(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,
                                      struct lg_lora_params *p);
 enum lg_status lg_cuda_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,

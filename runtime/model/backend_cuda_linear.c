@@ -97,8 +97,9 @@ enum lg_status lg_cuda_linear_init(lg_backend_t *be, const struct lg_lora_linear
                                    const float *const *bias, lg_lora_linear_t **out)
 {
     struct cuda_be *c = cb(be);
-    if (c->max_tokens < 1)
-        return lg_fail(LG_ERR_INTERNAL, "cuda backend: made without max_tokens");
+    int64_t T = d->max_tokens > 0 ? d->max_tokens : c->max_tokens;
+    if (T < 1)
+        return lg_fail(LG_ERR_INTERNAL, "cuda linear: no max_tokens (the largest microbatch)");
     lg_lora_linear_t *l = calloc(1, sizeof *l);
     if (!l)
         return lg_fail(LG_ERR_OOM, "cuda linear: out of memory");
@@ -130,7 +131,7 @@ enum lg_status lg_cuda_linear_init(lg_backend_t *be, const struct lg_lora_linear
         l->lds = (lg_mlora_compact_cols(l->ml) + 7) / 8 * 8;
         if (l->lds < 8)
             l->lds = 8;
-        s = lg_cu_check(cuMemAlloc(&l->s, (size_t)(c->max_tokens * l->lds) * 2), "cuMemAlloc");
+        s = lg_cu_check(cuMemAlloc(&l->s, (size_t)(T * l->lds) * 2), "cuMemAlloc");
     }
     if (s != LG_OK) {
         lg_cuda_linear_free(be, l);
@@ -147,6 +148,20 @@ enum lg_status lg_cuda_linear_init(lg_backend_t *be, const struct lg_lora_linear
     }
     *out = l;
     return LG_OK;
+}
+
+/* S [max_tokens, lds] again, for another largest microbatch (lg_decoder_reserve). */
+enum lg_status lg_cuda_linear_reserve(lg_backend_t *be, lg_lora_linear_t *l, int64_t max_tokens)
+{
+    struct cuda_be *c = cb(be);
+    enum lg_status s = lg_cu_check(cuStreamSynchronize(c->stream), "cuStreamSynchronize");
+    if (s != LG_OK)
+        return s;
+    if (l->s)
+        cuMemFree(l->s);
+    l->s = 0;
+    l->d.max_tokens = max_tokens;
+    return lg_cu_check(cuMemAlloc(&l->s, (size_t)(max_tokens * l->lds) * 2), "cuMemAlloc");
 }
 
 enum lg_status lg_cuda_linear_params(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,

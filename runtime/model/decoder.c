@@ -87,7 +87,7 @@ static enum lg_status init_group(lg_decoder_t *d, const lg_st_t *st, int layer, 
     const struct lg_model_config *c = d->cfg;
     const struct lg_group_def *gd = &lg_groups[g];
     struct lg_lora_linear_desc desc = {.nout = gd->n, .nadapters = d->nadapters,
-                                  .layer_id = (uint32_t)(layer * 8 + gd->mod[0])};
+                                       .layer_id = (uint32_t)(layer * 8 + gd->mod[0]), .max_tokens = d->max_tokens};
     struct lg_lora_slot *slots = calloc((size_t)(d->nadapters * gd->n) + 1, sizeof *slots);
     float *w[LG_LINEAR_MAX_OUT] = {0}, *bias[LG_LINEAR_MAX_OUT] = {0};
     enum lg_status s = slots ? LG_OK : lg_fail(LG_ERR_OOM, "decoder: out of memory");

@@ -5,6 +5,7 @@
 #include "decoder_internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define LG_ARENA_ALIGN 256
 
@@ -115,6 +116,48 @@ size_t lg_decoder_arena_bytes(const lg_backend_t *be, const struct lg_decoder_pa
 {
     struct dims d = dims_of(be, p);
     return walk(&d, 0, NULL);
+}
+
+double lg_decoder_token_bytes(const lg_backend_t *be, const struct lg_decoder_params *p)
+{
+    const int64_t step = 4096; /* the arena is linear in tokens and samples: its slope, exactly */
+    struct lg_decoder_params a = *p, b = *p;
+    a.max_tokens = a.max_seqs = step;
+    b.max_tokens = b.max_seqs = 2 * step;
+    double bytes = (double)(lg_decoder_arena_bytes(be, &b) - lg_decoder_arena_bytes(be, &a)) / (double)step;
+    /* the linear layers' saved S: a column per rank of every slot (rounded up to 8 per layer) */
+    int from = p->layer_from, to = p->layer_to ? p->layer_to : p->cfg->num_hidden_layers;
+    for (int g = 0; g < LG_GROUPS; g++) {
+        int64_t cols = 0;
+        for (int i = 0; i < lg_groups[g].n; i++)
+            for (int k = 0; k < p->nadapters; k++)
+                if (p->adapters[k].targets >> lg_groups[g].mod[i] & 1u)
+                    cols += p->adapters[k].rank;
+        bytes += (double)(to - from) * (double)((cols + 7) / 8 * 8) * (double)lg_backend_act_size(be);
+    }
+    return bytes;
+}
+
+enum lg_status lg_decoder_reserve(lg_decoder_t *d, int64_t max_tokens, int max_seqs)
+{
+    if (max_tokens < 1 || max_seqs < 1)
+        return lg_fail(LG_ERR_INVALID, "lg_decoder_reserve: max_tokens and max_seqs must be positive");
+    const struct lg_backend_ops *o = d->be->ops;
+    enum lg_status s = o->sync(d->be);
+    for (int l = d->from; s == LG_OK && o->linear_reserve && l < d->to; l++)
+        for (int g = 0; s == LG_OK && g < LG_GROUPS; g++)
+            if (d->layers[l].lin[g])
+                s = o->linear_reserve(d->be, d->layers[l].lin[g], max_tokens);
+    if (s != LG_OK)
+        return lg_fail_wrap(s, "resizing the linear layers for %lld-token microbatches: ", (long long)max_tokens);
+    o->release(d->be, d->arena);
+    d->arena = 0;
+    free(d->map.ckpt);
+    free(d->map.win);
+    memset(&d->map, 0, sizeof d->map);
+    d->max_tokens = max_tokens;
+    d->max_seqs = max_seqs;
+    return lg_decoder_arena_init(d);
 }
 
 enum lg_status lg_decoder_arena_init(lg_decoder_t *dec)

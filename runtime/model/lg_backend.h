@@ -66,6 +66,7 @@ struct lg_lora_linear_desc {
     int nadapters;
     const struct lg_lora_slot *slots; /* [nadapters * nout]: slot of adapter a, output i at a * nout + i */
     uint32_t layer_id;                /* dropout counter of output i is layer_id + i: masks differ per module */
+    int64_t max_tokens;               /* the largest microbatch (buffers the layer keeps per token) */
 };
 
 /* The fp32 tensors of one adapter on one output: masters and gradients (backend memory). */
@@ -107,6 +108,9 @@ struct lg_backend_ops {
     enum lg_status (*zero)(lg_backend_t *be, lg_addr p, size_t bytes);
     enum lg_status (*copy)(lg_backend_t *be, lg_addr dst, lg_addr src, size_t bytes);
     enum lg_status (*sync)(lg_backend_t *be);
+    /* Memory the device has free now and in all (the host's available and total memory on the CPU backend),
+     * and what this backend has taken of it since it was made */
+    enum lg_status (*mem_info)(lg_backend_t *be, size_t *free_bytes, size_t *total_bytes, size_t *used_bytes);
     /* Uploads host fp32 weights as the backend's weight dtype (rows x cols). */
     enum lg_status (*upload_weight)(lg_backend_t *be, lg_addr dst, const float *src, int64_t count);
     size_t (*weight_size)(const lg_backend_t *be, int64_t count);
@@ -154,6 +158,9 @@ struct lg_backend_ops {
     enum lg_status (*linear_init)(lg_backend_t *be, const struct lg_lora_linear_desc *d, const float *const *w,
                                   const float *const *bias, lg_lora_linear_t **out);
     void (*linear_free)(lg_backend_t *be, lg_lora_linear_t *l);
+    /* The layer's per-token buffers resized for microbatches of up to max_tokens (contents not kept); NULL
+     * when the backend keeps none */
+    enum lg_status (*linear_reserve)(lg_backend_t *be, lg_lora_linear_t *l, int64_t max_tokens);
     enum lg_status (*linear_params)(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,
                                     struct lg_lora_params *p);
     /* The outputs side by side in y [n, ldy] (ldy >= Σ out_i; output i in the columns after those of outputs

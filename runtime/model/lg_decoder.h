@@ -98,5 +98,11 @@ size_t lg_decoder_boundary_bytes(const lg_decoder_t *d, int64_t tokens);
 
 /* Bytes of the activation arena for the params (for capacity planning and the out-of-memory message). */
 size_t lg_decoder_arena_bytes(const lg_backend_t *be, const struct lg_decoder_params *p);
+/* What one more token of capacity costs in backend memory: the arena's slope, and the linear layers' saved S
+ * (a column per LoRA rank of every slot). Weights, LoRA states and workspaces do not grow with it. */
+double lg_decoder_token_bytes(const lg_backend_t *be, const struct lg_decoder_params *p);
+/* The arena and the linear layers' per-token buffers sized again for microbatches of up to max_tokens tokens
+ * in max_seqs samples (capacity = "auto" once the device has been measured); their contents are not kept. */
+enum lg_status lg_decoder_reserve(lg_decoder_t *d, int64_t max_tokens, int max_seqs);
 
 #endif

@@ -132,6 +132,8 @@ struct lg_trainer {
 /* train_setup.c */
 enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts *o, int for_eval);
 void lg_train_teardown(struct lg_trainer *tr);
+/* train_memory.c: the decoder with its arena, the capacity sized from the device for capacity = "auto" */
+enum lg_status lg_train_init_decoder(struct lg_trainer *tr);
 
 /* train_adapter.c */
 enum lg_status lg_ad_init(struct lg_trainer *tr, struct lg_ad_state *a);

@@ -91,33 +91,6 @@ static enum lg_status load_model(struct lg_trainer *tr)
     return LG_OK;
 }
 
-static enum lg_status init_decoder(struct lg_trainer *tr)
-{
-    tr->dad = calloc((size_t)tr->nad, sizeof *tr->dad);
-    if (!tr->dad)
-        return lg_fail(LG_ERR_OOM, "trainer: out of memory");
-    for (int i = 0; i < tr->nad; i++) {
-        const struct lg_train_adapter *c = &tr->tc.adapters[i];
-        tr->dad[i] = (struct lg_decoder_adapter){c->rank, (float)c->alpha, (float)c->dropout, c->targets};
-    }
-    struct lg_decoder_params dp = {.cfg = &tr->mc, .nadapters = tr->nad, .adapters = tr->dad,
-                                   .ckpt_every = tr->tc.checkpoint_layers, .max_tokens = tr->capacity,
-                                   .max_seqs = (int)tr->capacity};
-    if (tr->stages > 1) {
-        lg_pp_split(tr->mc.num_hidden_layers, tr->stages, tr->stage, &dp.layer_from, &dp.layer_to);
-        lg_report_info(tr, "pipeline stage %d of %d: layers %d..%d (each stage its own)%s", tr->stage, tr->stages,
-                       dp.layer_from, dp.layer_to - 1, tr->tc.eval_every > 0 ? "; validation runs at the end only "
-                       "under pipeline parallelism" : "");
-    }
-    enum lg_status s = lg_decoder_init(tr->be, &dp, tr->st, &tr->dec);
-    if (s != LG_OK)
-        return s;
-    lg_report_info(tr, "model %s: %d layers, hidden %d, vocab %d; %s; arena %.1f MiB for %u-token microbatches",
-                   tr->tc.model_dir, tr->mc.num_hidden_layers, tr->mc.hidden_size, tr->mc.vocab_size, tr->be->desc,
-                   (double)lg_decoder_arena_bytes(tr->be, &dp) / (1u << 20), tr->capacity);
-    return LG_OK;
-}
-
 /* The processes of the run: the environment's world against the job's pipeline shape. */
 static enum lg_status read_world(struct lg_trainer *tr)
 {
@@ -205,7 +178,7 @@ enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts 
     snprintf(tr->out_root, sizeof tr->out_root, "%s", tr->tc.output_dir);
     if ((s = load_model(tr)) != LG_OK)
         return s;
-    if ((s = lg_job_load(o->job, &tr->job)) != LG_OK)
+    if ((s = lg_job_load_device(o->job, 0, &tr->job)) != LG_OK)
         return s;
     if ((s = read_world(tr)) != LG_OK)
         return s;
@@ -222,7 +195,7 @@ enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts 
         if ((s = load_tokens(tr, a)) != LG_OK)
             return s;
     }
-    if ((s = pick_backend(tr, o->backend)) != LG_OK || (s = init_comm(tr)) != LG_OK || (s = init_decoder(tr)) != LG_OK ||
+    if ((s = pick_backend(tr, o->backend)) != LG_OK || (s = init_comm(tr)) != LG_OK || (s = lg_train_init_decoder(tr)) != LG_OK ||
         (s = alloc_buffers(tr)) != LG_OK)
         return s;
     for (int i = 0; i < tr->nad; i++)
