@@ -1,9 +1,10 @@
 /* test_train_resume_mp.c: checkpoints and --resume of runs over several processes on the CPU backend
  * (`loragen train JOB --procs N`), two adapters (one with dropout, one with a final validation) on a tiny
  * 3-layer model:
- *   - data_parallel = 2 and pipeline stages = 2, stopped with SIGTERM mid-run (every rank writes its shard of a
- *     checkpoint at the agreed step; the pipeline drains first), then resumed: the adapters and metrics.jsonl
- *     are byte for byte those of an uninterrupted run of the same job without any checkpoint;
+ *   - data_parallel = 2 and pipeline stages = 2 with checkpoint_every = 4, stopped with SIGTERM mid-run (every
+ *     rank writes its shard of a checkpoint at the agreed step; the pipeline drains first), then resumed: the
+ *     adapters and metrics.jsonl are byte for byte those of an uninterrupted run of the same job without any
+ *     checkpoint;
  *   - stages 2 x data_parallel 2 (four processes) with checkpoint_every, rank 1 killed with SIGKILL after a
  *     checkpoint was committed, then resumed: byte for byte the uninterrupted run again;
  *   - --resume refused, naming the file and what differs, when the job's data_parallel / stages or the process
@@ -114,8 +115,8 @@ static void stop_and_resume(int stages, int dp)
     snprintf(jref, sizeof jref, "%s.lua", ref);
     snprintf(jcut, sizeof jcut, "%s.lua", cut);
     snprintf(procs, sizeof procs, "%d", stages * dp);
-    write_job(jref, ref, stages, dp, 10, 0);
-    write_job(jcut, cut, stages, dp, 10, 0);
+    write_job(jref, ref, stages, dp, 6, 0);
+    write_job(jcut, cut, stages, dp, 6, 4); /* periodic checkpoints too: the reference has none */
     run_ok((const char *[]){"train", jref, "--procs", procs, NULL});
 
     pid_t launcher = lg_test_spawn(root, (const char *[]){"train", jcut, "--procs", procs, NULL});
@@ -132,6 +133,7 @@ static void stop_and_resume(int stages, int dp)
     rc = run_cli((const char *[]){"train", jcut, "--procs", procs, "--resume", NULL}, &out, &err);
     ck_assert_msg(rc == 0, "resumed run: exit %d\n%s\n%s", rc, out, err);
     ck_assert_msg(strstr(out, "resumed from ") && strstr(out, "done: "), "%s", out);
+    ck_assert_msg(lg_test_count_substr(out, "\ncheckpoint ") >= 5, "checkpoint_every = 4: %s", out);
     free(out);
     free(err);
     assert_same_outputs(ref, cut);
