@@ -317,6 +317,7 @@ static const struct lg_backend_ops cpu_ops = {
     .release = cpu_release,
     .upload = cpu_upload,
     .download = cpu_download,
+    .download_async = cpu_download, /* every op has run when it returns */
     .zero = cpu_zero,
     .copy = cpu_copy,
     .sync = cpu_sync,

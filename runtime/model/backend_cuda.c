@@ -5,8 +5,8 @@
  *
  * Per-shape op objects (norm, RoPE, SwiGLU, embedding, cross-entropy, attention) are made on first use and kept;
  * AdamW objects per tensor list. The microbatch inputs go up asynchronously through pinned staging; what
- * synchronises is the loss read-back at the end of each microbatch and the AdamW status read after each
- * optimizer step. */
+ * synchronises is the AdamW status read after each optimizer step (and a sync or download the caller asks
+ * for): the loss comes back asynchronously (download_async), delivered at the next synchronisation. */
 #include "backend_cuda.h"
 
 #include "lg_half.h"
@@ -42,6 +42,9 @@ static void cuda_destroy(lg_backend_t *be)
     lg_cuda_linear_scratch_free(c);
     if (c->staging)
         cuMemFreeHost(c->staging);
+    if (c->readback)
+        cuMemFreeHost(c->readback);
+    free(c->pending);
     lg_cuda_prof_free(c);
     if (c->stream)
         cuStreamDestroy(c->stream);
@@ -73,6 +76,16 @@ static void cuda_release(lg_backend_t *be, lg_addr p)
         cuMemFree(D(p));
 }
 
+/* The stream is idle: the asynchronous downloads are in the readback buffer; copy each to its destination. */
+static void deliver(struct cuda_be *c)
+{
+    for (int i = 0; i < c->npending; i++)
+        memcpy(c->pending[i].dst, c->readback + c->pending[i].at, c->pending[i].n);
+    c->npending = 0;
+    c->readback_used = 0;
+    c->staged = 0;
+}
+
 /* Uploads are ordered on the stream: the bytes go through a pinned staging buffer and an asynchronous copy, so
  * a microbatch's inputs need no host synchronisation. A staging byte is reused only after the stream has been
  * synchronised (every download and sync does, and the staging is then empty again). */
@@ -81,7 +94,7 @@ static enum lg_status cuda_upload(lg_backend_t *be, lg_addr dst, const void *src
     struct cuda_be *c = cb(be);
     if (n > LG_CUDA_STAGING) { /* large (weights, init): synchronous, straight from the caller's memory */
         CU(cuStreamSynchronize(c->stream), "cuStreamSynchronize");
-        c->staged = 0;
+        deliver(c);
         CU(cuMemcpyHtoD(D(dst), src, n), "cuMemcpyHtoD");
         return LG_OK;
     }
@@ -89,7 +102,7 @@ static enum lg_status cuda_upload(lg_backend_t *be, lg_addr dst, const void *src
         CU(cuMemAllocHost((void **)&c->staging, LG_CUDA_STAGING), "cuMemAllocHost");
     if (c->staged + n > LG_CUDA_STAGING) {
         CU(cuStreamSynchronize(c->stream), "cuStreamSynchronize");
-        c->staged = 0;
+        deliver(c);
     }
     memcpy(c->staging + c->staged, src, n);
     CU(cuMemcpyHtoDAsync(D(dst), c->staging + c->staged, n, c->stream), "cuMemcpyHtoDAsync");
@@ -101,8 +114,43 @@ static enum lg_status cuda_download(lg_backend_t *be, void *dst, lg_addr src, si
 {
     struct cuda_be *c = cb(be);
     CU(cuStreamSynchronize(c->stream), "cuStreamSynchronize");
-    c->staged = 0;
+    deliver(c);
     CU(cuMemcpyDtoH(dst, D(src), n), "cuMemcpyDtoH");
+    return LG_OK;
+}
+
+/* Into the pinned readback buffer on the stream; a full buffer grows (after a synchronisation that delivers
+ * what it held). */
+static enum lg_status cuda_download_async(lg_backend_t *be, void *dst, lg_addr src, size_t n)
+{
+    struct cuda_be *c = cb(be);
+    size_t need = (n + 255) / 256 * 256;
+    if (c->readback_used + need > c->readback_cap) {
+        CU(cuStreamSynchronize(c->stream), "cuStreamSynchronize");
+        deliver(c);
+        if (need > c->readback_cap) {
+            size_t cap = c->readback_cap ? c->readback_cap : 1u << 20;
+            while (cap < need)
+                cap *= 2;
+            if (c->readback)
+                cuMemFreeHost(c->readback);
+            c->readback = NULL;
+            c->readback_cap = 0;
+            CU(cuMemAllocHost((void **)&c->readback, cap), "cuMemAllocHost");
+            c->readback_cap = cap;
+        }
+    }
+    if (c->npending == c->cap_pending) {
+        int cap = c->cap_pending ? 2 * c->cap_pending : 64;
+        void *grown = realloc(c->pending, (size_t)cap * sizeof *c->pending);
+        if (!grown)
+            return lg_fail(LG_ERR_OOM, "cuda backend: out of memory");
+        c->pending = grown;
+        c->cap_pending = cap;
+    }
+    CU(cuMemcpyDtoHAsync(c->readback + c->readback_used, D(src), n, c->stream), "cuMemcpyDtoHAsync");
+    c->pending[c->npending++] = (struct cuda_pending){dst, c->readback_used, n};
+    c->readback_used += need;
     return LG_OK;
 }
 
@@ -121,7 +169,7 @@ static enum lg_status cuda_copy(lg_backend_t *be, lg_addr dst, lg_addr src, size
 static enum lg_status cuda_sync(lg_backend_t *be)
 {
     CU(cuStreamSynchronize(cb(be)->stream), "cuStreamSynchronize");
-    cb(be)->staged = 0;
+    deliver(cb(be));
     return LG_OK;
 }
 
@@ -381,6 +429,7 @@ const struct lg_backend_ops lg_cuda_ops = {
     .release = cuda_release,
     .upload = cuda_upload,
     .download = cuda_download,
+    .download_async = cuda_download_async,
     .zero = cuda_zero,
     .copy = cuda_copy,
     .sync = cuda_sync,

@@ -25,6 +25,11 @@ struct cuda_be {
     CUstream stream;
     unsigned char *staging; /* pinned, LG_CUDA_STAGING bytes */
     size_t staged;          /* bytes in use since the last synchronisation */
+    /* asynchronous downloads: device -> pinned readback, delivered to their destinations at the next sync */
+    unsigned char *readback;
+    size_t readback_cap, readback_used;
+    struct cuda_pending { void *dst; size_t at, n; } *pending;
+    int npending, cap_pending;
     int deterministic;
     int64_t max_tokens;
     size_t free_at_init; /* device memory free once the context and stream were made */

@@ -144,6 +144,8 @@ enum lg_status lg_decoder_step(lg_decoder_t *d, const struct lg_decoder_batch *b
                 TRY(lg_dec_layer_bwd(d, &mb, l));
         }
     }
+    if (b->no_wait)
+        return OPS->download_async(d->be, b->loss, m->loss, (size_t)mb.n * sizeof(float));
     TRY(OPS->download(d->be, b->loss, m->loss, (size_t)mb.n * sizeof(float)));
     return OPS->sync(d->be);
 }

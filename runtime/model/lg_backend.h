@@ -105,6 +105,9 @@ struct lg_backend_ops {
     void (*release)(lg_backend_t *be, lg_addr p);
     enum lg_status (*upload)(lg_backend_t *be, lg_addr dst, const void *src, size_t bytes);
     enum lg_status (*download)(lg_backend_t *be, void *dst, lg_addr src, size_t bytes);
+    /* The same without waiting: the bytes are those src holds once the ops enqueued before it have run, and
+     * they are in dst after the next sync or download (dst must stay valid until then) */
+    enum lg_status (*download_async)(lg_backend_t *be, void *dst, lg_addr src, size_t bytes);
     enum lg_status (*zero)(lg_backend_t *be, lg_addr p, size_t bytes);
     enum lg_status (*copy)(lg_backend_t *be, lg_addr dst, lg_addr src, size_t bytes);
     enum lg_status (*sync)(lg_backend_t *be);

@@ -74,10 +74,12 @@ struct lg_decoder_batch {
     const int32_t *target;  /* [n] the token each position predicts, -100 where none */
     const float *weight;    /* [n] each position's share of its batch's loss (0 where ignored) */
     float *loss;            /* [n] out: the weighted loss per position (host) */
+    int no_wait;            /* 1: the step returns once its work is enqueued; loss is written at the backend's
+                               next sync (it must stay valid until then) */
 };
 
 /* Forward, and with backward = 1 the backward: the LoRA gradients of every adapter in the microbatch
- * accumulate into its gradient buffers. */
+ * accumulate into its gradient buffers. Returns when the device is done, unless b->no_wait. */
 enum lg_status lg_decoder_step(lg_decoder_t *d, const struct lg_decoder_batch *b, int backward);
 
 /* Pipeline stages (a decoder built with a layer range; lg_decoder_step needs all layers). Activations cross

@@ -310,8 +310,8 @@ enum lg_status lg_ckpt_write(struct lg_trainer *tr)
     char root[1100], dir[1200] = "";
     lg_ckpt_root(tr, root, sizeof root);
     lg_ckpt_writer_t *w = NULL;
-    enum lg_status s = LG_OK;
-    if (tr->rank == 0) {
+    enum lg_status s = lg_train_resolve_losses(tr); /* the batches in progress have their losses so far */
+    if (tr->rank == 0 && s == LG_OK) {
         lg_ckpt_remove_stale_outputs(tr);
         if ((s = lg_ckpt_begin(root, &w)) == LG_OK)
             snprintf(dir, sizeof dir, "%s", lg_ckpt_dir(w));

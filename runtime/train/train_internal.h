@@ -79,6 +79,14 @@ struct lg_dp_sched {
     size_t nsteps, next;
 };
 
+/* A microbatch whose losses are still on their way back (the step did not wait): its own loss array and the
+ * segments they belong to (train_loop.c). */
+struct lg_pend_loss {
+    float *loss; /* [capacity] */
+    struct lg_seg *seg;
+    int nseg;
+};
+
 struct lg_trainer {
     const struct lg_train_opts *opts;
     struct lg_train_config tc;
@@ -100,6 +108,8 @@ struct lg_trainer {
     /* microbatch buffers (host) */
     int32_t *ids, *target, *cu;
     float *weight, *loss;
+    struct lg_pend_loss *pend; /* [maxpend]: the first npend are in flight */
+    int npend, maxpend;
     struct lg_seg *seg;
     int maxseg;
     /* progress */
@@ -149,6 +159,12 @@ enum lg_status lg_ad_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, co
 /* train_loop.c */
 enum lg_status lg_train_plan_epoch(struct lg_trainer *tr);
 enum lg_status lg_train_fill_mb(struct lg_trainer *tr, size_t i, struct lg_mb *mb, int *empty);
+/* Forward + backward of a filled microbatch without waiting for the device; its losses join the adapters'
+ * batch_loss at the next lg_train_resolve_losses, which waits for the device (once per optimizer step, before
+ * anything reads batch_loss: a step, an all-reduce, a checkpoint). */
+enum lg_status lg_train_step_mb(struct lg_trainer *tr, const struct lg_mb *mb);
+enum lg_status lg_train_resolve_losses(struct lg_trainer *tr);
+void lg_train_free_pending(struct lg_trainer *tr);
 
 /* train_run.c */
 double lg_train_stop_wanted(const struct lg_trainer *tr); /* 1 when this process was asked to stop */

@@ -130,3 +130,68 @@ enum lg_status lg_train_fill_mb(struct lg_trainer *tr, size_t i, struct lg_mb *m
                          .seed = seed, .train = 1};
     return LG_OK;
 }
+
+/* ---- losses read back once per step ---- */
+
+#define LG_PEND_MAX 64 /* microbatches in flight before their losses are collected anyway */
+
+enum lg_status lg_train_resolve_losses(struct lg_trainer *tr)
+{
+    if (!tr->npend)
+        return LG_OK;
+    enum lg_status s = tr->be->ops->sync(tr->be); /* delivers every asynchronous download */
+    if (s != LG_OK)
+        return s;
+    for (int i = 0; i < tr->npend; i++) { /* in microbatch order, token order: the sums of a waiting run */
+        const struct lg_pend_loss *p = &tr->pend[i];
+        for (int k = 0; k < p->nseg; k++)
+            for (int64_t t = p->seg[k].start; t < p->seg[k].start + p->seg[k].len; t++)
+                tr->ad[p->seg[k].adapter].batch_loss += p->loss[t];
+    }
+    tr->npend = 0;
+    return LG_OK;
+}
+
+enum lg_status lg_train_step_mb(struct lg_trainer *tr, const struct lg_mb *mb)
+{
+    enum lg_status s = tr->npend == LG_PEND_MAX ? lg_train_resolve_losses(tr) : LG_OK;
+    if (s != LG_OK)
+        return s;
+    if (tr->npend == tr->maxpend) {
+        int cap = tr->maxpend ? 2 * tr->maxpend : 4;
+        struct lg_pend_loss *grown = realloc(tr->pend, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return lg_fail(LG_ERR_OOM, "trainer: out of memory");
+        tr->pend = grown;
+        for (int i = tr->maxpend; i < cap; i++) {
+            grown[i].loss = malloc((size_t)tr->capacity * sizeof *grown[i].loss);
+            grown[i].seg = malloc((size_t)tr->maxseg * sizeof *grown[i].seg);
+            grown[i].nseg = 0;
+            if (!grown[i].loss || !grown[i].seg) {
+                tr->maxpend = i + 1;
+                return lg_fail(LG_ERR_OOM, "trainer: out of memory");
+            }
+        }
+        tr->maxpend = cap;
+    }
+    struct lg_pend_loss *p = &tr->pend[tr->npend];
+    p->nseg = mb->nseg;
+    memcpy(p->seg, mb->seg, (size_t)mb->nseg * sizeof *p->seg);
+    struct lg_decoder_batch b = {.mb = mb, .ids = tr->ids, .target = tr->target, .weight = tr->weight,
+                                 .loss = p->loss, .no_wait = 1};
+    if ((s = lg_decoder_step(tr->dec, &b, 1)) != LG_OK)
+        return s;
+    tr->npend++;
+    return LG_OK;
+}
+
+void lg_train_free_pending(struct lg_trainer *tr)
+{
+    for (int i = 0; tr->pend && i < tr->maxpend; i++) {
+        free(tr->pend[i].loss);
+        free(tr->pend[i].seg);
+    }
+    free(tr->pend);
+    tr->pend = NULL;
+    tr->npend = tr->maxpend = 0;
+}

@@ -120,11 +120,11 @@ static enum lg_status run_mb(struct lg_trainer *tr, size_t i, int step_batches)
     enum lg_status s = lg_train_fill_mb(tr, i, &mb, &empty);
     if (s != LG_OK || empty)
         return s;
-    struct lg_decoder_batch b = {.mb = &mb, .ids = tr->ids, .target = tr->target, .weight = tr->weight,
-                                 .loss = tr->loss};
-    if ((s = lg_decoder_step(tr->dec, &b, 1)) != LG_OK)
+    if ((s = lg_train_step_mb(tr, &mb)) != LG_OK) /* its losses come back with the next step's wait */
         return lg_fail_wrap(s, "epoch %d, microbatch %zu: ", tr->epoch + 1, i);
     tr->tokens += mb.n;
+    if (!step_batches)
+        return LG_OK;
     struct lg_mb_view v;
     lg_plan_mb(tr->plan, i, &v);
     for (size_t j = 0; j < v.nseg && s == LG_OK; j++) {
@@ -133,14 +133,8 @@ static enum lg_status run_mb(struct lg_trainer *tr, size_t i, int step_batches)
         struct lg_ad_state *a = &tr->ad[sv.adapter];
         if (a->done)
             continue;
-        for (int k = 0; k < mb.nseg; k++)
-            if (mb.seg[k].adapter == sv.adapter)
-                for (int64_t t = mb.seg[k].start; t < mb.seg[k].start + mb.seg[k].len; t++)
-                    a->batch_loss += tr->loss[t];
-        if (!step_batches)
-            continue;
         a->batch_left[sv.batch] -= (int64_t)sv.nsamples;
-        if (a->batch_left[sv.batch] == 0)
+        if (a->batch_left[sv.batch] == 0 && (s = lg_train_resolve_losses(tr)) == LG_OK)
             s = after_batch(tr, a);
     }
     return s;
@@ -156,7 +150,7 @@ static int all_done(const struct lg_trainer *tr)
 
 static enum lg_status finish(struct lg_trainer *tr, struct lg_train_result *r)
 {
-    enum lg_status s = LG_OK;
+    enum lg_status s = lg_train_resolve_losses(tr);
     if (tr->world > 1) { /* every rank's tokens, for rank 0's summary */
         double t = (double)tr->tokens;
         if ((s = lg_comm_allreduce_host_f64(tr->comm, &t, 1)) != LG_OK)
@@ -220,7 +214,9 @@ static enum lg_status dp_step(struct lg_trainer *tr, const struct lg_dp_step *st
     if ((int64_t)st->batch != a->stepped_batches)
         return lg_fail(LG_ERR_INTERNAL, "data parallel: adapter '%s' steps batch %zu after %lld steps", a->cfg->name,
                        st->batch, (long long)a->stepped_batches);
-    enum lg_status s = lg_dp_reduce(tr, a);
+    enum lg_status s = lg_train_resolve_losses(tr); /* the batch's losses travel with its gradients */
+    if (s == LG_OK)
+        s = lg_dp_reduce(tr, a);
     return s == LG_OK ? after_batch(tr, a) : s;
 }
 

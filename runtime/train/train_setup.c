@@ -208,6 +208,7 @@ enum lg_status lg_train_setup(struct lg_trainer *tr, const struct lg_train_opts 
 void lg_train_teardown(struct lg_trainer *tr)
 {
     lg_comm_free(tr->comm); /* first: NCCL's stream lives in the backend's context */
+    lg_train_free_pending(tr);
     lg_dp_free(tr);
     for (int i = 0; tr->ad && i < tr->nad; i++)
         lg_ad_free(tr, &tr->ad[i]);
