@@ -192,6 +192,14 @@ START_TEST(pp2_dp2_kill_resume_is_bit_exact)
     char *ck = path_in("kcut/checkpoints"), dir[1200];
     CHECK(lg_ckpt_latest(ck, dir, sizeof dir)); /* committed, and whole: every shard in its manifest verifies */
     free(ck);
+    for (int k = 0; k < 8; k++) { /* and no shard is missing from it */
+        char f[1400];
+        if (k < 4)
+            snprintf(f, sizeof f, "%s/rank-%d.safetensors", dir, k);
+        else
+            snprintf(f, sizeof f, "%s/adapter-%d.stage-%d.safetensors", dir, (k - 4) / 2, (k - 4) % 2);
+        ck_assert_msg(access(f, R_OK) == 0, "the committed checkpoint lacks %s", f);
+    }
     rc = run_cli((const char *[]){"train", "kcut.lua", "--procs", "4", "--resume", NULL}, &out, &err);
     ck_assert_msg(rc == 0, "resumed run: exit %d\n%s\n%s", rc, out, err);
     ck_assert_msg(strstr(out, "resumed from "), "%s", out);
