@@ -8,7 +8,8 @@
  *   - stages 2 x data_parallel 2 (four processes) with checkpoint_every, rank 1 killed with SIGKILL after a
  *     checkpoint was committed, then resumed: byte for byte the uninterrupted run again;
  *   - --resume refused, naming the file and what differs, when the job's data_parallel / stages or the process
- *     count changed, when a shard is damaged or missing, and for a checkpoint of another format.
+ *     count changed, when two ranks' shards are swapped (the manifest still verifies), when a shard is damaged
+ *     or missing, and for a checkpoint of another format.
  * The stops are asked when a run has printed its second step, far from its end (no time limit: the runs end
  * on their own). */
 #include "lg_ckpt.h"
@@ -18,6 +19,7 @@
 #include "lg_train_test.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -220,8 +222,34 @@ static void refused(const char *job, const char *procs, const char *needle)
     free(err);
 }
 
+/* A new checkpoint committed under root with the files of dir, rank-0's and rank-1's shards swapped: every
+ * file in its manifest, so only the shards' own records can tell. */
+static void commit_swapped(const char *root_dir, const char *dir)
+{
+    lg_ckpt_writer_t *w;
+    CHECK(lg_ckpt_begin(root_dir, &w));
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.' || !strcmp(e->d_name, "manifest.json"))
+            continue;
+        const char *to = !strcmp(e->d_name, "rank-0.safetensors")   ? "rank-1.safetensors"
+                         : !strcmp(e->d_name, "rank-1.safetensors") ? "rank-0.safetensors"
+                                                                    : e->d_name;
+        char from[1600], dst[1600];
+        snprintf(from, sizeof from, "%s/%s", dir, e->d_name);
+        snprintf(dst, sizeof dst, "%s/%s", lg_ckpt_dir(w), to);
+        size_t n;
+        char *data = lg_test_slurp(from, &n);
+        lg_test_write_file(dst, data, n);
+        free(data);
+    }
+    closedir(d);
+    CHECK(lg_ckpt_commit(w, 8));
+}
+
 /* The final checkpoint of a finished data_parallel = 2 run (one epoch), then jobs writing to the same output
- * with another shape, and damaged shards. */
+ * with another shape, shards swapped between the ranks, and damaged or missing shards. */
 START_TEST(resume_refuses_another_shape_or_a_damaged_shard)
 {
     setup_once();
@@ -234,6 +262,9 @@ START_TEST(resume_refuses_another_shape_or_a_damaged_shard)
     write_job("shape_dp4.lua", "shape", 1, 4, 1, 0);
     refused("shape_dp4.lua", "4", "this run has 4 process(es)");
     char *ck = path_in("shape/checkpoints"), dir[1200], file[1300];
+    CHECK(lg_ckpt_latest(ck, dir, sizeof dir));
+    commit_swapped(ck, dir);
+    refused("shape.lua", "2", "rank-0.safetensors: written with rank 1, but this run's rank is 0");
     CHECK(lg_ckpt_latest(ck, dir, sizeof dir));
     snprintf(file, sizeof file, "%s/rank-1.safetensors", dir);
     size_t n;
