@@ -316,6 +316,8 @@ static double *dbl(const float *v, size_t n)
     return d;
 }
 
+static int force_split; /* check_case runs the modules' frozen and dX GEMMs one per module (tiles.split) */
+
 /* The whole case against the reference; returns 1 when every tensor passes. */
 static int check_case(const struct mcase *c, enum lg_mlora_strategy strat, struct run *keep)
 {
@@ -323,6 +325,12 @@ static int check_case(const struct mcase *c, enum lg_mlora_strategy strat, struc
     struct inputs in;
     make_inputs(c, seed, &in);
     lg_mlora_t *l = make_layer(c, &in, 21);
+    if (force_split) {
+        struct lg_mlora_tiles t;
+        CHECK(lg_mlora_arch_tiles(l, &t));
+        t.split = 1;
+        CHECK(lg_mlora_set_tiles(l, &t));
+    }
     struct lg_ref_mlora R = {.K = c->K, .nmod = c->nmod, .nadapters = c->nad, .slot = in.rs, .round = c->t,
                              .seed = seed, .layer_id = 21, .train = 1};
     for (int m = 0; m < c->nmod; m++)
@@ -459,6 +467,32 @@ START_TEST(gradients_bitwise_reproducible)
 }
 END_TEST
 
+/* tiles.split: the frozen GEMM and dX GEMM one per module, under both strategies (the forward's split applies
+ * to (b) only), against the reference; split = 2 is refused. */
+START_TEST(split_gemms_match_reference)
+{
+    static const struct mcase cs[] = {
+        {"q/k/v split (b)", 4, 3, 512, {256, 128, 128}, 1600, 2, 1, LG_BF16, LG_MLORA_EXPAND, 0, 0},
+        {"gate/up split (b) fp16", 1, 2, 256, {512, 512}, 900, 0, 1, LG_FP16, LG_MLORA_EXPAND, 0, 0},
+        {"gate/up split (a)", 2, 2, 256, {512, 512}, 900, 0, 1, LG_BF16, LG_MLORA_EXT_K, 0, 0},
+    };
+    force_split = 1;
+    for (int ci = 0; ci < 3; ci++)
+        ck_assert_msg(check_case(&cs[ci], cs[ci].strategy, NULL), "case '%s' failed (see above)", cs[ci].name);
+    force_split = 0;
+    struct inputs in;
+    make_inputs(&cs[0], 5, &in);
+    lg_mlora_t *l = make_layer(&cs[0], &in, 3);
+    struct lg_mlora_tiles t;
+    CHECK(lg_mlora_arch_tiles(l, &t));
+    t.split = 2;
+    ck_assert_int_eq(lg_mlora_set_tiles(l, &t), LG_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(lg_last_error(), "split must be 0"));
+    lg_mlora_free(l);
+    free_inputs(&cs[0], &in);
+}
+END_TEST
+
 /* Merged q/k/v (and gate/up) against one layer per module with layer ids layer_id + m: Y per module and every
  * slot's gradients agree within tolerance, dX equals the sum of the separate layers' dX. */
 START_TEST(merged_equals_separate)
@@ -590,6 +624,7 @@ int main(void)
     tcase_add_test(tc, strategies_agree);
     tcase_add_test(tc, gradients_bitwise_reproducible);
     tcase_add_test(tc, merged_equals_separate);
+    tcase_add_test(tc, split_gemms_match_reference);
     tcase_add_test(tc, bad_calls_are_errors);
     suite_add_tcase(s, tc);
     int failed = lg_test_run(s, 1);

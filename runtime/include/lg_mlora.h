@@ -174,6 +174,7 @@ struct lg_mlora_tiles {
     int dy_nct, dy_st, expand_nct;
     int down_minb, dy_minb, da_minb;
     int fwd_algo, dx_algo; /* index into cuBLASLt's heuristic candidates (0..7) for the frozen GEMM and dX GEMM */
+    int split; /* 1: with several modules, the frozen GEMM (strategy (b)) and the dX GEMM one per module */
 };
 /* t = NULL: back to automatic tiles. Until a layer's tiles are set, each call looks up the tuning database
  * (lg_tune.h) under lg_mlora_tune_key for its token count, or takes lg_mlora_arch_tiles where none matches. */

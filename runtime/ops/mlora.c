@@ -268,6 +268,8 @@ enum lg_status lg_mlora_set_tiles(lg_mlora_t *l, const struct lg_mlora_tiles *t)
     }
     if (t->fwd_algo < 0 || t->fwd_algo >= 8 || t->dx_algo < 0 || t->dx_algo >= 8)
         return lg_fail(LG_ERR_INVALID, "lg_mlora_set_tiles: GEMM algorithm index must be in 0..7");
+    if (t->split < 0 || t->split > 1)
+        return lg_fail(LG_ERR_INVALID, "lg_mlora_set_tiles: split must be 0 (one GEMM) or 1 (one per module)");
     l->tiles = *t;
     l->tiles_set = 1;
     return LG_OK;

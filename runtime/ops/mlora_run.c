@@ -125,6 +125,34 @@ static enum lg_status s_place(const lg_mlora_t *l, const char *fn, int ext, CUde
     return check_buf(fn, "s (needed when ldx < K + lg_mlora_compact_cols)", s, lds, l->wmax);
 }
 
+/* The frozen GEMM of the forward (fwd: Y = X·Wᵀ over every module's columns) or the backward's dX = Σ_m dY_m·W_m,
+ * as one GEMM over the modules side by side, or with tiles.split one per module (Y's column block m; dX
+ * accumulating module after module), which cuBLASLt sometimes runs faster than the wide one (merged gate/up:
+ * docs/perf.md); the tuner picks. g is the merged GEMM. */
+static enum lg_status frozen_gemm(const lg_mlora_t *l, struct lg_gemm *g, int fwd, CUstream stream)
+{
+    if (!l->tiles.split || l->nmod < 2)
+        return lg_ops_mlora_gemm(l, g, stream);
+    const size_t es = esz(l);
+    enum lg_status st = LG_OK;
+    for (int m = 0; st == LG_OK && m < l->nmod; m++) {
+        struct lg_gemm p = *g;
+        const size_t wrow = (size_t)l->moff[m] * (size_t)l->ldw * es, col = (size_t)l->moff[m] * es;
+        p.b = (const char *)g->b + wrow;
+        if (fwd) { /* Y[:, moff .. moff + M) = X·W_mᵀ (+ bias_m) */
+            p.n = l->M[m];
+            p.c = (char *)g->c + col;
+            p.bias = g->bias ? (const char *)g->bias + col : NULL;
+        } else { /* dX (+)= dY[:, moff .. moff + M)·W_m */
+            p.k = l->M[m];
+            p.a = (const char *)g->a + col;
+            p.beta = m ? 1.f : g->beta;
+        }
+        st = lg_ops_mlora_gemm(l, &p, stream);
+    }
+    return st;
+}
+
 static enum lg_mlora_strategy resolve(const lg_mlora_t *l, const lg_mlora_segments_t *s, enum lg_mlora_strategy st,
                                       int64_t ldx)
 {
@@ -185,7 +213,8 @@ enum lg_status lg_mlora_forward(lg_mlora_t *l, const struct lg_mlora_fwd *f, CUs
                         .trans_b = 1, .a = (const void *)f->x, .lda = f->ldx, .b = (const void *)l->w,
                         .ldb = l->ldw, .c = (void *)f->y, .ldc = f->ldy, .alpha = 1.f, .beta = 0.f,
                         .bias = (const void *)l->bias, .algo_index = l->tiles.fwd_algo};
-    if ((st = lg_ops_mlora_gemm(l, &g, stream)) != LG_OK || ext || !fa.adapted)
+    if ((st = ext ? lg_ops_mlora_gemm(l, &g, stream) : frozen_gemm(l, &g, 1, stream)) != LG_OK || ext ||
+        !fa.adapted)
         return st;
     /* (b): Y += S·Bᵀ per segment */
     struct lg_kernel_cfg c = cfg(l, LG_OP_MLORA_EXPAND);
@@ -352,7 +381,7 @@ enum lg_status lg_mlora_backward(lg_mlora_t *l, const struct lg_mlora_bwd *b, CU
         struct lg_gemm gx = {.dtype = l->dtype, .m = b->n, .n = l->K, .k = l->MT, .a = (const void *)b->dy,
                              .lda = b->lddy, .b = (const void *)l->w, .ldb = l->ldw, .c = (void *)b->dx,
                              .ldc = b->lddx, .alpha = 1.f, .beta = 0.f, .algo_index = l->tiles.dx_algo};
-        if ((st = lg_ops_mlora_gemm(l, &gx, stream)) != LG_OK)
+        if ((st = frozen_gemm(l, &gx, 0, stream)) != LG_OK)
             return st;
     }
     if (!fa.adapted)

@@ -19,7 +19,7 @@ static const struct {
 } TILES[] = {
 #define T(f) {#f, offsetof(struct lg_mlora_tiles, f)}
     T(down_wm), T(down_wk), T(down_mt), T(down_u), T(dy_nct), T(dy_st), T(expand_nct),
-    T(down_minb), T(dy_minb), T(da_minb), T(fwd_algo), T(dx_algo),
+    T(down_minb), T(dy_minb), T(da_minb), T(fwd_algo), T(dx_algo), T(split),
 #undef T
 };
 #define NTILES ((int)(sizeof TILES / sizeof TILES[0]))
@@ -185,8 +185,8 @@ void lg_ops_mlora_consult(lg_mlora_t *l, int64_t n)
     const struct lg_tune_entry *e = lg_tune_lookup(&k);
     struct lg_mlora_tiles t;
     lg_mlora_tiles_from_entry(e, &t);
-    if (t.fwd_algo < 0 || t.fwd_algo >= 8 || t.dx_algo < 0 || t.dx_algo >= 8)
-        e = NULL; /* an index set_tiles refuses: the heuristic instead */
+    if (t.fwd_algo < 0 || t.fwd_algo >= 8 || t.dx_algo < 0 || t.dx_algo >= 8 || t.split < 0 || t.split > 1)
+        e = NULL; /* a value set_tiles refuses: the heuristic instead */
     if (e)
         l->tiles = t;
     else {

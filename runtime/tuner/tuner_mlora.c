@@ -210,10 +210,12 @@ static enum lg_status algo_group(struct mt_ *t, int fwd, struct lg_tuner_outcome
     CUdeviceptr w = lg_mlora_weights(t->L, &ldw);
     const int64_t K = t->sh.in_features;
     struct lg_gemm g = {.dtype = t->sh.dtype, .alpha = 1.f, .m = t->n, .b = (const void *)w, .ldb = ldw};
+    /* split: each module's GEMM has the first module's shape or a narrower one; count the first's candidates */
+    const int64_t cols = t->cand[0].split && t->sh.nmod > 1 ? t->sh.out_features[0] : t->MT;
     if (fwd)
-        g.n = t->MT, g.k = K, g.trans_b = 1, g.a = (const void *)t->x, g.lda = K, g.c = (void *)t->y, g.ldc = t->MT;
+        g.n = cols, g.k = K, g.trans_b = 1, g.a = (const void *)t->x, g.lda = K, g.c = (void *)t->y, g.ldc = t->MT;
     else
-        g.n = K, g.k = t->MT, g.a = (const void *)t->dy, g.lda = t->MT, g.c = (void *)t->dx, g.ldc = K;
+        g.n = K, g.k = cols, g.a = (const void *)t->dy, g.lda = t->MT, g.c = (void *)t->dx, g.ldc = K;
     int cnt = lg_blas_algo_count(lg_ctx_blas(t->ctx), &g);
     if (cnt <= 0)
         return lg_fail_wrap(LG_ERR_CUBLAS, "tuner: cuBLASLt candidates of the %s GEMM: ", fwd ? "frozen" : "dX");
@@ -259,6 +261,11 @@ enum lg_status lg_tuner_mlora(lg_ctx_t *ctx, const struct lg_tuner_mlora_shape *
                           info.variants, info.pruned, lg_ctx_arch(ctx), info.timed);
         if (nc > 1)
             st = lg_tuner_measure(&t.run, lg_tuner_mlora_group_name(g), nc, out, ms);
+    }
+    if (st == LG_OK && s->nmod > 1) { /* the modules' frozen GEMMs as one, or one per module */
+        t.cand[1] = t.cand[0];
+        t.cand[1].split = !t.cand[0].split;
+        st = lg_tuner_measure(&t.run, "split", 2, out, ms);
     }
     if (st == LG_OK)
         st = algo_group(&t, 1, out, ms);
