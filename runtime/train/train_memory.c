@@ -66,19 +66,25 @@ static uint64_t capacity_useful(const struct lg_trainer *tr, uint32_t pad)
     return round_up(sum ? sum : 1, pad);
 }
 
-/* The AdamW moments of every adapter on this stage's layers (allocated after the decoder: lg_ad_init). */
+/* What the run allocates after the decoder: every adapter's AdamW moments on this stage's layers (fp32 m and v
+ * of A and B, lg_ad_init) and, over several processes, the buffer one adapter's gradients are packed into for
+ * the all-reduce (train_dp.c). */
 static double moment_bytes(const struct lg_trainer *tr, const struct lg_decoder_params *dp)
 {
     int from = dp->layer_from, to = dp->layer_to ? dp->layer_to : tr->mc.num_hidden_layers;
-    double b = 0;
-    for (int a = 0; a < tr->nad; a++)
+    double b = 0, largest = 0;
+    for (int a = 0; a < tr->nad; a++) {
+        double params = 0;
         for (int m = 0; m < LG_PEFT_MODULE_COUNT; m++)
             if (tr->dad[a].targets >> m & 1u) {
                 int64_t in, out;
                 lg_module_shape(&tr->mc, (enum lg_peft_module)m, &in, &out);
-                b += 4.0 * sizeof(float) * (double)tr->dad[a].rank * (double)(in + out) * (to - from);
+                params += (double)tr->dad[a].rank * (double)(in + out) * (to - from);
             }
-    return b;
+        b += 2.0 * sizeof(float) * params;
+        largest = params > largest ? params : largest;
+    }
+    return b + (tr->world > 1 ? sizeof(float) * largest : 0);
 }
 
 static enum lg_status build(struct lg_trainer *tr, uint32_t capacity)
