@@ -7,7 +7,8 @@
  *   - only rank 0 reports;
  *   - a rank killed mid-run stops the run: the launcher names the rank, the other rank fails at once (its
  *     peer's socket closed) instead of hanging, no rank process is left, and the status is non-zero;
- *   - SIGTERM to the launcher stops every rank after the same step (exit 130, nothing failed);
+ *   - SIGTERM to the launcher stops every rank after the same step, with a checkpoint (exit 130, nothing failed;
+ *     test_train_resume_mp resumes such runs);
  *   - a process count that is not data_parallel x stages is refused by every rank, naming both. */
 #include "lg_hf.h"
 #include "lg_test.h"
@@ -172,7 +173,8 @@ START_TEST(killed_rank_stops_the_run)
 END_TEST
 
 /* SIGTERM to the launcher reaches every rank once; the stop travels with the next step's all-reduce, so both
- * ranks stop after the same step and exit 130 together, and nothing is reported as failed. */
+ * ranks stop after the same step, write their shards of one checkpoint and exit 130 together, and nothing is
+ * reported as failed. */
 START_TEST(sigterm_stops_every_rank_together)
 {
     setup_once();
