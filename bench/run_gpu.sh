@@ -16,7 +16,8 @@ summary=""
 if [ "$MODE" != "--bench-only" ]; then
   for t in ${TESTS:-test_lora_gpu test_blas test_jit test_mlora_gpu
              test_decoder_ops_gpu_norm test_decoder_ops_gpu_rope test_decoder_ops_gpu_swiglu test_decoder_ops_gpu_head
-             test_decoder_ops_gpu_adamw test_decoder_ops_gpu_calls test_attention_gpu test_attention_gpu_calls}; do
+             test_decoder_ops_gpu_adamw test_decoder_ops_gpu_calls test_attention_gpu test_attention_gpu_calls
+             test_train_gpu}; do
     [ -x "$B/$t" ] || continue
     "$B/$t" >"$O/$t.log" 2>&1; rc=$?
     tail -3 "$O/$t.log"
@@ -34,6 +35,11 @@ if [ "$MODE" != "--tests-only" ]; then
   summary+="bench_mlora: rc=$rc\n"
   "$B/bench_decoder_ops" >"$O/bench_decoder_ops.log" 2>&1; rc=$?
   summary+="bench_decoder_ops: rc=$rc\n"
+  # the frozen GEMMs against torch.matmul on the same shapes (torch first, then ours with its column)
+  python3 bench/gemm_torch.py --csv "$O/gemm_torch.csv" >"$O/gemm_torch.log" 2>&1; rc=$?
+  summary+="gemm_torch: rc=$rc\n"
+  "$B/bench_gemm" --torch-csv "$O/gemm_torch.csv" --csv "$O/bench_gemm.csv" >"$O/bench_gemm.log" 2>&1; rc=$?
+  summary+="bench_gemm: rc=$rc\n"
   # attention: torch SDPA (flash, cuDNN) on the same shapes first, then ours with its numbers beside
   python3 bench/attention_torch.py --mix "$("$B/bench_attention" --print-lens)" --csv "$O/attention_torch.csv" \
     >"$O/attention_torch.log" 2>&1; rc=$?
