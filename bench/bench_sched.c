@@ -151,6 +151,34 @@ static void ablation(void)
     }
 }
 
+/* What the data-parallel bubble depends on: 4 adapters at S=4, DP=2 against DP=1 with the same samples per rank
+ * and step (global batch B at DP=2 is B/2 per rank), and the global batch doubled. Each rank of a DP=2 plan
+ * holds half of every global batch, and the next batch still waits S positions for the step, so DP=2 at batch
+ * B has DP=1's chains at batch B/2. */
+static void per_rank_batch(void)
+{
+    printf("\nper-rank batch: 4 adapters, S=4, capacity %u (bubble of ours; samples per rank and step in brackets)\n",
+           g_cap);
+    printf("%-6s | %-18s %-18s %-18s %-18s\n", "trace", "DP=2, batch B", "DP=1, batch B/2", "DP=2, batch 2B",
+           "DP=1, batch B");
+    const int traces[2] = {LG_TRACE_MIX, HET}, keep = g_batch;
+    for (int t = 0; t < 2; t++) {
+        const int conf[4][2] = {{2, keep}, {1, keep / 2}, {2, 2 * keep}, {1, keep}}; /* {DP, batch} */
+        printf("%-6s |", trace_name(traces[t]));
+        for (int c = 0; c < 4; c++) {
+            g_batch = conf[c][1] > 0 ? conf[c][1] : 1;
+            lg_job_t *job = make_job(4, traces[t], 4, conf[c][0]);
+            struct result r = run(job, LG_PLAN_PACKED, 0, 1);
+            char cell[32];
+            snprintf(cell, sizeof cell, "%.2f%% (%d)", 100 * r.st.bubble, g_batch / conf[c][0]);
+            printf(" %-18s", cell);
+            lg_job_free(job);
+        }
+        printf("\n");
+    }
+    g_batch = keep;
+}
+
 int main(int argc, char **argv)
 {
     int quick = 0;
@@ -192,5 +220,6 @@ int main(int argc, char **argv)
                 }
         }
     ablation();
+    per_rank_batch();
     return 0;
 }
