@@ -14,7 +14,7 @@ export LORAGEN_CACHE_DIR=/tmp/loragen-jit-cache
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$O/gpu.txt"
 summary=""
 if [ "$MODE" != "--bench-only" ]; then
-  for t in ${TESTS:-test_lora_gpu test_blas test_jit test_mlora_gpu
+  for t in ${TESTS:-test_lora_gpu test_blas test_jit test_mlora_gpu test_mlora_gpu_merged
              test_decoder_ops_gpu_norm test_decoder_ops_gpu_rope test_decoder_ops_gpu_swiglu test_decoder_ops_gpu_head
              test_decoder_ops_gpu_adamw test_decoder_ops_gpu_calls test_attention_gpu test_attention_gpu_calls
              test_train_gpu}; do
