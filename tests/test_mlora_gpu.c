@@ -6,8 +6,8 @@
  * with NaN before the run. Every element of S, Y, dX and every present slot's dA and dB is checked (relative
  * L2 error per tensor, the first bad element printed with its index); absent adapters' gradients must stay
  * untouched. Then: both strategies agree, gradients are bitwise reproducible run to run, and bad calls are
- * errors (merged against separate layers and the split GEMMs: test_mlora_gpu_merged.c). Prints one PASS/FAIL line per case. Exits 77 without a
- * GPU. */
+ * errors (merged against separate layers and the split GEMMs: test_mlora_gpu_merged.c). Prints one PASS/FAIL
+ * line per case. Exits 77 without a GPU. */
 #include "lg_mlora_case.h"
 
 #include <check.h>
