@@ -7,6 +7,8 @@
  *     checkpoint;
  *   - stages 2 x data_parallel 2 (four processes) with checkpoint_every, rank 1 killed with SIGKILL after a
  *     checkpoint was committed, then resumed: byte for byte the uninterrupted run again;
+ *   - data_parallel = 2 with a checkpoint at every step, rank 0 or rank 1 killed during or after saves four times:
+ *     after each kill `latest` verifies and holds every shard, and the resumed run is byte for byte the same;
  *   - --resume refused, naming the file and what differs, when the job's data_parallel / stages or the process
  *     count changed, when two ranks' shards are swapped (the manifest still verifies), when a shard is damaged
  *     or missing, and for a checkpoint of another format.
@@ -21,6 +23,7 @@
 #include <check.h>
 #include <dirent.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -211,6 +214,116 @@ START_TEST(pp2_dp2_kill_resume_is_bit_exact)
 }
 END_TEST
 
+/* The checkpoint `latest` names under dir/checkpoints verifies and holds both ranks' shards and both
+ * adapters' weights (0 when there is none yet, 1 when there is). */
+static int whole_checkpoint(const char *out)
+{
+    char rel[128], dir[1200], f[1400];
+    snprintf(rel, sizeof rel, "%s/checkpoints/latest", out);
+    char *latest = path_in(rel), *ck = path_in(out);
+    int have = access(latest, R_OK) == 0;
+    free(latest);
+    if (have) {
+        snprintf(rel, sizeof rel, "%s/checkpoints", ck);
+        CHECK(lg_ckpt_latest(rel, dir, sizeof dir));
+        const char *files[] = {"rank-0", "rank-1", "adapter-0", "adapter-1", "state"};
+        for (int k = 0; k < 5; k++) {
+            snprintf(f, sizeof f, "%s/%s.safetensors", dir, files[k]);
+            ck_assert_msg(access(f, R_OK) == 0, "the committed checkpoint lacks %s", f);
+        }
+    }
+    free(ck);
+    return have;
+}
+
+/* 1 when a killed save left its temporary directory in dir (relative). */
+static int tmp_left(const char *rel)
+{
+    char *p = path_in(rel);
+    DIR *d = opendir(p);
+    int found = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        found |= !strncmp(e->d_name, ".tmp-ckpt-", 10);
+    if (d)
+        closedir(d);
+    free(p);
+    return found;
+}
+
+/* data_parallel = 2 with a checkpoint every step of each adapter: a rank (0 and 1 in turn) killed with SIGKILL,
+ * twice while a save is under way (its temporary directory exists), twice 0-20 ms after a save was reported,
+ * then resumed; after every kill `latest` is whole, and the run that finishes is byte for byte the
+ * uninterrupted one. */
+START_TEST(dp2_kills_around_saves_resume_bit_exact)
+{
+    setup_once();
+    write_job("sref.lua", "sref", 1, 2, 4, 0);
+    write_job("scut.lua", "scut", 1, 2, 4, 1);
+    run_ok((const char *[]){"train", "sref.lua", "--procs", "2", NULL});
+    srand48((long)lg_test_seed());
+    int kills = 0, finished = 0, in_save = 0;
+    while (!finished) {
+        int resume = whole_checkpoint("scut");
+        pid_t launcher = lg_test_spawn(root, resume ? (const char *[]){"train", "scut.lua", "--procs", "2", "--resume",
+                                                                       NULL}
+                                                    : (const char *[]){"train", "scut.lua", "--procs", "2", NULL});
+        char *out, *err;
+        if (kills < 4) {
+            char *fo = path_in("stdout.txt");
+            pid_t victim = 0;
+            siginfo_t info;
+            for (;;) { /* a save reported by this process (the launcher is not reaped here) */
+                info.si_pid = 0;
+                if (victim || waitid(P_PID, (id_t)launcher, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid)
+                    break;
+                char *text = access(fo, R_OK) == 0 ? lg_test_slurp(fo, NULL) : NULL;
+                if (text && strstr(text, "\ncheckpoint ")) {
+                    if (kills < 2) { /* the first two: aimed at a save, once its temporary directory is there */
+                        while (!tmp_left("scut/checkpoints") && waitid(P_PID, (id_t)launcher, &info,
+                                                                       WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                               !info.si_pid)
+                            usleep(200);
+                        in_save += tmp_left("scut/checkpoints");
+                    } else {
+                        usleep((useconds_t)(drand48() * 20000));
+                    }
+                    victim = rank_pid(launcher, kills % 2);
+                }
+                free(text);
+                usleep(2000);
+            }
+            free(fo);
+            if (victim && kill(victim, SIGKILL) == 0) {
+                kills++;
+                int rc = lg_test_wait(root, launcher, &out, &err);
+                ck_assert_int_ne(rc, 0);
+                free(out);
+                free(err);
+                continue;
+            }
+        }
+        int rc = lg_test_wait(root, launcher, &out, &err);
+        ck_assert_msg(rc == 0, "after %d kills: exit %d\n%s\n%s", kills, rc, out, err);
+        free(out);
+        free(err);
+        finished = 1;
+    }
+    ck_assert_int_ge(kills, 1);
+    printf("dp2 kills: %d, %d of them while a save's temporary directory was there, seed %llu\n", kills, in_save,
+           (unsigned long long)lg_test_seed());
+    whole_checkpoint("scut");
+    assert_same_outputs("sref", "scut");
+    char *ck = path_in("scut/checkpoints");
+    DIR *d = opendir(ck);
+    for (struct dirent *e; d && (e = readdir(d));) /* nothing a killed save left stays */
+        ck_assert_msg(e->d_name[0] != '.' || !strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."), "%s: %s left",
+                      ck, e->d_name);
+    if (d)
+        closedir(d);
+    free(ck);
+}
+END_TEST
+
 /* `loragen train job --procs procs --resume` fails with needle in its stderr. */
 static void refused(const char *job, const char *procs, const char *needle)
 {
@@ -319,6 +432,7 @@ int main(void)
     tcase_add_test(tc, dp2_stop_resume_is_bit_exact);
     tcase_add_test(tc, pp2_stop_resume_is_bit_exact);
     tcase_add_test(tc, pp2_dp2_kill_resume_is_bit_exact);
+    tcase_add_test(tc, dp2_kills_around_saves_resume_bit_exact);
     tcase_add_test(tc, resume_refuses_another_shape_or_a_damaged_shard);
     tcase_add_test(tc, older_format_is_refused);
     suite_add_tcase(s, tc);
