@@ -103,6 +103,9 @@ struct lg_tune_bench {
     CUstream stream;
     int warmup; /* runs of each kept candidate before timing; 0: 2 */
     int rounds; /* interleaved rounds, the median taken; 0: 9 */
+    int warm_l2; /* 1: time with whatever the last run left in L2; 0: every sample starts from a flushed L2
+                    (twice its size written first, outside the timed events), as a layer inside a training step
+                    finds it, its weights and inputs evicted by the layers before */
 };
 
 struct lg_tune_result {
