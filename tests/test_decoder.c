@@ -295,6 +295,16 @@ START_TEST(bad_batches_are_refused)
     f.seg[1].adapter = 1;
     f.ids[3] = 40; /* outside the vocabulary */
     ck_assert_int_eq(lg_decoder_step(f.dec, &b, 0), LG_ERR_INVALID);
+    /* a shape to prepare must be one the arena holds (16 tokens, 4 samples) */
+    CHECK(lg_decoder_prepare(f.dec, &f.mb));
+    struct lg_mb big = f.mb;
+    big.n = 17;
+    ck_assert_int_eq(lg_decoder_prepare(f.dec, &big), LG_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(lg_last_error(), "17 tokens in 3 samples"));
+    big = f.mb, big.nseq = 5;
+    ck_assert_int_eq(lg_decoder_prepare(f.dec, &big), LG_ERR_INVALID);
+    big = f.mb, big.max_len = 14;
+    ck_assert_int_eq(lg_decoder_prepare(f.dec, &big), LG_ERR_INVALID);
     teardown(&f);
 }
 END_TEST

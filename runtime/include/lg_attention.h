@@ -101,6 +101,14 @@ struct lg_attn_bwd {
 };
 LG_API enum lg_status lg_attn_backward(lg_attn_t *a, const struct lg_attn_bwd *b, CUstream stream);
 
+/* Makes now what calls with these samples and strides will need (f, b: a forward's and a backward's arguments,
+ * either may be NULL; only seqs.nseq, seqs.tokens, seqs.max_len and the row strides are read, no pointer): on
+ * the cuDNN backend the execution plans of their (samples, length) bucket and the device memory they run in, so
+ * a trainer can build every plan of an epoch before its first step (a new bucket would otherwise build its
+ * plans inside a step: docs/perf.md, 2026-12-02). Nothing to do on the generated backend. */
+LG_API enum lg_status lg_attn_prepare(lg_attn_t *a, const struct lg_attn_fwd *f, const struct lg_attn_bwd *b,
+                                      CUstream stream);
+
 /* Kernel tiles of the generated backend (the tuner sets these; zero fields keep the per-arch defaults).
  * fwd_*: the forward; dkv_*: the dK/dV pass (16 keys per warp); dq_*: the deterministic dQ pass. bm: query
  * rows per block, bn: keys per block, nw: warps, st: cp.async stages (generator/ops/attn.lua lists the values

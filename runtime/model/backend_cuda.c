@@ -311,6 +311,21 @@ static enum lg_status cuda_attn_fwd(lg_backend_t *be, const struct lg_mb *mb, in
     return lg_attn_forward(c->attn, &f, c->stream);
 }
 
+static enum lg_status cuda_attn_prepare(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, int64_t ld,
+                                        int64_t ldd)
+{
+    struct cuda_be *c = cb(be);
+    enum lg_status s = attn_obj(c, hq, hkv, d);
+    if (s != LG_OK)
+        return s;
+    const int64_t lq = (int64_t)hq * d, lk = (int64_t)hkv * d;
+    const struct lg_attn_seqs sq = {.nseq = mb->nseq, .tokens = mb->n, .max_len = mb->max_len};
+    struct lg_attn_fwd f = {.seqs = sq, .ldq = ld ? ld : lq, .ldk = ld ? ld : lk, .ldv = ld ? ld : lk, .ldo = lq};
+    struct lg_attn_bwd b = {.seqs = sq, .ldq = ld ? ld : lq, .ldk = ld ? ld : lk, .ldv = ld ? ld : lk, .ldo = lq,
+                            .lddo = lq, .lddq = ldd ? ldd : lq, .lddk = ldd ? ldd : lk, .lddv = ldd ? ldd : lk};
+    return lg_attn_prepare(c->attn, &f, &b, c->stream);
+}
+
 static enum lg_status cuda_attn_bwd(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
                                     lg_addr k, lg_addr v, int64_t ld, lg_addr o, lg_addr lse, lg_addr dout,
                                     lg_addr dq, lg_addr dk, lg_addr dv, int64_t ldd)
@@ -442,6 +457,7 @@ const struct lg_backend_ops lg_cuda_ops = {
     .rmsnorm_bwd = cuda_rmsnorm_bwd,
     .rope = cuda_rope,
     .attn_fwd = cuda_attn_fwd,
+    .attn_prepare = cuda_attn_prepare,
     .attn_bwd = cuda_attn_bwd,
     .swiglu_fwd = cuda_swiglu_fwd,
     .swiglu_bwd = cuda_swiglu_bwd,

@@ -150,6 +150,20 @@ enum lg_status lg_decoder_step(lg_decoder_t *d, const struct lg_decoder_batch *b
     return OPS->sync(d->be);
 }
 
+enum lg_status lg_decoder_prepare(lg_decoder_t *d, const struct lg_mb *mb)
+{
+    if (!mb || mb->n < 1 || mb->n > d->max_tokens || mb->nseq < 1 || mb->nseq > d->max_seqs || mb->max_len < 1 ||
+        mb->max_len > mb->n)
+        return lg_fail(LG_ERR_INVALID, "lg_decoder_prepare: %lld tokens in %d samples (the longest %d) is not a "
+                       "microbatch of this decoder (1..%lld tokens)", mb ? (long long)mb->n : 0LL, mb ? mb->nseq : 0,
+                       mb ? mb->max_len : 0, (long long)d->max_tokens);
+    if (!OPS->attn_prepare)
+        return LG_OK;
+    const struct lg_model_config *c = d->cfg;
+    return OPS->attn_prepare(d->be, mb, c->num_attention_heads, c->num_key_value_heads, c->head_dim, d->map.ldqkv,
+                             d->map.ldqkv);
+}
+
 /* ---- pipeline stages ---- */
 
 size_t lg_decoder_boundary_bytes(const lg_decoder_t *d, int64_t tokens)

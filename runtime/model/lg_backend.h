@@ -142,6 +142,10 @@ struct lg_backend_ops {
     /* q, k, v rows of stride ld; o, lse, dout packed; dq, dk, dv rows of stride ldd */
     enum lg_status (*attn_fwd)(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
                                lg_addr k, lg_addr v, int64_t ld, lg_addr o, lg_addr lse);
+    /* Makes what attention calls over microbatches of mb's shape (n, nseq, max_len) and these row strides will
+     * need (cuDNN's execution plans); NULL where nothing is planned per shape */
+    enum lg_status (*attn_prepare)(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, int64_t ld,
+                                   int64_t ldd);
     enum lg_status (*attn_bwd)(lg_backend_t *be, const struct lg_mb *mb, int hq, int hkv, int d, lg_addr q,
                                lg_addr k, lg_addr v, int64_t ld, lg_addr o, lg_addr lse, lg_addr dout, lg_addr dq,
                                lg_addr dk, lg_addr dv, int64_t ldd);

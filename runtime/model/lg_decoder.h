@@ -82,6 +82,10 @@ struct lg_decoder_batch {
  * accumulate into its gradient buffers. Returns when the device is done, unless b->no_wait. */
 enum lg_status lg_decoder_step(lg_decoder_t *d, const struct lg_decoder_batch *b, int backward);
 
+/* Before the first step of an epoch: what the backend plans per microbatch shape (cuDNN attention's execution
+ * plans), made for a microbatch of mb's shape (n, nseq, max_len; nothing else is read). */
+enum lg_status lg_decoder_prepare(lg_decoder_t *d, const struct lg_mb *mb);
+
 /* Pipeline stages (a decoder built with a layer range; lg_decoder_step needs all layers). Activations cross
  * stage boundaries as host arrays of [n, hidden] in the backend's activation dtype (lg_decoder_boundary_bytes).
  *

@@ -400,6 +400,38 @@ static void bwd_layout(const lg_attn_t *a, int nk, int nq, int64_t tokens, int f
     w->total = w->acc + (fast ? (size_t)tokens * (size_t)a->p.hq * (size_t)a->p.head_dim * 4 : 0);
 }
 
+enum lg_status lg_attn_prepare(lg_attn_t *a, const struct lg_attn_fwd *f, const struct lg_attn_bwd *b,
+                               CUstream stream)
+{
+    static const char *fn = "lg_attn_prepare";
+    if (!a || (!f && !b))
+        return lg_fail(LG_ERR_INVALID, "%s: null argument", fn);
+    if (!a->dnn) /* the generated kernels are made at their first call and plan nothing per shape */
+        return LG_OK;
+    const int64_t qrow = (int64_t)a->p.hq * a->p.head_dim, krow = (int64_t)a->p.hkv * a->p.head_dim;
+    struct lg_attn_fwd cf;
+    struct lg_attn_bwd cb;
+    const struct lg_attn_seqs *sq[2] = {f ? &f->seqs : NULL, b ? &b->seqs : NULL};
+    for (int i = 0; i < 2; i++)
+        if (sq[i] && (sq[i]->nseq < 1 || sq[i]->tokens < sq[i]->nseq || sq[i]->max_len < 1))
+            return lg_fail(LG_ERR_INVALID, "%s: %d samples of %lld tokens, the longest %d: not a microbatch", fn,
+                           sq[i]->nseq, (long long)sq[i]->tokens, sq[i]->max_len);
+    if (f) { /* the strides the call will have (0: packed) */
+        cf = *f;
+        cf.ldq = cf.ldq ? cf.ldq : qrow, cf.ldk = cf.ldk ? cf.ldk : krow, cf.ldv = cf.ldv ? cf.ldv : krow;
+        cf.ldo = cf.ldo ? cf.ldo : qrow;
+    }
+    if (b) {
+        cb = *b;
+        int64_t *lds[] = {&cb.ldq, &cb.ldk, &cb.ldv, &cb.ldo, &cb.lddo, &cb.lddq, &cb.lddk, &cb.lddv};
+        const int64_t rows[] = {qrow, krow, krow, qrow, qrow, qrow, krow, krow};
+        for (int i = 0; i < 8; i++)
+            *lds[i] = *lds[i] ? *lds[i] : rows[i];
+    }
+    enum lg_status st = bind(a, fn);
+    return st != LG_OK ? st : lg_ops_attn_cudnn_prepare(a->dnn, f ? &cf : NULL, b ? &cb : NULL, stream);
+}
+
 enum lg_status lg_attn_backward(lg_attn_t *a, const struct lg_attn_bwd *b, CUstream stream)
 {
     static const char *fn = "lg_attn_backward";

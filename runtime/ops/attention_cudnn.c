@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_PLANS 64
+#define MAX_PLANS 256 /* a trainer prepares every (samples, length) bucket of an epoch: lg_attn_prepare */
 #define NSLOT 32
 
 struct plan {
@@ -395,33 +395,50 @@ static enum lg_status copy_stats(const struct lg_ops_dnn_shape *s, const struct 
     return LG_OK;
 }
 
+/* What a call of these samples and row strides runs: the staged tensors (mask; ld, the strides cuDNN sees), its
+ * plan (found or built) and its device memory (the layout, then each staged copy at stage_at). */
+static enum lg_status call_plan(struct lg_ops_attn_cudnn *d, int bwd, const struct lg_attn_seqs *sq,
+                                const int64_t ld_call[LG_DNN_NLD], unsigned *mask, int64_t ld[LG_DNN_NLD],
+                                struct plan **pl, struct layout *L, size_t stage_at[LG_DNN_NLD])
+{
+    *mask = lg_ops_attn_cudnn_stage_mask(&d->p, d->stage_mode, bwd, ld_call);
+    for (int i = 0; i < LG_DNN_NLD; i++)
+        ld[i] = *mask >> i & 1 ? lg_ops_attn_cudnn_packed_width(&d->p, i) : ld_call[i];
+    struct lg_ops_dnn_shape key;
+    enum lg_status st = lg_ops_attn_cudnn_shape(&d->p, d->version, d->arch, d->exact, bwd, sq, ld, &key);
+    if (st == LG_OK)
+        st = find_plan(d, &key, pl);
+    if (st != LG_OK)
+        return st;
+    layout_of(*pl, sq, L);
+    for (int i = 0; i < LG_DNN_NLD; i++) {
+        stage_at[i] = 0;
+        if (*mask >> i & 1) {
+            stage_at[i] = L->total;
+            L->total += align256((size_t)sq->tokens * (size_t)ld[i] * lg_dtype_size(d->p.dtype));
+        }
+    }
+    return LG_OK;
+}
+
 static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, const struct lg_attn_seqs *sq,
                           const int64_t ld_call[LG_DNN_NLD], const CUdeviceptr ptr_call[LG_DNN_NLD], CUdeviceptr lse,
                           CUstream stream)
 {
     /* the layout cuDNN sees: staged tensors packed */
-    const unsigned mask = lg_ops_attn_cudnn_stage_mask(&d->p, d->stage_mode, bwd, ld_call);
+    unsigned mask;
     int64_t ld[LG_DNN_NLD];
     CUdeviceptr ptr[LG_DNN_NLD];
     for (int i = 0; i < LG_DNN_NLD; i++)
-        ld[i] = mask >> i & 1 ? lg_ops_attn_cudnn_packed_width(&d->p, i) : ld_call[i], ptr[i] = ptr_call[i];
-    struct lg_ops_dnn_shape key;
-    enum lg_status st = lg_ops_attn_cudnn_shape(&d->p, d->version, d->arch, d->exact, bwd, sq, ld, &key);
+        ptr[i] = ptr_call[i];
     struct plan *pl = NULL;
-    if (st == LG_OK)
-        st = find_plan(d, &key, &pl);
+    struct layout L;
+    size_t stage_at[LG_DNN_NLD];
+    enum lg_status st = call_plan(d, bwd, sq, ld_call, &mask, ld, &pl, &L, stage_at);
     if (st != LG_OK)
         return lg_fail_wrap(st, "%s: ", fn);
     const struct lg_ops_dnn_shape s = pl->s; /* as built (a fallback may differ from the key) */
     snprintf(d->last_note, sizeof d->last_note, "b %d s %d, %s", s.b, s.s, pl->note);
-    struct layout L;
-    layout_of(pl, sq, &L);
-    size_t stage_at[LG_DNN_NLD] = {0};
-    for (int i = 0; i < LG_DNN_NLD; i++)
-        if (mask >> i & 1) {
-            stage_at[i] = L.total;
-            L.total += align256((size_t)sq->tokens * (size_t)ld[i] * lg_dtype_size(d->p.dtype));
-        }
     if (mask) {
         size_t nl = strlen(d->last_note);
         nl += (size_t)snprintf(d->last_note + nl, sizeof d->last_note - nl, ", packed copies:");
@@ -508,20 +525,53 @@ static enum lg_status run(struct lg_ops_attn_cudnn *d, const char *fn, int bwd, 
     return LG_OK;
 }
 
+static void fwd_strides(const struct lg_attn_fwd *f, int64_t ld[LG_DNN_NLD])
+{
+    memset(ld, 0, sizeof(int64_t) * LG_DNN_NLD);
+    ld[LG_DNN_LD_Q] = f->ldq, ld[LG_DNN_LD_K] = f->ldk, ld[LG_DNN_LD_V] = f->ldv, ld[LG_DNN_LD_O] = f->ldo;
+}
+
+static void bwd_strides(const struct lg_attn_bwd *b, int64_t ld[LG_DNN_NLD])
+{
+    memset(ld, 0, sizeof(int64_t) * LG_DNN_NLD);
+    ld[LG_DNN_LD_Q] = b->ldq, ld[LG_DNN_LD_K] = b->ldk, ld[LG_DNN_LD_V] = b->ldv, ld[LG_DNN_LD_O] = b->ldo;
+    ld[LG_DNN_LD_DO] = b->lddo, ld[LG_DNN_LD_DQ] = b->lddq, ld[LG_DNN_LD_DK] = b->lddk, ld[LG_DNN_LD_DV] = b->lddv;
+}
+
 enum lg_status lg_ops_attn_cudnn_forward(struct lg_ops_attn_cudnn *d, const struct lg_attn_fwd *f, CUstream stream)
 {
-    int64_t ld[LG_DNN_NLD] = {0};
+    int64_t ld[LG_DNN_NLD];
     CUdeviceptr ptr[LG_DNN_NLD] = {0};
-    ld[LG_DNN_LD_Q] = f->ldq, ld[LG_DNN_LD_K] = f->ldk, ld[LG_DNN_LD_V] = f->ldv, ld[LG_DNN_LD_O] = f->ldo;
+    fwd_strides(f, ld);
     ptr[LG_DNN_LD_Q] = f->q, ptr[LG_DNN_LD_K] = f->k, ptr[LG_DNN_LD_V] = f->v, ptr[LG_DNN_LD_O] = f->o;
     return run(d, "lg_attn_forward", 0, &f->seqs, ld, ptr, f->lse, stream);
 }
 
+enum lg_status lg_ops_attn_cudnn_prepare(struct lg_ops_attn_cudnn *d, const struct lg_attn_fwd *f,
+                                         const struct lg_attn_bwd *b, CUstream stream)
+{
+    for (int bwd = 0; bwd < 2; bwd++) {
+        if (bwd ? !b : !f)
+            continue;
+        int64_t ld_call[LG_DNN_NLD], ld[LG_DNN_NLD];
+        bwd ? bwd_strides(b, ld_call) : fwd_strides(f, ld_call);
+        unsigned mask;
+        struct plan *pl;
+        struct layout L;
+        size_t stage_at[LG_DNN_NLD];
+        enum lg_status st = call_plan(d, bwd, bwd ? &b->seqs : &f->seqs, ld_call, &mask, ld, &pl, &L, stage_at);
+        if (st == LG_OK)
+            st = ensure_dev(d, L.total, stream);
+        if (st != LG_OK)
+            return lg_fail_wrap(st, "lg_attn_prepare (%s): ", dir_name(bwd));
+    }
+    return LG_OK;
+}
+
 enum lg_status lg_ops_attn_cudnn_backward(struct lg_ops_attn_cudnn *d, const struct lg_attn_bwd *b, CUstream stream)
 {
-    const int64_t ld[LG_DNN_NLD] = {[LG_DNN_LD_Q] = b->ldq,   [LG_DNN_LD_K] = b->ldk,   [LG_DNN_LD_V] = b->ldv,
-                                 [LG_DNN_LD_O] = b->ldo,   [LG_DNN_LD_DO] = b->lddo, [LG_DNN_LD_DQ] = b->lddq,
-                                 [LG_DNN_LD_DK] = b->lddk, [LG_DNN_LD_DV] = b->lddv};
+    int64_t ld[LG_DNN_NLD];
+    bwd_strides(b, ld);
     const CUdeviceptr ptr[LG_DNN_NLD] = {[LG_DNN_LD_Q] = b->q,   [LG_DNN_LD_K] = b->k,   [LG_DNN_LD_V] = b->v,
                                       [LG_DNN_LD_O] = b->o,   [LG_DNN_LD_DO] = b->dout, [LG_DNN_LD_DQ] = b->dq,
                                       [LG_DNN_LD_DK] = b->dk, [LG_DNN_LD_DV] = b->dv};

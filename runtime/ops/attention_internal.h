@@ -39,5 +39,8 @@ enum lg_status lg_ops_attn_cudnn_backward(struct lg_ops_attn_cudnn *d, const str
                                           CUstream stream);
 /* The last call's plan: "b B s S, engine config i of n" ("" before the first call). */
 const char *lg_ops_attn_cudnn_note(const struct lg_ops_attn_cudnn *d);
+/* The plans (and device memory) calls with f's and b's samples and strides will use (either may be NULL). */
+enum lg_status lg_ops_attn_cudnn_prepare(struct lg_ops_attn_cudnn *d, const struct lg_attn_fwd *f,
+                                         const struct lg_attn_bwd *b, CUstream stream);
 
 #endif

@@ -31,6 +31,42 @@ static int64_t loss_tokens(const struct lg_trainer *tr, const struct lg_ad_state
     return c;
 }
 
+/* Every microbatch shape of the plan made ready in the backend before the first step (cuDNN attention builds
+ * an execution plan per shape bucket, which inside a step would stall it). */
+static enum lg_status prepare_shapes(struct lg_trainer *tr)
+{
+    if (!tr->dec)
+        return LG_OK;
+    double t0 = lg_train_now();
+    enum lg_status s = LG_OK;
+    for (size_t i = 0; s == LG_OK && i < lg_plan_mb_count(tr->plan); i++) {
+        struct lg_mb_view v;
+        if ((s = lg_plan_mb(tr->plan, i, &v)) != LG_OK)
+            break;
+        struct lg_mb mb = {.n = 0, .nseq = 0, .max_len = 0};
+        for (size_t j = 0; s == LG_OK && j < v.nseg; j++) {
+            struct lg_seg_view sv;
+            if ((s = lg_plan_seg(tr->plan, i, j, &sv)) != LG_OK)
+                break;
+            for (size_t k = 0; k < sv.nsamples; k++) {
+                int32_t len = (int32_t)lg_job_sample_length(tr->job, sv.adapter, sv.samples[k]);
+                mb.n += len;
+                mb.nseq++;
+                mb.max_len = len > mb.max_len ? len : mb.max_len;
+            }
+        }
+        if (s == LG_OK && mb.n > 0)
+            s = lg_decoder_prepare(tr->dec, &mb);
+    }
+    if (s != LG_OK)
+        return lg_fail_wrap(s, "preparing epoch %d's microbatch shapes: ", tr->epoch + 1);
+    double dt = lg_train_now() - t0;
+    if (dt > 0.5)
+        lg_report_info(tr, "epoch %d: the backend's plans for %zu microbatch shapes made in %.1f s", tr->epoch + 1,
+                       lg_plan_mb_count(tr->plan), dt);
+    return LG_OK;
+}
+
 /* The epoch's plan, and per adapter its batches' sample counts and loss weights. */
 enum lg_status lg_train_plan_epoch(struct lg_trainer *tr)
 {
@@ -76,7 +112,7 @@ enum lg_status lg_train_plan_epoch(struct lg_trainer *tr)
         a->stepped_batches = 0;
         a->batch_loss = 0;
     }
-    return LG_OK;
+    return prepare_shapes(tr);
 }
 
 /* Gathers microbatch i of the plan into the host buffers; *empty when every adapter in it is done. */
