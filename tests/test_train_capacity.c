@@ -168,6 +168,54 @@ START_TEST(data_parallel_ranks_agree)
 }
 END_TEST
 
+static int train_args(const char *const *args, char **all)
+{
+    char *out, *err;
+    int rc = lg_test_loragen_run(tmp, args, &out, &err);
+    size_t n = strlen(out) + strlen(err) + 2;
+    *all = malloc(n);
+    snprintf(*all, n, "%s\n%s", out, err);
+    free(out);
+    free(err);
+    return rc;
+}
+
+/* A resumed run plans at its checkpoint's capacity: "auto" keeps it whatever the limit now allows, and is
+ * refused when the limit no longer holds it; a fixed capacity edited between the runs is refused by the plan's
+ * fingerprint. */
+START_TEST(resume_keeps_the_checkpoints_capacity)
+{
+    setup_once();
+    char *all;
+    char *j1 = write_job("res", "'auto'", "memory_gb = 0.0105", NULL);
+    int rc = train_args((const char *[]){"train", j1, "--max-steps", "1", NULL}, &all);
+    long c1 = chosen(all);
+    ck_assert_msg(rc == 0 && c1 > 0, "first run: %d\n%s", rc, all);
+    free(all);
+    write_job("res", "'auto'", "memory_gb = 0.0125", NULL); /* more room: the capacity must not follow it */
+    rc = train_args((const char *[]){"train", j1, "--resume", NULL}, &all);
+    ck_assert_msg(rc == 0 && chosen(all) == c1 && strstr(all, "(the checkpoint's;") && strstr(all, "resumed from"),
+                  "resume with more room: %d, capacity %ld (first %ld)\n%s", rc, chosen(all), c1, all);
+    free(all);
+    write_job("res", "'auto'", "memory_gb = 0.009", NULL); /* too little for the checkpoint's capacity */
+    rc = train_args((const char *[]){"train", j1, "--resume", NULL}, &all);
+    ck_assert_msg(rc == 1 && strstr(all, "the checkpoint to resume was planned at") &&
+                  strstr(all, "start afresh without --resume"), "resume with less room: %d\n%s", rc, all);
+    free(all);
+    char *j2 = write_job("fixres", "512", NULL, NULL);
+    rc = train_args((const char *[]){"train", j2, "--max-steps", "1", NULL}, &all);
+    ck_assert_msg(rc == 0, "%s", all);
+    free(all);
+    write_job("fixres", "256", NULL, NULL);
+    rc = train_args((const char *[]){"train", j2, "--resume", NULL}, &all);
+    ck_assert_msg(rc == 1 && strstr(all, "was planned at capacity 512 into") && strstr(all, "at capacity 256 into"),
+                  "a capacity edited between the runs: %d\n%s", rc, all);
+    free(all);
+    free(j1);
+    free(j2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train_capacity");
@@ -178,6 +226,7 @@ int main(void)
     tcase_add_test(tc, a_limit_below_the_longest_sample_is_refused);
     tcase_add_test(tc, plan_needs_a_budget_or_a_capacity);
     tcase_add_test(tc, data_parallel_ranks_agree);
+    tcase_add_test(tc, resume_keeps_the_checkpoints_capacity);
     suite_add_tcase(s, tc);
     int rc = lg_test_run(s, 1);
     if (tmp) {

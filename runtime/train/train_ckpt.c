@@ -202,6 +202,10 @@ static enum lg_status write_state(struct lg_trainer *tr, const char *dir)
                                    tr->world, jp->data_parallel, jp->stages, tr->nad};
         memcpy(job, v, sizeof v);
     }
+    double *plan = ok ? tl_add(&l, "plan", LG_ST_F64, LG_CKPT_PLAN_N, 0) : NULL;
+    ok = plan != NULL;
+    if (ok)
+        lg_train_plan_fingerprint(tr, plan);
     for (int i = 0; ok && i < tr->nad; i++) {
         const struct lg_ad_state *a = &tr->ad[i];
         char name[32];

@@ -206,6 +206,58 @@ static enum lg_status load_rank(struct lg_trainer *tr, const char *dir)
     return s;
 }
 
+/* The epoch just planned against the plan the checkpoint was written under (checkpoints without the record
+ * are taken as they are). */
+static enum lg_status check_plan(struct lg_trainer *tr, const char *dir)
+{
+    char path[1400];
+    snprintf(path, sizeof path, "%s/state.safetensors", dir);
+    lg_st_t *st;
+    enum lg_status s = lg_st_open(path, &st);
+    if (s != LG_OK)
+        return s;
+    struct lg_st_tensor t;
+    double was[LG_CKPT_PLAN_N], now[LG_CKPT_PLAN_N];
+    if (lg_st_find(st, "plan", &t) != LG_OK) {
+        lg_clear_error();
+        lg_st_close(st);
+        return LG_OK;
+    }
+    s = read_f64(st, "plan", LG_CKPT_PLAN_N, was);
+    lg_st_close(st);
+    if (s != LG_OK)
+        return s;
+    lg_train_plan_fingerprint(tr, now);
+    if (memcmp(was, now, sizeof was))
+        return lg_fail(LG_ERR_IO, "%s: epoch %d was planned at capacity %g into %g microbatches%s; this run plans it "
+                       "at capacity %g into %g%s: the job's batching, datasets or adapters changed since, so the "
+                       "checkpoint's position would point into another order of samples; restore the job as it was "
+                       "or start afresh without --resume", path, tr->epoch + 1, was[0], was[1],
+                       was[0] == now[0] && was[1] == now[1] ? " (another order of samples)" : "", now[0], now[1],
+                       tr->tc.capacity_auto ? " (capacity = \"auto\" follows the checkpoint's capacity on resume)" : "");
+    return LG_OK;
+}
+
+/* The capacity the latest checkpoint's run planned with (0: none recorded, or no checkpoint). */
+uint32_t lg_ckpt_capacity(const struct lg_trainer *tr)
+{
+    char root[1100], dir[1200], path[1400];
+    lg_ckpt_root(tr, root, sizeof root);
+    uint32_t cap = 0;
+    if (lg_ckpt_latest(root, dir, sizeof dir) == LG_OK) {
+        snprintf(path, sizeof path, "%s/state.safetensors", dir);
+        lg_st_t *st;
+        double plan[LG_CKPT_PLAN_N];
+        if (lg_st_open(path, &st) == LG_OK) {
+            if (read_f64(st, "plan", LG_CKPT_PLAN_N, plan) == LG_OK && plan[0] >= 1 && plan[0] <= 4294967295.0)
+                cap = (uint32_t)plan[0];
+            lg_st_close(st);
+        }
+    }
+    lg_clear_error(); /* --resume itself reports what is wrong with the checkpoint */
+    return cap;
+}
+
 static enum lg_status load(struct lg_trainer *tr, char *dir, size_t n)
 {
     char root[1100];
@@ -217,6 +269,8 @@ static enum lg_status load(struct lg_trainer *tr, char *dir, size_t n)
         lg_ckpt_remove_stale_outputs(tr);
     if ((s = load_state(tr, dir)) == LG_OK) /* the epoch, then its plan: the batches' sizes and weights */
         s = lg_train_plan_epoch(tr);
+    if (s == LG_OK)
+        s = check_plan(tr, dir);
     if (s == LG_OK)
         s = load_rank(tr, dir);
     for (int i = 0; s == LG_OK && i < tr->nad; i++)

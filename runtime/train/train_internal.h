@@ -158,6 +158,11 @@ enum lg_status lg_ad_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, co
 
 /* train_loop.c */
 enum lg_status lg_train_plan_epoch(struct lg_trainer *tr);
+/* The epoch's plan as a checkpoint records it (state.safetensors "plan"): the capacity, the microbatch count
+ * and a 64-bit hash of every microbatch's rank, position and samples, so a resume that would plan the epoch
+ * otherwise (the job's batching or data changed, or capacity = "auto" sized another capacity) is refused. */
+#define LG_CKPT_PLAN_N 4
+void lg_train_plan_fingerprint(const struct lg_trainer *tr, double out[LG_CKPT_PLAN_N]);
 enum lg_status lg_train_fill_mb(struct lg_trainer *tr, size_t i, struct lg_mb *mb, int *empty);
 /* Forward + backward of a filled microbatch without waiting for the device; its losses join the adapters'
  * batch_loss at the next lg_train_resolve_losses, which waits for the device (once per optimizer step, before
@@ -195,6 +200,8 @@ enum lg_status lg_pp_write_peft(struct lg_trainer *tr, struct lg_ad_state *a, co
 #define LG_CKPT_POS_N 3 /* rank-<r>.safetensors "position": microbatch of the order, next all-reduce, tokens */
 extern const char *const lg_ckpt_parts[8]; /* A, B, their moments, their gradients */
 void lg_ckpt_root(const struct lg_trainer *tr, char *buf, size_t n);
+/* The capacity the latest checkpoint's run planned with (0: none recorded, or no checkpoint to resume). */
+uint32_t lg_ckpt_capacity(const struct lg_trainer *tr);
 /* The file of adapter i's weights and moments of this rank's stage. */
 void lg_ckpt_weights_file(const struct lg_trainer *tr, int adapter, char *buf, size_t n);
 /* The address and shape of part k (lg_ckpt_parts) of an adapter tensor. */

@@ -231,3 +231,31 @@ void lg_train_free_pending(struct lg_trainer *tr)
     tr->pend = NULL;
     tr->npend = tr->maxpend = 0;
 }
+
+/* ---- the plan's fingerprint ---- */
+
+static uint64_t fnv(uint64_t h, uint64_t v) { return (h ^ v) * 0x100000001b3ull; }
+
+void lg_train_plan_fingerprint(const struct lg_trainer *tr, double out[LG_CKPT_PLAN_N])
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a over every microbatch's rank, position and samples */
+    size_t n = lg_plan_mb_count(tr->plan);
+    for (size_t i = 0; i < n; i++) {
+        struct lg_mb_view v;
+        if (lg_plan_mb(tr->plan, i, &v) != LG_OK)
+            continue;
+        h = fnv(fnv(fnv(h, (uint64_t)v.rank), v.pos), v.nseg);
+        for (size_t j = 0; j < v.nseg; j++) {
+            struct lg_seg_view sv;
+            if (lg_plan_seg(tr->plan, i, j, &sv) != LG_OK)
+                continue;
+            h = fnv(fnv(fnv(h, (uint64_t)sv.adapter), sv.batch), sv.nsamples);
+            for (size_t k = 0; k < sv.nsamples; k++)
+                h = fnv(h, sv.samples[k]);
+        }
+    }
+    out[0] = (double)tr->capacity;
+    out[1] = (double)n;
+    out[2] = (double)(h >> 32);
+    out[3] = (double)(h & 0xffffffffu);
+}

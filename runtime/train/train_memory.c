@@ -9,6 +9,8 @@
  *      what a microbatch can hold (one global batch of every adapter);
  *   3. the arena is sized again (lg_decoder_reserve) and the job is loaded again at that capacity, so the
  *      scheduler plans it and the oversize policy applies at it. Ranks of a multi-process run take the least.
+ *      A resumed run takes the capacity its checkpoint was planned at (another would plan another order of
+ *      samples), and is refused when the device no longer holds it.
  * The headroom (2 GiB and 4% of the device on a GPU; 5% of the host's memory on the CPU backend) is for what
  * grows during the first steps: cuBLASLt's, attention's and FusedMultiLoRA's workspaces, NCCL's buffers.
  * With a fixed capacity and training.memory_gb, the run is refused when it cannot fit the limit. */
@@ -135,11 +137,18 @@ static enum lg_status size_from_device(struct lg_trainer *tr, uint32_t pad, uint
     double per = lg_decoder_token_bytes(tr->be, &dp);
     uint64_t useful = capacity_useful(tr, pad);
     double cap = room < 0 ? 0 : (double)floor_cap + room / per;
-    if (cap > (double)useful)
-        cap = (double)useful;
     if ((s = least_over_ranks(tr, &cap)) != LG_OK) /* every rank fails alike when one has no room */
         return s;
-    uint32_t c = (uint32_t)cap / pad * pad;
+    /* a resumed run plans at the capacity its checkpoint was planned at: another would reorder the samples */
+    const uint32_t resumed = tr->opts->resume ? lg_ckpt_capacity(tr) : 0;
+    if (resumed && (double)resumed > cap)
+        return lg_fail(LG_ERR_OOM, "%s: batching.capacity = \"auto\": the checkpoint to resume was planned at %u "
+                       "tokens per microbatch, but %s now holds %.0f (%.2f GiB free of %.2f): free the device, "
+                       "resume on one with more memory, or start afresh without --resume", tr->tc.path, resumed, by,
+                       cap, (double)fr / GIB, (double)total / GIB);
+    if (cap > (double)useful)
+        cap = (double)useful;
+    uint32_t c = resumed ? resumed : (uint32_t)cap / pad * pad;
     if (c < floor_cap)
         return lg_fail(LG_ERR_OOM, "%s: batching.capacity = \"auto\": %s leaves no room for microbatches of the "
                        "longest sample (%u tokens): %.2f GiB taken by weights, LoRA and the arena, %.2f GiB free "
@@ -158,9 +167,10 @@ static enum lg_status size_from_device(struct lg_trainer *tr, uint32_t pad, uint
     tr->job = job;
     struct lg_decoder_params fin = decoder_params(tr, c);
     lg_report_info(tr, "capacity \"auto\": %u tokens per microbatch (%s; %.3f MiB per token; arena %.1f MiB; "
-                   "%.2f GiB free of %.2f before it)%s", c, by, per / (1u << 20),
+                   "%.2f GiB free of %.2f before it)%s", c, resumed ? "the checkpoint's" : by, per / (1u << 20),
                    (double)lg_decoder_arena_bytes(tr->be, &fin) / (1u << 20), (double)fr / GIB, (double)total / GIB,
-                   (uint64_t)c == useful ? ": one global batch of every adapter, the most a microbatch holds" : "");
+                   resumed ? ""
+                   : (uint64_t)c == useful ? ": one global batch of every adapter, the most a microbatch holds" : "");
     return LG_OK;
 }
 
