@@ -9,13 +9,15 @@
 # another is the four runs' tokens over their summed seconds. Target: together >= 1.15x one by one.
 #   usage: bash bench/bench_train_multi.sh BUILD_DIR [OUT_DIR] [STEPS] [GLOBAL_BATCH]
 #   env:   SPEC (default specs/llama-3.1-8b.lua; the model is written once into OUT_DIR/model, the directory
-#          bench_train_8b.sh uses), BACKEND (cuda), CAPACITY (8192), DET (false), SAMPLES per adapter (600)
+#          bench_train_8b.sh uses), BACKEND (cuda), CAPACITY (8192), DET (false), SAMPLES per adapter (600);
+#          STAGES and DP (default 1 and 1): the together job over STAGES x DP GPUs (--gpus), with its measured
+#          pipeline bubble beside the simulator's (issue 13's multi-GPU run; the one-by-one runs stay on one GPU)
 #   e.g.   bash bench/bench_train_multi.sh build-gpu /tmp/b8 6 16
 #          SPEC=specs/tiny.lua BACKEND=cpu CAPACITY=1024 bash bench/bench_train_multi.sh build /tmp/bm 2 4
 set -euo pipefail
 B=$1 O=${2:-${OUT:-out}/bench8b} STEPS=${3:-6} GB=${4:-16}
 SPEC=${SPEC:-specs/llama-3.1-8b.lua} BACKEND=${BACKEND:-cuda} CAP=${CAPACITY:-8192} DET=${DET:-false}
-N=${SAMPLES:-600}
+N=${SAMPLES:-600} STAGES=${STAGES:-1} DP=${DP:-1}
 mkdir -p "$O"
 [ -f "$O/model/config.json" ] || "$B/loragen" init-model "$SPEC" "$O/model" --seed 1
 vocab=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$O/model/config.json")
@@ -32,11 +34,12 @@ adapter() { # TRACE SEED
   echo "    { name = \"$1\", dataset = \"multi-$1.jsonl\", global_batch = $GB, rank = 16, alpha = 32, dropout = 0.1,"
   echo "      lr = 2e-4, steps = $STEPS, seed = $2 },"
 }
-job() { # NAME TRACES...
-  local name=$1; shift
+job() { # NAME STAGES DP TRACES...
+  local name=$1 st=$2 dp=$3; shift 3
   {
     echo "return {"
     echo "  name = \"$name\", model = { path = \"model\" }, batching = { capacity = $CAP },"
+    echo "  pipeline = { stages = $st, data_parallel = $dp },"
     echo "  training = { backend = \"$BACKEND\", output = \"out-$name\", log_every = 1, deterministic = $DET },"
     echo "  adapters = {"
     local s=1
@@ -45,20 +48,27 @@ job() { # NAME TRACES...
     echo "}"
   } > "$O/$name.lua"
 }
-job multi-together $traces
-for t in $traces; do job "multi-$t" "$t"; done
+job multi-together "$STAGES" "$DP" $traces
+for t in $traces; do job "multi-$t" 1 1 "$t"; done
 
 rate() { # LOG -> "tokens seconds"
   sed -n 's/.*after the first step \([0-9]*\) tokens in \([0-9.]*\) s.*/\1 \2/p' "$1" | tail -1
 }
-run() { # NAME
-  "$B/loragen" train "$O/$1.lua" > "$O/$1.log" 2>&1 || { tail -n 20 "$O/$1.log"; return 1; }
+run() { # NAME [loragen train options]
+  local name=$1; shift
+  "$B/loragen" train "$O/$name.lua" "$@" > "$O/$name.log" 2>&1 || { tail -n 20 "$O/$name.log"; return 1; }
+  set -- "$name"
   local r; r=$(rate "$O/$1.log")
   [ -n "$r" ] || { echo "$1: no rate in $O/$1.log"; tail -n 5 "$O/$1.log"; return 1; }
   echo "$1 $r" >> "$O/multi.rates"
 }
 rm -f "$O/multi.rates"
-run multi-together
+if [ $(( STAGES * DP )) -gt 1 ]; then
+  run multi-together "$([ "$BACKEND" = cpu ] && echo --procs || echo --gpus)" $(( STAGES * DP ))
+  grep -E "pipeline, epoch|peak" "$O/multi-together.log" || true
+else
+  run multi-together
+fi
 for t in $traces; do run "multi-$t"; done
 
 python3 - "$O/multi.rates" <<'PY'
