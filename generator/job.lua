@@ -54,7 +54,9 @@ end
 
 -- The defaults as text: one "  where.key = value   help" line each.
 function M.defaults_text()
-  local lines = { "  model.path (required for training)   the Hugging Face model directory" }
+  local lines = { "  model.path (required for training)   the Hugging Face model directory",
+    ("  %-28s = %-14s %s"):format("batching.capacity", "4096",
+      'tokens per microbatch; "auto": the most the device\'s free memory holds') }
   for _, d in ipairs(M.TRAIN_DEFAULTS) do
     local v = d.default == nil and "(none)" or type(d.default) == "string" and d.default or tostring(d.default)
     local k = (d.where == "training" and "training." or "adapters[i].") .. d.key
