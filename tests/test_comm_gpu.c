@@ -5,6 +5,7 @@
  * in the forked ranks and in one probe child, never in the parent. */
 #include "lg_comm.h"
 #include "lg_test.h"
+#include "lg_train_test.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -24,21 +25,6 @@ static int free_port(void)
     getsockname(fd, (struct sockaddr *)&a, &len);
     close(fd);
     return ntohs(a.sin_port);
-}
-
-/* In a child: the number of GPUs (capped at 100), as the exit status. */
-static int count_gpus(void)
-{
-    pid_t p = fork();
-    if (p == 0) {
-        int n = 0;
-        if (cuInit(0) != CUDA_SUCCESS || cuDeviceGetCount(&n) != CUDA_SUCCESS)
-            n = 0;
-        _exit(n > 100 ? 100 : n);
-    }
-    int st;
-    waitpid(p, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 0;
 }
 
 #define N 1000003
@@ -120,7 +106,7 @@ static int run_pair(int die)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    int n = count_gpus();
+    int n = tt_count_gpus(); /* in a probe child: CUDA stays uninitialised here */
     if (n < 2) {
         printf("test_comm_gpu: %d GPU(s); needs 2: skipped\n", n);
         return 77;
