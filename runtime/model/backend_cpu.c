@@ -114,7 +114,7 @@ static enum lg_status cpu_embed(lg_backend_t *be, int64_t n, int64_t d, lg_addr 
 }
 
 static enum lg_status cpu_rmsnorm_fwd(lg_backend_t *be, int64_t n, int64_t d, lg_addr res, lg_addr x, lg_addr h,
-                                      lg_addr w, float eps, lg_addr y, lg_addr rstd)
+                                      lg_addr w, float eps, lg_addr y, lg_addr rstd, int64_t ldy)
 {
     float *ho = F(h);
     const float *r = CF(res), *dx = x ? CF(x) : NULL;
@@ -124,7 +124,16 @@ static enum lg_status cpu_rmsnorm_fwd(lg_backend_t *be, int64_t n, int64_t d, lg
     else if (h != res)
         memcpy(ho, r, (size_t)(n * d) * sizeof *ho);
     struct lg_ref_rmsnorm p = {.H = d, .eps = eps, .w = CF(w)};
-    lg_ref_rmsnorm_forward(&p, n, ho, F(y), F(rstd));
+    if (!ldy || ldy == d) {
+        lg_ref_rmsnorm_forward(&p, n, ho, F(y), F(rstd));
+        return LG_OK;
+    }
+    float *t = malloc((size_t)(n * d) * sizeof *t);
+    if (!t)
+        return lg_fail(LG_ERR_OOM, "cpu backend: out of memory");
+    lg_ref_rmsnorm_forward(&p, n, ho, t, F(rstd));
+    lg_cpu_unpack(F(y), ldy, t, n, d);
+    free(t);
     return LG_OK;
 }
 
@@ -336,6 +345,7 @@ static const struct lg_backend_ops cpu_ops = {
     .linear_init = lg_cpu_linear_init,
     .linear_free = lg_cpu_linear_free,
     .linear_params = lg_cpu_linear_params,
+    .linear_in_ld = lg_cpu_linear_in_ld,
     .linear_fwd = lg_cpu_linear_fwd,
     .linear_bwd = lg_cpu_linear_bwd,
     .linear_sync = lg_cpu_linear_sync,

@@ -18,10 +18,11 @@ enum lg_status lg_cpu_linear_params(lg_backend_t *be, lg_lora_linear_t *l, int a
 float *lg_cpu_pack(const float *src, int64_t ld, int64_t n, int64_t w);
 void lg_cpu_unpack(float *dst, int64_t ld, const float *src, int64_t n, int64_t w);
 
+int64_t lg_cpu_linear_in_ld(lg_backend_t *be, const lg_lora_linear_t *l);
 enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 lg_addr y, int64_t ldy);
+                                 int64_t ldx, lg_addr y, int64_t ldy);
 enum lg_status lg_cpu_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 lg_addr dy, int64_t lddy, lg_addr dx);
+                                 int64_t ldx, lg_addr dy, int64_t lddy, lg_addr dx);
 enum lg_status lg_cpu_linear_sync(lg_backend_t *be, lg_lora_linear_t *l, int adapter);
 
 #endif

@@ -170,15 +170,39 @@ static enum lg_status lora_fwd(const lg_lora_linear_t *l, int i, const struct cp
 }
 
 /* Each output computed packed, then put into its columns of y. */
-enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 lg_addr y, int64_t ldy)
+/* Eight spare columns past in: the CUDA layer keeps its S there, and asking for them here runs every caller's
+ * strided path (the norms' row stride, the arena's wider rows) in the CPU backend's tests too. */
+int64_t lg_cpu_linear_in_ld(lg_backend_t *be, const lg_lora_linear_t *l)
 {
+    (void)be;
+    return l->d.in + 8;
+}
+
+/* x rows of stride ldx as a packed copy (NULL: out of memory); *own set when it is a copy to free. */
+static const float *packed_x(const lg_lora_linear_t *l, int64_t n, lg_addr x, int64_t ldx, float **own)
+{
+    *own = NULL;
+    if (!ldx || ldx == l->d.in)
+        return CF(x);
+    return *own = lg_cpu_pack(CF(x), ldx, n, l->d.in);
+}
+
+enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr xa,
+                                 int64_t ldx, lg_addr y, int64_t ldy)
+{
+    float *own;
+    const float *xp = packed_x(l, mb->n, xa, ldx, &own);
+    if (!xp)
+        return lg_fail(LG_ERR_OOM, "cpu linear: out of memory");
+    const lg_addr x = (lg_addr)(uintptr_t)xp;
     enum lg_status st = LG_OK;
     for (int i = 0, col = 0; st == LG_OK && i < l->d.nout; col += (int)l->d.out[i], i++) {
         int64_t M = l->d.out[i];
         float *yi = malloc((size_t)(mb->n * M > 0 ? mb->n * M : 1) * sizeof *yi);
-        if (!yi)
+        if (!yi) {
+            free(own);
             return lg_fail(LG_ERR_OOM, "cpu linear: out of memory");
+        }
         struct lg_ref_linear L = {.K = l->d.in, .M = M, .w = l->w[i], .bias = l->bias[i]};
         lg_ref_linear_forward(&L, mb->n, CF(x), yi);
         for (int s = 0; st == LG_OK && s < mb->nseg; s++) {
@@ -192,6 +216,7 @@ enum lg_status lg_cpu_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const st
         lg_cpu_unpack(F(y) + col, ldy, yi, mb->n, M);
         free(yi);
     }
+    free(own);
     return st;
 }
 
@@ -257,9 +282,14 @@ static enum lg_status lora_bwd(const lg_lora_linear_t *l, int i, struct cpu_lora
     return LG_OK;
 }
 
-enum lg_status lg_cpu_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 lg_addr dy, int64_t lddy, lg_addr dx)
+enum lg_status lg_cpu_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr xa,
+                                 int64_t ldx, lg_addr dy, int64_t lddy, lg_addr dx)
 {
+    float *own;
+    const float *xp = packed_x(l, mb->n, xa, ldx, &own);
+    if (!xp)
+        return lg_fail(LG_ERR_OOM, "cpu linear: out of memory");
+    const lg_addr x = (lg_addr)(uintptr_t)xp;
     int64_t n = mb->n, K = l->d.in;
     float *dyi[LG_LINEAR_MAX_OUT] = {0}, *tmp = NULL;
     enum lg_status st = LG_OK;
@@ -286,5 +316,6 @@ enum lg_status lg_cpu_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const st
         }
     for (int i = 0; i < l->d.nout; i++)
         free(dyi[i]);
+    free(own);
     return st;
 }

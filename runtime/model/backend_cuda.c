@@ -228,7 +228,7 @@ static enum lg_status norm_obj(struct cuda_be *c, int64_t d, float eps)
 }
 
 static enum lg_status cuda_rmsnorm_fwd(lg_backend_t *be, int64_t n, int64_t d, lg_addr res, lg_addr x, lg_addr h,
-                                       lg_addr w, float eps, lg_addr y, lg_addr rstd)
+                                       lg_addr w, float eps, lg_addr y, lg_addr rstd, int64_t ldy)
 {
     struct cuda_be *c = cb(be);
     enum lg_status s = norm_obj(c, d, eps);
@@ -239,7 +239,7 @@ static enum lg_status cuda_rmsnorm_fwd(lg_backend_t *be, int64_t n, int64_t d, l
         res = h;
     }
     struct lg_norm_fwd f = {.n = n, .x = D(x), .ldx = d, .res = D(res), .ldres = d, .h = D(h), .ldh = d,
-                            .gamma = D(w), .y = D(y), .ldy = d, .rstd = D(rstd)};
+                            .gamma = D(w), .y = D(y), .ldy = ldy ? ldy : d, .rstd = D(rstd)};
     return lg_norm_forward(c->norm, &f, c->stream);
 }
 
@@ -466,6 +466,7 @@ const struct lg_backend_ops lg_cuda_ops = {
     .linear_free = lg_cuda_linear_free,
     .linear_reserve = lg_cuda_linear_reserve,
     .linear_params = lg_cuda_linear_params,
+    .linear_in_ld = lg_cuda_linear_in_ld,
     .linear_fwd = lg_cuda_linear_fwd,
     .linear_bwd = lg_cuda_linear_bwd,
     .linear_sync = lg_cuda_linear_sync,

@@ -59,10 +59,11 @@ void lg_cuda_linear_free(lg_backend_t *be, lg_lora_linear_t *l);
 enum lg_status lg_cuda_linear_reserve(lg_backend_t *be, lg_lora_linear_t *l, int64_t max_tokens);
 enum lg_status lg_cuda_linear_params(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,
                                      struct lg_lora_params *p);
+int64_t lg_cuda_linear_in_ld(lg_backend_t *be, const lg_lora_linear_t *l);
 enum lg_status lg_cuda_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                  lg_addr y, int64_t ldy);
+                                  int64_t ldx, lg_addr y, int64_t ldy);
 enum lg_status lg_cuda_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                  lg_addr dy, int64_t lddy, lg_addr dx);
+                                  int64_t ldx, lg_addr dy, int64_t lddy, lg_addr dx);
 enum lg_status lg_cuda_linear_sync(lg_backend_t *be, lg_lora_linear_t *l, int adapter);
 void lg_cuda_linear_scratch_free(struct cuda_be *c);
 enum lg_status lg_cuda_begin(lg_backend_t *be, const struct lg_mb *mb);

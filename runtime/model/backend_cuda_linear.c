@@ -251,28 +251,47 @@ void lg_cuda_linear_scratch_free(struct cuda_be *c)
 
 /* Merged modules write side by side into the caller's y (FusedMultiLoRA's layout): q/k/v and gate/up are
  * views of one buffer, so nothing is copied in or out. */
+/* The input row stride for FusedMultiLoRA's strategy (a) (S in X's tail: one GEMM over [X | S], no expand pass
+ * over Y) where the layer may take it (lg_mlora_pick: few enough LoRA columns), else in: strategy (b). */
+int64_t lg_cuda_linear_in_ld(lg_backend_t *be, const lg_lora_linear_t *l)
+{
+    (void)be;
+    const int64_t ld = lg_mlora_ext_ld(l->ml);
+    return lg_mlora_pick(l->ml, NULL, ld) == LG_MLORA_EXT_K ? ld : l->d.in;
+}
+
+/* The strategy both directions take for input rows of stride ldx: (a) where the rows have the room
+ * lg_cuda_linear_in_ld asked for, else (b) with S in the layer's own buffer. */
+static enum lg_mlora_strategy strategy_of(const lg_lora_linear_t *l, int64_t ldx)
+{
+    return ldx >= lg_mlora_ext_ld(l->ml) && lg_mlora_pick(l->ml, NULL, ldx) == LG_MLORA_EXT_K ? LG_MLORA_EXT_K
+                                                                                             : LG_MLORA_EXPAND;
+}
+
 enum lg_status lg_cuda_linear_fwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                  lg_addr y, int64_t ldy)
+                                  int64_t ldx, lg_addr y, int64_t ldy)
 {
     struct cuda_be *c = cb(be);
     if (ldy < l->ysum)
         return lg_fail(LG_ERR_INVALID, "cuda linear: output row stride %lld below the %lld output columns",
                        (long long)ldy, (long long)l->ysum);
-    struct lg_mlora_fwd f = {.n = mb->n, .seg = c->segs, .x = D(x), .ldx = l->d.in, .s = l->s, .lds = l->lds,
+    ldx = ldx ? ldx : l->d.in;
+    struct lg_mlora_fwd f = {.n = mb->n, .seg = c->segs, .x = D(x), .ldx = ldx, .s = l->s, .lds = l->lds,
                              .y = D(y), .ldy = ldy, .seed = mb->seed, .eval = !mb->train,
-                             .strategy = LG_MLORA_EXPAND};
+                             .strategy = strategy_of(l, ldx)};
     return lg_mlora_forward(l->ml, &f, c->stream);
 }
 
 enum lg_status lg_cuda_linear_bwd(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                  lg_addr dy, int64_t lddy, lg_addr dx)
+                                  int64_t ldx, lg_addr dy, int64_t lddy, lg_addr dx)
 {
     struct cuda_be *c = cb(be);
     if (lddy < l->ysum)
         return lg_fail(LG_ERR_INVALID, "cuda linear: gradient row stride %lld below the %lld output columns",
                        (long long)lddy, (long long)l->ysum);
-    struct lg_mlora_bwd b = {.n = mb->n, .seg = c->segs, .x = D(x), .ldx = l->d.in, .s = l->s, .lds = l->lds,
+    ldx = ldx ? ldx : l->d.in;
+    struct lg_mlora_bwd b = {.n = mb->n, .seg = c->segs, .x = D(x), .ldx = ldx, .s = l->s, .lds = l->lds,
                              .dy = D(dy), .lddy = lddy, .dx = D(dx), .lddx = l->d.in, .grad_beta = 1,
-                             .seed = mb->seed, .strategy = LG_MLORA_EXPAND};
+                             .seed = mb->seed, .strategy = strategy_of(l, ldx)};
     return lg_mlora_backward(l->ml, &b, c->stream);
 }

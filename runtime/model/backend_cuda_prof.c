@@ -143,9 +143,9 @@ static enum lg_status p_embed(lg_backend_t *be, int64_t n, int64_t d, lg_addr id
 }
 
 static enum lg_status p_norm_f(lg_backend_t *be, int64_t n, int64_t d, lg_addr res, lg_addr x, lg_addr h, lg_addr w,
-                               float eps, lg_addr y, lg_addr rstd)
+                               float eps, lg_addr y, lg_addr rstd, int64_t ldy)
 {
-    TIMED(F_NORM_F, lg_cuda_ops.rmsnorm_fwd(be, n, d, res, x, h, w, eps, y, rstd));
+    TIMED(F_NORM_F, lg_cuda_ops.rmsnorm_fwd(be, n, d, res, x, h, w, eps, y, rstd, ldy));
 }
 
 static enum lg_status p_norm_b(lg_backend_t *be, int64_t n, int64_t d, lg_addr x, lg_addr w, lg_addr rstd,
@@ -200,16 +200,16 @@ static int linear_fam(const lg_lora_linear_t *l, int bwd)
     }
 }
 
-static enum lg_status p_linear_f(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x, lg_addr y,
-                                 int64_t ldy)
+static enum lg_status p_linear_f(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
+                                 int64_t ldx, lg_addr y, int64_t ldy)
 {
-    TIMED(linear_fam(l, 0), lg_cuda_ops.linear_fwd(be, l, mb, x, y, ldy));
+    TIMED(linear_fam(l, 0), lg_cuda_ops.linear_fwd(be, l, mb, x, ldx, y, ldy));
 }
 
 static enum lg_status p_linear_b(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 lg_addr dy, int64_t lddy, lg_addr dx)
+                                 int64_t ldx, lg_addr dy, int64_t lddy, lg_addr dx)
 {
-    TIMED(linear_fam(l, 1), lg_cuda_ops.linear_bwd(be, l, mb, x, dy, lddy, dx));
+    TIMED(linear_fam(l, 1), lg_cuda_ops.linear_bwd(be, l, mb, x, ldx, dy, lddy, dx));
 }
 
 /* AdamW reads its status back (a synchronisation): the window closes with it. */

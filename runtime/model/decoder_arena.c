@@ -22,6 +22,7 @@ static lg_addr take(struct carve *c, size_t bytes)
 
 struct dims {
     size_t T, S, H, F, Q, KV, hq, act;
+    size_t ld1, ld2; /* row strides of x1 and x2 (H without the layers: lg_decoder_arena_bytes) */
     int layers, nwin, nckpt;
 };
 
@@ -39,6 +40,7 @@ static struct dims dims_of(const lg_backend_t *be, const struct lg_decoder_param
         .act = lg_backend_act_size(be),
         .layers = c->num_hidden_layers,
     };
+    d.ld1 = d.ld2 = d.H;
     int N = p->ckpt_every;
     int from = p->layer_from, to = p->layer_to ? p->layer_to : d.layers;
     if (from > 0 || to < d.layers) {
@@ -79,7 +81,7 @@ static size_t walk(const struct dims *d, lg_addr base, struct lg_arena_map *m)
     for (int i = 0; i < d->nwin; i++) {
         struct lg_saved s;
         s.x_in = take(&c, T * d->H * a);
-        s.x1 = take(&c, T * d->H * a);
+        s.x1 = take(&c, T * d->ld1 * a);
         s.rstd1 = take(&c, T * f32);
         s.q = take(&c, T * (d->Q + 2 * d->KV) * a);
         s.k = s.q + d->Q * a;
@@ -87,7 +89,7 @@ static size_t walk(const struct dims *d, lg_addr base, struct lg_arena_map *m)
         s.o = take(&c, T * d->Q * a);
         s.lse = take(&c, T * d->hq * f32);
         s.h_mid = take(&c, T * d->H * a);
-        s.x2 = take(&c, T * d->H * a);
+        s.x2 = take(&c, T * d->ld2 * a);
         s.rstd2 = take(&c, T * f32);
         s.g = take(&c, T * 2 * d->F * a);
         s.u = s.g + d->F * a;
@@ -109,6 +111,8 @@ static size_t walk(const struct dims *d, lg_addr base, struct lg_arena_map *m)
     o->du = o->dg + d->F * a;
     o->ldqkv = (int64_t)(d->Q + 2 * d->KV);
     o->ldgu = (int64_t)(2 * d->F);
+    o->ldx1 = (int64_t)d->ld1;
+    o->ldx2 = (int64_t)d->ld2;
     return (size_t)(c.next - base);
 }
 
@@ -165,6 +169,13 @@ enum lg_status lg_decoder_arena_init(lg_decoder_t *dec)
     struct lg_decoder_params p = {.cfg = dec->cfg, .ckpt_every = dec->ckpt_every, .max_tokens = dec->max_tokens,
                                   .max_seqs = dec->max_seqs, .layer_from = dec->from, .layer_to = dec->to};
     struct dims d = dims_of(dec->be, &p);
+    /* x1 and x2 as wide as the q/k/v and gate/up layers ask (the same in every layer: one shape, one set of
+     * adapters), so the CUDA layers keep their S there (FusedMultiLoRA's strategy (a)) */
+    const struct lg_layer *first = &dec->layers[dec->from];
+    if (dec->be->ops->linear_in_ld) {
+        d.ld1 = (size_t)dec->be->ops->linear_in_ld(dec->be, first->lin[LG_G_QKV]);
+        d.ld2 = (size_t)dec->be->ops->linear_in_ld(dec->be, first->lin[LG_G_GATEUP]);
+    }
     struct lg_arena_map *m = &dec->map;
     m->nckpt = d.nckpt;
     m->nwin = d.nwin;

@@ -36,6 +36,8 @@ struct lg_arena_map {
     lg_addr hf, xf, rstdf;                      /* final norm input, output, rstd */
     lg_addr dh, dx, dq, dk, dv, dout, dm, dg, du; /* gradients; dq/dk/dv and dg/du laid out as q/k/v, g/u */
     int64_t ldqkv, ldgu;                          /* row strides (elements) of the merged views */
+    int64_t ldx1, ldx2; /* row strides of x1 and x2, the q/k/v and gate/up layers' inputs: what the layers asked
+                           for (linear_in_ld: room for their S past the H features) */
     size_t bytes;
 };
 

@@ -70,7 +70,7 @@ static enum lg_status enter_layer(lg_decoder_t *d, const struct lg_mb *mb, int l
 {
     const struct lg_saved *sv = lg_dec_slot(d, l);
     return OPS->rmsnorm_fwd(d->be, mb->n, d->cfg->hidden_size, src, 0, sv->x_in, d->layers[l].ln1,
-                            (float)d->cfg->rms_norm_eps, sv->x1, sv->rstd1);
+                            (float)d->cfg->rms_norm_eps, sv->x1, sv->rstd1, d->map.ldx1);
 }
 
 static enum lg_status head(lg_decoder_t *d, const struct lg_mb *mb, int backward)

@@ -125,10 +125,10 @@ struct lg_backend_ops {
     /* elementwise and row ops; n rows of d features, activations in the act dtype */
     enum lg_status (*embed)(lg_backend_t *be, int64_t n, int64_t d, lg_addr ids /* int32 [n] */, lg_addr table,
                             int64_t vocab, lg_addr out);
-    /* The residual add fused with the norm: h = res + x (x = 0: h = res; h may be res), y = rmsnorm(h)·w,
-     * rstd [n] fp32 saved for the backward. */
+    /* The residual add fused with the norm: h = res + x (x = 0: h = res; h may be res), y = rmsnorm(h)·w (rows
+     * of stride ldy, 0: packed; the columns past d are not written), rstd [n] fp32 saved for the backward. */
     enum lg_status (*rmsnorm_fwd)(lg_backend_t *be, int64_t n, int64_t d, lg_addr res, lg_addr x, lg_addr h,
-                                  lg_addr w, float eps, lg_addr y, lg_addr rstd);
+                                  lg_addr w, float eps, lg_addr y, lg_addr rstd, int64_t ldy);
     /* dx = d(rmsnorm)/dh · dy at the forward's h; accumulate = 1 adds into dx (the residual's gradient) */
     enum lg_status (*rmsnorm_bwd)(lg_backend_t *be, int64_t n, int64_t d, lg_addr x, lg_addr w, lg_addr rstd,
                                   lg_addr dy, lg_addr dx, int accumulate);
@@ -170,14 +170,19 @@ struct lg_backend_ops {
     enum lg_status (*linear_reserve)(lg_backend_t *be, lg_lora_linear_t *l, int64_t max_tokens);
     enum lg_status (*linear_params)(lg_backend_t *be, lg_lora_linear_t *l, int adapter, int out,
                                     struct lg_lora_params *p);
+    /* The row stride the layer wants its input x to have (>= in): the columns past in are the layer's own, for
+     * the LoRA down-projection S the CUDA layer keeps there (FusedMultiLoRA's strategy (a), one GEMM over
+     * [X | S] and no pass over Y); the one who writes x leaves them alone. NULL: in */
+    int64_t (*linear_in_ld)(lg_backend_t *be, const lg_lora_linear_t *l);
     /* The outputs side by side in y [n, ldy] (ldy >= Σ out_i; output i in the columns after those of outputs
-     * 0..i-1): y_i = x·W_iᵀ (+ b_i) + the LoRA term of each segment's adapter; x packed [n, in] */
+     * 0..i-1): y_i = x·W_iᵀ (+ b_i) + the LoRA term of each segment's adapter; x [n, in] rows of stride ldx (0:
+     * packed; linear_in_ld's stride lets the layer use the spare columns) */
     enum lg_status (*linear_fwd)(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 lg_addr y, int64_t ldy);
-    /* dx [n, in] = Σ_i dy_i·W_i + LoRA terms (dx = 0: skipped), dy laid out as y; dA, dB of every adapter
-     * present accumulate */
+                                 int64_t ldx, lg_addr y, int64_t ldy);
+    /* dx [n, in] = Σ_i dy_i·W_i + LoRA terms (dx = 0: skipped), dy laid out as y, x as the forward had it; dA,
+     * dB of every adapter present accumulate */
     enum lg_status (*linear_bwd)(lg_backend_t *be, lg_lora_linear_t *l, const struct lg_mb *mb, lg_addr x,
-                                 lg_addr dy, int64_t lddy, lg_addr dx);
+                                 int64_t ldx, lg_addr dy, int64_t lddy, lg_addr dx);
     /* after an optimizer step changed the masters: refresh any copies the layer keeps (half copies on GPU) */
     enum lg_status (*linear_sync)(lg_backend_t *be, lg_lora_linear_t *l, int adapter);
 
