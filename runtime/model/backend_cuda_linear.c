@@ -1,8 +1,11 @@
 /* backend_cuda_linear.c: LoRA linear layers of the CUDA backend, each a FusedMultiLoRA layer (lg_mlora.h): one
  * to three modules reading one input (q/k/v, gate/up merged), one slot per adapter and module, the
  * microbatch's segment table built once for all layers. Merged outputs (q/k/v, gate/up) are written side by
- * side into the caller's buffer, which the decoder's ops then read as strided views (no copies); strategy (b)
- * with S in a buffer of the layer's own, kept from the forward to the backward.
+ * side into the caller's buffer, which the decoder's ops then read as strided views (no copies). A layer whose
+ * input rows have the room linear_in_ld asks for (the decoder's x1 and x2: q/k/v and gate/up) runs strategy
+ * (a): S in X's tail, one GEMM over [X | S] and no pass over Y; the others (o, down: their inputs are
+ * attention's and SwiGLU's packed outputs) run (b) with S in a buffer of the layer's own, kept from the forward
+ * to the backward. LORAGEN_MLORA_STRATEGY=b puts every layer on (b), for side-by-side timing.
  *
  * The layer keeps fp32 masters of A and B (what the optimizer updates); its dtype copies live in the
  * FusedMultiLoRA weight buffer, where the optimizer's launch refreshes them (lg_lora_params.a_half/b_half) and
@@ -256,6 +259,9 @@ void lg_cuda_linear_scratch_free(struct cuda_be *c)
 int64_t lg_cuda_linear_in_ld(lg_backend_t *be, const lg_lora_linear_t *l)
 {
     (void)be;
+    const char *env = getenv("LORAGEN_MLORA_STRATEGY"); /* "b": every layer on (b), for side-by-side timing */
+    if (env && !strcmp(env, "b"))
+        return l->d.in;
     const int64_t ld = lg_mlora_ext_ld(l->ml);
     return lg_mlora_pick(l->ml, NULL, ld) == LG_MLORA_EXT_K ? ld : l->d.in;
 }
