@@ -55,6 +55,10 @@ train)
   grep -E "capacity \"auto\"|arena|^done" "$O/capacity_auto.log"
   step bench_layer bash bench/bench_layer.sh "$B" "$M/layer" specs/llama-3.1-8b.lua 2 6 --rounds 10
   tail -8 "$O/bench_layer.log"
+  # the same with every layer on strategy (b) (q/k/v and gate/up run (a) by default): what (a) saves
+  LORAGEN_MLORA_STRATEGY=b step bench_layer_b bash bench/bench_layer.sh "$B" "$M/layer" specs/llama-3.1-8b.lua 2 6 \
+    --rounds 10
+  tail -4 "$O/bench_layer_b.log"
   ;;
 multi)
   step train_multi bash bench/bench_train_multi.sh "$B" "$M" 6 16
