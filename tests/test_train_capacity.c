@@ -192,12 +192,12 @@ START_TEST(resume_keeps_the_checkpoints_capacity)
     long c1 = chosen(all);
     ck_assert_msg(rc == 0 && c1 > 0, "first run: %d\n%s", rc, all);
     free(all);
-    write_job("res", "'auto'", "memory_gb = 0.0125", NULL); /* more room: the capacity must not follow it */
+    free(write_job("res", "'auto'", "memory_gb = 0.0125", NULL)); /* more room: the capacity must not follow it */
     rc = train_args((const char *[]){"train", j1, "--resume", NULL}, &all);
     ck_assert_msg(rc == 0 && chosen(all) == c1 && strstr(all, "(the checkpoint's;") && strstr(all, "resumed from"),
                   "resume with more room: %d, capacity %ld (first %ld)\n%s", rc, chosen(all), c1, all);
     free(all);
-    write_job("res", "'auto'", "memory_gb = 0.009", NULL); /* too little for the checkpoint's capacity */
+    free(write_job("res", "'auto'", "memory_gb = 0.009", NULL)); /* too little for the checkpoint's capacity */
     rc = train_args((const char *[]){"train", j1, "--resume", NULL}, &all);
     ck_assert_msg(rc == 1 && strstr(all, "the checkpoint to resume was planned at") &&
                   strstr(all, "start afresh without --resume"), "resume with less room: %d\n%s", rc, all);
@@ -206,7 +206,7 @@ START_TEST(resume_keeps_the_checkpoints_capacity)
     rc = train_args((const char *[]){"train", j2, "--max-steps", "1", NULL}, &all);
     ck_assert_msg(rc == 0, "%s", all);
     free(all);
-    write_job("fixres", "256", NULL, NULL);
+    free(write_job("fixres", "256", NULL, NULL));
     rc = train_args((const char *[]){"train", j2, "--resume", NULL}, &all);
     ck_assert_msg(rc == 1 && strstr(all, "was planned at capacity 512 into") && strstr(all, "at capacity 256 into"),
                   "a capacity edited between the runs: %d\n%s", rc, all);
