@@ -206,9 +206,8 @@ static enum lg_status load_rank(struct lg_trainer *tr, const char *dir)
     return s;
 }
 
-/* The epoch just planned against the plan the checkpoint was written under (checkpoints without the record
- * are taken as they are). */
-static enum lg_status check_plan(struct lg_trainer *tr, const char *dir)
+/* The plan a checkpoint records (state.safetensors "plan"); *have = 0 for a checkpoint without the record. */
+static enum lg_status read_plan(const char *dir, double plan[LG_CKPT_PLAN_N], int *have)
 {
     char path[1400];
     snprintf(path, sizeof path, "%s/state.safetensors", dir);
@@ -217,22 +216,30 @@ static enum lg_status check_plan(struct lg_trainer *tr, const char *dir)
     if (s != LG_OK)
         return s;
     struct lg_st_tensor t;
-    double was[LG_CKPT_PLAN_N], now[LG_CKPT_PLAN_N];
-    if (lg_st_find(st, "plan", &t) != LG_OK) {
+    *have = lg_st_find(st, "plan", &t) == LG_OK;
+    if (!*have)
         lg_clear_error();
-        lg_st_close(st);
-        return LG_OK;
-    }
-    s = read_f64(st, "plan", LG_CKPT_PLAN_N, was);
+    else
+        s = read_f64(st, "plan", LG_CKPT_PLAN_N, plan);
     lg_st_close(st);
-    if (s != LG_OK)
+    return s;
+}
+
+/* The epoch just planned against the plan the checkpoint was written under (checkpoints without the record
+ * are taken as they are). */
+static enum lg_status check_plan(struct lg_trainer *tr, const char *dir)
+{
+    double was[LG_CKPT_PLAN_N], now[LG_CKPT_PLAN_N];
+    int have;
+    enum lg_status s = read_plan(dir, was, &have);
+    if (s != LG_OK || !have)
         return s;
     lg_train_plan_fingerprint(tr, now);
     if (memcmp(was, now, sizeof was))
-        return lg_fail(LG_ERR_IO, "%s: epoch %d was planned at capacity %g into %g microbatches%s; this run plans it "
-                       "at capacity %g into %g%s: the job's batching, datasets or adapters changed since, so the "
-                       "checkpoint's position would point into another order of samples; restore the job as it was "
-                       "or start afresh without --resume", path, tr->epoch + 1, was[0], was[1],
+        return lg_fail(LG_ERR_IO, "%s/state.safetensors: epoch %d was planned at capacity %g into %g microbatches%s; "
+                       "this run plans it at capacity %g into %g%s: the job's batching, datasets or adapters changed "
+                       "since, so the checkpoint's position would point into another order of samples; restore the "
+                       "job as it was or start afresh without --resume", dir, tr->epoch + 1, was[0], was[1],
                        was[0] == now[0] && was[1] == now[1] ? " (another order of samples)" : "", now[0], now[1],
                        tr->tc.capacity_auto ? " (capacity = \"auto\" follows the checkpoint's capacity on resume)" : "");
     return LG_OK;
@@ -241,19 +248,14 @@ static enum lg_status check_plan(struct lg_trainer *tr, const char *dir)
 /* The capacity the latest checkpoint's run planned with (0: none recorded, or no checkpoint). */
 uint32_t lg_ckpt_capacity(const struct lg_trainer *tr)
 {
-    char root[1100], dir[1200], path[1400];
+    char root[1100], dir[1200];
     lg_ckpt_root(tr, root, sizeof root);
+    double plan[LG_CKPT_PLAN_N];
+    int have = 0;
     uint32_t cap = 0;
-    if (lg_ckpt_latest(root, dir, sizeof dir) == LG_OK) {
-        snprintf(path, sizeof path, "%s/state.safetensors", dir);
-        lg_st_t *st;
-        double plan[LG_CKPT_PLAN_N];
-        if (lg_st_open(path, &st) == LG_OK) {
-            if (read_f64(st, "plan", LG_CKPT_PLAN_N, plan) == LG_OK && plan[0] >= 1 && plan[0] <= 4294967295.0)
-                cap = (uint32_t)plan[0];
-            lg_st_close(st);
-        }
-    }
+    if (lg_ckpt_latest(root, dir, sizeof dir) == LG_OK && read_plan(dir, plan, &have) == LG_OK && have &&
+        plan[0] >= 1 && plan[0] <= 4294967295.0)
+        cap = (uint32_t)plan[0];
     lg_clear_error(); /* --resume itself reports what is wrong with the checkpoint */
     return cap;
 }
