@@ -109,6 +109,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_gemm: --tokens must be >= 64 and --reps >= 1\n");
         return 2;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0); /* the table so far survives a crash */
     lg_test_require_gpu();
     lg_ctx_t *ctx;
     struct lg_ctx_params cp = {.device = 0};
@@ -127,7 +128,14 @@ int main(int argc, char **argv)
         const int64_t K = s->K, M = s->M;
         CUdeviceptr x = lg_dev_alloc((size_t)(n * K) * 2), w = lg_dev_alloc((size_t)(M * K) * 2);
         CUdeviceptr y = lg_dev_alloc((size_t)(n * M) * 2), dx = lg_dev_alloc((size_t)(n * K) * 2);
-        float *h = malloc(sizeof(float) * (size_t)(n > M ? n * (K > M ? K : M) : M * K));
+        size_t most = (size_t)(n * K); /* the largest of X, W and dY, staged in one host buffer */
+        most = (size_t)(M * K) > most ? (size_t)(M * K) : most;
+        most = (size_t)(n * M) > most ? (size_t)(n * M) : most;
+        float *h = malloc(sizeof(float) * most);
+        if (!h) {
+            fprintf(stderr, "bench_gemm: out of host memory (%zu floats)\n", most);
+            return 1;
+        }
         lg_test_fill(h, (size_t)(n * K), 1 + (uint64_t)si, 1.0f);
         lg_dev_upload(x, K, h, n, K, LG_BF16);
         lg_test_fill(h, (size_t)(M * K), 100 + (uint64_t)si, 0.02f);

@@ -5,7 +5,8 @@
  * segment of one token, an empty segment, a base-only segment and an adapter with no tokens, outputs poisoned
  * with NaN before the run. Every element of S, Y, dX and every present slot's dA and dB is checked (relative
  * L2 error per tensor, the first bad element printed with its index); absent adapters' gradients must stay
- * untouched. Then: both strategies agree, gradients are bitwise reproducible run to run, and bad calls are
+ * untouched. Then: both strategies agree, gradients are bitwise reproducible run to run, two layers sharing
+ * one workspace compute what each computes alone, and bad calls are
  * errors (merged against separate layers and the split GEMMs: test_mlora_gpu_merged.c). Prints one PASS/FAIL
  * line per case. Exits 77 without a GPU. */
 #include "lg_mlora_case.h"
@@ -112,7 +113,57 @@ START_TEST(gradients_bitwise_reproducible)
 }
 END_TEST
 
+static void same_run(const char *what, const struct mcase *c, const struct mc_inputs *in, const struct mc_run *a,
+                     const struct mc_run *b)
+{
+    ck_assert_msg(!memcmp(a->y, b->y, sizeof(float) * (size_t)(a->n * a->MT)), "%s: Y differs", what);
+    ck_assert_msg(!memcmp(a->dx, b->dx, sizeof(float) * (size_t)(a->n * c->K)), "%s: dX differs", what);
+    for (int i = 0; i < c->nad * c->nmod; i++)
+        if (a->da[i]) {
+            const size_t r = (size_t)in->rs[i].rank;
+            ck_assert_msg(!memcmp(a->da[i], b->da[i], sizeof(float) * r * (size_t)c->K), "%s: dA of slot %d", what, i);
+            ck_assert_msg(!memcmp(a->db[i], b->db[i], sizeof(float) * r * (size_t)c->M[i % c->nmod]),
+                          "%s: dB of slot %d", what, i);
+        }
+}
 
+/* Two layers of different shapes sharing one workspace (as the trainer's layers do), run in turn: the same
+ * results, bit for bit, as each on a workspace of its own; the shared one holds the larger need. */
+START_TEST(shared_workspace)
+{
+    static const struct mcase ca = {"gate/up shared, dS apart", 4, 2, 256, {384, 384}, 1200, 0, 1, LG_BF16,
+                                    LG_MLORA_EXPAND, 0, 1};
+    static const struct mcase cb = {"q/k/v shared", 7, 3, 512, {128, 128, 64}, 1700, 1, 1, LG_BF16, LG_MLORA_EXPAND,
+                                    0, 0};
+    struct mc_inputs ia, ib;
+    mc_make_inputs(&ca, lg_test_seed() + 11, &ia);
+    mc_make_inputs(&cb, lg_test_seed() + 12, &ib);
+    lg_mlora_t *la = mc_make_layer(&ca, &ia, 3), *lb = mc_make_layer(&cb, &ib, 11);
+    struct mc_run a1, b1, a2, b2, a3;
+    mc_gpu_run(la, &ca, &ia, ca.strategy, 21, 128, &a1);
+    mc_gpu_run(lb, &cb, &ib, cb.strategy, 22, 128, &b1);
+    lg_mlora_ws_t *ws;
+    CHECK(lg_mlora_ws_init(&ws));
+    lg_mlora_share_ws(la, ws), lg_mlora_share_ws(lb, ws);
+    ck_assert(lg_mlora_ws_bytes(ws) == 0);
+    mc_gpu_run(la, &ca, &ia, ca.strategy, 21, 128, &a2);
+    const size_t after_a = lg_mlora_ws_bytes(ws);
+    mc_gpu_run(lb, &cb, &ib, cb.strategy, 22, 128, &b2);
+    mc_gpu_run(la, &ca, &ia, ca.strategy, 21, 128, &a3);
+    ck_assert_msg(after_a > 0 && lg_mlora_ws_bytes(ws) >= after_a, "workspace %zu then %zu bytes", after_a,
+                  lg_mlora_ws_bytes(ws));
+    same_run("layer A shared", &ca, &ia, &a1, &a2);
+    same_run("layer B shared", &cb, &ib, &b1, &b2);
+    same_run("layer A after B", &ca, &ia, &a1, &a3);
+    printf("PASS shared workspace: two layers, %zu bytes between them, results bit-identical\n",
+           lg_mlora_ws_bytes(ws));
+    mc_run_free(&ca, &a1), mc_run_free(&ca, &a2), mc_run_free(&ca, &a3);
+    mc_run_free(&cb, &b1), mc_run_free(&cb, &b2);
+    lg_mlora_free(la), lg_mlora_free(lb);
+    lg_mlora_ws_free(ws); /* after its layers */
+    mc_free_inputs(&ca, &ia), mc_free_inputs(&cb, &ib);
+}
+END_TEST
 
 START_TEST(bad_calls_are_errors)
 {
@@ -174,6 +225,7 @@ int main(void)
     tcase_add_loop_test(tc, layer_matches_reference, 0, (int)(sizeof cases / sizeof cases[0]));
     tcase_add_test(tc, strategies_agree);
     tcase_add_test(tc, gradients_bitwise_reproducible);
+    tcase_add_test(tc, shared_workspace);
     tcase_add_test(tc, bad_calls_are_errors);
     suite_add_tcase(s, tc);
     int failed = lg_test_run(s, 1);

@@ -158,8 +158,20 @@ struct lg_mlora_bwd {
 };
 LG_API enum lg_status lg_mlora_backward(lg_mlora_t *l, const struct lg_mlora_bwd *b, CUstream stream);
 
+/* The backward's scratch (partial sums of dS, dB and dA; dS itself when dY has no room), grown on first use to
+ * what the largest microbatch needs. Each layer has its own unless given one to share: layers that run one after
+ * another on one stream can share one workspace, which then holds the largest layer's need rather than the sum
+ * of all (32 Llama-3.1-8B layers at 8192 tokens: about 7 GiB against 0.2). A shared workspace must outlive the
+ * layers that use it; it grows (synchronising the stream of the backward that grows it) on any of them. */
+typedef struct lg_mlora_ws lg_mlora_ws_t;
+LG_API enum lg_status lg_mlora_ws_init(lg_mlora_ws_t **out);
+LG_API void lg_mlora_ws_free(lg_mlora_ws_t *ws);
+LG_API size_t lg_mlora_ws_bytes(const lg_mlora_ws_t *ws); /* bytes allocated now */
+/* Uses ws from now on (NULL: a workspace of its own again); the layer's own, if any, is freed. */
+LG_API void lg_mlora_share_ws(lg_mlora_t *l, lg_mlora_ws_t *ws);
+
 /* Device address and row stride of dS after a backward whose dY had no room for it (compact layout: slot
- * (a, m) of a token of a at column off(a, m)); for tests. */
+ * (a, m) of a token of a at column off(a, m)), in the workspace until its next use; for tests. */
 LG_API CUdeviceptr lg_mlora_ds_buffer(const lg_mlora_t *l, int64_t *ld);
 /* Column of slot (a, m) in the compact layout (S/dS of strategy (b)) and in the extended-K layout. */
 LG_API int lg_mlora_slot_col(const lg_mlora_t *l, int adapter, int module, int ext);

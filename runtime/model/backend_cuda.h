@@ -43,6 +43,7 @@ struct cuda_be {
     int nadamw;
     /* linear layers: the microbatch's segment table */
     lg_mlora_segments_t *segs; /* the current microbatch's segment table */
+    lg_mlora_ws_t *mlws;       /* the backward's scratch, one for every layer: they run one after another */
     int nadapters;
     struct lg_cuda_prof *prof;     /* per-op-family timing (lg_backend_cuda_params.profile) */
     struct lg_backend_ops prof_ops; /* the timed table, when profiling */

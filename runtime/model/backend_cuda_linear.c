@@ -123,8 +123,10 @@ enum lg_status lg_cuda_linear_init(lg_backend_t *be, const struct lg_lora_linear
         l->col[m] = l->ysum;
         l->ysum += d->out[m];
     }
-    if (s == LG_OK)
-        s = lg_mlora_init(c->ctx, &mp, &l->ml);
+    if (s == LG_OK && !c->mlws)
+        s = lg_mlora_ws_init(&c->mlws);
+    if (s == LG_OK && (s = lg_mlora_init(c->ctx, &mp, &l->ml)) == LG_OK)
+        lg_mlora_share_ws(l->ml, c->mlws);
     free(sp);
     if (s == LG_OK)
         s = set_weights(be, l, w, bias);
@@ -250,6 +252,8 @@ void lg_cuda_linear_scratch_free(struct cuda_be *c)
 {
     lg_mlora_segments_free(c->segs);
     c->segs = NULL;
+    lg_mlora_ws_free(c->mlws);
+    c->mlws = NULL;
 }
 
 /* Merged modules write side by side into the caller's y (FusedMultiLoRA's layout): q/k/v and gate/up are

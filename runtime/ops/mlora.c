@@ -131,7 +131,7 @@ enum lg_status lg_mlora_init(lg_ctx_t *ctx, const struct lg_mlora_params *p, lg_
     if (!l)
         return lg_fail(LG_ERR_OOM, "lg_mlora_init: out of memory");
     l->ctx = ctx, l->dtype = p->dtype, l->nmod = p->nmod, l->nad = p->nadapters, l->K = p->in_features;
-    l->has_bias = p->has_bias, l->layer_id = p->layer_id;
+    l->has_bias = p->has_bias, l->layer_id = p->layer_id, l->ws = &l->own;
     for (int m = 0; m < l->nmod; m++) {
         l->M[m] = p->out_features[m], l->moff[m] = l->MT;
         l->MT += l->M[m];
@@ -167,7 +167,7 @@ void lg_mlora_free(lg_mlora_t *l)
 {
     if (!l)
         return;
-    CUdeviceptr *bufs[] = {&l->w, &l->bias, &l->grads, &l->slots, &l->ws};
+    CUdeviceptr *bufs[] = {&l->w, &l->bias, &l->grads, &l->slots, &l->own.p};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (*bufs[i])
             cuMemFree(*bufs[i]);
@@ -255,6 +255,37 @@ CUdeviceptr lg_mlora_ds_buffer(const lg_mlora_t *l, int64_t *ld)
     if (ld)
         *ld = l->ds_ld;
     return l->ds_buf;
+}
+
+enum lg_status lg_mlora_ws_init(lg_mlora_ws_t **out)
+{
+    if (!out)
+        return lg_fail(LG_ERR_INVALID, "lg_mlora_ws_init: null argument");
+    if (!(*out = calloc(1, sizeof **out)))
+        return lg_fail(LG_ERR_OOM, "lg_mlora_ws_init: out of memory");
+    return LG_OK;
+}
+
+void lg_mlora_ws_free(lg_mlora_ws_t *ws)
+{
+    if (!ws)
+        return;
+    if (ws->p)
+        cuMemFree(ws->p);
+    free(ws);
+}
+
+size_t lg_mlora_ws_bytes(const lg_mlora_ws_t *ws) { return ws ? ws->size : 0; }
+
+void lg_mlora_share_ws(lg_mlora_t *l, lg_mlora_ws_t *ws)
+{
+    if (!l)
+        return;
+    if (l->own.p && ws) { /* the layer's own is no longer used */
+        cuMemFree(l->own.p);
+        l->own = (struct lg_mlora_ws){0};
+    }
+    l->ws = ws ? ws : &l->own;
 }
 
 enum lg_status lg_mlora_set_tiles(lg_mlora_t *l, const struct lg_mlora_tiles *t)

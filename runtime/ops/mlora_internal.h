@@ -22,6 +22,13 @@ struct lg_mlora_segments {
     int present_cap;
 };
 
+/* The backward's scratch (partial dS, dB and dA sums, dS apart from dY): a layer's own, or one several layers
+ * share (lg_mlora_share_ws). */
+struct lg_mlora_ws {
+    CUdeviceptr p;
+    size_t size;
+};
+
 #define LG_MLORA_KCACHE 32 /* kernels a layer resolves (per configuration, once) */
 
 struct lg_mlora {
@@ -33,8 +40,7 @@ struct lg_mlora {
     struct lg_mlora_slot *hs;   /* host copy of the training slot table [nad * nmod] */
     CUdeviceptr w, bias, grads; /* weights [[W|B…],[A…|0]], bias [MT], fp32 gradients of every slot */
     CUdeviceptr slots;          /* device slot tables: training, then evaluation (no dropout) */
-    CUdeviceptr ws;
-    size_t ws_size;
+    struct lg_mlora_ws own, *ws; /* ws: &own, or a shared workspace */
     CUdeviceptr ds_buf;
     int64_t ds_ld;
     struct lg_mlora_tiles tiles;

@@ -245,19 +245,23 @@ static int group_gi(const lg_mlora_segments_t *s, int cols, int slots)
     return gi;
 }
 
-static enum lg_status ensure_ws(lg_mlora_t *l, size_t bytes, CUstream stream)
+static enum lg_status ensure_ws(lg_mlora_t *l, size_t bytes, int64_t n, CUstream stream)
 {
-    if (bytes <= l->ws_size)
+    struct lg_mlora_ws *w = l->ws;
+    if (bytes <= w->size)
         return LG_OK;
-    if (l->ws) {
-        cuStreamSynchronize(stream); /* earlier launches may still read the old workspace */
-        cuMemFree(l->ws);
-        l->ws = 0, l->ws_size = 0;
+    if (w->p) {
+        cuStreamSynchronize(stream); /* earlier launches (of any layer sharing it) may still read it */
+        cuMemFree(w->p);
+        w->p = 0, w->size = 0;
     }
     bytes += bytes / 4;
-    enum lg_status st = lg_cu_check(cuMemAlloc(&l->ws, bytes), "FusedMultiLoRA workspace");
+    enum lg_status st = lg_cu_check(cuMemAlloc(&w->p, bytes), "FusedMultiLoRA workspace");
     if (st == LG_OK)
-        l->ws_size = bytes;
+        w->size = bytes;
+    else
+        st = lg_fail_wrap(st, "FusedMultiLoRA backward (layer %u, %lld tokens) asked for a %.1f MiB workspace: ",
+                          l->layer_id, (long long)n, (double)bytes / (1u << 20));
     return st;
 }
 
@@ -345,16 +349,17 @@ enum lg_status lg_mlora_backward(lg_mlora_t *l, const struct lg_mlora_bwd *b, CU
     struct bwd_plan p;
     if (fa.adapted && (st = plan_bwd(l, sg, &fa, b->dx != 0, ds_apart, &p)) != LG_OK)
         return st;
-    if (fa.adapted && (st = ensure_ws(l, p.ds_part + p.db_part + p.da_part + p.ds_bytes, stream)) != LG_OK)
+    if (fa.adapted && (st = ensure_ws(l, p.ds_part + p.db_part + p.da_part + p.ds_bytes, b->n, stream)) != LG_OK)
         return st;
     const struct lg_mlora_segs gv = lg_mlora_segs_view(sg);
     const struct lg_mlora_layer L = layer_view(l, 0);
-    float *ds_part = (float *)l->ws, *db_part = (float *)(l->ws + p.ds_part);
-    float *da_part = (float *)(l->ws + p.ds_part + p.db_part);
+    const CUdeviceptr ws = l->ws->p;
+    float *ds_part = (float *)ws, *db_part = (float *)(ws + p.ds_part);
+    float *da_part = (float *)(ws + p.ds_part + p.db_part);
     CUdeviceptr ds = 0;
     int64_t ldds = 0;
     if (fa.adapted) {
-        l->ds_buf = ds_apart ? l->ws + p.ds_part + p.db_part + p.da_part : 0;
+        l->ds_buf = ds_apart ? ws + p.ds_part + p.db_part + p.da_part : 0;
         l->ds_ld = ds_apart ? l->wmax : 0;
         ds = ds_apart ? l->ds_buf : b->dy + (CUdeviceptr)(l->MT * (int64_t)esz(l));
         ldds = ds_apart ? l->wmax : b->lddy;

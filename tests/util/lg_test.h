@@ -53,7 +53,7 @@ uint64_t lg_test_seed(void); /* from $LORAGEN_TEST_SEED, else time-based; printe
 int lg_test_run(Suite *s, int nofork);
 
 /* Fixture helpers; each exits the test on failure. */
-char *lg_test_tmpdir(const char *prefix);            /* fresh directory under /tmp; free() it */
+char *lg_test_tmpdir(const char *prefix);            /* fresh directory under /tmp; free() it; safe in main() */
 void lg_test_rm_rf(const char *dir);                  /* removes a directory tree */
 char *lg_test_slurp(const char *path, size_t *n);     /* whole file, NUL-terminated; free() it */
 int lg_test_count_substr(const char *s, const char *needle);
