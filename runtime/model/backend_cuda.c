@@ -274,10 +274,11 @@ static enum lg_status cuda_rope(lg_backend_t *be, const struct lg_mb *mb, const 
     return lg_rope_apply(c->rope, &run, c->stream);
 }
 
-/* The attention backend (docs/attention.md): the generated kernels, or cuDNN's with LORAGEN_ATTN_BACKEND=cudnn
- * (non-deterministic runs only; its refusal is the error). cuDNN is not the default: on the 8B benchmark it made
- * 4 x 2048 microbatches 3% faster but a 5-step packed mix 6% slower, its execution plans being built for each new
- * (samples, max length) bucket inside the measured steps (docs/perf.md, 2026-12-02). */
+/* The attention backend (docs/attention.md): in a run that is not deterministic, cuDNN's where it loads (on the
+ * 8B benchmark it made 4 x 2048 microbatches 4.6% and the packed mix ~8% faster than the generated kernels,
+ * with every plan of an epoch made before its first step; docs/perf.md, 2026-12-02), else the generated
+ * kernels, which are also the only backend of deterministic runs (cuDNN sums dQ with atomics).
+ * LORAGEN_ATTN_BACKEND=generated|cudnn chooses; asking for cuDNN makes its refusal the error. */
 static enum lg_status attn_obj(struct cuda_be *c, int hq, int hkv, int d)
 {
     if (c->attn)
@@ -287,8 +288,15 @@ static enum lg_status attn_obj(struct cuda_be *c, int hq, int hkv, int d)
     const char *env = getenv("LORAGEN_ATTN_BACKEND");
     if (env && env[0] && strcmp(env, "generated") && strcmp(env, "cudnn"))
         return lg_fail(LG_ERR_INVALID, "LORAGEN_ATTN_BACKEND is '%s'; it takes generated or cudnn", env);
-    if (env && !strcmp(env, "cudnn"))
+    const int asked = env && !strcmp(env, "cudnn"), auto_pick = !env || !env[0];
+    if (asked || (auto_pick && !c->deterministic)) {
         p.backend = LG_ATTN_CUDNN;
+        enum lg_status s = lg_attn_init(c->ctx, &p, &c->attn);
+        if (s == LG_OK || asked || s == LG_ERR_OOM)
+            return s;
+        lg_clear_error(); /* no cuDNN here, too old, or refusing this shape: the generated kernels */
+        p.backend = LG_ATTN_GENERATED;
+    }
     return lg_attn_init(c->ctx, &p, &c->attn);
 }
 
