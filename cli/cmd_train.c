@@ -5,6 +5,7 @@
 #include "launch.h"
 #include "lg_train.h"
 #include "lg_trainjob.h"
+#include "lg_tuner.h"
 
 #include <math.h>
 #include <signal.h>
@@ -25,7 +26,7 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: loragen train JOB [--resume] [--backend auto|cpu|cuda] [--max-steps N] [--profile] [--quiet]\n"
-               "                    [--gpus N | --procs N]\n\n"
+               "                    [--tune-online] [--gpus N | --procs N]\n\n"
                "Trains the LoRA adapters of a job file (specs/jobs/*.lua) on the job's Hugging Face model: the\n"
                "scheduler's plan is what runs; each adapter gets its PEFT adapter, metrics.jsonl and loss.svg in\n"
                "its output directory, and checkpoints go to <output>/checkpoints.\n\n"
@@ -34,6 +35,8 @@ static void usage(FILE *f)
                "  --backend NAME    auto (default: the job's), cpu or cuda\n"
                "  --max-steps N     stop every adapter after N optimizer steps (a smoke test)\n"
                "  --profile         time every op on the GPU and print the time per op family at the end\n"
+               "  --tune-online     tune each kernel whose key the tuning database lacks on its first use and\n"
+               "                    save the winner to the database (also LORAGEN_TUNE_ONLINE=1; docs/tuning.md)\n"
                "  -q, --quiet       no progress lines (errors and the summary only)\n"
                "  --gpus N          one process per GPU of this machine (GPU r for rank r; the CUDA backend)\n"
                "  --procs N         N processes on the backend the job or --backend names (--backend cpu: CI)\n"
@@ -145,7 +148,7 @@ int lg_cmd_train(int argc, char **argv)
     struct lg_train_opts o = {0};
     struct view v = {.tty = isatty(STDOUT_FILENO)};
     long long nprocs = 0;
-    int gpus = 0;
+    int gpus = 0, tune_online = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -155,6 +158,8 @@ int lg_cmd_train(int argc, char **argv)
             o.resume = 1;
         } else if (!strcmp(a, "--profile")) {
             o.profile = 1;
+        } else if (!strcmp(a, "--tune-online")) {
+            tune_online = 1;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             v.quiet = 1;
         } else if ((!strcmp(a, "--gpus") || !strcmp(a, "--procs")) && i + 1 < argc) {
@@ -198,8 +203,24 @@ int lg_cmd_train(int argc, char **argv)
     o.stop = &stop_flag;
     o.progress = progress;
     o.user = &v;
+    int env_online = lg_tuner_online_from_env();
+    if (env_online < 0) {
+        lg_cli_error("train", "%s", lg_last_error());
+        return 2;
+    }
+    if (tune_online && !env_online)
+        lg_tuner_online_enable(NULL);
     struct lg_train_result r;
     enum lg_status s = lg_train_run(&o, &r);
+    if (lg_tune_online_count() > 0 && !v.quiet) {
+        if (v.line_open)
+            fputc('\n', stdout), v.line_open = 0;
+        const char *db = lg_tune_default_path();
+        printf("online tuning: %d new key%s tuned, %s\n", lg_tune_online_count(), lg_tune_online_count() == 1 ? "" : "s",
+               db[0] ? "saved to the tuning database" : "kept for this run (LORAGEN_TUNE_DB=off)");
+        if (db[0])
+            printf("  %s\n", db);
+    }
     if (v.line_open)
         fputc('\n', stdout);
     if (s != LG_OK) {

@@ -11,6 +11,7 @@
  * - A short tune of a small FusedMultiLoRA layer (3 modules, 3 adapters, uneven segments): same checks, and a
  *   layer without tiles takes the database's winner.
  * - A spec's sweep (specs/tiny.lua at two token counts, FusedLoRA and FusedMultiLoRA): one entry per job.
+ * - Online tuning: a layer of a new key is tuned on first use, takes the winner, and the file holds it.
  * LORAGEN_TUNE_TEST_CANDS (default 6) bounds the candidates per group. */
 #include "lg_ctx.h"
 #include "lg_gpu_util.h"
@@ -339,6 +340,38 @@ START_TEST(spec_sweep)
 }
 END_TEST
 
+/* Online tuning: a FusedMultiLoRA layer whose key the database lacks is tuned on its first forward, takes the
+ * winner, and the database file holds it; the next layer of the shape finds it without tuning again. */
+START_TEST(online_tunes_on_first_use)
+{
+    struct lg_tuner_mlora_shape sh = mlora_small();
+    sh.dropout = 0; /* p0: a key no earlier test put in the database */
+    struct lg_tuner_opts o = {.max_cands = 2, .rounds = 3};
+    lg_tuner_online_enable(&o);
+    const int before = lg_tune_online_count();
+    struct lg_mlora_tiles t1 = mlora_used(&sh, 700);
+    ck_assert_int_eq(lg_tune_online_count(), before + 1);
+    struct lg_mlora_tiles t2 = mlora_used(&sh, 700);
+    ck_assert_int_eq(lg_tune_online_count(), before + 1);
+    ck_assert_msg(!memcmp(&t1, &t2, sizeof t1), "the second layer did not take the online winner");
+    lg_tune_db_t *disk;
+    CHECK(lg_tune_db_load(db_path, &disk));
+    int found = 0;
+    for (int i = 0; i < lg_tune_db_count(disk); i++) {
+        const struct lg_tune_entry *e = lg_tune_db_entry(disk, i);
+        if (!strcmp(e->key.op, "mlora") && !strcmp(e->key.shape, "k512_m512x256x256_r16_a3_p0") && e->key.tokens == 1024) {
+            struct lg_mlora_tiles w;
+            lg_mlora_tiles_from_entry(e, &w);
+            ck_assert_msg(!memcmp(&w, &t1, sizeof w), "the layer's tiles are not the saved winner's");
+            found = 1;
+        }
+    }
+    ck_assert_msg(found, "the online winner is not in %s", db_path);
+    lg_tune_db_free(disk);
+    lg_tuner_online_disable();
+}
+END_TEST
+
 int main(void)
 {
     lg_test_require_gpu();
@@ -362,6 +395,7 @@ int main(void)
     tcase_add_test(tc, layer_uses_database);
     tcase_add_test(tc, attention_short_tune); /* after layer_uses_database: it reads the process database */
     tcase_add_test(tc, spec_sweep);
+    tcase_add_test(tc, online_tunes_on_first_use); /* last: it adds to the process database */
     suite_add_tcase(s, tc);
     int failed = lg_test_run(s, 1);
     lg_ctx_free(ctx);

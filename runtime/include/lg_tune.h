@@ -198,6 +198,25 @@ LG_API const char *lg_tune_default_problem(void);
 /* Looks k up in the process database (lg_tune_default). */
 LG_API const struct lg_tune_entry *lg_tune_lookup(const struct lg_tune_key *k);
 
+/* ---- online tuning (off by default) ----
+ * A function that measures the winner for a key the process database lacks, on the caller's context ctx
+ * (opaque here: an lg_ctx_t) at `tokens` tokens (the first use's count; 0: the op does not depend on it), and
+ * says where it measured (info). The tuner registers one (lg_tuner_online_enable in lg_tuner.h): tune sits below
+ * the kernels it would time, so it only calls it. */
+typedef enum lg_status (*lg_tune_online_fn)(void *u, void *ctx, const struct lg_tune_key *k, int64_t tokens,
+                                            struct lg_tune_entry *out, struct lg_tune_info *info);
+/* Turns online tuning on (fn) or off (NULL). */
+LG_API void lg_tune_set_online(lg_tune_online_fn fn, void *u);
+/* lg_tune_lookup for a call about to run at `tokens` tokens on ctx. With online tuning on and k new, fn tunes it
+ * there and then (once per key and process; the caller waits), the winner goes into the process database under
+ * k and into the database file (merged with what the file holds now, under a lock on FILE.lock, written
+ * atomically; not when the process refused the file, or its path is "off"). A key whose tuning fails is
+ * reported once on stderr and keeps the defaults. Lookups made by fn's own layers never tune. The pointer is
+ * valid until the next online tuning. */
+LG_API const struct lg_tune_entry *lg_tune_lookup_at(const struct lg_tune_key *k, int64_t tokens, void *ctx);
+/* Keys tuned online by this process. */
+LG_API int lg_tune_online_count(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -149,6 +149,29 @@ LG_API enum lg_status lg_tuner_spec(lg_ctx_t *ctx, const struct lg_tuner_sweep *
 /* The number of jobs lg_tuner_spec would run (for a dry run or a time estimate). */
 LG_API int lg_tuner_spec_jobs(const struct lg_tuner_sweep *s);
 
+/* ---- online tuning (off by default; docs/tuning.md) ----
+ * With it on, a layer whose key the process database lacks is tuned on first use, on its own context and at
+ * that call's token count (the call waits; a line on stderr says what and the result), and the winner is kept
+ * in the process database and saved to its file (lg_tune_lookup_at). Candidates per group and rounds come from
+ * o (NULL: 8 and 5, candidates scoring +inf reported on stderr). */
+LG_API void lg_tuner_online_enable(const struct lg_tuner_opts *o);
+LG_API void lg_tuner_online_disable(void);
+/* $LORAGEN_TUNE_ONLINE: "1", "on" or "yes" enable it (returns 1), unset, "", "0", "off" or "no" do not (0); any
+ * other value is refused with an error naming the variable (-1). */
+LG_API int lg_tuner_online_from_env(void);
+
+/* What a database key asks to tune, read back from its shape string (the spelling of lg_lora_tune_key,
+ * lg_mlora_tune_key and lg_attn_tune_key; alpha is 2r and a dropout 0.1 where the key says p1, neither
+ * changing the kernels' speed). LG_ERR_UNSUPPORTED for an op no tuner handles, LG_ERR_INVALID for a shape it
+ * cannot read. */
+struct lg_tuner_key_job {
+    enum lg_tuner_family family;
+    struct lg_lora_params lora;         /* LG_TUNER_LORA */
+    struct lg_tuner_mlora_shape mlora;  /* LG_TUNER_MLORA */
+    struct lg_attn_params attn;         /* LG_TUNER_ATTN: the generated backend */
+};
+LG_API enum lg_status lg_tuner_key_job(const struct lg_tune_key *k, struct lg_tuner_key_job *out);
+
 #ifdef __cplusplus
 }
 #endif

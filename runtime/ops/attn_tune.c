@@ -57,7 +57,7 @@ int lg_ops_attn_tuned_tiles(lg_ctx_t *ctx, const struct lg_attn_params *p, struc
 {
     struct lg_tune_key k;
     lg_attn_tune_key(ctx, p, &k);
-    const struct lg_tune_entry *e = lg_tune_lookup(&k);
+    const struct lg_tune_entry *e = lg_tune_lookup_at(&k, 0, ctx); /* the generated backend's (attention.c) */
     lg_attn_tiles_from_entry(e, t);
     return e != NULL;
 }

@@ -71,7 +71,7 @@ int lg_lora_tune_lookup(lg_ctx_t *ctx, const struct lg_lora_params *p, const str
 {
     struct lg_tune_key k;
     lg_lora_tune_key(ctx, p, n, &k);
-    const struct lg_tune_entry *e = lg_tune_lookup(&k);
+    const struct lg_tune_entry *e = lg_tune_lookup_at(&k, n, ctx);
     lg_lora_tiles_from_entry(e, t);
     /* an entry from another build could hold an index set_tiles refuses: the heuristic instead */
     if (t->fwd_algo < 0 || t->fwd_algo >= 8 || t->dx_algo < 0 || t->dx_algo >= 8)

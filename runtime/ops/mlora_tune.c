@@ -182,7 +182,7 @@ void lg_ops_mlora_consult(lg_mlora_t *l, int64_t n)
         return;
     struct lg_tune_key k;
     lg_mlora_tune_key(l, n, &k);
-    const struct lg_tune_entry *e = lg_tune_lookup(&k);
+    const struct lg_tune_entry *e = lg_tune_lookup_at(&k, n, l->ctx);
     struct lg_mlora_tiles t;
     lg_mlora_tiles_from_entry(e, &t);
     if (t.fwd_algo < 0 || t.fwd_algo >= 8 || t.dx_algo < 0 || t.dx_algo >= 8 || t.split < 0 || t.split > 1)

@@ -6,10 +6,13 @@
 #include "lg_base.h"
 #include "tune_internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 struct lg_tune_db {
@@ -173,4 +176,130 @@ const char *lg_tune_default_problem(void)
     return problem;
 }
 
-const struct lg_tune_entry *lg_tune_lookup(const struct lg_tune_key *k) { return lg_tune_db_find(lg_tune_default(), k); }
+const struct lg_tune_entry *lg_tune_lookup(const struct lg_tune_key *k) { return lg_tune_lookup_at(k, 0, NULL); }
+
+/* ---- online tuning ---- */
+
+static pthread_mutex_t online_mu = PTHREAD_MUTEX_INITIALIZER;
+static lg_tune_online_fn online_fn;
+static void *online_u;
+static int online_tuned;
+static struct lg_tune_key *online_failed; /* keys whose tuning failed: asked once, then the heuristic */
+static int nfailed, capfailed;
+static _Thread_local int in_online;        /* the hook's own layers look up without tuning */
+
+void lg_tune_set_online(lg_tune_online_fn fn, void *u)
+{
+    pthread_mutex_lock(&online_mu);
+    online_fn = fn, online_u = u;
+    pthread_mutex_unlock(&online_mu);
+}
+
+int lg_tune_online_count(void)
+{
+    pthread_mutex_lock(&online_mu);
+    int n = online_tuned;
+    pthread_mutex_unlock(&online_mu);
+    return n;
+}
+
+static int failed_before(const struct lg_tune_key *k)
+{
+    for (int i = 0; i < nfailed; i++)
+        if (lg_tune_key_eq(&online_failed[i], k))
+            return 1;
+    return 0;
+}
+
+static void remember_failed(const struct lg_tune_key *k)
+{
+    if (nfailed == capfailed) {
+        int cap = capfailed ? 2 * capfailed : 8;
+        struct lg_tune_key *nk = realloc(online_failed, (size_t)cap * sizeof *nk);
+        if (!nk)
+            return;
+        online_failed = nk, capfailed = cap;
+    }
+    online_failed[nfailed++] = *k;
+}
+
+/* The new entry into the file the process reads: merged with what the file holds now (another process of the
+ * run may have added entries since this one read it), under an advisory lock, written atomically. */
+static enum lg_status persist(const struct lg_tune_entry *e, const struct lg_tune_info *info, char *where, size_t n)
+{
+    char path[4096];
+    pthread_mutex_lock(&path_mu);
+    snprintf(path, sizeof path, "%s", path_overridden ? path_set : lg_tune_default_path());
+    pthread_mutex_unlock(&path_mu);
+    snprintf(where, n, "%s", path);
+    if (!path[0])
+        return LG_OK; /* no file (LORAGEN_TUNE_DB=off): kept for this process only */
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s.lock", path);
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return lg_fail(LG_ERR_IO, "%s: cannot create the lock file: %s", lock, strerror(errno));
+    flock(fd, LOCK_EX);
+    lg_tune_db_t *db = NULL;
+    enum lg_status st = LG_OK;
+    if (access(path, F_OK) == 0 && lg_tune_db_load(path, &db) != LG_OK) {
+        /* a file the process refused is not merged into, nor overwritten: the user may want it */
+        st = lg_fail(LG_ERR_INVALID, "not saved: %s", lg_last_error());
+        db = NULL;
+    } else if (!db)
+        st = lg_tune_db_init(&db);
+    if (st == LG_OK) {
+        if (!lg_tune_db_info(db)->gpu[0])
+            lg_tune_db_set_info(db, info);
+        if ((st = lg_tune_db_put(db, e)) == LG_OK)
+            st = lg_tune_db_save(db, path);
+    }
+    lg_tune_db_free(db);
+    flock(fd, LOCK_UN);
+    close(fd);
+    return st;
+}
+
+const struct lg_tune_entry *lg_tune_lookup_at(const struct lg_tune_key *k, int64_t tokens, void *ctx)
+{
+    const lg_tune_db_t *pd = lg_tune_default();
+    const struct lg_tune_entry *e = lg_tune_db_find(pd, k);
+    if (e || in_online || !k)
+        return e;
+    pthread_mutex_lock(&online_mu);
+    lg_tune_online_fn fn = online_fn;
+    void *u = online_u;
+    if (!fn || failed_before(k) || (e = lg_tune_db_find(pd, k))) {
+        pthread_mutex_unlock(&online_mu);
+        return e;
+    }
+    /* one key at a time: another thread asking for the same key waits and then finds it */
+    struct lg_tune_entry got;
+    struct lg_tune_info info;
+    memset(&got, 0, sizeof got), memset(&info, 0, sizeof info);
+    in_online = 1;
+    enum lg_status st = fn(u, ctx, k, tokens, &got, &info);
+    in_online = 0;
+    char where[4096] = "";
+    if (st == LG_OK) {
+        got.key = *k; /* filed under the key that was asked for, so the next lookup finds it */
+        st = lg_tune_db_put(proc_db, &got);
+        if (st == LG_OK) {
+            online_tuned++;
+            e = lg_tune_db_find(pd, k);
+            if (persist(&got, &info, where, sizeof where) != LG_OK) {
+                fprintf(stderr, "loragen: online tuning: %s %s: the winner is used by this process but %s\n",
+                        k->op, k->shape, lg_last_error());
+                lg_clear_error();
+            }
+        }
+    }
+    if (st != LG_OK) {
+        fprintf(stderr, "loragen: online tuning: %s %s @ %d tokens failed, the defaults stay: %s\n", k->op,
+                k->shape, k->tokens, lg_last_error());
+        lg_clear_error();
+        remember_failed(k);
+    }
+    pthread_mutex_unlock(&online_mu);
+    return e;
+}
