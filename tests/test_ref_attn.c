@@ -57,39 +57,6 @@ static double scaled_err(const float *a, const double *b, int64_t n)
     return max_abs(a, b, n) / fmax(bmax, 1e-30); /* a gradient that is exactly 0 must come out 0 */
 }
 
-typedef double (*loss_fn)(void *ctx);
-
-/* central differences against every element of v: 1e-2 relative, floor 1e-2 of the largest gradient */
-static void check_fd(const char *what, loss_fn f, void *ctx, float *v, const float *g, int64_t n, float h)
-{
-    double gmax = 0;
-    for (int64_t i = 0; i < n; i++) {
-        ck_assert_msg(isfinite(g[i]), "%s: gradient %lld is %g", what, (long long)i, g[i]);
-        gmax = fmax(gmax, fabs(g[i]));
-    }
-    for (int64_t i = 0; i < n; i++) {
-        const float keep = v[i];
-        v[i] = keep + h;
-        const float up = v[i];
-        const double lp = f(ctx);
-        v[i] = keep - h;
-        const float dn = v[i];
-        const double lm = f(ctx);
-        v[i] = keep;
-        const double num = (lp - lm) / ((double)up - dn);
-        ck_assert_msg(fabs(num - g[i]) <= 1e-2 * fmax(fmax(fabs(num), fabs(g[i])), 1e-2 * gmax),
-                      "%s[%lld]: numeric %.8g, analytic %.8g", what, (long long)i, num, g[i]);
-    }
-}
-
-static double wsum(const float *out, const float *r, int64_t n)
-{
-    double acc = 0;
-    for (int64_t i = 0; i < n; i++)
-        acc += (double)out[i] * r[i];
-    return acc;
-}
-
 static int32_t *make_cu(const int *len, int nseq, int64_t *n)
 {
     int32_t *cu = malloc(sizeof(int32_t) * (size_t)(nseq + 1));
@@ -282,7 +249,7 @@ static double rope_loss(void *c_)
 {
     struct rope_ctx *c = c_;
     ck_assert_int_eq(lg_ref_rope_forward(c->r, &c->seq, c->nh, c->x, c->y), LG_OK);
-    return wsum(c->y, c->w, c->seq.n * c->nh * c->r->d);
+    return lg_test_wsum(c->y, c->w, c->seq.n * c->nh * c->r->d);
 }
 
 START_TEST(rope_backward_is_inverse_and_gradient)
@@ -305,9 +272,9 @@ START_TEST(rope_backward_is_inverse_and_gradient)
         ck_assert_msg(max_abs(back, xd, total) < 1e-6, "backward(forward(x)) - x: %g", max_abs(back, xd, total));
         /* adjoint: <R x, w> = <x, Rᵀ w> */
         ck_assert_int_eq(lg_ref_rope_backward(c.r, &c.seq, nh, c.w, g), LG_OK);
-        const double lhs = wsum(c.y, c.w, total), rhs = wsum(c.x, g, total);
+        const double lhs = lg_test_wsum(c.y, c.w, total), rhs = lg_test_wsum(c.x, g, total);
         ck_assert_msg(fabs(lhs - rhs) <= 1e-6 * sqrt((double)total), "adjoint %g vs %g", lhs, rhs);
-        check_fd("rope dx", rope_loss, &c, c.x, g, total, 1.0f / 64);
+        lg_test_check_fd("rope dx", rope_loss, &c, c.x, g, total, 1.0f / 64);
         memcpy(back, c.w, sizeof(float) * total); /* in place */
         ck_assert_int_eq(lg_ref_rope_backward(c.r, &c.seq, nh, back, back), LG_OK);
         ck_assert(memcmp(back, g, sizeof(float) * total) == 0);
@@ -510,7 +477,7 @@ static double attn_loss(void *c_)
 {
     struct attn_ctx *c = c_;
     ck_assert_int_eq(lg_ref_attn_forward(&c->f->a, c->o, NULL), LG_OK);
-    return wsum(c->o, c->f->dout, c->f->n * c->f->a.hq * c->f->a.d);
+    return lg_test_wsum(c->o, c->f->dout, c->f->n * c->f->a.hq * c->f->a.d);
 }
 
 START_TEST(attn_backward_finite_differences)
@@ -522,9 +489,9 @@ START_TEST(attn_backward_finite_differences)
         run_attn(&f, &r);
         const int64_t nq = f.n * f.a.hq * f.a.d, nkv = f.n * f.a.hkv * f.a.d;
         struct attn_ctx ctx = {.f = &f, .o = poisoned(nq)};
-        check_fd("attn dq", attn_loss, &ctx, f.q, r.dq, nq, 1.0f / 128);
-        check_fd("attn dk", attn_loss, &ctx, f.k, r.dk, nkv, 1.0f / 128);
-        check_fd("attn dv", attn_loss, &ctx, f.v, r.dv, nkv, 1.0f / 128);
+        lg_test_check_fd("attn dq", attn_loss, &ctx, f.q, r.dq, nq, 1.0f / 128);
+        lg_test_check_fd("attn dk", attn_loss, &ctx, f.k, r.dk, nkv, 1.0f / 128);
+        lg_test_check_fd("attn dv", attn_loss, &ctx, f.v, r.dv, nkv, 1.0f / 128);
         free(ctx.o), out_free(&r), afx_free(&f);
     }
 }

@@ -39,42 +39,6 @@ static double max_rel(const float *a, const double *b, int64_t n, double floor)
     return worst;
 }
 
-/* ---- finite differences: a scalar loss of the inputs, perturbed one float at a time ---- */
-
-typedef double (*loss_fn)(void *ctx);
-
-/* Central difference of f against every element of v; the analytic gradient g must agree to 1e-2 relative
- * (floor: 1e-2 of the largest gradient, for elements whose gradient is near zero). */
-static void check_fd(const char *what, loss_fn f, void *ctx, float *v, const float *g, int64_t n, float h)
-{
-    double gmax = 0;
-    for (int64_t i = 0; i < n; i++) {
-        ck_assert_msg(isfinite(g[i]), "%s: gradient %lld is %g", what, (long long)i, g[i]);
-        gmax = fmax(gmax, fabs(g[i]));
-    }
-    for (int64_t i = 0; i < n; i++) {
-        const float keep = v[i];
-        v[i] = keep + h;
-        const float up = v[i];
-        const double lp = f(ctx);
-        v[i] = keep - h;
-        const float dn = v[i];
-        const double lm = f(ctx);
-        v[i] = keep;
-        const double num = (lp - lm) / ((double)up - dn);
-        ck_assert_msg(fabs(num - g[i]) <= 1e-2 * fmax(fmax(fabs(num), fabs(g[i])), 1e-2 * gmax),
-                      "%s[%lld]: numeric %.8g, analytic %.8g", what, (long long)i, num, g[i]);
-    }
-}
-
-static double wsum(const float *out, const float *r, int64_t n)
-{
-    double acc = 0;
-    for (int64_t i = 0; i < n; i++)
-        acc += (double)out[i] * r[i];
-    return acc;
-}
-
 /* ---- embedding ---- */
 
 START_TEST(embed_gathers_rows_and_checks_ids)
@@ -114,7 +78,7 @@ static double norm_loss(void *c_)
 {
     struct norm_ctx *c = c_;
     lg_ref_rmsnorm_forward(&c->p, c->n, c->x, c->y, NULL);
-    return wsum(c->y, c->r, c->n * c->p.H);
+    return lg_test_wsum(c->y, c->r, c->n * c->p.H);
 }
 
 START_TEST(rmsnorm_forward_and_backward)
@@ -141,7 +105,7 @@ START_TEST(rmsnorm_forward_and_backward)
         }
         ck_assert_msg(max_rel(c.y, want, n * H, 1e-3) < 1e-6, "rmsnorm forward H=%lld", (long long)H);
         lg_ref_rmsnorm_backward(&c.p, n, c.x, rstd, c.r, dx);
-        check_fd("rmsnorm dx", norm_loss, &c, c.x, dx, n * H, 1.0f / 256);
+        lg_test_check_fd("rmsnorm dx", norm_loss, &c, c.x, dx, n * H, 1.0f / 256);
         free(want), free(c.x), free(c.r), free(c.y), free(w), free(rstd), free(dx);
     }
 }
@@ -158,7 +122,7 @@ static double glu_loss(void *c_)
 {
     struct glu_ctx *c = c_;
     lg_ref_swiglu_forward(c->n, c->g, c->u, c->a);
-    return wsum(c->a, c->r, c->n);
+    return lg_test_wsum(c->a, c->r, c->n);
 }
 
 START_TEST(swiglu_forward_and_backward)
@@ -173,8 +137,8 @@ START_TEST(swiglu_forward_and_backward)
         want[i] = (double)c.g[i] / (1.0 + exp(-(double)c.g[i])) * c.u[i];
     ck_assert(max_rel(c.a, want, n, 1e-3) < 1e-6);
     lg_ref_swiglu_backward(n, c.g, c.u, c.r, dg, du);
-    check_fd("swiglu dg", glu_loss, &c, c.g, dg, n, 1.0f / 256);
-    check_fd("swiglu du", glu_loss, &c, c.u, du, n, 1.0f / 256);
+    lg_test_check_fd("swiglu dg", glu_loss, &c, c.g, dg, n, 1.0f / 256);
+    lg_test_check_fd("swiglu du", glu_loss, &c, c.u, du, n, 1.0f / 256);
     float *dg2 = poisoned(n);
     lg_ref_swiglu_backward(n, c.g, c.u, c.r, dg2, NULL); /* du not needed */
     ck_assert(memcmp(dg, dg2, sizeof(float) * n) == 0);
@@ -194,7 +158,7 @@ static double lin_loss(void *c_)
 {
     struct lin_ctx *c = c_;
     lg_ref_linear_forward(&c->L, c->n, c->x, c->y);
-    return wsum(c->y, c->r, c->n * c->L.M);
+    return lg_test_wsum(c->y, c->r, c->n * c->L.M);
 }
 
 START_TEST(linear_against_naive_loops)
@@ -233,7 +197,7 @@ START_TEST(linear_against_naive_loops)
                       (long long)K, (long long)M);
         if (K * n <= 400) { /* finite differences on the small shapes (the map is linear: the difference is exact) */
             struct lin_ctx c = {.L = L, .n = n, .x = x, .r = dy, .y = y};
-            check_fd("linear dx", lin_loss, &c, x, dx, n * K, 1.0f / 64);
+            lg_test_check_fd("linear dx", lin_loss, &c, x, dx, n * K, 1.0f / 64);
         }
         free(x), free(w), free(b), free(dy), free(y), free(dx), free(wy), free(wdx);
     }
@@ -304,7 +268,7 @@ START_TEST(lm_head_loss_against_dense_logits)
             if (lab[t] == -100)
                 for (int64_t c = 0; c < H; c++)
                     ck_assert(dx[t * H + c] == 0.0f);
-        check_fd("lm head dx", xent_loss, &p, x, dx, n * H, 1.0f / 256);
+        lg_test_check_fd("lm head dx", xent_loss, &p, x, dx, n * H, 1.0f / 256);
         free(x), free(w), free(dx), free(lab), free(wdx);
     }
 }

@@ -206,3 +206,33 @@ int lg_test_loragen_run(const char *dir, const char *const *args, char **out, ch
 {
     return lg_test_wait(dir, lg_test_spawn(dir, args), out, err);
 }
+
+void lg_test_check_fd(const char *what, lg_test_loss_fn f, void *ctx, float *v, const float *g, int64_t n, float h)
+{
+    double gmax = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert_msg(isfinite(g[i]), "%s: gradient %lld is %g", what, (long long)i, g[i]);
+        gmax = fmax(gmax, fabs(g[i]));
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const float keep = v[i];
+        v[i] = keep + h;
+        const float up = v[i]; /* the steps as floats represent them */
+        const double lp = f(ctx);
+        v[i] = keep - h;
+        const float dn = v[i];
+        const double lm = f(ctx);
+        v[i] = keep;
+        const double num = (lp - lm) / ((double)up - dn);
+        ck_assert_msg(fabs(num - g[i]) <= 1e-2 * fmax(fmax(fabs(num), fabs(g[i])), 1e-2 * gmax),
+                      "%s[%lld]: numeric %.8g, analytic %.8g", what, (long long)i, num, g[i]);
+    }
+}
+
+double lg_test_wsum(const float *out, const float *r, int64_t n)
+{
+    double acc = 0;
+    for (int64_t i = 0; i < n; i++)
+        acc += (double)out[i] * r[i];
+    return acc;
+}

@@ -72,4 +72,12 @@ int lg_test_loragen_run(const char *dir, const char *const *args, char **out, ch
 /* Relative L2 error ||a-b|| / ||b||; +inf if any element of a is NaN or inf. */
 double lg_test_rel_err(const float *a, const double *b, size_t n);
 
+/* Finite differences: a scalar loss of some inputs, recomputed by f(ctx). lg_test_check_fd perturbs every
+ * element of v by +-h (central differences) and fails unless the analytic gradient g agrees to 1e-2 relative
+ * (floor: 1e-2 of the largest gradient, for elements whose gradient is near zero). lg_test_wsum is the usual
+ * loss: the outputs weighted by fixed random numbers r. */
+typedef double (*lg_test_loss_fn)(void *ctx);
+void lg_test_check_fd(const char *what, lg_test_loss_fn f, void *ctx, float *v, const float *g, int64_t n, float h);
+double lg_test_wsum(const float *out, const float *r, int64_t n);
+
 #endif
