@@ -27,22 +27,10 @@ static char *root;
 
 static char *path_in(const char *rel) { return lg_test_path(root, rel); }
 
-/* Samples of 8 to 57 tokens where t is followed by (mul·t + add) mod 48: one task per adapter. */
-static const struct tt_task TASK_A = {8, 50, 48, 5, 3}, TASK_B = {8, 50, 48, 7, 1};
-
 static void write_job(const char *rel, const char *out, int epochs)
 {
-    char text[2048];
-    snprintf(text, sizeof text,
-             "return { name = 'dp', model = { path = 'model' }, batching = { capacity = 160 },\n"
-             "  pipeline = { stages = 1, data_parallel = 2 },\n"
-             "  training = { backend = 'cpu', output = '%s', log_every = 1 },\n  adapters = {\n"
-             "  { name = 'a', dataset = 'a.jsonl', global_batch = 4, rank = 8, alpha = 16, dropout = 0.1, "
-             "lr = 1e-2, seed = 3, epochs = %d },\n"
-             "  { name = 'b', dataset = 'b.jsonl', global_batch = 6, rank = 4, alpha = 4, dropout = 0, lr = 5e-3, "
-             "seed = 9, epochs = %d, targets = { 'q_proj', 'v_proj', 'down_proj' } } } }\n",
-             out, epochs, epochs);
-    tt_write_text(root, rel, text);
+    tt_write_two_task_job(root, rel, &(struct tt_two_task_job){.name = "dp", .out = out, .stages = 1, .dp = 2,
+                                                                  .epochs = epochs});
 }
 
 static void setup_once(void)
@@ -50,9 +38,7 @@ static void setup_once(void)
     if (root)
         return;
     root = lg_test_tmpdir("lg_train_dp");
-    tt_write_tiny_model(root, "model", LG_FAMILY_LLAMA, 2);
-    tt_write_dataset(root, "a.jsonl", 40, 11, &TASK_A);
-    tt_write_dataset(root, "b.jsonl", 36, 23, &TASK_B);
+    tt_write_two_task_fixture(root, 2);
     ck_assert_int_eq(chdir(root), 0); /* the job's relative paths */
 }
 

@@ -32,23 +32,14 @@ static char *root;
 
 static char *path_in(const char *rel) { return lg_test_path(root, rel); }
 
-static const struct tt_task TASK_A = {8, 50, 48, 5, 3}, TASK_B = {8, 50, 48, 7, 1};
-
 /* The job: two adapters, `epochs` epochs, a checkpoint every `every` steps per adapter (0: none). */
 static void write_job(const char *rel, const char *out, int stages, int dp, int epochs, int every)
 {
-    char text[2048];
-    snprintf(text, sizeof text,
-             "return { name = 'mp', model = { path = 'model' }, batching = { capacity = 160 },\n"
-             "  pipeline = { stages = %d, data_parallel = %d },\n"
-             "  training = { backend = 'cpu', output = '%s', log_every = 1, checkpoint_every = %d },\n"
-             "  adapters = {\n"
-             "  { name = 'a', dataset = 'a.jsonl', validation = 'va.jsonl', global_batch = 4, rank = 8, alpha = 16, "
-             "dropout = 0.1, lr = 1e-2, seed = 3, epochs = %d },\n"
-             "  { name = 'b', dataset = 'b.jsonl', global_batch = 6, rank = 4, alpha = 4, dropout = 0, lr = 5e-3, "
-             "seed = 9, epochs = %d, targets = { 'q_proj', 'v_proj', 'down_proj' } } } }\n",
-             stages, dp, out, every, epochs, epochs);
-    tt_write_text(root, rel, text);
+    char training[64];
+    snprintf(training, sizeof training, "checkpoint_every = %d, ", every);
+    tt_write_two_task_job(root, rel, &(struct tt_two_task_job){.name = "mp", .out = out, .training = training,
+                                                                  .stages = stages, .dp = dp, .epochs = epochs,
+                                                                  .validate = 1});
 }
 
 static void setup_once(void)
@@ -56,10 +47,7 @@ static void setup_once(void)
     if (root)
         return;
     root = lg_test_tmpdir("lg_train_resume_mp");
-    tt_write_tiny_model(root, "model", LG_FAMILY_LLAMA, 3);
-    tt_write_dataset(root, "a.jsonl", 40, 11, &TASK_A);
-    tt_write_dataset(root, "b.jsonl", 36, 23, &TASK_B);
-    tt_write_dataset(root, "va.jsonl", 12, 77, &TASK_A);
+    tt_write_two_task_fixture(root, 3);
     ck_assert_int_eq(chdir(root), 0); /* the job's relative paths */
 }
 

@@ -39,6 +39,34 @@ void tt_write_text(const char *dir, const char *rel, const char *text)
     free(p);
 }
 
+/* Samples of 8 to 57 tokens where t is followed by (mul·t + add) mod 48: one task per adapter. */
+const struct tt_task TT_TASK_A = {8, 50, 48, 5, 3}, TT_TASK_B = {8, 50, 48, 7, 1};
+
+void tt_write_two_task_fixture(const char *dir, int layers)
+{
+    tt_write_tiny_model(dir, "model", LG_FAMILY_LLAMA, layers);
+    tt_write_dataset(dir, "a.jsonl", 40, 11, &TT_TASK_A);
+    tt_write_dataset(dir, "b.jsonl", 36, 23, &TT_TASK_B);
+    tt_write_dataset(dir, "va.jsonl", 12, 77, &TT_TASK_A);
+}
+
+void tt_write_two_task_job(const char *dir, const char *rel, const struct tt_two_task_job *j)
+{
+    char text[2048];
+    snprintf(text, sizeof text,
+             "return { name = '%s', model = { path = 'model' }, batching = { capacity = 160 },\n"
+             "  pipeline = { stages = %d, data_parallel = %d },\n"
+             "  training = { backend = 'cpu', output = '%s', %slog_every = 1 },\n"
+             "  adapters = {\n"
+             "  { name = 'a', dataset = 'a.jsonl', %sglobal_batch = 4, rank = 8, alpha = 16, dropout = 0.1, "
+             "lr = 1e-2, seed = 3, epochs = %d },\n"
+             "  { name = 'b', dataset = 'b.jsonl', global_batch = 6, rank = 4, alpha = 4, dropout = 0, lr = 5e-3, "
+             "seed = 9, epochs = %d, targets = { 'q_proj', 'v_proj', 'down_proj' } } } }\n",
+             j->name, j->stages, j->dp, j->out, j->training ? j->training : "",
+             j->validate ? "validation = 'va.jsonl', " : "", j->epochs, j->epochs);
+    tt_write_text(dir, rel, text);
+}
+
 void tt_write_tiny_model(const char *dir, const char *rel, enum lg_model_family family, int layers)
 {
     struct lg_model_config c;

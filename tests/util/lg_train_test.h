@@ -34,6 +34,21 @@ double tt_adapter_diff(const char *dir, const char *rel_a, const char *rel_b);
  * files with the same steps in the same order (asserted); *lines is how many lines there were. */
 void tt_compare_metrics(const char *dir, const char *rel_a, const char *rel_b, int *lines);
 
+/* The two-task fixture of the multi-process suites (test_train_dp, test_train_pp, test_train_resume_mp): a tiny
+ * Llama of `layers` layers in dir/model, a.jsonl (40 samples of TT_TASK_A), b.jsonl (36 of TT_TASK_B) and
+ * va.jsonl (12 of task A). */
+extern const struct tt_task TT_TASK_A, TT_TASK_B;
+void tt_write_two_task_fixture(const char *dir, int layers);
+
+/* Their job, to dir/rel: adapters a (rank 8, dropout 0.1, batch 4; validated on va.jsonl when `validate`) and
+ * b (rank 4, batch 6, q/v/down only), `epochs` epochs each, over stages x dp processes on the CPU backend,
+ * output under `out`; `training` adds fields to the training table ("checkpoint_every = 2, "), or "". */
+struct tt_two_task_job {
+    const char *name, *out, *training;
+    int stages, dp, epochs, validate;
+};
+void tt_write_two_task_job(const char *dir, const char *rel, const struct tt_two_task_job *j);
+
 /* The two-GPU suites. */
 
 /* How many GPUs, counted in a forked child so that CUDA is never initialised in this process. */
