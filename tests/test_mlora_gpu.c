@@ -213,22 +213,13 @@ START_TEST(bad_calls_are_errors)
 }
 END_TEST
 
-int main(void)
+static void add_tests(TCase *tc)
 {
-    lg_test_require_gpu();
-    struct lg_ctx_params cp = {.device = 0};
-    CHECK(lg_ctx_init(&cp, &mc_ctx));
-    printf("device: %s (sm_%d, %d SMs)\n", lg_ctx_device_name(mc_ctx), lg_ctx_arch(mc_ctx), lg_ctx_sm_count(mc_ctx));
-    Suite *s = suite_create("mlora_gpu");
-    TCase *tc = tcase_create("gpu");
-    tcase_set_timeout(tc, 0);
     tcase_add_loop_test(tc, layer_matches_reference, 0, (int)(sizeof cases / sizeof cases[0]));
     tcase_add_test(tc, strategies_agree);
     tcase_add_test(tc, gradients_bitwise_reproducible);
     tcase_add_test(tc, shared_workspace);
     tcase_add_test(tc, bad_calls_are_errors);
-    suite_add_tcase(s, tc);
-    int failed = lg_test_run(s, 1);
-    lg_ctx_free(mc_ctx);
-    return failed ? 1 : 0;
 }
+
+int main(void) { return mc_main("mlora_gpu", add_tests); }

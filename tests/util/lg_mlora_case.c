@@ -329,3 +329,19 @@ int mc_check_case(const struct mcase *c, enum lg_mlora_strategy strat, int split
     mc_free_inputs(c, &in);
     return ok;
 }
+
+int mc_main(const char *suite, void (*add_tests)(TCase *tc))
+{
+    lg_test_require_gpu();
+    struct lg_ctx_params cp = {.device = 0};
+    CHECK(lg_ctx_init(&cp, &mc_ctx));
+    printf("device: %s (sm_%d, %d SMs)\n", lg_ctx_device_name(mc_ctx), lg_ctx_arch(mc_ctx), lg_ctx_sm_count(mc_ctx));
+    Suite *s = suite_create(suite);
+    TCase *tc = tcase_create("gpu");
+    tcase_set_timeout(tc, 0);
+    add_tests(tc);
+    suite_add_tcase(s, tc);
+    int failed = lg_test_run(s, 1);
+    lg_ctx_free(mc_ctx);
+    return failed ? 1 : 0;
+}

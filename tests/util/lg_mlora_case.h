@@ -58,4 +58,8 @@ double *mc_dbl(const float *v, size_t n);
  * free (mc_run_free); NULL: freed. */
 int mc_check_case(const struct mcase *c, enum lg_mlora_strategy strat, int split, struct mc_run *keep);
 
+/* The suites' main: exits 77 without a GPU, makes mc_ctx, runs one test case (no timeout, not forked: the
+ * context is made once) holding what add_tests adds, frees mc_ctx; the exit status. */
+int mc_main(const char *suite, void (*add_tests)(TCase *tc));
+
 #endif
