@@ -247,7 +247,7 @@ END_TEST
 START_TEST(example_jobs)
 {
     static const char *jobs[] = {"specs/jobs/four-summarisers.lua", "specs/jobs/auto-capacity.lua",
-                                 "specs/jobs/chat-jsonl.lua"};
+                                 "specs/jobs/chat-jsonl.lua", "specs/jobs/seventy-b-eight-gpus.lua"};
     for (size_t i = 0; i < sizeof jobs / sizeof *jobs; i++) {
         lg_job_t *job;
         lg_plan_t *plan;
