@@ -135,12 +135,14 @@ static int run_algo(const lg_job_t *job, const struct opts *o, enum lg_plan_algo
     return 0;
 }
 
-static void print_job(const lg_job_t *job)
+static void print_job(const lg_job_t *job, uint32_t capacity_flag)
 {
     const struct lg_job_params *p = lg_job_get_params(job);
     printf("job %s: %d adapter(s), S=%d stages, DP=%d, capacity %u tokens (%s), pad to %d\n", lg_job_name(job),
-           lg_job_adapter_count(job), p->stages, p->data_parallel, lg_job_capacity_limit(job),
-           p->capacity_policy == LG_CAPACITY_AUTO ? "auto: from the memory budget" : "fixed", p->pad_multiple);
+           lg_job_adapter_count(job), p->stages, p->data_parallel,
+           capacity_flag ? capacity_flag : lg_job_capacity_limit(job),
+           capacity_flag ? "--capacity" : p->capacity_policy == LG_CAPACITY_AUTO ? "auto: from the memory budget" : "fixed",
+           p->pad_multiple);
     printf("  %-16s %8s %7s %10s %6s %5s %5s %9s %7s\n", "adapter", "samples", "batches", "tokens", "max", "batch",
            "rank", "truncated", "skipped");
     for (int a = 0; a < lg_job_adapter_count(job); a++) {
@@ -237,7 +239,7 @@ int lg_cmd_plan(int argc, char **argv)
         fprintf(stderr, "%s\n", lg_last_error());
         return 1;
     }
-    print_job(job);
+    print_job(job, (uint32_t)o.capacity);
     struct run runs[3] = {{0}};
     int have[3] = {0};
     rc = 0;
