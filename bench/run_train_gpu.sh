@@ -3,8 +3,9 @@
 # minutes), from a build made on the development machine (Release, LORAGEN_STATIC_DEPS=ON). Logs under $OUT (or
 # out/train-gpu); each round ends with a short table.
 #   usage: bash bench/run_train_gpu.sh BUILD_DIR ROUND [MODEL_DIR]
-#   ROUND  tests: the suites the trainer's CUDA path rests on (FusedMultiLoRA with its split GEMMs, the decoder
-#                 ops, attention, the trainer against the CPU backend, a short tune), ~5 min
+#   ROUND  tests: the suites the trainer's CUDA path rests on (FusedMultiLoRA with its split GEMMs and shared
+#                 workspace, the decoder ops, both attention backends, the trainer against the CPU backend, a
+#                 short tune with online tuning), ~7 min
 #          train: `loragen tune --families mlora` into a database, then bench_train_8b.sh (fixed and mix, fast
 #                 attention backward) with it, a capacity = "auto" run, and bench_layer.sh (LoRA's cost in one
 #                 layer), ~8 min with the 8B model already written in MODEL_DIR's parent
@@ -31,7 +32,7 @@ case "$R" in
 tests)
   for t in test_mlora_gpu test_mlora_gpu_merged test_decoder_ops_gpu_norm test_decoder_ops_gpu_rope \
            test_decoder_ops_gpu_swiglu test_decoder_ops_gpu_head test_decoder_ops_gpu_adamw test_decoder_ops_gpu_calls \
-           test_attention_gpu test_attention_gpu_calls test_train_gpu; do
+           test_attention_gpu test_attention_gpu_calls test_attention_cudnn_gpu test_train_gpu; do
     step "$t" "$B/$t"
   done
   LORAGEN_TUNE_TEST_CANDS=3 step test_tune_gpu "$B/test_tune_gpu"
