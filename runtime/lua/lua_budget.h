@@ -1,6 +1,6 @@
 /* lua_budget.h (private to the lua part): the budgets a data file (a spec or a job file) is evaluated under,
  * and the accounting every other file of the part charges against (budget.c). The bottom of the part: it
- * calls nothing in luaenv.c, sandbox.c or strmatch.c.
+ * calls nothing in luaenv.c, sandbox.c, strmatch.c or strfuncs.c.
  *
  * Lua's instruction-count hook only fires between VM instructions, but a data file can make one instruction
  * or one library call do unbounded work in C: a backtracking pattern, string.rep, table.move over a huge
@@ -9,7 +9,7 @@
  *   - VM instructions (the count hook);
  *   - work units done by the C library functions a data file can call: one unit is one pattern-matching step,
  *     one table element moved or compared, or 16 bytes a string function builds; the limited string and
- *     table functions (sandbox.c, strmatch.c) charge them before or while they work;
+ *     table functions (sandbox.c, strfuncs.c, strmatch.c) charge them before or while they work;
  *   - bytes allocated in total (besides the live-memory cap every state has), so that a loop that builds and
  *     drops big strings ends;
  *   - a deadline in CPU time of the evaluating thread (so a loaded machine does not trip it), checked by the

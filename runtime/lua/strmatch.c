@@ -1,722 +1,367 @@
-/* strmatch.c: Lua 5.4.4's pattern matching (lstrlib.c: find, match, gmatch, gsub), unchanged except that it
- * charges its work to the sandbox's budget (lua_budget.h): one unit per matching step, per 16 bytes that a
- * repetition scans or a capture back-reference compares, and per candidate of a plain search. Data files get
- * these in place of Lua's, whose backtracking runs in C where the instruction hook never fires, so that
- * string.find(s, string.rep("a-", 30) .. "b") ends with an error instead of running for years. Outside a
- * limited run the charges are no-ops and the functions are Lua's. The code keeps Lua's style so that it diffs
- * cleanly against upstream.
+/* strmatch.c: loragen's pattern matcher, with the semantics of Lua 5.4's patterns (reference manual §6.4.1):
+ * single-character classes (".", "%a" and the other letters, their upper-case complements, "%x" for any
+ * other x, sets with ranges, classes and "^"), the quantifiers * + - ?, captures and position captures,
+ * back-references %1..%9, %b and %f, and "$" at the end. strfuncs.c builds find, match, gmatch and gsub on it.
  *
- * Copyright (C) 1994-2022 Lua.org, PUC-Rio (MIT licence, as in lua.h):
- * Permission is hereby granted, free of charge, to any person obtaining a copy of this software and associated
- * documentation files (the "Software"), to deal in the Software without restriction, including without
- * limitation the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the
- * Software, and to permit persons to whom the Software is furnished to do so, subject to the following
- * conditions: The above copyright notice and this permission notice shall be included in all copies or
- * substantial portions of the Software. THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS
- * OR IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE
- * AND NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR
- * OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION
- * WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE. */
-#include "lua_sandbox.h"
+ * It exists for the sandbox: a backtracking pattern does its work here in C, where Lua's instruction hook never
+ * fires, so every matching step is charged to the run's budget (one unit per step, per 16 bytes a repetition
+ * scans or a back-reference compares), in batches so that the cost is negligible outside a limited run.
+ * Recursion happens at the same points as in Lua (captures, repetitions, "?"), bounded by LG_MATCH_DEPTH, and
+ * every error carries Lua's message, since data files may compare them. */
+#include "strmatch.h"
 #include "lua_budget.h"
 
 #include <ctype.h>
 #include <lauxlib.h>
-#include <stddef.h>
 #include <string.h>
 
-#if !defined(LUA_MAXCAPTURES)
-#define LUA_MAXCAPTURES		32
-#endif
+#define CHARGE_BATCH 4096 /* units gathered before one call to lg_lua_charge */
 
-#define uchar(c)	((unsigned char)(c))
+static const char *match(struct lg_match *m, const char *s, const char *p);
 
-#if !defined(l_unlikely)
-#define l_unlikely(x)	__builtin_expect(((x) != 0), 0)
-#endif
-
-#if !defined(lua_assert)
-#define lua_assert(c)	((void)0)
-#endif
-
-/* lstrlib.c's position helper (a relative initial position, clipped to [1, inf)). */
-static size_t posrelatI (lua_Integer pos, size_t len) {
-  if (pos > 0)
-    return (size_t)pos;
-  else if (pos == 0)
-    return 1;
-  else if (pos < -(lua_Integer)len)  /* inverted comparison */
-    return 1;  /* clip to 1 */
-  else return len + (size_t)pos + 1;
+void lg_match_init(struct lg_match *m, lua_State *L, const char *fn, const char *s, size_t ls, const char *p,
+                   size_t lp)
+{
+    m->L = L;
+    m->fn = fn;
+    m->src = s;
+    m->src_end = s + ls;
+    m->pat_end = p + lp;
+    m->pending = 0;
+    lg_match_reset(m);
 }
 
-
-#define CAP_UNFINISHED	(-1)
-#define CAP_POSITION	(-2)
-
-
-typedef struct MatchState {
-  const char *src_init;  /* init of source string */
-  const char *src_end;  /* end ('\0') of source string */
-  const char *p_end;  /* end ('\0') of pattern */
-  lua_State *L;
-  int matchdepth;  /* control for recursive depth (to avoid C stack overflow) */
-  unsigned char level;  /* total number of captures (finished or unfinished) */
-  int64_t steps;  /* loragen: work not yet charged (lg_lua_charge) */
-  const char *fn;  /* loragen: the library function, for the budget's message */
-  struct {
-    const char *init;
-    ptrdiff_t len;
-  } capture[LUA_MAXCAPTURES];
-} MatchState;
-
-
-/* recursive function */
-static const char *match (MatchState *ms, const char *s, const char *p);
-
-
-/* maximum recursion depth for 'match' */
-#if !defined(MAXCCALLS)
-#define MAXCCALLS	200
-#endif
-
-
-/* loragen: work is charged in batches, so the budget costs one call per CHARGE_BATCH steps. */
-#define CHARGE_BATCH 4096
-
-static void settle (MatchState *ms) {
-  int64_t n = ms->steps;
-  ms->steps = 0;
-  lg_lua_charge(ms->L, n, ms->fn);
+void lg_match_reset(struct lg_match *m)
+{
+    m->level = 0;
+    m->depth = LG_MATCH_DEPTH;
 }
 
-static void charge (MatchState *ms, int64_t n) {
-  ms->steps += n;
-  if (l_unlikely(ms->steps >= CHARGE_BATCH))
-    settle(ms);
+void lg_match_settle(struct lg_match *m)
+{
+    int64_t n = m->pending;
+    m->pending = 0;
+    if (n > 0)
+        lg_lua_charge(m->L, n, m->fn);
 }
 
-
-#define L_ESC		'%'
-#define SPECIALS	"^$*+?.([%-"
-
-
-static int check_capture (MatchState *ms, int l) {
-  l -= '1';
-  if (l_unlikely(l < 0 || l >= ms->level ||
-                 ms->capture[l].len == CAP_UNFINISHED))
-    return luaL_error(ms->L, "invalid capture index %%%d", l + 1);
-  return l;
+void lg_match_charge(struct lg_match *m, int64_t units)
+{
+    m->pending += units;
+    if (m->pending >= CHARGE_BATCH)
+        lg_match_settle(m);
 }
 
+/* ---- single-character classes ---- */
 
-static int capture_to_close (MatchState *ms) {
-  int level = ms->level;
-  for (level--; level>=0; level--)
-    if (ms->capture[level].len == CAP_UNFINISHED) return level;
-  return luaL_error(ms->L, "invalid pattern capture");
-}
-
-
-static const char *classend (MatchState *ms, const char *p) {
-  switch (*p++) {
-    case L_ESC: {
-      if (l_unlikely(p == ms->p_end))
-        luaL_error(ms->L, "malformed pattern (ends with '%%')");
-      return p+1;
+/* Whether byte c is in the class that letter cl names; a byte that names no class stands for itself. */
+static int class_has(int c, int cl)
+{
+    int in;
+    switch (tolower(cl)) {
+    case 'a': in = isalpha(c); break;
+    case 'c': in = iscntrl(c); break;
+    case 'd': in = isdigit(c); break;
+    case 'g': in = isgraph(c); break;
+    case 'l': in = islower(c); break;
+    case 'p': in = ispunct(c); break;
+    case 's': in = isspace(c); break;
+    case 'u': in = isupper(c); break;
+    case 'w': in = isalnum(c); break;
+    case 'x': in = isxdigit(c); break;
+    case 'z': in = c == 0; break; /* deprecated, still accepted by Lua 5.4 */
+    default: return cl == c;
     }
-    case '[': {
-      if (*p == '^') p++;
-      do {  /* look for a ']' */
-        if (l_unlikely(p == ms->p_end))
-          luaL_error(ms->L, "malformed pattern (missing ']')");
-        if (*(p++) == L_ESC && p < ms->p_end)
-          p++;  /* skip escapes (e.g. '%]') */
-      } while (*p != ']');
-      return p+1;
+    in = in != 0;
+    return isupper(cl) ? !in : in;
+}
+
+/* Just past the single-character class that starts at p (p < pat_end): a byte, "%x" or a whole set. In a
+ * set the first member (after an optional "^") may be "]", and "%" escapes the byte after it. */
+static const char *class_end(struct lg_match *m, const char *p)
+{
+    const char *end = m->pat_end;
+    if (*p == '%') {
+        if (p + 1 >= end)
+            luaL_error(m->L, "malformed pattern (ends with '%%')");
+        return p + 2;
     }
-    default: {
-      return p;
-    }
-  }
-}
-
-
-static int match_class (int c, int cl) {
-  int res;
-  switch (tolower(cl)) {
-    case 'a' : res = isalpha(c); break;
-    case 'c' : res = iscntrl(c); break;
-    case 'd' : res = isdigit(c); break;
-    case 'g' : res = isgraph(c); break;
-    case 'l' : res = islower(c); break;
-    case 'p' : res = ispunct(c); break;
-    case 's' : res = isspace(c); break;
-    case 'u' : res = isupper(c); break;
-    case 'w' : res = isalnum(c); break;
-    case 'x' : res = isxdigit(c); break;
-    case 'z' : res = (c == 0); break;  /* deprecated option */
-    default: return (cl == c);
-  }
-  return (islower(cl) ? res : !res);
-}
-
-
-static int matchbracketclass (int c, const char *p, const char *ec) {
-  int sig = 1;
-  if (*(p+1) == '^') {
-    sig = 0;
-    p++;  /* skip the '^' */
-  }
-  while (++p < ec) {
-    if (*p == L_ESC) {
-      p++;
-      if (match_class(c, uchar(*p)))
-        return sig;
-    }
-    else if ((*(p+1) == '-') && (p+2 < ec)) {
-      p+=2;
-      if (uchar(*(p-2)) <= c && c <= uchar(*p))
-        return sig;
-    }
-    else if (uchar(*p) == c) return sig;
-  }
-  return !sig;
-}
-
-
-static int singlematch (MatchState *ms, const char *s, const char *p,
-                        const char *ep) {
-  if (s >= ms->src_end)
-    return 0;
-  else {
-    int c = uchar(*s);
-    switch (*p) {
-      case '.': return 1;  /* matches any char */
-      case L_ESC: return match_class(c, uchar(*(p+1)));
-      case '[': return matchbracketclass(c, p, ep-1);
-      default:  return (uchar(*p) == c);
-    }
-  }
-}
-
-
-static const char *matchbalance (MatchState *ms, const char *s,
-                                   const char *p) {
-  if (l_unlikely(p >= ms->p_end - 1))
-    luaL_error(ms->L, "malformed pattern (missing arguments to '%%b')");
-  if (*s != *p) return NULL;
-  else {
-    int b = *p;
-    int e = *(p+1);
-    int cont = 1;
-    const char *s0 = s;
-    while (++s < ms->src_end) {
-      if (l_unlikely(((s - s0) & (CHARGE_BATCH - 1)) == 0))
-        charge(ms, CHARGE_BATCH);
-      if (*s == e) {
-        if (--cont == 0) return s+1;
-      }
-      else if (*s == b) cont++;
-    }
-  }
-  return NULL;  /* string ends out of balance */
-}
-
-
-static const char *max_expand (MatchState *ms, const char *s,
-                                 const char *p, const char *ep) {
-  ptrdiff_t i = 0;  /* counts maximum expand for item */
-  while (singlematch(ms, s + i, p, ep))
-    i++;
-  charge(ms, i / 16 + 1);
-  /* keeps trying to match with the maximum repetitions */
-  while (i>=0) {
-    const char *res = match(ms, (s+i), ep+1);
-    if (res) return res;
-    i--;  /* else didn't match; reduce 1 repetition to try again */
-  }
-  return NULL;
-}
-
-
-static const char *min_expand (MatchState *ms, const char *s,
-                                 const char *p, const char *ep) {
-  for (;;) {
-    const char *res = match(ms, s, ep+1);
-    if (res != NULL)
-      return res;
-    else if (singlematch(ms, s, p, ep))
-      s++;  /* try with one more repetition */
-    else return NULL;
-  }
-}
-
-
-static const char *start_capture (MatchState *ms, const char *s,
-                                    const char *p, int what) {
-  const char *res;
-  int level = ms->level;
-  if (level >= LUA_MAXCAPTURES) luaL_error(ms->L, "too many captures");
-  ms->capture[level].init = s;
-  ms->capture[level].len = what;
-  ms->level = level+1;
-  if ((res=match(ms, s, p)) == NULL)  /* match failed? */
-    ms->level--;  /* undo capture */
-  return res;
-}
-
-
-static const char *end_capture (MatchState *ms, const char *s,
-                                  const char *p) {
-  int l = capture_to_close(ms);
-  const char *res;
-  ms->capture[l].len = s - ms->capture[l].init;  /* close capture */
-  if ((res = match(ms, s, p)) == NULL)  /* match failed? */
-    ms->capture[l].len = CAP_UNFINISHED;  /* undo capture */
-  return res;
-}
-
-
-static const char *match_capture (MatchState *ms, const char *s, int l) {
-  size_t len;
-  l = check_capture(ms, l);
-  len = ms->capture[l].len;
-  charge(ms, (int64_t)(len / 16) + 1);
-  if ((size_t)(ms->src_end-s) >= len &&
-      memcmp(ms->capture[l].init, s, len) == 0)
-    return s+len;
-  else return NULL;
-}
-
-
-static const char *match (MatchState *ms, const char *s, const char *p) {
-  if (l_unlikely(ms->matchdepth-- == 0))
-    luaL_error(ms->L, "pattern too complex");
-  init: /* using goto's to optimize tail recursion */
-  charge(ms, 1);
-  if (p != ms->p_end) {  /* end of pattern? */
-    switch (*p) {
-      case '(': {  /* start capture */
-        if (*(p + 1) == ')')  /* position capture? */
-          s = start_capture(ms, s, p + 2, CAP_POSITION);
-        else
-          s = start_capture(ms, s, p + 1, CAP_UNFINISHED);
-        break;
-      }
-      case ')': {  /* end capture */
-        s = end_capture(ms, s, p + 1);
-        break;
-      }
-      case '$': {
-        if ((p + 1) != ms->p_end)  /* is the '$' the last char in pattern? */
-          goto dflt;  /* no; go to default */
-        s = (s == ms->src_end) ? s : NULL;  /* check end of string */
-        break;
-      }
-      case L_ESC: {  /* escaped sequences not in the format class[*+?-]? */
-        switch (*(p + 1)) {
-          case 'b': {  /* balanced string? */
-            s = matchbalance(ms, s, p + 2);
-            if (s != NULL) {
-              p += 4; goto init;  /* return match(ms, s, p + 4); */
-            }  /* else fail (s == NULL) */
-            break;
-          }
-          case 'f': {  /* frontier? */
-            const char *ep; char previous;
-            p += 2;
-            if (l_unlikely(*p != '['))
-              luaL_error(ms->L, "missing '[' after '%%f' in pattern");
-            ep = classend(ms, p);  /* points to what is next */
-            previous = (s == ms->src_init) ? '\0' : *(s - 1);
-            if (!matchbracketclass(uchar(previous), p, ep - 1) &&
-               matchbracketclass(uchar(*s), p, ep - 1)) {
-              p = ep; goto init;  /* return match(ms, s, ep); */
-            }
-            s = NULL;  /* match failed */
-            break;
-          }
-          case '0': case '1': case '2': case '3':
-          case '4': case '5': case '6': case '7':
-          case '8': case '9': {  /* capture results (%0-%9)? */
-            s = match_capture(ms, s, uchar(*(p + 1)));
-            if (s != NULL) {
-              p += 2; goto init;  /* return match(ms, s, p + 2) */
-            }
-            break;
-          }
-          default: goto dflt;
-        }
-        break;
-      }
-      default: dflt: {  /* pattern class plus optional suffix */
-        const char *ep = classend(ms, p);  /* points to optional suffix */
-        /* does not match at least once? */
-        if (!singlematch(ms, s, p, ep)) {
-          if (*ep == '*' || *ep == '?' || *ep == '-') {  /* accept empty? */
-            p = ep + 1; goto init;  /* return match(ms, s, ep + 1); */
-          }
-          else  /* '+' or no suffix */
-            s = NULL;  /* fail */
-        }
-        else {  /* matched once */
-          switch (*ep) {  /* handle optional suffix */
-            case '?': {  /* optional */
-              const char *res;
-              if ((res = match(ms, s + 1, ep + 1)) != NULL)
-                s = res;
-              else {
-                p = ep + 1; goto init;  /* else return match(ms, s, ep + 1); */
-              }
-              break;
-            }
-            case '+':  /* 1 or more repetitions */
-              s++;  /* 1 match already done */
-              /* FALLTHROUGH */
-            case '*':  /* 0 or more repetitions */
-              s = max_expand(ms, s, p, ep);
-              break;
-            case '-':  /* 0 or more repetitions (minimum) */
-              s = min_expand(ms, s, p, ep);
-              break;
-            default:  /* no suffix */
-              s++; p = ep; goto init;  /* return match(ms, s + 1, ep); */
-          }
-        }
-        break;
-      }
-    }
-  }
-  ms->matchdepth++;
-  return s;
-}
-
-
-
-static const char *lmemfind (MatchState *ms, const char *s1, size_t l1,
-                               const char *s2, size_t l2) {
-  if (l2 == 0) return s1;  /* empty strings are everywhere */
-  else if (l2 > l1) return NULL;  /* avoids a negative 'l1' */
-  else {
-    const char *init;  /* to search for a '*s2' inside 's1' */
-    l2--;  /* 1st char will be checked by 'memchr' */
-    l1 = l1-l2;  /* 's2' cannot be found after that */
-    while (l1 > 0 && (init = (const char *)memchr(s1, *s2, l1)) != NULL) {
-      init++;   /* 1st char is already checked */
-      charge(ms, (int64_t)(l2 / 16) + 1);
-      if (memcmp(init, s2+1, l2) == 0)
-        return init-1;
-      else {  /* correct 'l1' and 's1' to try again */
-        l1 -= init-s1;
-        s1 = init;
-      }
-    }
-    return NULL;  /* not found */
-  }
-}
-
-
-/*
-** get information about the i-th capture. If there are no captures
-** and 'i==0', return information about the whole match, which
-** is the range 's'..'e'. If the capture is a string, return
-** its length and put its address in '*cap'. If it is an integer
-** (a position), push it on the stack and return CAP_POSITION.
-*/
-static size_t get_onecapture (MatchState *ms, int i, const char *s,
-                              const char *e, const char **cap) {
-  if (i >= ms->level) {
-    if (l_unlikely(i != 0))
-      luaL_error(ms->L, "invalid capture index %%%d", i + 1);
-    *cap = s;
-    return e - s;
-  }
-  else {
-    ptrdiff_t capl = ms->capture[i].len;
-    *cap = ms->capture[i].init;
-    if (l_unlikely(capl == CAP_UNFINISHED))
-      luaL_error(ms->L, "unfinished capture");
-    else if (capl == CAP_POSITION)
-      lua_pushinteger(ms->L, (ms->capture[i].init - ms->src_init) + 1);
-    return capl;
-  }
-}
-
-
-/*
-** Push the i-th capture on the stack.
-*/
-static void push_onecapture (MatchState *ms, int i, const char *s,
-                                                    const char *e) {
-  const char *cap;
-  ptrdiff_t l = get_onecapture(ms, i, s, e, &cap);
-  if (l != CAP_POSITION)
-    lua_pushlstring(ms->L, cap, l);
-  /* else position was already pushed */
-}
-
-
-static int push_captures (MatchState *ms, const char *s, const char *e) {
-  int i;
-  int nlevels = (ms->level == 0 && s) ? 1 : ms->level;
-  luaL_checkstack(ms->L, nlevels, "too many captures");
-  for (i = 0; i < nlevels; i++)
-    push_onecapture(ms, i, s, e);
-  return nlevels;  /* number of strings pushed */
-}
-
-
-/* check whether pattern has no special characters */
-static int nospecials (const char *p, size_t l) {
-  size_t upto = 0;
-  do {
-    if (strpbrk(p + upto, SPECIALS))
-      return 0;  /* pattern has a special character */
-    upto += strlen(p + upto) + 1;  /* may have more after \0 */
-  } while (upto <= l);
-  return 1;  /* no special chars found */
-}
-
-
-static void prepstate (MatchState *ms, lua_State *L,
-                       const char *s, size_t ls, const char *p, size_t lp) {
-  ms->L = L;
-  ms->steps = 0;
-  ms->matchdepth = MAXCCALLS;
-  ms->src_init = s;
-  ms->src_end = s + ls;
-  ms->p_end = p + lp;
-}
-
-
-static void reprepstate (MatchState *ms) {
-  ms->level = 0;
-  lua_assert(ms->matchdepth == MAXCCALLS);
-}
-
-
-static int str_find_aux (lua_State *L, int find) {
-  MatchState ms;
-  size_t ls, lp;
-  const char *s = luaL_checklstring(L, 1, &ls);
-  const char *p = luaL_checklstring(L, 2, &lp);
-  size_t init = posrelatI(luaL_optinteger(L, 3, 1), ls) - 1;
-  if (init > ls) {  /* start after string's end? */
-    luaL_pushfail(L);  /* cannot find anything */
-    return 1;
-  }
-  /* explicit request or no special characters? */
-  if (find && (lua_toboolean(L, 4) || nospecials(p, lp))) {
-    /* do a plain search */
-    const char *s2;
-    prepstate(&ms, L, s, ls, p, lp);
-    ms.fn = "string.find";
-    s2 = lmemfind(&ms, s + init, ls - init, p, lp);
-    settle(&ms);
-    if (s2) {
-      lua_pushinteger(L, (s2 - s) + 1);
-      lua_pushinteger(L, (s2 - s) + lp);
-      return 2;
-    }
-  }
-  else {
-    const char *s1 = s + init;
-    int anchor = (*p == '^');
-    if (anchor) {
-      p++; lp--;  /* skip anchor character */
-    }
-    prepstate(&ms, L, s, ls, p, lp);
-    ms.fn = find ? "string.find" : "string.match";
+    if (*p != '[')
+        return p + 1;
+    p++;
+    if (p < end && *p == '^')
+        p++;
     do {
-      const char *res;
-      reprepstate(&ms);
-      if ((res=match(&ms, s1, p)) != NULL) {
-        settle(&ms);
-        if (find) {
-          lua_pushinteger(L, (s1 - s) + 1);  /* start */
-          lua_pushinteger(L, res - s);   /* end */
-          return push_captures(&ms, NULL, 0) + 2;
+        if (p >= end)
+            luaL_error(m->L, "malformed pattern (missing ']')");
+        p += *p == '%' && p + 1 < end ? 2 : 1;
+    } while (p >= end || *p != ']');
+    return p + 1;
+}
+
+/* Whether c is in the set from p (its "[") to ec (its closing "]"). */
+static int set_has(int c, const char *p, const char *ec)
+{
+    int in = 1;
+    p++;
+    if (*p == '^') {
+        in = 0;
+        p++;
+    }
+    for (; p < ec; p++) {
+        if (*p == '%') {
+            p++;
+            if (class_has(c, (unsigned char)*p))
+                return in;
+        } else if (p[1] == '-' && p + 2 < ec) {
+            if ((unsigned char)p[0] <= c && c <= (unsigned char)p[2])
+                return in;
+            p += 2;
+        } else if ((unsigned char)*p == c) {
+            return in;
         }
-        else
-          return push_captures(&ms, s1, res);
-      }
-    } while (s1++ < ms.src_end && !anchor);
-    settle(&ms);
-  }
-  luaL_pushfail(L);  /* not found */
-  return 1;
+    }
+    return !in;
 }
 
-
-int lg_lua_str_find (lua_State *L) {
-  return str_find_aux(L, 1);
+/* Whether the subject byte at s is in the class [p, ep); never at the subject's end. */
+static int class_at(struct lg_match *m, const char *s, const char *p, const char *ep)
+{
+    if (s >= m->src_end)
+        return 0;
+    int c = (unsigned char)*s;
+    switch (*p) {
+    case '.': return 1;
+    case '%': return class_has(c, (unsigned char)p[1]);
+    case '[': return set_has(c, p, ep - 1);
+    default: return (unsigned char)*p == c;
+    }
 }
 
+/* ---- the items that are not a single class ---- */
 
-int lg_lua_str_match (lua_State *L) {
-  return str_find_aux(L, 0);
+/* %bxy at s (p at x): the end of a balanced x...y, or NULL. */
+static const char *match_balance(struct lg_match *m, const char *s, const char *p)
+{
+    if (p + 1 >= m->pat_end)
+        luaL_error(m->L, "malformed pattern (missing arguments to '%%b')");
+    if (s >= m->src_end || *s != p[0])
+        return NULL;
+    int open = 0;
+    for (const char *t = s; t < m->src_end; t++) {
+        if (t > s && *t == p[1]) {
+            if (--open == 0) {
+                lg_match_charge(m, (t - s) >> 4);
+                return t + 1;
+            }
+        } else if (*t == p[0]) {
+            open++;
+        }
+    }
+    lg_match_charge(m, (m->src_end - s) >> 4);
+    return NULL;
 }
 
+/* %f[set] at s (p just after "%f"): the pattern after the set when s is where the set starts (the byte
+ * before, or "\0" at the subject's start, is outside it; the byte at s, or "\0" at the end, is in it). */
+static const char *match_frontier(struct lg_match *m, const char *s, const char *p)
+{
+    if (p >= m->pat_end || *p != '[')
+        luaL_error(m->L, "missing '[' after '%%f' in pattern");
+    const char *ep = class_end(m, p);
+    int before = s == m->src ? 0 : (unsigned char)s[-1];
+    int here = s < m->src_end ? (unsigned char)*s : 0;
+    return !set_has(before, p, ep - 1) && set_has(here, p, ep - 1) ? ep : NULL;
+}
 
-/* state for 'gmatch' */
-typedef struct GMatchState {
-  const char *src;  /* current position */
-  const char *p;  /* pattern */
-  const char *lastmatch;  /* end of last match */
-  MatchState ms;  /* match state */
-} GMatchState;
+/* %1..%9 at s: the end of a copy of that closed capture, or NULL (a position capture never matches). */
+static const char *match_backref(struct lg_match *m, const char *s, int digit)
+{
+    int i = digit - '1';
+    if (i < 0 || i >= m->level || m->cap[i].len == LG_CAP_UNFINISHED)
+        luaL_error(m->L, "invalid capture index %%%d", i + 1);
+    ptrdiff_t len = m->cap[i].len;
+    if (len < 0 || m->src_end - s < len)
+        return NULL;
+    lg_match_charge(m, len >> 4);
+    return memcmp(m->cap[i].init, s, (size_t)len) ? NULL : s + len;
+}
 
+/* ---- repetitions and captures: the points where matching recurses ---- */
 
-static int gmatch_aux (lua_State *L) {
-  GMatchState *gm = (GMatchState *)lua_touserdata(L, lua_upvalueindex(3));
-  const char *src;
-  gm->ms.L = L;
-  for (src = gm->src; src <= gm->ms.src_end; src++) {
+/* The class [p, ep) repeated from s as often as it matches, then fewer until the rest (ep + 1) matches. */
+static const char *repeat_longest(struct lg_match *m, const char *s, const char *p, const char *ep)
+{
+    ptrdiff_t n = 0;
+    while (class_at(m, s + n, p, ep))
+        n++;
+    lg_match_charge(m, n >> 4);
+    for (; n >= 0; n--) {
+        const char *e = match(m, s + n, ep + 1);
+        if (e)
+            return e;
+    }
+    return NULL;
+}
+
+/* The class [p, ep) repeated from s as few times as lets the rest (ep + 1) match. */
+static const char *repeat_shortest(struct lg_match *m, const char *s, const char *p, const char *ep)
+{
+    for (;; s++) {
+        const char *e = match(m, s, ep + 1);
+        if (e)
+            return e;
+        if (!class_at(m, s, p, ep))
+            return NULL;
+    }
+}
+
+static const char *open_capture(struct lg_match *m, const char *s, const char *p, ptrdiff_t what)
+{
+    if (m->level >= LG_MATCH_CAPTURES)
+        luaL_error(m->L, "too many captures");
+    m->cap[m->level].init = s;
+    m->cap[m->level].len = what;
+    m->level++;
+    const char *e = match(m, s, p);
+    if (!e)
+        m->level--;
+    return e;
+}
+
+/* ")": closes the innermost capture still open. */
+static const char *close_capture(struct lg_match *m, const char *s, const char *p)
+{
+    int i = m->level - 1;
+    while (i >= 0 && m->cap[i].len != LG_CAP_UNFINISHED)
+        i--;
+    if (i < 0)
+        luaL_error(m->L, "invalid pattern capture");
+    m->cap[i].len = s - m->cap[i].init;
+    const char *e = match(m, s, p);
+    if (!e)
+        m->cap[i].len = LG_CAP_UNFINISHED;
+    return e;
+}
+
+/* ---- the pattern, item by item ---- */
+
+/* A single class at p with its quantifier, if any; returns 1 with *s and *p moved on when matching goes on in
+ * this loop, 0 with *s set to the result (a match's end or NULL) when it is decided. */
+static int match_class_item(struct lg_match *m, const char **s, const char **p)
+{
+    const char *ep = class_end(m, *p);
+    int q = ep < m->pat_end ? *ep : 0;
+    if (!class_at(m, *s, *p, ep)) {
+        if (q == '*' || q == '?' || q == '-') {
+            *p = ep + 1; /* zero repetitions */
+            return 1;
+        }
+        *s = NULL;
+        return 0;
+    }
     const char *e;
-    reprepstate(&gm->ms);
-    if ((e = match(&gm->ms, src, gm->p)) != NULL && e != gm->lastmatch) {
-      settle(&gm->ms);
-      gm->src = gm->lastmatch = e;
-      return push_captures(&gm->ms, src, e);
+    switch (q) {
+    case '?':
+        if ((e = match(m, *s + 1, ep + 1))) {
+            *s = e;
+            return 0;
+        }
+        *p = ep + 1;
+        return 1;
+    case '+': *s = repeat_longest(m, *s + 1, *p, ep); return 0;
+    case '*': *s = repeat_longest(m, *s, *p, ep); return 0;
+    case '-': *s = repeat_shortest(m, *s, *p, ep); return 0;
+    default:
+        (*s)++;
+        *p = ep;
+        return 1;
     }
-  }
-  settle(&gm->ms);
-  return 0;  /* not found */
 }
 
-
-int lg_lua_str_gmatch (lua_State *L) {
-  size_t ls, lp;
-  const char *s = luaL_checklstring(L, 1, &ls);
-  const char *p = luaL_checklstring(L, 2, &lp);
-  size_t init = posrelatI(luaL_optinteger(L, 3, 1), ls) - 1;
-  GMatchState *gm;
-  lua_settop(L, 2);  /* keep strings on closure to avoid being collected */
-  gm = (GMatchState *)lua_newuserdatauv(L, sizeof(GMatchState), 0);
-  if (init > ls)  /* start after string's end? */
-    init = ls + 1;  /* avoid overflows in 's + init' */
-  prepstate(&gm->ms, L, s, ls, p, lp);
-  gm->ms.fn = "string.gmatch";
-  gm->src = s + init; gm->p = p; gm->lastmatch = NULL;
-  lua_pushcclosure(L, gmatch_aux, 3);
-  return 1;
+static const char *match_items(struct lg_match *m, const char *s, const char *p)
+{
+    while (p < m->pat_end) {
+        if (++m->pending >= CHARGE_BATCH)
+            lg_match_settle(m);
+        switch (*p) {
+        case '(':
+            if (p + 1 < m->pat_end && p[1] == ')')
+                return open_capture(m, s, p + 2, LG_CAP_POSITION);
+            return open_capture(m, s, p + 1, LG_CAP_UNFINISHED);
+        case ')': return close_capture(m, s, p + 1);
+        case '$':
+            if (p + 1 == m->pat_end)
+                return s == m->src_end ? s : NULL;
+            break; /* a "$" elsewhere is a byte */
+        case '%':
+            if (p + 1 < m->pat_end && p[1] == 'b') {
+                if (!(s = match_balance(m, s, p + 2)))
+                    return NULL;
+                p += 4;
+                continue;
+            }
+            if (p + 1 < m->pat_end && p[1] == 'f') {
+                if (!(p = match_frontier(m, s, p + 2)))
+                    return NULL;
+                continue;
+            }
+            if (p + 1 < m->pat_end && isdigit((unsigned char)p[1])) {
+                if (!(s = match_backref(m, s, p[1])))
+                    return NULL;
+                p += 2;
+                continue;
+            }
+            break;
+        }
+        if (!match_class_item(m, &s, &p))
+            return s;
+    }
+    return s;
 }
 
-
-static void add_s (MatchState *ms, luaL_Buffer *b, const char *s,
-                                                   const char *e) {
-  size_t l;
-  lua_State *L = ms->L;
-  const char *news = lua_tolstring(L, 3, &l);
-  const char *p;
-  while ((p = (char *)memchr(news, L_ESC, l)) != NULL) {
-    luaL_addlstring(b, news, p - news);
-    p++;  /* skip ESC */
-    if (*p == L_ESC)  /* '%%' */
-      luaL_addchar(b, *p);
-    else if (*p == '0')  /* '%0' */
-        luaL_addlstring(b, s, e - s);
-    else if (isdigit(uchar(*p))) {  /* '%n' */
-      const char *cap;
-      ptrdiff_t resl = get_onecapture(ms, *p - '1', s, e, &cap);
-      if (resl == CAP_POSITION)
-        luaL_addvalue(b);  /* add position to accumulated result */
-      else
-        luaL_addlstring(b, cap, resl);
-    }
-    else
-      luaL_error(L, "invalid use of '%c' in replacement string", L_ESC);
-    l -= p + 1 - news;
-    news = p + 1;
-  }
-  luaL_addlstring(b, news, l);
+static const char *match(struct lg_match *m, const char *s, const char *p)
+{
+    if (m->depth-- == 0)
+        luaL_error(m->L, "pattern too complex");
+    const char *e = match_items(m, s, p);
+    m->depth++;
+    return e;
 }
 
-
-/*
-** Add the replacement value to the string buffer 'b'.
-** Return true if the original string was changed. (Function calls and
-** table indexing resulting in nil or false do not change the subject.)
-*/
-static int add_value (MatchState *ms, luaL_Buffer *b, const char *s,
-                                      const char *e, int tr) {
-  lua_State *L = ms->L;
-  switch (tr) {
-    case LUA_TFUNCTION: {  /* call the function */
-      int n;
-      lua_pushvalue(L, 3);  /* push the function */
-      n = push_captures(ms, s, e);  /* all captures as arguments */
-      lua_call(L, n, 1);  /* call it */
-      break;
-    }
-    case LUA_TTABLE: {  /* index the table */
-      push_onecapture(ms, 0, s, e);  /* first capture is the index */
-      lua_gettable(L, 3);
-      break;
-    }
-    default: {  /* LUA_TNUMBER or LUA_TSTRING */
-      add_s(ms, b, s, e);  /* add value to the buffer */
-      return 1;  /* something changed */
-    }
-  }
-  if (!lua_toboolean(L, -1)) {  /* nil or false? */
-    lua_pop(L, 1);  /* remove value */
-    luaL_addlstring(b, s, e - s);  /* keep original text */
-    return 0;  /* no changes */
-  }
-  else if (l_unlikely(!lua_isstring(L, -1)))
-    return luaL_error(L, "invalid replacement value (a %s)",
-                         luaL_typename(L, -1));
-  else {
-    luaL_addvalue(b);  /* add result to accumulator */
-    return 1;  /* something changed */
-  }
+const char *lg_match_at(struct lg_match *m, const char *s, const char *p)
+{
+    return match(m, s, p);
 }
 
+/* ---- reading the captures ---- */
 
-int lg_lua_str_gsub (lua_State *L) {
-  size_t srcl, lp;
-  const char *src = luaL_checklstring(L, 1, &srcl);  /* subject */
-  const char *p = luaL_checklstring(L, 2, &lp);  /* pattern */
-  const char *lastmatch = NULL;  /* end of last match */
-  int tr = lua_type(L, 3);  /* replacement type */
-  lua_Integer max_s = luaL_optinteger(L, 4, srcl + 1);  /* max replacements */
-  int anchor = (*p == '^');
-  lua_Integer n = 0;  /* replacement count */
-  int changed = 0;  /* change flag */
-  MatchState ms;
-  luaL_Buffer b;
-  luaL_argexpected(L, tr == LUA_TNUMBER || tr == LUA_TSTRING ||
-                   tr == LUA_TFUNCTION || tr == LUA_TTABLE, 3,
-                      "string/function/table");
-  luaL_buffinit(L, &b);
-  if (anchor) {
-    p++; lp--;  /* skip anchor character */
-  }
-  prepstate(&ms, L, src, srcl, p, lp);
-  ms.fn = "string.gsub";
-  while (n < max_s) {
-    const char *e;
-    reprepstate(&ms);  /* (re)prepare state for new match */
-    if ((e = match(&ms, src, p)) != NULL && e != lastmatch) {  /* match? */
-      n++;
-      settle(&ms);  /* before add_value, which may call back into Lua */
-      changed = add_value(&ms, &b, src, e, tr) | changed;
-      src = lastmatch = e;
+ptrdiff_t lg_match_capture(struct lg_match *m, int i, const char *s, const char *e, const char **cap)
+{
+    if (i >= m->level) {
+        if (i != 0)
+            luaL_error(m->L, "invalid capture index %%%d", i + 1);
+        *cap = s;
+        return e - s;
     }
-    else if (src < ms.src_end)  /* otherwise, skip one character */
-      luaL_addchar(&b, *src++);
-    else break;  /* end of subject */
-    if (anchor) break;
-  }
-  settle(&ms);
-  if (!changed)  /* no changes? */
-    lua_pushvalue(L, 1);  /* return original string */
-  else {  /* something changed */
-    luaL_addlstring(&b, src, ms.src_end-src);
-    luaL_pushresult(&b);  /* create and return new string */
-  }
-  lua_pushinteger(L, n);  /* number of substitutions */
-  return 2;
+    ptrdiff_t len = m->cap[i].len;
+    if (len == LG_CAP_UNFINISHED)
+        luaL_error(m->L, "unfinished capture");
+    *cap = m->cap[i].init;
+    if (len == LG_CAP_POSITION)
+        lua_pushinteger(m->L, (lua_Integer)(m->cap[i].init - m->src) + 1);
+    return len;
+}
+
+int lg_match_push_captures(struct lg_match *m, const char *s, const char *e)
+{
+    int n = m->level == 0 && s ? 1 : m->level;
+    luaL_checkstack(m->L, n, "too many captures");
+    for (int i = 0; i < n; i++) {
+        const char *cap;
+        ptrdiff_t len = lg_match_capture(m, i, s, e, &cap);
+        if (len != LG_CAP_POSITION)
+            lua_pushlstring(m->L, cap, (size_t)len);
+    }
+    return n;
 }
