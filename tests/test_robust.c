@@ -12,6 +12,7 @@
 #include "lg_hf.h"
 #include "lg_io.h"
 #include "lg_lua.h"
+#include "lg_lua_test.h"
 #include "lg_test.h"
 #include "lg_tokens.h"
 #include "lg_trainjob.h"
@@ -136,27 +137,14 @@ END_TEST
 
 /* ---- the limited library is Lua's, but for the budget ---- */
 
-static lua_State *lua_ok(void)
-{
-    lua_State *L;
-    CHECK(lg_lua_open(&L));
-    return L;
-}
-
-/* Runs a chunk in the trusted state; fails the test with its error. */
-static void run_lua(lua_State *L, const char *code)
-{
-    if (luaL_dostring(L, code) != LUA_OK)
-        ck_abort_msg("%s", lua_tostring(L, -1));
-}
 
 START_TEST(limited_string_functions_are_luas)
 {
-    lua_State *L = lua_ok();
+    lua_State *L = lg_test_lua_state();
     /* Every (subject, pattern) pair through find, match, gmatch and gsub (string and function replacements),
      * the standard library's against the limited one's, outside and inside a limited run; also string.rep and
      * the table functions the sandbox wraps. */
-    run_lua(L, "local S = lg_sandbox_lib('string')\n"
+    lg_test_lua_run(L, "local S = lg_sandbox_lib('string')\n"
                "local T = lg_sandbox_lib('table')\n"
                "local subjects = { '', 'a', 'hello world', 'aaab', '(a(b)c)', 'k1 = v1, k2 = v2', 'x\\0y', 'THE end.',"
                "  ' \\t pad ', 'caf\\195\\169', ('ab'):rep(40) }\n"
@@ -201,8 +189,8 @@ END_TEST
 
 START_TEST(string_methods_reach_the_limited_library_only_in_a_run)
 {
-    lua_State *L = lua_ok();
-    run_lua(L, "local ok, err = lg_run_limited(function() return ('x'):rep(1e9) end)\n"
+    lua_State *L = lg_test_lua_state();
+    lg_test_lua_run(L, "local ok, err = lg_run_limited(function() return ('x'):rep(1e9) end)\n"
                "assert(not ok and err:find('string.rep: a 1000000000%-byte string'), err)\n"
                "assert(#('x'):rep(2^25) == 2^25) -- trusted code: Lua's own rep, no cap\n"
                "assert(getmetatable('').__index == string)\n");
@@ -212,8 +200,8 @@ END_TEST
 
 START_TEST(trusted_failures_name_the_file)
 {
-    lua_State *L = lua_ok();
-    run_lua(L, "local sandbox = require('generator.sandbox')\n"
+    lua_State *L = lg_test_lua_state();
+    lg_test_lua_run(L, "local sandbox = require('generator.sandbox')\n"
                "local ok, err = pcall(sandbox.protect, 'specs/x.lua', function() error('not enough memory', 0) end)\n"
                "assert(not ok and err:find('^specs/x.lua: error: not enough memory checking the file'), err)\n"
                "ok, err = pcall(sandbox.protect, 'specs/x.lua', function() error('specs/x.lua:3: error: a: b', 0) end)\n"
@@ -225,9 +213,9 @@ END_TEST
 
 START_TEST(every_integer_field_has_a_max)
 {
-    lua_State *L = lua_ok();
+    lua_State *L = lg_test_lua_state();
     /* The loaders check this on every load; here a schema without a max is shown to be refused by name. */
-    run_lua(L, "local sandbox = require('generator.sandbox')\n"
+    lg_test_lua_run(L, "local sandbox = require('generator.sandbox')\n"
                "local ok, err = pcall(sandbox.check_schema, { type = 'table', fields = { n = { type = 'integer', min = 1 } } }, 'job')\n"
                "assert(not ok and err:find('job.n is an integer without a max'), err)\n");
     lua_close(L);

@@ -6,6 +6,7 @@
  * messages and the recursion bound; the budget ending a backtracking pattern in each function. The seed is
  * printed; LORAGEN_TEST_SEED=N repeats a run. */
 #include "lg_lua.h"
+#include "lg_lua_test.h"
 #include "lg_test.h"
 
 #include <check.h>
@@ -14,19 +15,6 @@
 #include <stdlib.h>
 #include <time.h>
 
-static lua_State *lua_ok(void)
-{
-    lua_State *L;
-    CHECK(lg_lua_open(&L));
-    return L;
-}
-
-/* Runs a chunk in the trusted state; fails the test with its error. */
-static void run_lua(lua_State *L, const char *code)
-{
-    if (luaL_dostring(L, code) != LUA_OK)
-        ck_abort_msg("%s", lua_tostring(L, -1));
-}
 
 /* Defines S (the limited string library), ser (a call's outcome as text) and same(what, f, g, ...). */
 static const char *common =
@@ -103,9 +91,9 @@ START_TEST(random_patterns_behave_like_luas)
     long seed = env ? atol(env) : (long)time(NULL);
     printf("test_strmatch: seed %ld (LORAGEN_TEST_SEED=%ld repeats it)\n", seed, seed);
     fflush(stdout);
-    lua_State *L = lua_ok();
-    run_lua(L, common);
-    run_lua(L, fuzz);
+    lua_State *L = lg_test_lua_state();
+    lg_test_lua_run(L, common);
+    lg_test_lua_run(L, fuzz);
     char code[256];
     snprintf(code, sizeof code,
              "math.randomseed(%ld)\n"
@@ -113,7 +101,7 @@ START_TEST(random_patterns_behave_like_luas)
              "local ok, err = lg_run_limited(function() fuzz(300) return 1 end)\n"
              "assert(ok, err)\n",
              seed);
-    run_lua(L, code);
+    lg_test_lua_run(L, code);
     lua_close(L);
 }
 END_TEST
@@ -121,9 +109,9 @@ END_TEST
 /* Each error message of Lua's matcher, raised by the limited functions with the same words. */
 START_TEST(errors_are_luas)
 {
-    lua_State *L = lua_ok();
-    run_lua(L, common);
-    run_lua(L, "local cases = {\n"
+    lua_State *L = lg_test_lua_state();
+    lg_test_lua_run(L, common);
+    lg_test_lua_run(L, "local cases = {\n"
                "  { 'find', { 'abc', 'a%' }, \"malformed pattern (ends with '%')\" },\n"
                "  { 'match', { 'abc', '[a' }, \"malformed pattern (missing ']')\" },\n"
                "  { 'match', { 'abc', '[^]' }, \"malformed pattern (missing ']')\" },\n"
@@ -162,9 +150,9 @@ END_TEST
 /* A pattern that backtracks exponentially ends with the budget's error, named by its function. */
 START_TEST(backtracking_ends_with_the_budget)
 {
-    lua_State *L = lua_ok();
-    run_lua(L, common);
-    run_lua(L, "local s, p = ('a'):rep(40), ('a-'):rep(30) .. 'b'\n"
+    lua_State *L = lg_test_lua_state();
+    lg_test_lua_run(L, common);
+    lg_test_lua_run(L, "local s, p = ('a'):rep(40), ('a-'):rep(30) .. 'b'\n"
                "local calls = {\n"
                "  find = function() return S.find(s, p) end,\n"
                "  match = function() return S.match(s, p) end,\n"
