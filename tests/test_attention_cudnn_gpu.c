@@ -574,6 +574,16 @@ START_TEST(samples_are_isolated)
 }
 END_TEST
 
+static void add_tests(TCase *tc)
+{
+    tcase_add_test(tc, probe_every_family);
+    tcase_add_loop_test(tc, cases_match_reference, 0, NCASES);
+    tcase_add_loop_test(tc, many_samples_match_reference, 0, 2);
+    tcase_add_test(tc, exact_shapes_match_reference);
+    tcase_add_test(tc, samples_are_isolated);
+    tcase_add_test(tc, every_layout_matches); /* last: its 'never' runs may leave cuDNN's errors behind */
+}
+
 int main(void)
 {
     lg_test_require_gpu();
@@ -587,17 +597,7 @@ int main(void)
            lg_attn_cudnn_version(), (unsigned long long)lg_test_seed());
     printf("  %-14s %-24s %-5s %-4s %-4s %-5s %-5s | %8s %8s %8s %8s %8s |\n", "case", "lens", "hq/kv", "d", "type",
            "lay", "b,s", "O", "LSE", "dQ", "dK", "dV");
-    Suite *s = suite_create("attention_cudnn_gpu");
-    TCase *tc = tcase_create("gpu");
-    tcase_set_timeout(tc, 0);
-    tcase_add_test(tc, probe_every_family);
-    tcase_add_loop_test(tc, cases_match_reference, 0, NCASES);
-    tcase_add_loop_test(tc, many_samples_match_reference, 0, 2);
-    tcase_add_test(tc, exact_shapes_match_reference);
-    tcase_add_test(tc, samples_are_isolated);
-    tcase_add_test(tc, every_layout_matches); /* last: its 'never' runs may leave cuDNN's errors behind */
-    suite_add_tcase(s, tc);
-    int failed = lg_test_run(s, 1);
+    int failed = lg_test_run_case("attention_cudnn_gpu", add_tests, 1);
     lg_ctx_free(ctx);
     return failed ? 1 : 0;
 }

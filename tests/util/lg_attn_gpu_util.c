@@ -390,12 +390,7 @@ int attn_gpu_main(const char *suite, void (*add)(TCase *tc))
            lg_ctx_sm_count(attn_ctx), (unsigned long long)lg_test_seed());
     printf("  %-14s %-26s %-5s %-4s %-4s %-5s %-6s %-22s | %8s %8s %8s %8s %8s |\n", "case", "lens", "hq/kv", "d",
            "type", "lay", "mode", "tiles", "O", "LSE", "dQ", "dK", "dV");
-    Suite *s = suite_create(suite);
-    TCase *tc = tcase_create("gpu");
-    tcase_set_timeout(tc, 0);
-    add(tc);
-    suite_add_tcase(s, tc);
-    int failed = lg_test_run(s, 1);
+    int failed = lg_test_run_case(suite, add, 1);
     lg_ctx_free(attn_ctx);
     return failed ? 1 : 0;
 }

@@ -336,12 +336,7 @@ int mc_main(const char *suite, void (*add_tests)(TCase *tc))
     struct lg_ctx_params cp = {.device = 0};
     CHECK(lg_ctx_init(&cp, &mc_ctx));
     printf("device: %s (sm_%d, %d SMs)\n", lg_ctx_device_name(mc_ctx), lg_ctx_arch(mc_ctx), lg_ctx_sm_count(mc_ctx));
-    Suite *s = suite_create(suite);
-    TCase *tc = tcase_create("gpu");
-    tcase_set_timeout(tc, 0);
-    add_tests(tc);
-    suite_add_tcase(s, tc);
-    int failed = lg_test_run(s, 1);
+    int failed = lg_test_run_case(suite, add_tests, 1);
     lg_ctx_free(mc_ctx);
     return failed ? 1 : 0;
 }

@@ -86,6 +86,16 @@ int lg_test_run(Suite *s, int nofork)
     return failed ? 1 : 0;
 }
 
+int lg_test_run_case(const char *suite, void (*add)(TCase *tc), int nofork)
+{
+    Suite *s = suite_create(suite);
+    TCase *tc = tcase_create("gpu");
+    tcase_set_timeout(tc, 0);
+    add(tc);
+    suite_add_tcase(s, tc);
+    return lg_test_run(s, nofork);
+}
+
 char *lg_test_tmpdir(const char *prefix)
 {
     char *d = malloc(strlen(prefix) + 16);

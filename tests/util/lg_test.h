@@ -51,6 +51,9 @@ uint64_t lg_test_seed(void); /* from $LORAGEN_TEST_SEED, else time-based; printe
 /* Runs every case of s (each in a forked child unless nofork), prints Check's summary and returns the
  * process exit status: 0 when all passed, 1 otherwise. Frees s. */
 int lg_test_run(Suite *s, int nofork);
+/* One suite of one test case named "gpu" without a timeout, holding what add puts in it, run (nofork: in this
+ * process, for suites that make one GPU context in main); 1 when a test failed. */
+int lg_test_run_case(const char *suite, void (*add)(TCase *tc), int nofork);
 
 /* Fixture helpers; each exits the test on failure. */
 char *lg_test_tmpdir(const char *prefix);            /* fresh directory under /tmp; free() it; safe in main() */
