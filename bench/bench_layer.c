@@ -11,7 +11,9 @@
  * per layer (issue 11's target: at most 5%).
  *
  * usage: bench_layer MODEL_A MODEL_B [--backend cuda|cpu] [--tokens N] [--seqs N] [--rank R] [--alpha A]
- *                    [--dropout P] [--rounds N] [--deterministic 0|1] [--csv FILE] */
+ *                    [--dropout P] [--rounds N] [--deterministic 0|1] [--mode both|lora|base] [--csv FILE]
+ * --mode lora or base runs only that mode (for a profiler: `ncu ... bench_layer A B --mode lora --rounds 1`
+ * sees only LoRA steps; bench/ncu_layer.sh); the overhead needs both. */
 #include "lg_decoder.h"
 #include "lg_hf.h"
 #include "lg_test.h"
@@ -25,6 +27,7 @@ struct opts {
     const char *model[2], *backend, *csv;
     int64_t tokens;
     int seqs, rank, rounds, deterministic;
+    int mode; /* -1 both, 0 lora only, 1 base only */
     double alpha, dropout;
 };
 
@@ -49,10 +52,11 @@ static double now_ms(void)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_layer MODEL_A MODEL_B [--backend cuda|cpu] [--tokens N] [--seqs N] [--rank R]\n"
-               "                   [--alpha A] [--dropout P] [--rounds N] [--deterministic 0|1] [--csv FILE]\n"
+               "                   [--alpha A] [--dropout P] [--rounds N] [--deterministic 0|1]\n"
+               "                   [--mode both|lora|base] [--csv FILE]\n"
                "MODEL_A and MODEL_B: model directories of the same dimensions and different layer counts\n"
                "(loragen init-model SPEC DIR --layers N). Defaults: cuda, 8192 tokens in 4 samples, r 16, alpha 32,\n"
-               "p 0.1, 10 rounds, deterministic 0.\n");
+               "p 0.1, 10 rounds, deterministic 0, mode both (lora or base: only that mode, e.g. for a profiler).\n");
 }
 
 static long num_arg(const char *flag, const char *v, long lo, long hi)
@@ -69,7 +73,7 @@ static long num_arg(const char *flag, const char *v, long lo, long hi)
 static void parse(int argc, char **argv, struct opts *o)
 {
     *o = (struct opts){.backend = "cuda", .tokens = 8192, .seqs = 4, .rank = 16, .rounds = 10, .alpha = 32,
-                       .dropout = 0.1};
+                       .dropout = 0.1, .mode = -1};
     int nm = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -103,7 +107,13 @@ static void parse(int argc, char **argv, struct opts *o)
             o->rounds = (int)num_arg(a, v, 1, 100000);
         else if (!strcmp(a, "--deterministic"))
             o->deterministic = (int)num_arg(a, v, 0, 1);
-        else if (!strcmp(a, "--alpha"))
+        else if (!strcmp(a, "--mode")) {
+            if (strcmp(v, "both") && strcmp(v, "lora") && strcmp(v, "base")) {
+                fprintf(stderr, "bench_layer: --mode %s: expected both, lora or base\n", v);
+                exit(2);
+            }
+            o->mode = !strcmp(v, "both") ? -1 : !strcmp(v, "lora") ? 0 : 1;
+        } else if (!strcmp(a, "--alpha"))
             o->alpha = atof(v);
         else if (!strcmp(a, "--dropout"))
             o->dropout = atof(v);
@@ -243,11 +253,14 @@ int main(int argc, char **argv)
            r[0].be->desc, (long long)o.tokens, o.seqs, o.rank, o.alpha, o.dropout, L[0], L[1], o.rounds);
     for (int k = 0; k < 2; k++) /* warm-up: kernels compiled or loaded, workspaces grown, first touch */
         for (int base = 0; base < 2; base++)
-            step(&r[k], &o, base, 1);
+            if (o.mode < 0 || o.mode == base)
+                step(&r[k], &o, base, 1);
     for (int i = 0; i < o.rounds; i++)
         for (int k = 0; k < 2; k++)
             for (int base = 0; base < 2; base++) {
                 int kk = i % 2 ? 1 - k : k; /* alternate which model goes first */
+                if (o.mode >= 0 && o.mode != base)
+                    continue;
                 r[kk].ms[base][i] = step(&r[kk], &o, base, 17 + (uint64_t)i);
             }
     double t[2][2];
@@ -257,6 +270,15 @@ int main(int argc, char **argv)
     double per[2];
     for (int base = 0; base < 2; base++)
         per[base] = (t[1][base] - t[0][base]) / (L[1] - L[0]);
+    if (o.mode >= 0) {
+        printf("\n| model | %s step ms |\n|---|---|\n", o.mode ? "base" : "lora");
+        for (int k = 0; k < 2; k++)
+            printf("| %d layers | %.3f |\n", L[k], t[k][o.mode]);
+        printf("| per decoder layer | %.3f |\n", per[o.mode]);
+        for (int k = 0; k < 2; k++)
+            close_run(&r[k]);
+        return 0;
+    }
     printf("\n| model | lora step ms | base step ms |\n|---|---|---|\n");
     for (int k = 0; k < 2; k++)
         printf("| %d layers | %.3f | %.3f |\n", L[k], t[k][0], t[k][1]);
